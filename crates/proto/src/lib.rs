@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod frame;
+mod message;
+mod types;
+
+pub use frame::{FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, write_frame};
+pub use message::{
+    AttestRequest, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply,
+    NsmKind, Provision, PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate,
+    SignRequest, SignatureReply, Status, Unseal,
+};
+pub use types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
+
+/// The protocol version this build speaks. Bumped on any incompatible message change.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Request id reserved for errors that belong to the connection, not to one request.
+pub const CONNECTION_ERROR_ID: u64 = 0;

@@ -1,0 +1,342 @@
+//! Requests the gateway sends and the replies the enclave returns.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
+
+/// A request with the id its reply will carry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the gateway, unique per connection, never [`crate::CONNECTION_ERROR_ID`].
+    pub id: u64,
+    /// The request itself.
+    pub request: Request,
+}
+
+/// A reply, tagged with the id of the request it answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The id of the request this answers, or [`crate::CONNECTION_ERROR_ID`].
+    pub id: u64,
+    /// Success or a typed error.
+    pub reply: Reply,
+}
+
+/// Every request gets exactly one of these.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// The request succeeded.
+    Ok(Response),
+    /// The request failed; the message says why and what to do.
+    Err(ErrorReply),
+}
+
+/// Requests from the gateway to the enclave.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// Version handshake; must be the first request on a connection.
+    Hello(Hello),
+    /// Generate a new master key and seal it under a fresh KMS data key.
+    Provision(Provision),
+    /// The gateway has durably stored the sealed key: start signing with it.
+    Commit(Commit),
+    /// Restore a stored sealed key.
+    Unseal(Unseal),
+    /// Sign one digest.
+    Sign(SignRequest),
+    /// Sign several digests in one round trip; each item gets its own result.
+    SignBatch(Vec<SignRequest>),
+    /// The master public key.
+    PublicKey,
+    /// State of the enclave.
+    Status,
+    /// A fresh attestation document binding the master public key.
+    Attest(AttestRequest),
+    /// Reseal the master key under a new data key (`key_epoch + 1`).
+    Rotate(Rotate),
+}
+
+/// Version handshake.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u16,
+}
+
+/// First start: generate and seal a master key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Provision {
+    /// The id the key belongs to; bound into the seal and the KMS encryption context.
+    pub enclave_id: EnclaveId,
+    /// The KMS key the gateway expects; the enclave refuses if it differs from the key its
+    /// own (measured) configuration pins.
+    pub kms_key_id: String,
+    /// The AWS region the gateway expects; checked the same way.
+    pub region: String,
+    /// Credentials for this one KMS call.
+    pub credentials: AwsCredentials,
+}
+
+/// The sealed key is stored; the enclave may start signing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Commit {
+    /// Must match the pending (or current) key.
+    pub enclave_id: EnclaveId,
+    /// Must match the pending (or current) key.
+    pub public_key: CompressedPublicKey,
+    /// The epoch now stored.
+    pub key_epoch: u32,
+}
+
+/// Restart: open a stored sealed key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Unseal {
+    /// The stored row.
+    pub sealed: SealedKey,
+    /// Credentials for this one KMS call.
+    pub credentials: AwsCredentials,
+}
+
+/// Data-key rotation: reseal the current master key under a new data key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rotate {
+    /// The stored row the rotation starts from; its public key and epoch must match the
+    /// enclave's current key.
+    pub sealed: SealedKey,
+    /// Credentials for this one KMS call.
+    pub credentials: AwsCredentials,
+}
+
+/// One digest to sign.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// The 32-byte digest.
+    pub digest: Digest,
+    /// ECDSA or BIP340.
+    pub scheme: Scheme,
+}
+
+/// A nonce for a fresh attestation document.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttestRequest {
+    /// Up to 512 bytes chosen by the client; echoed in the document's `nonce`.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+}
+
+/// Successful replies.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to `Hello`.
+    Hello(HelloReply),
+    /// Answer to `Provision`: the row to store before sending `Commit`.
+    Provisioned(SealedKey),
+    /// Answer to `Commit`, `Unseal` and `Status`.
+    Status(Status),
+    /// Answer to `Sign`.
+    Signature(SignatureReply),
+    /// Answer to `SignBatch`, one entry per item in order.
+    Signatures(Vec<Result<SignatureReply, ErrorReply>>),
+    /// Answer to `PublicKey`.
+    PublicKey(PublicKeyInfo),
+    /// Answer to `Attest`: raw COSE_Sign1 bytes.
+    Attestation(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to `Rotate`: the new row to compare-and-swap in before committing it.
+    Rotated(SealedKey),
+}
+
+/// What the enclave says about itself on connect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The enclave's protocol version (equal to the gateway's, or the hello fails).
+    pub protocol_version: u16,
+    /// The enclave's fixed configuration.
+    pub info: EnclaveInfo,
+    /// Its current state.
+    pub status: Status,
+}
+
+/// The enclave's own configuration. In production it is part of the measured image, so the
+/// gateway can check it but cannot change it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnclaveInfo {
+    /// `enclave` crate version.
+    pub software_version: String,
+    /// Which NSM the enclave uses.
+    pub nsm: NsmKind,
+    /// The KMS key the enclave is pinned to (ARN or alias).
+    pub kms_key_id: String,
+    /// The region of that key.
+    pub kms_region: String,
+    /// The KMS endpoint the enclave talks to, through the relay.
+    pub kms_endpoint: String,
+    /// Whether KMS calls carry a `Recipient` attestation document.
+    pub attestation: bool,
+}
+
+/// The enclave's NSM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsmKind {
+    /// `/dev/nsm` inside a Nitro Enclave.
+    Nitro,
+    /// The development stand-in with its own PKI. Production refuses it.
+    Mock,
+}
+
+/// Lifecycle of the master key inside the enclave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnclaveState {
+    /// No key in memory.
+    Empty,
+    /// A key was provisioned and awaits `Commit`; it does not sign yet.
+    AwaitingCommit,
+    /// A committed or unsealed key; signing.
+    Ready,
+}
+
+/// State of the enclave and, when it has one, its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Key lifecycle state.
+    pub state: EnclaveState,
+    /// The enclave id of the key in memory.
+    pub enclave_id: Option<EnclaveId>,
+    /// The master public key in memory.
+    pub public_key: Option<CompressedPublicKey>,
+    /// The data-key epoch of the key in memory.
+    pub key_epoch: Option<u32>,
+}
+
+/// A signature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignatureReply {
+    /// The scheme used.
+    pub scheme: Scheme,
+    /// 64 bytes: compact `r || s` (ECDSA, low-S) or the BIP340 signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: [u8; 64],
+    /// ECDSA recovery id (0..=3); `None` for BIP340.
+    pub recovery_id: Option<u8>,
+}
+
+/// The master public key in both encodings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublicKeyInfo {
+    /// Enclave id of the key.
+    pub enclave_id: EnclaveId,
+    /// SEC1 compressed key (ECDSA).
+    pub public_key: CompressedPublicKey,
+    /// 32-byte x-only key (BIP340).
+    #[serde(with = "serde_bytes")]
+    pub xonly_public_key: [u8; 32],
+    /// Data-key epoch.
+    pub key_epoch: u32,
+}
+
+/// A failed request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Machine-readable category.
+    pub code: ErrorCode,
+    /// Human-readable explanation; never contains secret bytes.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// Builds an error reply.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl fmt::Debug for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Error categories, so the gateway can map them to HTTP statuses and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed or not allowed in the current state.
+    BadRequest,
+    /// The first request was not `Hello`.
+    HandshakeRequired,
+    /// Protocol versions differ.
+    VersionMismatch,
+    /// No committed key: provision/unseal (and commit) first.
+    NotReady,
+    /// A key is already loaded; provisioning again would replace it.
+    AlreadyProvisioned,
+    /// The request names a KMS key or region other than the enclave's pinned one.
+    ConfigMismatch,
+    /// KMS refused the call (access denied, disabled key, wrong ciphertext...).
+    KmsDenied,
+    /// KMS could not be reached or failed; retrying may help.
+    KmsUnavailable,
+    /// The stored row does not open or does not match its public key.
+    UnsealFailed,
+    /// Attestation could not be produced or its answer could not be processed.
+    Attestation,
+    /// Anything else; the message has details.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode, read_frame, MAX_FRAME_LEN};
+
+    #[tokio::test]
+    async fn sign_reply_round_trips_with_its_id() {
+        let frame = ResponseFrame {
+            id: 42,
+            reply: Reply::Ok(Response::Signature(SignatureReply {
+                scheme: Scheme::Bip340,
+                signature: [7u8; 64],
+                recovery_id: None,
+            })),
+        };
+        let bytes = encode(&frame).unwrap();
+        let body = read_frame(&mut bytes.as_slice(), MAX_FRAME_LEN).await.unwrap();
+        let back: ResponseFrame = decode(&body).unwrap();
+        assert_eq!(back.id, 42);
+        match back.reply {
+            Reply::Ok(Response::Signature(s)) => {
+                assert_eq!(s.signature, [7u8; 64]);
+                assert_eq!(s.scheme, Scheme::Bip340);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batch_results_keep_per_item_errors() {
+        let frame = ResponseFrame {
+            id: 3,
+            reply: Reply::Ok(Response::Signatures(vec![
+                Err(ErrorReply::new(ErrorCode::BadRequest, "bad item")),
+                Ok(SignatureReply { scheme: Scheme::Ecdsa, signature: [1; 64], recovery_id: Some(1) }),
+            ])),
+        };
+        let bytes = encode(&frame).unwrap();
+        let back: ResponseFrame = decode(&bytes[4..]).unwrap();
+        let Reply::Ok(Response::Signatures(items)) = back.reply else { panic!("wrong reply") };
+        assert_eq!(items[0].as_ref().unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(items[1].as_ref().unwrap().recovery_id, Some(1));
+    }
+}

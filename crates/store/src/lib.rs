@@ -1,0 +1,210 @@
+#![doc = include_str!("../README.md")]
+
+mod migrations;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// One row of `enclave_master_keys`, exactly as stored. Column values are not validated
+/// here: the gateway parses them into typed values and reports a damaged row by name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKeyRow {
+    /// Primary key.
+    pub enclave_id: i64,
+    /// KMS `CiphertextBlob` of the data key.
+    pub kms_encrypted_dek: Vec<u8>,
+    /// AES-256-GCM sealed private key.
+    pub encrypted_private_key: Vec<u8>,
+    /// SEC1 compressed public key.
+    pub public_key: Vec<u8>,
+    /// ARN of the KMS key.
+    pub kms_key_id: String,
+    /// Data-key generation (NULL is read as the column default, 1).
+    pub key_epoch: i64,
+}
+
+impl std::fmt::Debug for MasterKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKeyRow")
+            .field("enclave_id", &self.enclave_id)
+            .field("kms_encrypted_dek_len", &self.kms_encrypted_dek.len())
+            .field("encrypted_private_key_len", &self.encrypted_private_key.len())
+            .field("public_key_len", &self.public_key.len())
+            .field("kms_key_id", &self.kms_key_id)
+            .field("key_epoch", &self.key_epoch)
+            .finish()
+    }
+}
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or read.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// Database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer keyward.
+    #[error("database {path} has schema version {found}, newer than the {known} this build knows; refusing to touch it (upgrade keyward)")]
+    SchemaTooNew {
+        /// Database file.
+        path: PathBuf,
+        /// Version found.
+        found: i64,
+        /// Highest version known to this build.
+        known: i64,
+    },
+    /// A row already exists for this enclave id; nothing was written.
+    #[error("enclave {0} already has a master key row; refusing to overwrite it")]
+    AlreadyExists(i64),
+    /// The compare-and-swap of a rotation found another epoch or public key; nothing was written.
+    #[error("enclave {enclave_id}: stored key_epoch is not {expected_epoch} (or its public key changed); rotation not applied")]
+    EpochConflict {
+        /// Enclave id.
+        enclave_id: i64,
+        /// The epoch the rotation started from.
+        expected_epoch: i64,
+    },
+    /// Any other SQLite failure (locked, read-only, disk full, ...).
+    #[error("database {op} failed: {source}")]
+    Sqlite {
+        /// What we were doing.
+        op: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open keyward database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if absent) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        // Reading the header here turns "file is not a database" into an open error.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        let mut store = Store { conn, path: path.to_owned() };
+        migrations::apply(&mut store.conn, path)?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current schema version.
+    pub fn schema_version(&self) -> Result<i64> {
+        migrations::current_version(&self.conn)
+            .map_err(|source| StoreError::Sqlite { op: "read schema version", source })
+    }
+
+    /// Reads the row for `enclave_id`.
+    pub fn get(&self, enclave_id: i64) -> Result<Option<MasterKeyRow>> {
+        self.conn
+            .query_row(
+                "SELECT enclave_id, kms_encrypted_dek, encrypted_private_key, public_key, \
+                 kms_key_id, COALESCE(key_epoch, 1) FROM enclave_master_keys WHERE enclave_id = ?1",
+                [enclave_id],
+                |r| {
+                    Ok(MasterKeyRow {
+                        enclave_id: r.get(0)?,
+                        kms_encrypted_dek: r.get(1)?,
+                        encrypted_private_key: r.get(2)?,
+                        public_key: r.get(3)?,
+                        kms_key_id: r.get(4)?,
+                        key_epoch: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| StoreError::Sqlite { op: "read master key", source })
+    }
+
+    /// Inserts a new row. Fails with [`StoreError::AlreadyExists`] if the enclave id has one.
+    pub fn insert(&mut self, row: &MasterKeyRow) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { op: "begin", source })?;
+        let inserted = tx.execute(
+            "INSERT INTO enclave_master_keys \
+             (enclave_id, kms_encrypted_dek, encrypted_private_key, public_key, kms_key_id, key_epoch) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                row.enclave_id,
+                row.kms_encrypted_dek,
+                row.encrypted_private_key,
+                row.public_key,
+                row.kms_key_id,
+                row.key_epoch
+            ],
+        );
+        match inserted {
+            Ok(_) => tx.commit().map_err(|source| StoreError::Sqlite { op: "commit insert", source }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::AlreadyExists(row.enclave_id))
+            }
+            Err(source) => Err(StoreError::Sqlite { op: "insert master key", source }),
+        }
+    }
+
+    /// Replaces the data key of a row by compare-and-swap: applies only if the stored row
+    /// still has `expected_epoch` and the same public key, and the new epoch is one more.
+    pub fn rotate(&mut self, new: &MasterKeyRow, expected_epoch: i64) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { op: "begin", source })?;
+        let changed = tx
+            .execute(
+                "UPDATE enclave_master_keys SET kms_encrypted_dek = ?1, encrypted_private_key = ?2, \
+                 kms_key_id = ?3, key_epoch = ?4 \
+                 WHERE enclave_id = ?5 AND COALESCE(key_epoch, 1) = ?6 AND public_key = ?7 AND ?4 = ?6 + 1",
+                params![
+                    new.kms_encrypted_dek,
+                    new.encrypted_private_key,
+                    new.kms_key_id,
+                    new.key_epoch,
+                    new.enclave_id,
+                    expected_epoch,
+                    new.public_key
+                ],
+            )
+            .map_err(|source| StoreError::Sqlite { op: "rotate master key", source })?;
+        if changed != 1 {
+            return Err(StoreError::EpochConflict { enclave_id: new.enclave_id, expected_epoch });
+        }
+        tx.commit().map_err(|source| StoreError::Sqlite { op: "commit rotation", source })
+    }
+
+    /// Checks that the database answers a read (for health reporting).
+    pub fn ping(&self) -> Result<()> {
+        self.conn
+            .query_row("SELECT count(*) FROM enclave_master_keys", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(|source| StoreError::Sqlite { op: "health read", source })
+    }
+}
+
+#[cfg(test)]
+mod tests;
