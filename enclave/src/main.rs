@@ -1,1 +1,106 @@
-fn main() {}
+//! keyward enclave binary: configuration, wiring and the main loop.
+
+mod config;
+mod datakey;
+mod server;
+mod vault;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use keyward_attest::Nsm;
+use keyward_kms::{KmsClient, RelayHttpClient, TlsRoots};
+use keyward_proto::{EnclaveInfo, NsmKind};
+use keyward_transport::Listener;
+
+use crate::config::{Cli, Command, Config, NsmChoice};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("enclave: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Measure) = cli.command {
+        return measure();
+    }
+    let config = Config::from_args(cli.run)?;
+    let nsm = open_nsm(&config)?;
+    let roots = config.kms_endpoint.is_tls().then(TlsRoots::amazon);
+    let http = RelayHttpClient::new(config.kms_relay.clone(), config.kms_endpoint.clone(), roots)?;
+    let kms = KmsClient::new(config.kms_endpoint.clone(), config.kms_region.clone(), http);
+    let info = EnclaveInfo {
+        software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        nsm: match nsm.kind() {
+            keyward_attest::NsmKind::Nitro => NsmKind::Nitro,
+            keyward_attest::NsmKind::Mock => NsmKind::Mock,
+        },
+        kms_key_id: config.kms_key_id.clone(),
+        kms_region: config.kms_region.clone(),
+        kms_endpoint: config.kms_endpoint.url().to_owned(),
+        attestation: config.attestation,
+    };
+    let keys = datakey::DataKeys { kms, key_id: config.kms_key_id.clone(), attestation: config.attestation, nsm: nsm.clone() };
+    let vault = Arc::new(vault::Vault::new(keys, nsm));
+    let listener = Listener::bind(&config.listen).await?;
+    tracing::info!(
+        listen = %listener.local_address(),
+        kms_relay = %config.kms_relay,
+        kms_endpoint = %config.kms_endpoint,
+        kms_key_id = %config.kms_key_id,
+        attestation = config.attestation,
+        nsm = ?info.nsm,
+        "enclave ready for the gateway"
+    );
+    tokio::select! {
+        result = server::serve(listener, vault, info) => result,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down; the master key leaves memory with this process");
+            Ok(())
+        }
+    }
+}
+
+fn open_nsm(config: &Config) -> anyhow::Result<Arc<dyn Nsm>> {
+    match config.nsm {
+        NsmChoice::Nitro => Ok(Arc::new(keyward_attest::NitroNsm::open()?)),
+        #[cfg(feature = "mock-nsm")]
+        NsmChoice::Mock => {
+            let binary = std::env::current_exe().context("locating the running enclave binary")?;
+            tracing::warn!(pki = %config.mock_nsm_dir.display(), "using the DEVELOPMENT NSM: attestation documents are signed by a local test PKI");
+            Ok(Arc::new(keyward_attest::MockNsm::open(&config.mock_nsm_dir, &binary)?))
+        }
+        #[cfg(not(feature = "mock-nsm"))]
+        NsmChoice::Mock => anyhow::bail!("this enclave build has no development NSM (built without the mock-nsm feature)"),
+    }
+}
+
+fn measure() -> anyhow::Result<()> {
+    anyhow::bail!("measurements of the development NSM are not available in this build yet")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process still stops on SIGTERM/SIGINT, just abruptly.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -6,6 +6,10 @@ use std::fmt;
 mod mock;
 #[cfg(feature = "mock")]
 pub use mock::MockNsm;
+#[cfg(feature = "nitro")]
+mod nitro;
+#[cfg(feature = "nitro")]
+pub use nitro::NitroNsm;
 
 /// Which NSM implementation is in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

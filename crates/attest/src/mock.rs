@@ -1,11 +1,20 @@
 //! Placeholder development NSM: randomness only. Replaced by the full mock (signed COSE
 //! documents) in the attested-key-release work.
 
+use std::path::Path;
+
 use crate::{AttestationRequest, Nsm, NsmError, NsmKind};
 
 /// Development NSM.
 #[derive(Debug, Default)]
 pub struct MockNsm;
+
+impl MockNsm {
+    /// Opens the development NSM.
+    pub fn open(_pki_dir: &Path, _measured_binary: &Path) -> Result<Self, NsmError> {
+        Ok(MockNsm)
+    }
+}
 
 impl Nsm for MockNsm {
     fn kind(&self) -> NsmKind {

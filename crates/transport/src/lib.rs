@@ -2,6 +2,7 @@
 
 mod address;
 mod listener;
+mod relay;
 
 use std::io;
 
@@ -9,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use address::{Address, VSOCK_CID_ANY, VSOCK_CID_PARENT};
 pub use listener::{Listener, connect};
+pub use relay::{relay_accept, relay_connect, relay_deny, relay_read_target};
 
 /// A connected byte stream over vsock, TCP or a Unix socket.
 pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

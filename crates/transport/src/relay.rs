@@ -1,0 +1,145 @@
+//! The KMS relay handshake. The enclave cannot reach the network; it opens a connection to
+//! the gateway's relay and names the one target it wants (`host:port`). The relay checks the
+//! name against the single target it is configured for, answers, and from then on copies
+//! bytes without looking at them (in production they are TLS that ends inside the enclave).
+//!
+//! ```text
+//! enclave → relay:  "KEYWARD-RELAY/1 kms.us-east-1.amazonaws.com:443\n"
+//! relay → enclave:  "OK\n"            then raw bytes both ways
+//!               or  "DENIED <reason>\n" and close
+//! ```
+
+use std::io;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::{Address, BoxConnection, connect};
+
+const MAGIC: &str = "KEYWARD-RELAY/1 ";
+/// Longest handshake line accepted (a DNS name is at most 253 bytes).
+const MAX_LINE: usize = 300;
+
+/// Dials the relay at `relay` and asks for `target` (`host:port`). Returns the connection,
+/// ready for the target's protocol, once the relay accepted.
+pub async fn relay_connect(relay: &Address, target: &str) -> io::Result<BoxConnection> {
+    let conn = connect(relay).await.map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))?;
+    let mut conn = BufReader::new(conn);
+    conn.get_mut().write_all(format!("{MAGIC}{target}\n").as_bytes()).await?;
+    conn.get_mut().flush().await?;
+    let answer = read_line(&mut conn).await?;
+    if answer != "OK" {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("KMS relay at {relay} refused {target}: {answer}"),
+        ));
+    }
+    // The relay sends nothing after "OK\n" until the target speaks, so the buffer is empty.
+    Ok(Box::new(conn.into_inner()))
+}
+
+/// Relay side: reads the handshake and returns the requested target. The caller decides
+/// and answers with [`relay_accept`] or [`relay_deny`].
+pub async fn relay_read_target<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut S) -> io::Result<String> {
+    // Read byte by byte so that no byte after the newline is consumed from the stream.
+    let mut line = Vec::with_capacity(64);
+    loop {
+        let mut byte = [0u8; 1];
+        if tokio::io::AsyncReadExt::read(conn, &mut byte).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "relay handshake cut short"));
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        if line.len() >= MAX_LINE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "relay handshake line too long"));
+        }
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8(line)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "relay handshake is not UTF-8"))?;
+    line.strip_prefix(MAGIC)
+        .map(str::to_owned)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a keyward relay handshake"))
+}
+
+/// Relay side: accept; raw bytes follow.
+pub async fn relay_accept<S: AsyncWrite + Unpin>(conn: &mut S) -> io::Result<()> {
+    conn.write_all(b"OK\n").await?;
+    conn.flush().await
+}
+
+/// Relay side: refuse with a reason and let the caller close.
+pub async fn relay_deny<S: AsyncWrite + Unpin>(conn: &mut S, reason: &str) -> io::Result<()> {
+    let reason: String = reason.chars().filter(|c| *c != '\n').take(200).collect();
+    conn.write_all(format!("DENIED {reason}\n").as_bytes()).await?;
+    conn.flush().await
+}
+
+async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut limited = tokio::io::AsyncReadExt::take(&mut *reader, MAX_LINE as u64);
+    limited.read_until(b'\n', &mut line).await?;
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "KMS relay closed during the handshake"));
+    }
+    line.pop();
+    String::from_utf8(line).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "relay answer is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::Listener;
+
+    async fn relay_once(listener: Listener, allowed: &'static str) {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let target = relay_read_target(&mut conn).await.unwrap();
+        if target == allowed {
+            relay_accept(&mut conn).await.unwrap();
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).await.unwrap();
+            conn.write_all(&buf).await.unwrap();
+        } else {
+            relay_deny(&mut conn, &format!("only {allowed} is allowed")).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn allowed_target_gets_a_clean_byte_stream() {
+        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_address().clone();
+        let server = tokio::spawn(relay_once(listener, "kms.us-east-1.amazonaws.com:443"));
+        let mut conn = relay_connect(&address, "kms.us-east-1.amazonaws.com:443").await.unwrap();
+        conn.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        conn.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn other_target_is_refused_with_the_reason() {
+        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_address().clone();
+        let server = tokio::spawn(relay_once(listener, "kms.us-east-1.amazonaws.com:443"));
+        let err = match relay_connect(&address, "evil.example.com:443").await {
+            Ok(_) => panic!("relay must refuse"),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("only kms.us-east-1.amazonaws.com:443 is allowed"), "{err}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn handshake_garbage_and_overlong_lines_are_rejected() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        b.write_all(b"GET / HTTP/1.1\n").await.unwrap();
+        assert!(relay_read_target(&mut a).await.unwrap_err().to_string().contains("not a keyward relay"));
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        b.write_all(&[b'x'; 400]).await.unwrap();
+        assert!(relay_read_target(&mut a).await.unwrap_err().to_string().contains("too long"));
+    }
+}

@@ -1,0 +1,187 @@
+//! The enclave's configuration. In production it is the command line of the enclave image,
+//! which is part of the measured EIF: the gateway can read it (in `Hello`) but not change it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use keyward_kms::KmsEndpoint;
+use keyward_transport::Address;
+
+#[derive(Debug, Parser)]
+#[command(name = "enclave", version, about = "keyward enclave: generates, seals and uses the secp256k1 master key")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print this binary's PCR0-2 under the development NSM, in the JSON shape of
+    /// `nitro-cli describe-eif`, for key-policy tooling.
+    Measure,
+}
+
+/// Which NSM to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NsmChoice {
+    /// `/dev/nsm` (inside a Nitro Enclave).
+    Nitro,
+    /// The development NSM (refused together with production settings).
+    Mock,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Where the gateway connects: vsock://any:5000 in production.
+    #[arg(long, env = "KEYWARD_LISTEN", default_value = "vsock://any:5000")]
+    pub listen: String,
+    /// The gateway's KMS relay: vsock://3:8000 in production.
+    #[arg(long, env = "KEYWARD_KMS_RELAY", default_value = "vsock://3:8000")]
+    pub kms_relay: String,
+    /// The KMS endpoint, pinned: https://kms.<region>.amazonaws.com in production.
+    #[arg(long, env = "KEYWARD_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// The KMS region, pinned.
+    #[arg(long, env = "KEYWARD_KMS_REGION")]
+    pub kms_region: Option<String>,
+    /// The KMS key, pinned (key ARN in production; an alias is accepted in development).
+    #[arg(long, env = "KEYWARD_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// Whether KMS calls carry a Recipient attestation document.
+    #[arg(long, env = "KEYWARD_ATTESTATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub attestation: bool,
+    /// Which NSM to use.
+    #[arg(long, env = "KEYWARD_NSM", value_enum, default_value_t = NsmChoice::Nitro)]
+    pub nsm: NsmChoice,
+    /// Data folder of the development NSM's PKI (created on first use).
+    #[arg(long, env = "KEYWARD_MOCK_NSM_DIR", default_value = ".dev/mock-nsm")]
+    pub mock_nsm_dir: PathBuf,
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Address,
+    pub kms_relay: Address,
+    pub kms_endpoint: KmsEndpoint,
+    pub kms_region: String,
+    pub kms_key_id: String,
+    pub attestation: bool,
+    pub nsm: NsmChoice,
+    pub mock_nsm_dir: PathBuf,
+}
+
+impl Config {
+    pub fn from_args(args: RunArgs) -> anyhow::Result<Self> {
+        let listen: Address = args.listen.parse().context("--listen")?;
+        let kms_relay: Address = args.kms_relay.parse().context("--kms-relay")?;
+        let kms_region = args.kms_region.context("--kms-region is required")?;
+        let kms_endpoint = match args.kms_endpoint {
+            Some(url) => KmsEndpoint::parse(&url)?,
+            None => KmsEndpoint::parse(&format!("https://kms.{kms_region}.amazonaws.com"))?,
+        };
+        let kms_key_id = args.kms_key_id.context("--kms-key-id is required")?;
+        if kms_key_id.trim().is_empty() || kms_key_id.len() > 2048 {
+            bail!("--kms-key-id must be a key ARN, key id or alias");
+        }
+        let config = Config {
+            listen,
+            kms_relay,
+            kms_endpoint,
+            kms_region,
+            kms_key_id,
+            attestation: args.attestation,
+            nsm: args.nsm,
+            mock_nsm_dir: args.mock_nsm_dir,
+        };
+        config.check_production()?;
+        Ok(config)
+    }
+
+    /// With the real NSM the enclave is in production: refuse every setting that would let
+    /// the host see or choose the data key.
+    fn check_production(&self) -> anyhow::Result<()> {
+        if self.nsm != NsmChoice::Nitro {
+            return Ok(());
+        }
+        if !self.attestation {
+            bail!("refusing to start: --attestation false with the Nitro NSM would let KMS return the data key in plaintext through the host");
+        }
+        if !self.kms_endpoint.is_aws_kms() {
+            bail!(
+                "refusing to start: KMS endpoint {} is not https://kms.<region>.amazonaws.com; production needs TLS to AWS KMS ending inside the enclave",
+                self.kms_endpoint
+            );
+        }
+        if !self.kms_endpoint.host().contains(&format!(".{}.", self.kms_region)) {
+            bail!("refusing to start: KMS endpoint {} is not in region {}", self.kms_endpoint, self.kms_region);
+        }
+        if !self.kms_key_id.starts_with("arn:") {
+            bail!("refusing to start: --kms-key-id must be a full key ARN in production (aliases can be re-pointed)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec![
+            "enclave",
+            "--kms-region",
+            "us-east-1",
+            "--kms-key-id",
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn production_defaults_are_accepted() {
+        let config = Config::from_args(args(&[])).unwrap();
+        assert_eq!(config.kms_endpoint.url(), "https://kms.us-east-1.amazonaws.com");
+        assert_eq!(config.listen.to_string(), "vsock://any:5000");
+        assert_eq!(config.kms_relay.to_string(), "vsock://3:8000");
+        assert!(config.attestation);
+    }
+
+    #[test]
+    fn production_refuses_unsafe_settings() {
+        for (extra, needle) in [
+            (&["--attestation", "false"][..], "--attestation false"),
+            (&["--kms-endpoint", "http://kms.us-east-1.amazonaws.com"][..], "is not https://kms."),
+            (&["--kms-endpoint", "https://kms.example.com"][..], "is not https://kms."),
+            (&["--kms-endpoint", "https://kms.eu-west-1.amazonaws.com"][..], "is not in region us-east-1"),
+        ] {
+            let err = Config::from_args(args(extra)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+        let mut alias = args(&[]);
+        alias.kms_key_id = Some("alias/keyward-enclave-master-key".into());
+        let err = Config::from_args(alias).unwrap_err().to_string();
+        assert!(err.contains("full key ARN"), "{err}");
+    }
+
+    #[test]
+    fn development_nsm_allows_local_endpoints() {
+        let config = Config::from_args(args(&[
+            "--nsm",
+            "mock",
+            "--attestation",
+            "false",
+            "--kms-endpoint",
+            "http://127.0.0.1:4566",
+            "--listen",
+            "tcp://127.0.0.1:0",
+        ]))
+        .unwrap();
+        assert_eq!(config.nsm, NsmChoice::Mock);
+        assert!(!config.kms_endpoint.is_tls());
+    }
+}

@@ -1,0 +1,344 @@
+//! The master key's lifecycle inside the enclave: provision → commit, or unseal; then sign,
+//! attest and rotate. Lifecycle operations are serialised; signing only reads.
+
+use std::sync::{Arc, RwLock};
+
+use keyward_attest::{AttestationRequest, Nsm};
+use keyward_proto::{
+    AttestRequest, Commit, CompressedPublicKey, EnclaveId, EnclaveState, ErrorCode, ErrorReply, Provision,
+    PublicKeyInfo, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal,
+};
+use keyward_seal::{MasterKey, SealBinding, SealError};
+use tokio::sync::Mutex;
+
+use crate::datakey::{DataKeys, encryption_context};
+
+type Reply<T> = Result<T, ErrorReply>;
+
+/// Largest nonce accepted for an attestation document.
+pub const MAX_NONCE_LEN: usize = 512;
+
+#[derive(Debug)]
+pub struct Vault {
+    state: RwLock<State>,
+    lifecycle: Mutex<()>,
+    keys: DataKeys,
+    nsm: Arc<dyn Nsm>,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Empty,
+    AwaitingCommit(Loaded),
+    Ready(Loaded),
+}
+
+#[derive(Debug, Clone)]
+struct Loaded {
+    key: Arc<MasterKey>,
+    enclave_id: EnclaveId,
+    key_epoch: u32,
+    /// Epoch of a rotation handed out but not yet committed.
+    rotating_to: Option<u32>,
+}
+
+impl Vault {
+    pub fn new(keys: DataKeys, nsm: Arc<dyn Nsm>) -> Self {
+        Vault { state: RwLock::default(), lifecycle: Mutex::new(()), keys, nsm }
+    }
+
+    pub fn status(&self) -> Status {
+        let state = self.read();
+        let (kind, loaded) = match &*state {
+            State::Empty => (EnclaveState::Empty, None),
+            State::AwaitingCommit(l) => (EnclaveState::AwaitingCommit, Some(l)),
+            State::Ready(l) => (EnclaveState::Ready, Some(l)),
+        };
+        Status {
+            state: kind,
+            enclave_id: loaded.map(|l| l.enclave_id),
+            public_key: loaded.map(|l| CompressedPublicKey(l.key.public_key())),
+            key_epoch: loaded.map(|l| l.key_epoch),
+        }
+    }
+
+    /// First start: a new key sealed under a new data key. Refused once a key is committed.
+    pub async fn provision(&self, request: Provision) -> Reply<SealedKey> {
+        let _lifecycle = self.lifecycle.lock().await;
+        if let State::Ready(l) = &*self.read() {
+            return Err(ErrorReply::new(
+                ErrorCode::AlreadyProvisioned,
+                format!("enclave already holds the committed key of enclave {}; refusing to generate another", l.enclave_id),
+            ));
+        }
+        self.check_pinned(&request.kms_key_id, &request.region)?;
+        let key = MasterKey::generate(|buf| self.nsm.random(buf))
+            .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
+        let sealed = self.seal(&key, request.enclave_id, 1, &request.credentials).await?;
+        tracing::info!(enclave_id = %request.enclave_id, public_key = %sealed.public_key.to_hex(), "provisioned a new master key; awaiting commit");
+        *self.write() = State::AwaitingCommit(Loaded {
+            key: Arc::new(key),
+            enclave_id: request.enclave_id,
+            key_epoch: 1,
+            rotating_to: None,
+        });
+        Ok(sealed)
+    }
+
+    /// The gateway stored the row (or a rotation's new row): start or keep signing.
+    pub async fn commit(&self, request: Commit) -> Reply<Status> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let mut state = self.write();
+        let next = match &*state {
+            State::AwaitingCommit(l) if matches(l, &request) && request.key_epoch == l.key_epoch => {
+                tracing::info!(enclave_id = %l.enclave_id, "master key committed; signing enabled");
+                State::Ready(l.clone())
+            }
+            State::Ready(l) if matches(l, &request) && request.key_epoch == l.key_epoch => State::Ready(l.clone()),
+            State::Ready(l) if matches(l, &request) && l.rotating_to == Some(request.key_epoch) => {
+                tracing::info!(enclave_id = %l.enclave_id, key_epoch = request.key_epoch, "data-key rotation committed");
+                State::Ready(Loaded { key_epoch: request.key_epoch, rotating_to: None, ..l.clone() })
+            }
+            State::Empty => return Err(ErrorReply::new(ErrorCode::NotReady, "nothing to commit: no key is loaded")),
+            _ => {
+                return Err(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    "commit does not match the key in the enclave (enclave id, public key or epoch differ)",
+                ));
+            }
+        };
+        *state = next;
+        drop(state);
+        Ok(self.status())
+    }
+
+    /// Restart: open a stored row and start signing with it.
+    pub async fn unseal(&self, request: Unseal) -> Reply<Status> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let sealed = request.sealed;
+        let holding = match &*self.read() {
+            State::Ready(l) => Some((l.enclave_id, l.key.public_key() == sealed.public_key.0)),
+            _ => None,
+        };
+        match holding {
+            // Already unsealed (the gateway reconnected to a running enclave): nothing to do.
+            Some((id, true)) if id == sealed.enclave_id => return Ok(self.status()),
+            Some((id, _)) => {
+                return Err(ErrorReply::new(
+                    ErrorCode::AlreadyProvisioned,
+                    format!("enclave already holds the key of enclave {id}; restart it to load another"),
+                ));
+            }
+            None => {}
+        }
+        self.check_row_key_id(&sealed)?;
+        let context = encryption_context(sealed.enclave_id, sealed.key_epoch, &sealed.public_key.to_hex());
+        let (dek, arn) = self.keys.decrypt(&request.credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {
+            ErrorReply::new(
+                e.code,
+                format!(
+                    "cannot recover the data key of enclave {}: {} (if KMS says InvalidCiphertextException, the row's kms_encrypted_dek, enclave_id, key_epoch or public_key was altered or belongs to another enclave)",
+                    sealed.enclave_id, e.message
+                ),
+            )
+        })?;
+        if arn != sealed.kms_key_id {
+            return Err(ErrorReply::new(
+                ErrorCode::UnsealFailed,
+                format!(
+                    "row of enclave {} names KMS key {} but its data key belongs to {arn}; the row was altered",
+                    sealed.enclave_id, sealed.kms_key_id
+                ),
+            ));
+        }
+        let key = keyward_seal::open(&sealed.encrypted_private_key, &dek, &binding(&sealed))
+            .map_err(|e| ErrorReply::new(ErrorCode::UnsealFailed, e.to_string()))?;
+        drop(dek);
+        tracing::info!(enclave_id = %sealed.enclave_id, key_epoch = sealed.key_epoch, public_key = %sealed.public_key.to_hex(), "master key unsealed; signing enabled");
+        *self.write() = State::Ready(Loaded {
+            key: Arc::new(key),
+            enclave_id: sealed.enclave_id,
+            key_epoch: sealed.key_epoch,
+            rotating_to: None,
+        });
+        Ok(self.status())
+    }
+
+    /// Data-key rotation: the same master key sealed under a new data key at `epoch + 1`.
+    /// The enclave keeps signing; the new epoch takes effect on `Commit`.
+    pub async fn rotate(&self, request: Rotate) -> Reply<SealedKey> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let loaded = match &*self.read() {
+            State::Ready(l) => l.clone(),
+            _ => return Err(ErrorReply::new(ErrorCode::NotReady, "no committed key to rotate")),
+        };
+        let row = &request.sealed;
+        if row.enclave_id != loaded.enclave_id
+            || row.public_key.0 != loaded.key.public_key()
+            || row.key_epoch != loaded.key_epoch
+        {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "rotation starts from enclave {} epoch {}, but the enclave holds enclave {} epoch {}",
+                    row.enclave_id, row.key_epoch, loaded.enclave_id, loaded.key_epoch
+                ),
+            ));
+        }
+        let next_epoch = loaded
+            .key_epoch
+            .checked_add(1)
+            .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "key_epoch cannot grow further"))?;
+        let sealed = self.seal(&loaded.key, loaded.enclave_id, next_epoch, &request.credentials).await?;
+        if let State::Ready(l) = &mut *self.write() {
+            l.rotating_to = Some(next_epoch);
+        }
+        tracing::info!(enclave_id = %loaded.enclave_id, key_epoch = next_epoch, "resealed under a new data key; awaiting commit");
+        Ok(sealed)
+    }
+
+    pub fn sign(&self, request: &SignRequest) -> Reply<SignatureReply> {
+        let key = self.ready_key()?;
+        sign_with(&key, request)
+    }
+
+    pub fn sign_batch(&self, requests: &[SignRequest]) -> Reply<Vec<Reply<SignatureReply>>> {
+        let key = self.ready_key()?;
+        Ok(requests.iter().map(|r| sign_with(&key, r)).collect())
+    }
+
+    pub fn public_key(&self) -> Reply<PublicKeyInfo> {
+        match &*self.read() {
+            State::Ready(l) => Ok(PublicKeyInfo {
+                enclave_id: l.enclave_id,
+                public_key: CompressedPublicKey(l.key.public_key()),
+                xonly_public_key: l.key.xonly_public_key(),
+                key_epoch: l.key_epoch,
+            }),
+            _ => Err(not_ready()),
+        }
+    }
+
+    /// A fresh attestation document whose `user_data` is the 33-byte compressed master
+    /// public key and whose `nonce` is the client's.
+    pub fn attest(&self, request: &AttestRequest) -> Reply<Vec<u8>> {
+        if request.nonce.len() > MAX_NONCE_LEN {
+            return Err(ErrorReply::new(ErrorCode::BadRequest, format!("nonce is {} bytes; at most {MAX_NONCE_LEN}", request.nonce.len())));
+        }
+        let key = self.ready_key()?;
+        self.nsm
+            .attest(&AttestationRequest {
+                public_key: None,
+                user_data: Some(key.public_key().to_vec()),
+                nonce: Some(request.nonce.clone()),
+            })
+            .map_err(|e| ErrorReply::new(ErrorCode::Attestation, e.to_string()))
+    }
+
+    async fn seal(
+        &self,
+        key: &MasterKey,
+        enclave_id: EnclaveId,
+        key_epoch: u32,
+        credentials: &keyward_proto::AwsCredentials,
+    ) -> Reply<SealedKey> {
+        let public_key = CompressedPublicKey(key.public_key());
+        let context = encryption_context(enclave_id, key_epoch, &public_key.to_hex());
+        let new = self.keys.generate(credentials, &context).await?;
+        let mut nonce = [0u8; 12];
+        self.nsm.random(&mut nonce).map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
+        let binding = SealBinding { enclave_id: enclave_id.0, key_epoch, public_key: &public_key.0, kms_key_id: &new.key_arn };
+        let encrypted_private_key = keyward_seal::seal(key, &new.dek, &binding, nonce).map_err(seal_error)?;
+        Ok(SealedKey {
+            enclave_id,
+            kms_encrypted_dek: new.ciphertext_blob,
+            encrypted_private_key,
+            public_key,
+            kms_key_id: new.key_arn,
+            key_epoch,
+        })
+    }
+
+    /// The gateway's expectation must agree with the enclave's pinned configuration: the
+    /// host must not be able to choose which KMS key wraps the data key.
+    fn check_pinned(&self, kms_key_id: &str, region: &str) -> Reply<()> {
+        if kms_key_id != self.keys.key_id || region != self.keys.kms.region() {
+            return Err(ErrorReply::new(
+                ErrorCode::ConfigMismatch,
+                format!(
+                    "gateway asked for KMS key {kms_key_id} in {region}, but this enclave is pinned to {} in {}",
+                    self.keys.key_id,
+                    self.keys.kms.region()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_row_key_id(&self, sealed: &SealedKey) -> Reply<()> {
+        let pinned = &self.keys.key_id;
+        if pinned.starts_with("arn:") && *pinned != sealed.kms_key_id {
+            return Err(ErrorReply::new(
+                ErrorCode::ConfigMismatch,
+                format!(
+                    "row of enclave {} was sealed under KMS key {}, but this enclave is pinned to {pinned}",
+                    sealed.enclave_id, sealed.kms_key_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ready_key(&self) -> Reply<Arc<MasterKey>> {
+        match &*self.read() {
+            State::Ready(l) => Ok(l.key.clone()),
+            _ => Err(not_ready()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock means a panic while the state was being replaced; the state value
+        // itself is always a complete enum, so reading it is still sound.
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn matches(loaded: &Loaded, commit: &Commit) -> bool {
+    loaded.enclave_id == commit.enclave_id && loaded.key.public_key() == commit.public_key.0
+}
+
+fn binding(sealed: &SealedKey) -> SealBinding<'_> {
+    SealBinding {
+        enclave_id: sealed.enclave_id.0,
+        key_epoch: sealed.key_epoch,
+        public_key: &sealed.public_key.0,
+        kms_key_id: &sealed.kms_key_id,
+    }
+}
+
+fn sign_with(key: &MasterKey, request: &SignRequest) -> Reply<SignatureReply> {
+    Ok(match request.scheme {
+        Scheme::Ecdsa => {
+            let (signature, recovery_id) = key.sign_ecdsa(&request.digest.0);
+            SignatureReply { scheme: Scheme::Ecdsa, signature, recovery_id: Some(recovery_id) }
+        }
+        Scheme::Bip340 => {
+            let mut aux = [0u8; 32];
+            getrandom::fill(&mut aux).map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("randomness: {e}")))?;
+            SignatureReply { scheme: Scheme::Bip340, signature: key.sign_bip340(&request.digest.0, &aux), recovery_id: None }
+        }
+    })
+}
+
+fn seal_error(e: SealError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Internal, e.to_string())
+}
+
+fn not_ready() -> ErrorReply {
+    ErrorReply::new(ErrorCode::NotReady, "no committed master key yet: the gateway has not provisioned+committed or unsealed it")
+}
