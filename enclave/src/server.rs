@@ -11,13 +11,10 @@ use std::{sync::Arc, time::Duration};
 use keyward_proto::{
     CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FrameError, HelloReply, MAX_FRAME_LEN,
     PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame, decode, decode_request_id, encode,
-    read_frame,
+    read_frame, WriterEnd, write_frames,
 };
 use keyward_transport::{BoxConnection, Listener};
-use tokio::{
-    io::{AsyncWriteExt, BufWriter},
-    sync::{Semaphore, mpsc},
-};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::vault::Vault;
 
@@ -50,7 +47,13 @@ pub async fn serve(listener: Listener, vault: Arc<Vault>, info: EnclaveInfo) -> 
 async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<EnclaveInfo>) -> String {
     let (mut reader, writer) = tokio::io::split(conn);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
-    let writer_task = tokio::spawn(write_replies(writer, rx));
+    let writer_task = tokio::spawn(async move {
+        match write_frames(writer, rx, WRITE_TIMEOUT).await {
+            WriterEnd::Done => {}
+            WriterEnd::Failed(e) => tracing::info!(error = %e, "cannot write to the gateway; closing"),
+            WriterEnd::Stalled(t) => tracing::warn!("gateway stopped reading replies for {t:?}; closing the connection"),
+        }
+    });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut greeted = false;
 
@@ -156,31 +159,4 @@ async fn send(tx: &mpsc::Sender<Vec<u8>>, id: u64, reply: Reply) -> Result<(), (
 
 async fn send_connection_error(tx: &mpsc::Sender<Vec<u8>>, code: ErrorCode, message: &str) {
     let _ = send(tx, CONNECTION_ERROR_ID, Reply::Err(ErrorReply::new(code, message))).await;
-}
-
-async fn write_replies(writer: tokio::io::WriteHalf<BoxConnection>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(frame) = rx.recv().await {
-        let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
-            writer.write_all(&frame).await?;
-            // Coalesce replies that are already queued into one flush.
-            while let Ok(more) = rx.try_recv() {
-                writer.write_all(&more).await?;
-            }
-            writer.flush().await
-        })
-        .await;
-        match wrote {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "cannot write to gateway; closing");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!("gateway stopped reading replies for {WRITE_TIMEOUT:?}; closing the connection");
-                return;
-            }
-        }
-    }
-    let _ = writer.shutdown().await;
 }

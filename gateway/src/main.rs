@@ -1,1 +1,134 @@
-fn main() {}
+//! keyward gateway binary: configuration, wiring and the main loop.
+
+mod api;
+mod auth;
+mod config;
+mod credentials;
+mod db;
+mod enclaves;
+mod errors;
+mod link;
+mod relay;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keyward_transport::Listener;
+
+use crate::{
+    config::{Config, Environment},
+    credentials::CredentialSource,
+    db::Db,
+    enclaves::{EnclaveSlot, Expectations, Supervisor},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about = "keyward gateway: signing API, enclave links, KMS relay, key store")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, env = "KEYWARD_CONFIG", default_value = "config/development.yaml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the configuration (including the production checks) and exit.
+    CheckConfig,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config).await,
+        Command::CheckConfig => Config::load(&cli.config).map(|c| println!("{c:#?}")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gateway: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    if let Some(dir) = config.database_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if config.environment == Environment::Development {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
+        }
+    }
+    // An unreadable database stops the gateway here: it never reaches the point of
+    // generating a key it could not have stored.
+    let db = Db::open(&config.database_path).context("refusing to start")?;
+    let api_token = Arc::new(auth::Token::load(&config.api_token_file)?);
+    let credentials = Arc::new(CredentialSource::from_environment(&config.kms_region).await?);
+
+    let relay_listener = Listener::bind(&config.relay_listen).await?;
+    let relay_target = config.kms_endpoint.relay_target();
+    tracing::info!(listen = %relay_listener.local_address(), target = %relay_target, "KMS relay listening");
+    tokio::spawn(relay::serve(relay_listener, relay_target));
+
+    let expect = Expectations {
+        environment: config.environment,
+        kms_key_id: config.kms_key_id.clone(),
+        kms_region: config.kms_region.clone(),
+        kms_endpoint: config.kms_endpoint.url().to_owned(),
+        attestation: config.attestation,
+    };
+    let mut slots = BTreeMap::new();
+    for target in &config.enclaves {
+        let slot = Arc::new(EnclaveSlot::new(target.enclave_id, target.address.clone()));
+        slots.insert(target.enclave_id, slot.clone());
+        let supervisor = Supervisor { slot, db: db.clone(), credentials: credentials.clone(), expect: expect.clone() };
+        tokio::spawn(supervisor.run());
+    }
+
+    let state = api::AppState { enclaves: Arc::new(slots), db, api_token };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, environment = ?config.environment, "gateway API listening");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("API server failed")?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// An error and its sources, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -3,6 +3,7 @@
 mod frame;
 mod message;
 mod types;
+mod writer;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, write_frame};
 pub use message::{
@@ -10,6 +11,7 @@ pub use message::{
     NsmKind, Provision, PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate,
     SignRequest, SignatureReply, Status, Unseal,
 };
+pub use writer::{WriterEnd, write_frames};
 pub use types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
 
 /// The protocol version this build speaks. Bumped on any incompatible message change.

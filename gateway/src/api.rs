@@ -1,0 +1,287 @@
+//! The client API: JSON over HTTP.
+//!
+//! | method | path | auth | what |
+//! |---|---|---|---|
+//! | POST | `/v1/sign` | bearer | `{digest_hex, scheme, enclave_id?}` → signature |
+//! | POST | `/v1/sign-batch` | bearer | `{items: [{digest_hex, scheme}], enclave_id?}` → signatures |
+//! | GET | `/v1/public-key?enclave_id=` | — | master public key |
+//! | GET | `/v1/health` | — | per-enclave state, 200 when all are ready, else 503 |
+//!
+//! Every error is `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx status.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Query, State, rejection::{JsonRejection, QueryRejection}},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use keyward_proto::{Digest, EnclaveId, Request, Response as EnclaveResponse, Scheme, SignRequest, SignatureReply};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    auth::Token,
+    db::Db,
+    enclaves::{EnclaveSlot, Phase},
+    errors::ApiError,
+};
+
+/// Deadline for a signature round trip to the enclave.
+const SIGN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest batch accepted.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub enclaves: Arc<BTreeMap<EnclaveId, Arc<EnclaveSlot>>>,
+    pub db: Db,
+    pub api_token: Arc<Token>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/sign", post(sign).layer(DefaultBodyLimit::max(16 * 1024)))
+        .route("/v1/sign-batch", post(sign_batch).layer(DefaultBodyLimit::max(256 * 1024)))
+        .route("/v1/public-key", get(public_key))
+        .route("/v1/health", get(health))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+        })
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    digest_hex: String,
+    scheme: String,
+    #[serde(default)]
+    enclave_id: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBatchBody {
+    items: Vec<SignItem>,
+    #[serde(default)]
+    enclave_id: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignItem {
+    digest_hex: String,
+    scheme: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SignatureJson {
+    scheme: &'static str,
+    signature_hex: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_id: Option<u8>,
+}
+
+#[derive(Debug, Serialize)]
+struct SignResponse {
+    enclave_id: EnclaveId,
+    #[serde(flatten)]
+    signature: SignatureJson,
+    public_key_hex: String,
+    xonly_public_key_hex: String,
+    key_epoch: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct SignBatchResponse {
+    enclave_id: EnclaveId,
+    public_key_hex: String,
+    xonly_public_key_hex: String,
+    results: Vec<BatchResult>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum BatchResult {
+    Ok(SignatureJson),
+    Err { error: crate::errors::ErrorBody },
+}
+
+#[derive(Debug, Serialize)]
+struct PublicKeyResponse {
+    enclave_id: EnclaveId,
+    public_key_hex: String,
+    xonly_public_key_hex: String,
+    key_epoch: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnclaveQuery {
+    #[serde(default)]
+    enclave_id: Option<u32>,
+}
+
+async fn sign(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SignBody>, JsonRejection>,
+) -> Result<Json<SignResponse>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    let request = parse_item(&body.digest_hex, &body.scheme)?;
+    let slot = app.slot(body.enclave_id)?;
+    let (public_key_hex, key_epoch) = ready_key(&slot)?;
+    let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
+    let reply = match link.call(Request::Sign(request), SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
+        EnclaveResponse::Signature(reply) => reply,
+        other => return Err(ApiError::internal(format!("enclave answered Sign with {other:?}"))),
+    };
+    Ok(Json(SignResponse {
+        enclave_id: slot.id,
+        signature: signature_json(&reply),
+        xonly_public_key_hex: xonly_hex(&public_key_hex),
+        public_key_hex,
+        key_epoch,
+    }))
+}
+
+async fn sign_batch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SignBatchBody>, JsonRejection>,
+) -> Result<Json<SignBatchResponse>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    if body.items.is_empty() || body.items.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!("items must hold 1 to {MAX_BATCH} entries, got {}", body.items.len())));
+    }
+    let requests = body
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_item(&item.digest_hex, &item.scheme).map_err(|e| e.at_item(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let slot = app.slot(body.enclave_id)?;
+    let (public_key_hex, _) = ready_key(&slot)?;
+    let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
+    let replies = match link.call(Request::SignBatch(requests), SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
+        EnclaveResponse::Signatures(replies) => replies,
+        other => return Err(ApiError::internal(format!("enclave answered SignBatch with {other:?}"))),
+    };
+    let results = replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(reply) => BatchResult::Ok(signature_json(&reply)),
+            Err(e) => BatchResult::Err { error: ApiError::from_remote(e).body() },
+        })
+        .collect();
+    Ok(Json(SignBatchResponse {
+        enclave_id: slot.id,
+        xonly_public_key_hex: xonly_hex(&public_key_hex),
+        public_key_hex,
+        results,
+    }))
+}
+
+async fn public_key(
+    State(app): State<AppState>,
+    query: Result<Query<EnclaveQuery>, QueryRejection>,
+) -> Result<Json<PublicKeyResponse>, ApiError> {
+    let Query(query) = query.map_err(ApiError::from_query)?;
+    let slot = app.slot(query.enclave_id)?;
+    let (public_key_hex, key_epoch) = ready_key(&slot)?;
+    Ok(Json(PublicKeyResponse {
+        enclave_id: slot.id,
+        xonly_public_key_hex: xonly_hex(&public_key_hex),
+        public_key_hex,
+        key_epoch,
+    }))
+}
+
+async fn health(State(app): State<AppState>) -> Response {
+    let enclaves: Vec<_> = app.enclaves.values().map(|slot| slot.health()).collect();
+    let database = match app.db.ping().await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    let all_ready = enclaves.iter().all(|h| h.state == Phase::Ready);
+    let ok = all_ready && database == "ok";
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "database": database,
+        "enclaves": enclaves,
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+impl AppState {
+    /// The enclave a request addresses: the given id, or the only one configured.
+    fn slot(&self, enclave_id: Option<u32>) -> Result<Arc<EnclaveSlot>, ApiError> {
+        match enclave_id {
+            Some(id) => self.enclaves.get(&EnclaveId(id)).cloned().ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_enclave", format!("no enclave {id} is configured"))
+            }),
+            None if self.enclaves.len() == 1 => Ok(self.enclaves.values().next().cloned().ok_or_else(|| ApiError::internal("no enclaves"))?),
+            None => Err(ApiError::bad_request("enclave_id is required: several enclaves are configured")),
+        }
+    }
+}
+
+fn parse_item(digest_hex: &str, scheme: &str) -> Result<SignRequest, ApiError> {
+    let scheme = match scheme {
+        "ecdsa" => Scheme::Ecdsa,
+        "bip340" => Scheme::Bip340,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::bad_request(format!("unknown scheme {shown:?}: use \"ecdsa\" or \"bip340\"")));
+        }
+    };
+    if digest_hex.len() != 64 {
+        return Err(ApiError::bad_request(format!(
+            "digest_hex must be 64 hex characters (a 32-byte digest), got {}",
+            digest_hex.len()
+        )));
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(digest_hex, &mut digest)
+        .map_err(|_| ApiError::bad_request("digest_hex is not valid hexadecimal"))?;
+    Ok(SignRequest { digest: Digest(digest), scheme })
+}
+
+fn ready_key(slot: &EnclaveSlot) -> Result<(String, Option<u32>), ApiError> {
+    let health = slot.health();
+    match (health.state, health.public_key_hex) {
+        (Phase::Ready, Some(public_key_hex)) => Ok((public_key_hex, health.key_epoch)),
+        _ => Err(not_ready(slot)),
+    }
+}
+
+fn not_ready(slot: &EnclaveSlot) -> ApiError {
+    let health = slot.health();
+    let detail = health.detail.map(|d| format!(": {d}")).unwrap_or_default();
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "enclave_not_ready",
+        format!("enclave {} is {}{detail}", slot.id, health.state.as_str()),
+    )
+}
+
+fn signature_json(reply: &SignatureReply) -> SignatureJson {
+    SignatureJson { scheme: reply.scheme.as_str(), signature_hex: hex::encode(reply.signature), recovery_id: reply.recovery_id }
+}
+
+/// The BIP340 x-only key is the compressed key without its parity byte.
+fn xonly_hex(public_key_hex: &str) -> String {
+    public_key_hex.get(2..).unwrap_or_default().to_owned()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.body() }))).into_response()
+    }
+}

@@ -1,0 +1,88 @@
+//! Bearer-token authentication for the signing and admin endpoints.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use aws_lc_rs::{constant_time, digest};
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+
+use crate::errors::ApiError;
+
+/// Tokens shorter than this are refused at start.
+const MIN_TOKEN_LEN: usize = 32;
+
+/// A token, kept only as its SHA-256 so that comparisons run in constant time and the
+/// process never holds it in the clear after start.
+pub struct Token([u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+impl Token {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading API token file {}", path.display()))?,
+        );
+        let token = text.trim();
+        if token.len() < MIN_TOKEN_LEN {
+            bail!("API token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display());
+        }
+        Ok(Token(sha256(token.as_bytes())))
+    }
+
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing \"Authorization: Bearer <token>\" header")
+            })?;
+        constant_time::verify_slices_are_equal(&sha256(presented.trim().as_bytes()), &self.0)
+            .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API token"))
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str) -> anyhow::Result<Token> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("token");
+        std::fs::write(&path, text)?;
+        Token::load(&path)
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        assert!(token("short").unwrap_err().to_string().contains("shorter than 32"));
+    }
+
+    #[test]
+    fn only_the_right_bearer_token_passes() {
+        let t = token("0123456789abcdef0123456789abcdef\n").unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(t.authorize(&headers).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        headers.insert(AUTHORIZATION, "Bearer 0123456789abcdef0123456789abcdeX".parse().unwrap());
+        assert_eq!(t.authorize(&headers).unwrap_err().message, "invalid API token");
+        headers.insert(AUTHORIZATION, "Bearer 0123456789abcdef0123456789abcdef".parse().unwrap());
+        t.authorize(&headers).unwrap();
+        headers.insert(AUTHORIZATION, "Basic 0123456789abcdef0123456789abcdef".parse().unwrap());
+        assert!(t.authorize(&headers).is_err());
+    }
+
+    #[test]
+    fn debug_does_not_show_the_token_digest() {
+        assert_eq!(format!("{:?}", token("0123456789abcdef0123456789abcdef").unwrap()), "Token([redacted])");
+    }
+}

@@ -1,0 +1,238 @@
+//! The gateway's YAML configuration, validated once at start. `environment: production`
+//! turns every unsafe choice into a refusal to start.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use keyward_kms::KmsEndpoint;
+use keyward_proto::EnclaveId;
+use keyward_transport::Address;
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `development` (default) or `production`.
+    #[serde(default)]
+    pub environment: Environment,
+    pub kms: KmsSection,
+    pub database: DatabaseSection,
+    pub server: ServerSection,
+    pub relay: RelaySection,
+    #[serde(default)]
+    pub attestation: AttestationSection,
+    pub enclaves: Vec<EnclaveSection>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+/// `kms:` — the block of the KMS integration design.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSection {
+    pub enabled: bool,
+    /// `null`/absent: `https://kms.<region>.amazonaws.com`.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    pub key_id: String,
+    pub enable_attestation: bool,
+    pub region: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// HTTP listen address, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// File holding the bearer token clients must send to sign (at least 32 characters).
+    pub api_token_file: PathBuf,
+    /// File holding the bearer token for admin endpoints (rotation). Absent: admin API off.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// Where enclaves reach the KMS relay: `vsock://any:8000` in production.
+    pub listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationSection {
+    /// PEM of the root the gateway trusts for enclave attestation documents. Absent: the
+    /// AWS Nitro Enclaves Root-G1 built into keyward.
+    #[serde(default)]
+    pub root_pem: Option<PathBuf>,
+    /// Acceptable PCR sets (several during a migration between builds).
+    #[serde(default)]
+    pub expected_pcrs: Vec<PcrSet>,
+}
+
+/// PCR0-2 of one enclave image, hex.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PcrSet {
+    #[serde(rename = "PCR0")]
+    pub pcr0: String,
+    #[serde(rename = "PCR1")]
+    pub pcr1: String,
+    #[serde(rename = "PCR2")]
+    pub pcr2: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnclaveSection {
+    pub enclave_id: u32,
+    /// `vsock://<cid>:5000` in production.
+    pub address: String,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub kms_endpoint: KmsEndpoint,
+    pub kms_key_id: String,
+    pub kms_region: String,
+    pub attestation: bool,
+    pub database_path: PathBuf,
+    pub listen: String,
+    pub api_token_file: PathBuf,
+    pub admin_token_file: Option<PathBuf>,
+    pub relay_listen: Address,
+    pub attestation_root_pem: Option<PathBuf>,
+    pub expected_pcrs: Vec<PcrSet>,
+    pub enclaves: Vec<EnclaveTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnclaveTarget {
+    pub enclave_id: EnclaveId,
+    pub address: Address,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: ConfigFile = serde_yaml_ng::from_str(text)?;
+        Self::validate(file)
+    }
+
+    fn validate(file: ConfigFile) -> anyhow::Result<Self> {
+        if !file.kms.enabled {
+            bail!("kms.enabled is false: keyward seals keys only under KMS and has no other mode; set it to true");
+        }
+        if file.kms.region.trim().is_empty() {
+            bail!("kms.region is empty");
+        }
+        let endpoint_url = file
+            .kms
+            .endpoint_url
+            .clone()
+            .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", file.kms.region));
+        let kms_endpoint = KmsEndpoint::parse(&endpoint_url)?;
+        if file.enclaves.is_empty() {
+            bail!("enclaves: at least one enclave is required");
+        }
+        let mut seen = BTreeSet::new();
+        let mut enclaves = Vec::new();
+        for e in &file.enclaves {
+            if !seen.insert(e.enclave_id) {
+                bail!("enclaves: enclave_id {} is listed twice", e.enclave_id);
+            }
+            let address = e.address.parse().with_context(|| format!("enclaves: enclave {}", e.enclave_id))?;
+            enclaves.push(EnclaveTarget { enclave_id: EnclaveId(e.enclave_id), address });
+        }
+        for set in &file.attestation.expected_pcrs {
+            for (name, value) in [("PCR0", &set.pcr0), ("PCR1", &set.pcr1), ("PCR2", &set.pcr2)] {
+                let bytes = hex::decode(value).with_context(|| format!("attestation.expected_pcrs: {name} is not hex"))?;
+                if bytes.len() != 48 {
+                    bail!("attestation.expected_pcrs: {name} must be 48 bytes (96 hex characters), got {}", bytes.len());
+                }
+            }
+        }
+        let config = Config {
+            environment: file.environment,
+            kms_endpoint,
+            kms_key_id: file.kms.key_id,
+            kms_region: file.kms.region,
+            attestation: file.kms.enable_attestation,
+            database_path: file.database.path,
+            listen: file.server.listen,
+            api_token_file: file.server.api_token_file,
+            admin_token_file: file.server.admin_token_file,
+            relay_listen: file.relay.listen.parse().context("relay.listen")?,
+            attestation_root_pem: file.attestation.root_pem,
+            expected_pcrs: file.attestation.expected_pcrs,
+            enclaves,
+        };
+        if config.environment == Environment::Production {
+            config.check_production()?;
+        }
+        Ok(config)
+    }
+
+    /// Everything production refuses, each with the reason.
+    fn check_production(&self) -> anyhow::Result<()> {
+        if !self.attestation {
+            bail!("production refuses kms.enable_attestation: false (the data key would cross the host in plaintext)");
+        }
+        if !self.kms_endpoint.is_tls() {
+            bail!("production refuses plain-HTTP KMS endpoint {}", self.kms_endpoint);
+        }
+        if !self.kms_endpoint.is_aws_kms() {
+            bail!("production refuses KMS endpoint {}: only https://kms.<region>.amazonaws.com is allowed", self.kms_endpoint);
+        }
+        if !self.kms_key_id.starts_with("arn:") {
+            bail!("production needs kms.key_id as a full key ARN (aliases can be re-pointed)");
+        }
+        if self.attestation_root_pem.is_some() {
+            bail!("production refuses attestation.root_pem: enclaves must chain to the AWS Nitro Enclaves root built into keyward");
+        }
+        if self.expected_pcrs.is_empty() {
+            bail!("production needs attestation.expected_pcrs (PCR0-2 of the enclave image from `nitro-cli describe-eif`)");
+        }
+        for set in &self.expected_pcrs {
+            for (name, value) in [("PCR0", &set.pcr0), ("PCR1", &set.pcr1), ("PCR2", &set.pcr2)] {
+                if value.bytes().all(|c| c == b'0') {
+                    bail!("production refuses an all-zero {name}: that is a debug-mode enclave, whose memory the host can read");
+                }
+            }
+        }
+        match self.database_path.parent() {
+            Some(dir) if dir.as_os_str().is_empty() || dir.is_dir() => {}
+            Some(dir) => bail!(
+                "production refuses a missing database directory {}: create and mount it first (a fresh database would mean a new key)",
+                dir.display()
+            ),
+            None => bail!("database.path {} has no directory", self.database_path.display()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

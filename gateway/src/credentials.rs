@@ -1,0 +1,68 @@
+//! AWS credentials for the enclave's KMS calls, from the standard aws-config chain
+//! (environment in development, the instance role through IMDS in production). They are
+//! cached until five minutes before they expire and handed to the enclave per operation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::{
+    Credentials,
+    provider::{ProvideCredentials, SharedCredentialsProvider},
+};
+use keyward_proto::AwsCredentials;
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+/// Refresh this long before expiry.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct CredentialSource {
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<Credentials>>,
+}
+
+impl CredentialSource {
+    pub async fn from_environment(region: &str) -> anyhow::Result<Self> {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .load()
+            .await;
+        let provider = config
+            .credentials_provider()
+            .ok_or_else(|| anyhow::anyhow!("no AWS credentials provider is configured"))?;
+        Ok(Self::new(provider))
+    }
+
+    pub fn new(provider: SharedCredentialsProvider) -> Self {
+        CredentialSource { provider, cached: Mutex::new(None) }
+    }
+
+    /// Current credentials, refreshed when within the margin of expiry.
+    pub async fn get(&self) -> Result<AwsCredentials, String> {
+        let mut cached = self.cached.lock().await;
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|c| c.expiry().is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN));
+        if !fresh {
+            let credentials = self
+                .provider
+                .provide_credentials()
+                .await
+                .map_err(|e| format!("cannot obtain AWS credentials: {}", crate::error_chain(&e)))?;
+            tracing::info!(
+                access_key_id_prefix = credentials.access_key_id().get(..4).unwrap_or(""),
+                expires = ?credentials.expiry(),
+                "obtained AWS credentials"
+            );
+            *cached = Some(credentials);
+        }
+        let c = cached.as_ref().ok_or("no credentials")?;
+        Ok(AwsCredentials {
+            access_key_id: c.access_key_id().to_owned(),
+            secret_access_key: Zeroizing::new(c.secret_access_key().to_owned()),
+            session_token: c.session_token().map(|t| Zeroizing::new(t.to_owned())),
+            expires_at: c.expiry().and_then(|e| e.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+        })
+    }
+}

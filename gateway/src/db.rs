@@ -1,0 +1,121 @@
+//! The store, shared by the supervisors and the API, with SQLite's blocking calls moved off
+//! the async runtime.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
+use keyward_store::{MasterKeyRow, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct Db(Arc<Mutex<Store>>);
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Db(Arc::new(Mutex::new(Store::open(path)?))))
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            // The store has no invariant a panicking holder could break mid-way: every
+            // write is one SQLite transaction.
+            let mut guard = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    pub async fn get(&self, id: EnclaveId) -> Result<Option<MasterKeyRow>, StoreError> {
+        self.with(move |s| s.get(i64::from(id.0))).await
+    }
+
+    pub async fn insert(&self, row: MasterKeyRow) -> Result<(), StoreError> {
+        self.with(move |s| s.insert(&row)).await
+    }
+
+    pub async fn rotate(&self, row: MasterKeyRow, expected_epoch: i64) -> Result<(), StoreError> {
+        self.with(move |s| s.rotate(&row, expected_epoch)).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|s| s.ping()).await
+    }
+}
+
+/// A stored row as the typed value the enclave takes; a damaged column is named.
+pub fn sealed_from_row(row: MasterKeyRow) -> Result<SealedKey, String> {
+    let enclave_id = u32::try_from(row.enclave_id).map_err(|_| format!("enclave_id {} is out of range", row.enclave_id))?;
+    let public_key = CompressedPublicKey::from_slice(&row.public_key)
+        .ok_or_else(|| format!("public_key column is {} bytes, expected 33", row.public_key.len()))?;
+    let key_epoch = u32::try_from(row.key_epoch)
+        .ok()
+        .filter(|e| *e >= 1)
+        .ok_or_else(|| format!("key_epoch {} is out of range", row.key_epoch))?;
+    if row.kms_encrypted_dek.is_empty() || row.kms_encrypted_dek.len() > 6144 {
+        return Err(format!("kms_encrypted_dek column is {} bytes", row.kms_encrypted_dek.len()));
+    }
+    Ok(SealedKey {
+        enclave_id: EnclaveId(enclave_id),
+        kms_encrypted_dek: row.kms_encrypted_dek,
+        encrypted_private_key: row.encrypted_private_key,
+        public_key,
+        kms_key_id: row.kms_key_id,
+        key_epoch,
+    })
+}
+
+pub fn row_from_sealed(sealed: &SealedKey) -> MasterKeyRow {
+    MasterKeyRow {
+        enclave_id: i64::from(sealed.enclave_id.0),
+        kms_encrypted_dek: sealed.kms_encrypted_dek.clone(),
+        encrypted_private_key: sealed.encrypted_private_key.clone(),
+        public_key: sealed.public_key.0.to_vec(),
+        kms_key_id: sealed.kms_key_id.clone(),
+        key_epoch: i64::from(sealed.key_epoch),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> MasterKeyRow {
+        MasterKeyRow {
+            enclave_id: 1,
+            kms_encrypted_dek: vec![1; 100],
+            encrypted_private_key: vec![2; 61],
+            public_key: vec![3; 33],
+            kms_key_id: "arn:k".into(),
+            key_epoch: 1,
+        }
+    }
+
+    #[test]
+    fn row_and_sealed_key_convert_both_ways() {
+        let sealed = sealed_from_row(row()).unwrap();
+        assert_eq!(row_from_sealed(&sealed), row());
+    }
+
+    #[test]
+    fn damaged_columns_are_named() {
+        let mut r = row();
+        r.public_key.pop();
+        assert_eq!(sealed_from_row(r).unwrap_err(), "public_key column is 32 bytes, expected 33");
+        let mut r = row();
+        r.key_epoch = 0;
+        assert!(sealed_from_row(r).unwrap_err().contains("key_epoch 0"));
+        let mut r = row();
+        r.enclave_id = -1;
+        assert!(sealed_from_row(r).unwrap_err().contains("enclave_id -1"));
+        let mut r = row();
+        r.kms_encrypted_dek.clear();
+        assert!(sealed_from_row(r).unwrap_err().contains("kms_encrypted_dek"));
+    }
+}

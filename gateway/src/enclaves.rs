@@ -1,0 +1,327 @@
+//! One supervisor per configured enclave: connect, check who answers, bring the key up
+//! (unseal the stored row, or provision → INSERT → commit when there is none), keep the
+//! health current, and start over when the connection drops.
+//!
+//! The rule that protects the money: a new key is generated only when the database was read
+//! successfully, holds no row for this enclave id, and the enclave holds no committed key.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use keyward_proto::{
+    Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status, Unseal,
+};
+use keyward_store::StoreError;
+use keyward_transport::Address;
+use serde::Serialize;
+
+use crate::{
+    config::Environment,
+    credentials::CredentialSource,
+    db::{Db, row_from_sealed, sealed_from_row},
+    link::{EnclaveLink, LinkError},
+};
+
+/// Deadline for lifecycle requests, which include a KMS round trip.
+pub const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(90);
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Where an enclave is in its life, as `/v1/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not connected yet, or reconnecting.
+    Connecting,
+    /// Generating and storing a new key.
+    Provisioning,
+    /// Restoring the stored key.
+    Unsealing,
+    /// Signing.
+    Ready,
+    /// Bring-up failed; retrying with backoff. `detail` says why.
+    Failed,
+    /// The enclave is not one this gateway may use (wrong pinning, mock NSM in production...).
+    Refused,
+}
+
+impl Phase {
+    /// The name `/v1/health` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Provisioning => "provisioning",
+            Phase::Unsealing => "unsealing",
+            Phase::Ready => "ready",
+            Phase::Failed => "failed",
+            Phase::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub enclave_id: EnclaveId,
+    pub state: Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_epoch: Option<u32>,
+    pub since_unix: u64,
+}
+
+/// The shared view of one enclave.
+#[derive(Debug)]
+pub struct EnclaveSlot {
+    pub id: EnclaveId,
+    pub address: Address,
+    health: RwLock<Health>,
+    link: RwLock<Option<Arc<EnclaveLink>>>,
+}
+
+impl EnclaveSlot {
+    pub fn new(id: EnclaveId, address: Address) -> Self {
+        EnclaveSlot {
+            id,
+            address,
+            health: RwLock::new(Health {
+                enclave_id: id,
+                state: Phase::Connecting,
+                detail: None,
+                public_key_hex: None,
+                key_epoch: None,
+                since_unix: now_unix(),
+            }),
+            link: RwLock::new(None),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        read(&self.health).clone()
+    }
+
+    /// The link, if the enclave is ready to sign.
+    pub fn ready_link(&self) -> Option<Arc<EnclaveLink>> {
+        read(&self.link).clone().filter(|l| !l.is_closed())
+    }
+
+    fn set(&self, state: Phase, detail: Option<String>) {
+        let mut health = write(&self.health);
+        if health.state != state || health.detail != detail {
+            match (&detail, state) {
+                (Some(d), Phase::Failed | Phase::Refused) => tracing::error!(enclave_id = %self.id, ?state, "{d}"),
+                (Some(d), _) => tracing::info!(enclave_id = %self.id, ?state, "{d}"),
+                (None, _) => tracing::info!(enclave_id = %self.id, ?state, "enclave state"),
+            }
+            health.since_unix = now_unix();
+        }
+        health.state = state;
+        health.detail = detail;
+    }
+
+    fn set_ready(&self, link: Arc<EnclaveLink>, status: &Status) {
+        *write(&self.link) = Some(link);
+        let mut health = write(&self.health);
+        health.public_key_hex = status.public_key.map(|k| k.to_hex());
+        health.key_epoch = status.key_epoch;
+        drop(health);
+        self.set(Phase::Ready, None);
+    }
+
+    /// Records a committed rotation's new epoch.
+    pub fn set_epoch(&self, epoch: u32) {
+        write(&self.health).key_epoch = Some(epoch);
+    }
+
+    fn clear_link(&self) {
+        *write(&self.link) = None;
+    }
+}
+
+/// What the supervisors need to know.
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    pub environment: Environment,
+    pub kms_key_id: String,
+    pub kms_region: String,
+    pub kms_endpoint: String,
+    pub attestation: bool,
+}
+
+#[derive(Debug)]
+enum BringUpError {
+    /// Talking to the enclave failed; reconnect.
+    Link(LinkError),
+    /// Bring-up cannot proceed; report and retry later.
+    Failed(String),
+}
+
+impl From<LinkError> for BringUpError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Remote(reply) => BringUpError::Failed(reply.message),
+            other => BringUpError::Link(other),
+        }
+    }
+}
+
+pub struct Supervisor {
+    pub slot: Arc<EnclaveSlot>,
+    pub db: Db,
+    pub credentials: Arc<CredentialSource>,
+    pub expect: Expectations,
+}
+
+impl Supervisor {
+    /// Runs forever.
+    pub async fn run(self) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            let (link, hello) = match EnclaveLink::connect(&self.slot.address).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    self.slot.set(Phase::Connecting, Some(format!("enclave at {}: {e}", self.slot.address)));
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            if let Err(reason) = self.check_identity(&hello) {
+                self.slot.set(Phase::Refused, Some(reason));
+                drop(link);
+                tokio::time::sleep(MAX_RETRY).await;
+                continue;
+            }
+            match self.bring_up(&link, &hello.status).await {
+                Ok(status) => {
+                    retry = FIRST_RETRY;
+                    self.slot.set_ready(link.clone(), &status);
+                    let reason = link.closed().await;
+                    self.slot.clear_link();
+                    self.slot.set(Phase::Connecting, Some(format!("connection lost ({reason}); reconnecting")));
+                }
+                Err(BringUpError::Link(e)) => {
+                    self.slot.set(Phase::Connecting, Some(format!("bring-up interrupted: {e}")));
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+                Err(BringUpError::Failed(reason)) => {
+                    self.slot.set(Phase::Failed, Some(reason));
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// The enclave's pinned configuration must be what this gateway expects.
+    fn check_identity(&self, hello: &HelloReply) -> Result<(), String> {
+        let info = &hello.info;
+        let expect = &self.expect;
+        if self.expect.environment == Environment::Production && info.nsm == NsmKind::Mock {
+            return Err("production refuses an enclave running the development (mock) NSM".into());
+        }
+        if info.kms_key_id != expect.kms_key_id {
+            return Err(format!(
+                "enclave is pinned to KMS key {} but kms.key_id is {}",
+                info.kms_key_id, expect.kms_key_id
+            ));
+        }
+        if info.kms_region != expect.kms_region {
+            return Err(format!("enclave is pinned to region {} but kms.region is {}", info.kms_region, expect.kms_region));
+        }
+        if info.kms_endpoint != expect.kms_endpoint {
+            return Err(format!(
+                "enclave is pinned to KMS endpoint {} but the relay only forwards to {}",
+                info.kms_endpoint, expect.kms_endpoint
+            ));
+        }
+        if info.attestation != expect.attestation {
+            return Err(format!(
+                "enclave has attestation {} but kms.enable_attestation is {}",
+                info.attestation, expect.attestation
+            ));
+        }
+        Ok(())
+    }
+
+    async fn bring_up(&self, link: &EnclaveLink, status: &Status) -> Result<Status, BringUpError> {
+        let id = self.slot.id;
+        let row = self.db.get(id).await.map_err(|e| {
+            BringUpError::Failed(format!("cannot read the key row of enclave {id}: {e}; not generating a key"))
+        })?;
+        match (row, status.state) {
+            (Some(row), EnclaveState::Ready) => {
+                if status.enclave_id == Some(id) && status.public_key.map(|k| k.0.to_vec()) == Some(row.public_key.clone()) {
+                    return Ok(status.clone());
+                }
+                Err(BringUpError::Failed(format!(
+                    "enclave already holds a different key than the stored row of enclave {id}; restart the enclave"
+                )))
+            }
+            (Some(row), _) => {
+                let sealed = sealed_from_row(row)
+                    .map_err(|e| BringUpError::Failed(format!("stored row of enclave {id} is damaged: {e}; left untouched")))?;
+                self.unseal(link, sealed).await
+            }
+            (None, EnclaveState::Ready) => Err(BringUpError::Failed(format!(
+                "enclave holds a committed key but the database has no row for enclave {id}; refusing to provision another (restore the database)"
+            ))),
+            (None, _) => self.provision(link).await,
+        }
+    }
+
+    async fn unseal(&self, link: &EnclaveLink, sealed: SealedKey) -> Result<Status, BringUpError> {
+        self.slot.set(Phase::Unsealing, None);
+        let credentials = self.credentials.get().await.map_err(BringUpError::Failed)?;
+        match link.call(Request::Unseal(Unseal { sealed, credentials }), LIFECYCLE_TIMEOUT).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(BringUpError::Link(LinkError::Protocol(format!("Unseal answered with {other:?}")))),
+        }
+    }
+
+    async fn provision(&self, link: &EnclaveLink) -> Result<Status, BringUpError> {
+        let id = self.slot.id;
+        self.slot.set(Phase::Provisioning, Some(format!("no key stored for enclave {id}: generating one")));
+        let credentials = self.credentials.get().await.map_err(BringUpError::Failed)?;
+        let request = Provision {
+            enclave_id: id,
+            kms_key_id: self.expect.kms_key_id.clone(),
+            region: self.expect.kms_region.clone(),
+            credentials,
+        };
+        let sealed = match link.call(Request::Provision(request), LIFECYCLE_TIMEOUT).await? {
+            Response::Provisioned(sealed) if sealed.enclave_id == id => sealed,
+            other => return Err(BringUpError::Link(LinkError::Protocol(format!("Provision answered with {other:?}")))),
+        };
+        self.db.insert(row_from_sealed(&sealed)).await.map_err(|e| match e {
+            StoreError::AlreadyExists(_) => BringUpError::Failed(format!(
+                "a row for enclave {id} appeared while provisioning; the new key is discarded and the stored one will be unsealed"
+            )),
+            other => BringUpError::Failed(format!("cannot store the new key of enclave {id}: {other}; it was not committed and will never sign")),
+        })?;
+        tracing::info!(enclave_id = %id, public_key = %sealed.public_key.to_hex(), "stored the sealed key; committing");
+        let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch: sealed.key_epoch };
+        match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {other:?}")))),
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Values behind these locks are replaced whole; a poisoned lock still holds a valid one.
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,186 @@
+//! The gateway's end of one enclave connection: many requests in flight, each matched to
+//! its reply by id, each with its own deadline.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use keyward_proto::{
+    CONNECTION_ERROR_ID, ErrorReply, FrameError, Hello, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION, Reply, Request,
+    RequestFrame, Response, ResponseFrame, WriterEnd, decode, encode, read_frame, write_frames,
+};
+use keyward_transport::{Address, TransportError, connect};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long a queued request may wait for the socket before the link is declared stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the handshake may take.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What can go wrong talking to an enclave.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    /// Could not connect.
+    #[error("{0}")]
+    Connect(String),
+    /// The connection is gone (or went while the request was in flight).
+    #[error("enclave connection lost: {0}")]
+    Closed(String),
+    /// No reply within the deadline.
+    #[error("enclave did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The enclave answered with an error.
+    #[error("{0}")]
+    Remote(ErrorReply),
+    /// The enclave answered with something that does not fit the request.
+    #[error("unexpected reply from the enclave: {0}")]
+    Protocol(String),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, LinkError>>>>>;
+
+/// One live connection to an enclave.
+#[derive(Debug)]
+pub struct EnclaveLink {
+    frames: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    next_id: AtomicU64,
+    closed: watch::Receiver<Option<String>>,
+}
+
+impl EnclaveLink {
+    /// Connects and performs the version handshake.
+    pub async fn connect(address: &Address) -> Result<(Arc<EnclaveLink>, HelloReply), LinkError> {
+        let conn = connect(address).await.map_err(|e: TransportError| LinkError::Connect(e.to_string()))?;
+        let (mut reader, writer) = tokio::io::split(conn);
+        let (frames, rx) = mpsc::channel(4096);
+        let (closed_tx, closed) = watch::channel(None);
+        let closed_tx = Arc::new(closed_tx);
+        let pending: Pending = Arc::default();
+
+        let writer_closed = closed_tx.clone();
+        let writer_pending = pending.clone();
+        tokio::spawn(async move {
+            let reason = match write_frames(writer, rx, WRITE_TIMEOUT).await {
+                WriterEnd::Done => "link dropped".to_owned(),
+                WriterEnd::Failed(e) => format!("write failed: {e}"),
+                WriterEnd::Stalled(t) => format!("enclave stopped reading for {t:?}"),
+            };
+            shut(&writer_pending, &writer_closed, reason);
+        });
+
+        let reader_pending = pending.clone();
+        let reader_closed = closed_tx.clone();
+        tokio::spawn(async move {
+            let reason = read_replies(&mut reader, &reader_pending).await;
+            shut(&reader_pending, &reader_closed, reason);
+        });
+
+        let link = Arc::new(EnclaveLink { frames, pending, next_id: AtomicU64::new(1), closed });
+        let hello = match link
+            .call(Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }), HELLO_TIMEOUT)
+            .await?
+        {
+            Response::Hello(hello) => hello,
+            other => return Err(LinkError::Protocol(format!("expected Hello, got {other:?}"))),
+        };
+        Ok((link, hello))
+    }
+
+    /// Sends `request` and waits up to `timeout` for its reply.
+    pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, LinkError> {
+        if let Some(reason) = self.closed.borrow().clone() {
+            return Err(LinkError::Closed(reason));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&RequestFrame { id, request }).map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        // If the link closed between the check above and the insert, nobody will answer.
+        if let Some(reason) = self.closed.borrow().clone() {
+            lock(&self.pending).remove(&id);
+            return Err(LinkError::Closed(reason));
+        }
+        let outcome = tokio::time::timeout(timeout, async {
+            self.frames.send(frame).await.map_err(|_| LinkError::Closed("writer stopped".into()))?;
+            rx.await.map_err(|_| LinkError::Closed("connection ended".into()))?
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(LinkError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Resolves when the connection has ended, with the reason.
+    pub async fn closed(&self) -> String {
+        let mut closed = self.closed.clone();
+        match closed.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "link dropped".to_owned(),
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.borrow().is_some()
+    }
+}
+
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, pending: &Pending) -> String {
+    loop {
+        let body = match read_frame(reader, MAX_FRAME_LEN).await {
+            Ok(body) => body,
+            Err(FrameError::Closed) => return "closed by the enclave".to_owned(),
+            Err(e) => return e.to_string(),
+        };
+        let frame: ResponseFrame = match decode(&body) {
+            Ok(frame) => frame,
+            Err(e) => return format!("undecodable reply: {e}"),
+        };
+        if frame.id == CONNECTION_ERROR_ID {
+            let message = match frame.reply {
+                Reply::Err(e) => e.to_string(),
+                Reply::Ok(_) => "connection-level reply without an error".to_owned(),
+            };
+            return format!("enclave closed the connection: {message}");
+        }
+        let Some(waiter) = lock(pending).remove(&frame.id) else {
+            // The request already timed out and gave up; its late reply is dropped.
+            tracing::debug!(id = frame.id, "reply for a request that is no longer waiting");
+            continue;
+        };
+        let _ = waiter.send(match frame.reply {
+            Reply::Ok(response) => Ok(response),
+            Reply::Err(error) => Err(LinkError::Remote(error)),
+        });
+    }
+}
+
+fn shut(pending: &Pending, closed: &watch::Sender<Option<String>>, reason: String) {
+    closed.send_if_modified(|current| {
+        if current.is_none() {
+            *current = Some(reason.clone());
+            true
+        } else {
+            false
+        }
+    });
+    for (_, waiter) in lock(pending).drain() {
+        let _ = waiter.send(Err(LinkError::Closed(reason.clone())));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map stays consistent even if a holder panicked: every operation is a single
+    // insert/remove/drain.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
