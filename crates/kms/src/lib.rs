@@ -1,1 +1,3 @@
+//! KMS access for the keyward enclave.
 
+pub mod cms;
