@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod cms;
 mod client;
 mod endpoint;
 mod http;
