@@ -131,11 +131,21 @@ impl RelayHttpClient {
 
 async fn exchange<S>(
     stream: S,
-    request: http::Request<SdkBody>,
+    mut request: http::Request<SdkBody>,
 ) -> Result<http::Response<SdkBody>, ConnectorError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    // A raw HTTP/1 connection sends the URI as given: put it in origin form and carry the
+    // authority in `Host`, which is what the SDK signed.
+    if let Some(authority) = request.uri().authority().cloned() {
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = http::HeaderValue::from_str(authority.as_str()).map_err(|e| ConnectorError::user(Box::new(e)))?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    *request.uri_mut() = origin.parse().map_err(|e: http::uri::InvalidUri| ConnectorError::user(Box::new(e)))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ConnectorError::io(Box::new(e)))?;
