@@ -1,13 +1,5 @@
-//! The client API: JSON over HTTP.
-//!
-//! | method | path | auth | what |
-//! |---|---|---|---|
-//! | POST | `/v1/sign` | bearer | `{digest_hex, scheme, enclave_id?}` → signature |
-//! | POST | `/v1/sign-batch` | bearer | `{items: [{digest_hex, scheme}], enclave_id?}` → signatures |
-//! | GET | `/v1/public-key?enclave_id=` | — | master public key |
-//! | GET | `/v1/health` | — | per-enclave state, 200 when all are ready, else 503 |
-//!
-//! Every error is `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx status.
+//! The client API: JSON over HTTP. The shapes live in `keyward_client::api`, which lists
+//! the endpoints; every error is `{"error": {"code": "...", "message": "..."}}`.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -19,7 +11,12 @@ use axum::{
     routing::{get, post},
 };
 use keyward_proto::{Digest, EnclaveId, Request, Response as EnclaveResponse, Scheme, SignRequest, SignatureReply};
-use serde::{Deserialize, Serialize};
+
+use keyward_client::api::{
+    BatchResult, PublicKeyResponse, SignBatchRequest, SignBatchResponse, SignRequest as SignBody,
+    SignResponse, Signature as SignatureJson,
+};
+use serde::Deserialize;
 
 use crate::{
     auth::Token,
@@ -55,71 +52,6 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignBody {
-    digest_hex: String,
-    scheme: String,
-    #[serde(default)]
-    enclave_id: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignBatchBody {
-    items: Vec<SignItem>,
-    #[serde(default)]
-    enclave_id: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignItem {
-    digest_hex: String,
-    scheme: String,
-}
-
-#[derive(Debug, Serialize)]
-struct SignatureJson {
-    scheme: &'static str,
-    signature_hex: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovery_id: Option<u8>,
-}
-
-#[derive(Debug, Serialize)]
-struct SignResponse {
-    enclave_id: EnclaveId,
-    #[serde(flatten)]
-    signature: SignatureJson,
-    public_key_hex: String,
-    xonly_public_key_hex: String,
-    key_epoch: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct SignBatchResponse {
-    enclave_id: EnclaveId,
-    public_key_hex: String,
-    xonly_public_key_hex: String,
-    results: Vec<BatchResult>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum BatchResult {
-    Ok(SignatureJson),
-    Err { error: crate::errors::ErrorBody },
-}
-
-#[derive(Debug, Serialize)]
-struct PublicKeyResponse {
-    enclave_id: EnclaveId,
-    public_key_hex: String,
-    xonly_public_key_hex: String,
-    key_epoch: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EnclaveQuery {
     #[serde(default)]
     enclave_id: Option<u32>,
@@ -141,7 +73,7 @@ async fn sign(
         other => return Err(ApiError::internal(format!("enclave answered Sign with {other:?}"))),
     };
     Ok(Json(SignResponse {
-        enclave_id: slot.id,
+        enclave_id: slot.id.0,
         signature: signature_json(&reply),
         xonly_public_key_hex: xonly_hex(&public_key_hex),
         public_key_hex,
@@ -152,7 +84,7 @@ async fn sign(
 async fn sign_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<SignBatchBody>, JsonRejection>,
+    body: Result<Json<SignBatchRequest>, JsonRejection>,
 ) -> Result<Json<SignBatchResponse>, ApiError> {
     app.api_token.authorize(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
@@ -180,7 +112,7 @@ async fn sign_batch(
         })
         .collect();
     Ok(Json(SignBatchResponse {
-        enclave_id: slot.id,
+        enclave_id: slot.id.0,
         xonly_public_key_hex: xonly_hex(&public_key_hex),
         public_key_hex,
         results,
@@ -195,7 +127,7 @@ async fn public_key(
     let slot = app.slot(query.enclave_id)?;
     let (public_key_hex, key_epoch) = ready_key(&slot)?;
     Ok(Json(PublicKeyResponse {
-        enclave_id: slot.id,
+        enclave_id: slot.id.0,
         xonly_public_key_hex: xonly_hex(&public_key_hex),
         public_key_hex,
         key_epoch,
@@ -272,7 +204,11 @@ fn not_ready(slot: &EnclaveSlot) -> ApiError {
 }
 
 fn signature_json(reply: &SignatureReply) -> SignatureJson {
-    SignatureJson { scheme: reply.scheme.as_str(), signature_hex: hex::encode(reply.signature), recovery_id: reply.recovery_id }
+    SignatureJson {
+        scheme: reply.scheme.as_str().to_owned(),
+        signature_hex: hex::encode(reply.signature),
+        recovery_id: reply.recovery_id,
+    }
 }
 
 /// The BIP340 x-only key is the compressed key without its parity byte.

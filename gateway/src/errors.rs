@@ -5,7 +5,7 @@ use axum::{
     http::StatusCode,
 };
 use keyward_proto::{ErrorCode, ErrorReply};
-use serde::Serialize;
+use keyward_client::api::ErrorBody;
 
 use crate::link::LinkError;
 
@@ -16,11 +16,6 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    pub code: &'static str,
-    pub message: String,
-}
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -36,7 +31,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { code: self.code, message: self.message.clone() }
+        ErrorBody { code: self.code.to_owned(), message: self.message.clone() }
     }
 
     /// Prefixes the message with the batch item it concerns.

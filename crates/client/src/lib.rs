@@ -1,1 +1,7 @@
+#![doc = include_str!("../README.md")]
 
+pub mod api;
+#[cfg(feature = "http")]
+mod client;
+#[cfg(feature = "http")]
+pub use client::{Client, ClientError};

@@ -1,0 +1,80 @@
+//! `keyward`: command-line client for a keyward gateway.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use keyward_client::Client;
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about = "Client for a keyward gateway: sign, fetch the public key, verify attestation")]
+struct Cli {
+    /// Gateway base URL.
+    #[arg(long, env = "KEYWARD_GATEWAY", default_value = "http://127.0.0.1:8080", global = true)]
+    gateway: String,
+    /// File holding the API bearer token (or set KEYWARD_API_TOKEN).
+    #[arg(long, env = "KEYWARD_API_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign a 32-byte digest; prints the JSON answer.
+    Sign {
+        /// The digest, 64 hex characters.
+        #[arg(long)]
+        digest: String,
+        /// ecdsa or bip340.
+        #[arg(long, default_value = "ecdsa")]
+        scheme: String,
+        #[arg(long)]
+        enclave_id: Option<u32>,
+    },
+    /// Print the master public key as JSON.
+    PublicKey {
+        #[arg(long)]
+        enclave_id: Option<u32>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let token = match (&cli.token_file, std::env::var("KEYWARD_API_TOKEN")) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, Ok(token)) => Some(token.trim().to_owned()),
+        (None, Err(_)) => None,
+    };
+    let client = Client::new(&cli.gateway, token)?;
+    match cli.command {
+        Command::Sign { digest, scheme, enclave_id } => {
+            let mut bytes = [0u8; 32];
+            if hex::decode_to_slice(&digest, &mut bytes).is_err() {
+                bail!("--digest must be 64 hex characters");
+            }
+            print_json(&client.sign(&bytes, &scheme, enclave_id).await?)
+        }
+        Command::PublicKey { enclave_id } => print_json(&client.public_key(enclave_id).await?),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The async HTTP SDK.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    AttestationResponse, ErrorResponse, HealthResponse, PublicKeyResponse, RotateRequest, RotateResponse,
+    SignBatchRequest, SignBatchResponse, SignItem, SignRequest, SignResponse,
+};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The gateway could not be reached or the exchange failed.
+    #[error("cannot reach the gateway: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The gateway answered with an error.
+    #[error("gateway answered {status}: {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+        /// The explanation.
+        message: String,
+    },
+    /// The gateway answered with something that is not the expected JSON.
+    #[error("unexpected answer from the gateway (HTTP {status}): {reason}")]
+    Decode {
+        /// HTTP status.
+        status: u16,
+        /// Why it did not decode.
+        reason: String,
+    },
+}
+
+/// A keyward gateway client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the gateway at `base_url` (e.g. `http://127.0.0.1:8080`). `token` is the
+    /// bearer token for signing and admin calls.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
+        if let Ok(tls) = tls {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http: builder.build()? })
+    }
+
+    /// Signs a digest.
+    pub async fn sign(&self, digest: &[u8; 32], scheme: &str, enclave_id: Option<u32>) -> Result<SignResponse, ClientError> {
+        let body = SignRequest { digest_hex: hex::encode(digest), scheme: scheme.to_owned(), enclave_id };
+        self.send(self.authorized(self.http.post(self.url("/v1/sign"))).json(&body)).await
+    }
+
+    /// Signs several digests at once.
+    pub async fn sign_batch(
+        &self,
+        items: &[([u8; 32], &str)],
+        enclave_id: Option<u32>,
+    ) -> Result<SignBatchResponse, ClientError> {
+        let items = items
+            .iter()
+            .map(|(d, s)| SignItem { digest_hex: hex::encode(d), scheme: (*s).to_owned() })
+            .collect();
+        let body = SignBatchRequest { items, enclave_id };
+        self.send(self.authorized(self.http.post(self.url("/v1/sign-batch"))).json(&body)).await
+    }
+
+    /// The master public key.
+    pub async fn public_key(&self, enclave_id: Option<u32>) -> Result<PublicKeyResponse, ClientError> {
+        self.send(self.http.get(self.url("/v1/public-key")).query(&enclave_query(enclave_id))).await
+    }
+
+    /// A fresh attestation document for `nonce`.
+    pub async fn attestation(&self, nonce: &[u8], enclave_id: Option<u32>) -> Result<AttestationResponse, ClientError> {
+        let mut query = enclave_query(enclave_id);
+        query.push(("nonce", hex::encode(nonce)));
+        self.send(self.http.get(self.url("/v1/attestation")).query(&query)).await
+    }
+
+    /// Health, whatever the status code (503 still carries the body).
+    pub async fn health(&self) -> Result<(u16, HealthResponse), ClientError> {
+        let response = self.http.get(self.url("/v1/health")).send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        let health = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status, reason: e.to_string() })?;
+        Ok((status, health))
+    }
+
+    /// Rotates the data key of an enclave (admin token).
+    pub async fn rotate(&self, enclave_id: Option<u32>) -> Result<RotateResponse, ClientError> {
+        let body = RotateRequest { enclave_id };
+        self.send(self.authorized(self.http.post(self.url("/v1/admin/rotate"))).json(&body)).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status, reason: e.to_string() });
+        }
+        match serde_json::from_slice::<ErrorResponse>(&bytes) {
+            Ok(e) => Err(ClientError::Api { status, code: e.error.code, message: e.error.message }),
+            Err(_) => Err(ClientError::Decode {
+                status,
+                reason: format!("error body is not JSON: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+            }),
+        }
+    }
+}
+
+fn enclave_query(enclave_id: Option<u32>) -> Vec<(&'static str, String)> {
+    enclave_id.map(|id| vec![("enclave_id", id.to_string())]).unwrap_or_default()
+}

@@ -1,0 +1,34 @@
+//! Test harness: builds the binaries, starts real processes (dev KMS, gateway, enclaves) on
+//! free local ports, talks to them as a client would, and stops every process it started,
+//! also when a test fails.
+
+mod devkms;
+mod process;
+mod secrets;
+mod stack;
+
+pub use devkms::DevKms;
+pub use process::{Proc, binary, free_port, workspace_root};
+pub use secrets::assert_no_secrets;
+pub use stack::{Stack, StackOptions};
+
+/// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
+/// gateway returned. Panics with a clear message when it does not verify.
+pub fn assert_signature_verifies(scheme: &str, digest: &[u8; 32], signature_hex: &str, public_key_hex: &str, xonly_hex: &str) {
+    use secp256k1::{Message, PublicKey, XOnlyPublicKey, ecdsa, schnorr};
+    let signature = hex::decode(signature_hex).expect("signature is hex");
+    match scheme {
+        "ecdsa" => {
+            let key = PublicKey::from_slice(&hex::decode(public_key_hex).expect("hex key")).expect("valid public key");
+            let sig = ecdsa::Signature::from_compact(&signature).expect("64-byte compact signature");
+            sig.verify(Message::from_digest(*digest), &key).expect("ECDSA signature verifies against the public key");
+        }
+        "bip340" => {
+            let key: [u8; 32] = hex::decode(xonly_hex).expect("hex key").try_into().expect("32-byte x-only key");
+            let key = XOnlyPublicKey::from_byte_array(key).expect("valid x-only key");
+            let sig: [u8; 64] = signature.try_into().expect("64-byte signature");
+            schnorr::Signature::from_byte_array(sig).verify(digest, &key).expect("BIP340 signature verifies");
+        }
+        other => panic!("unknown scheme {other}"),
+    }
+}

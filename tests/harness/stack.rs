@@ -1,0 +1,299 @@
+//! A whole development stack for one test: dev KMS, gateway and enclaves, in a temp dir.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use keyward_client::{Client, api::HealthResponse};
+
+use crate::{DevKms, Proc, binary, free_port};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub enclave_ids: Vec<u32>,
+    pub attestation: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions { enclave_ids: vec![1], attestation: false }
+    }
+}
+
+#[derive(Debug)]
+pub struct Stack {
+    // Field order is drop order: processes stop before the dev KMS and the directory.
+    pub gateway: Option<Proc>,
+    pub enclaves: BTreeMap<u32, Proc>,
+    pub devkms: DevKms,
+    pub options: StackOptions,
+    pub key_arn: String,
+    pub kms_url: String,
+    pub api_port: u16,
+    pub relay_port: u16,
+    pub enclave_ports: BTreeMap<u32, u16>,
+    pub token: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub const ALIAS: &str = "alias/keyward-enclave-master-key";
+pub const REGION: &str = "us-east-1";
+
+impl Stack {
+    /// Starts the dev KMS, creates the key, and writes the gateway config; starts nothing
+    /// else.
+    pub async fn prepare(options: StackOptions) -> Stack {
+        let dir = tempfile::Builder::new().prefix("keyward-e2e-").tempdir().expect("temp dir");
+        let devkms = DevKms::start(dir.path()).await;
+        let setup = Command::new(binary("keyward-devkms"))
+            .args(["--upstream", &devkms.url(), "setup", "--alias", ALIAS])
+            .output()
+            .expect("run keyward-devkms setup");
+        assert!(setup.status.success(), "dev key setup failed: {}", String::from_utf8_lossy(&setup.stderr));
+        let key_arn = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
+        let token = hex::encode(rand_bytes::<24>());
+        std::fs::write(dir.path().join("api-token"), &token).expect("write token");
+        std::fs::write(dir.path().join("admin-token"), hex::encode(rand_bytes::<24>())).expect("write admin token");
+        let api_port = free_port();
+        let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(token.clone())).expect("client");
+        let enclave_ports = options.enclave_ids.iter().map(|id| (*id, free_port())).collect();
+        let kms_url = devkms.url();
+        let stack = Stack {
+            gateway: None,
+            enclaves: BTreeMap::new(),
+            devkms,
+            options,
+            key_arn,
+            kms_url,
+            api_port,
+            relay_port: free_port(),
+            enclave_ports,
+            token,
+            client,
+            dir,
+        };
+        stack.write_config();
+        stack
+    }
+
+    /// Prepares and starts everything, and waits until every enclave is ready.
+    pub async fn start(options: StackOptions) -> Stack {
+        let mut stack = Self::prepare(options).await;
+        for id in stack.options.enclave_ids.clone() {
+            stack.start_enclave(id);
+        }
+        stack.start_gateway();
+        stack.wait_ready().await;
+        stack
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path().join("data/keyward.db")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("gateway.yaml")
+    }
+
+    fn write_config(&self) {
+        let enclaves: String = self
+            .enclave_ports
+            .iter()
+            .map(|(id, port)| format!("  - enclave_id: {id}\n    address: tcp://127.0.0.1:{port}\n"))
+            .collect();
+        let dir = self.path().display();
+        let config = format!(
+            "environment: development\n\
+             kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {ALIAS}\n  enable_attestation: {att}\n  region: {REGION}\n\
+             database:\n  path: {dir}/data/keyward.db\n\
+             server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
+             relay:\n  listen: tcp://127.0.0.1:{relay}\n\
+             enclaves:\n{enclaves}",
+            kms = self.kms_url,
+            att = self.options.attestation,
+            api = self.api_port,
+            relay = self.relay_port,
+        );
+        std::fs::write(self.config_path(), config).expect("write gateway config");
+    }
+
+    fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", self.path().join("no-aws-config").display().to_string()),
+            ("AWS_SHARED_CREDENTIALS_FILE", self.path().join("no-aws-credentials").display().to_string()),
+            ("HOME", self.path().display().to_string()),
+            ("KEYWARD_LOG", "info".into()),
+        ]
+    }
+
+    pub fn start_gateway(&mut self) {
+        let log = self.path().join("gateway.log");
+        let proc = Proc::spawn(
+            "gateway",
+            &binary("gateway"),
+            &["--config".into(), self.config_path().display().to_string()],
+            &self.aws_env(),
+            &log,
+        );
+        self.gateway = Some(proc);
+    }
+
+    /// The enclave's command line; `program` lets a test run a modified copy of the binary.
+    pub fn enclave_args(&self, id: u32) -> Vec<String> {
+        let port = self.enclave_ports[&id];
+        vec![
+            "--listen".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--kms-relay".into(),
+            format!("tcp://127.0.0.1:{}", self.relay_port),
+            "--kms-endpoint".into(),
+            self.kms_url.clone(),
+            "--kms-region".into(),
+            REGION.into(),
+            "--kms-key-id".into(),
+            ALIAS.into(),
+            "--attestation".into(),
+            self.options.attestation.to_string(),
+            "--nsm".into(),
+            "mock".into(),
+            "--mock-nsm-dir".into(),
+            self.path().join("mock-nsm").display().to_string(),
+        ]
+    }
+
+    pub fn start_enclave(&mut self, id: u32) {
+        self.start_enclave_from(id, &binary("enclave"));
+    }
+
+    pub fn start_enclave_from(&mut self, id: u32, program: &Path) {
+        let log = self.path().join(format!("enclave-{id}.log"));
+        let proc = Proc::spawn(&format!("enclave-{id}"), program, &self.enclave_args(id), &[("KEYWARD_LOG", "info".into())], &log);
+        self.enclaves.insert(id, proc);
+    }
+
+    /// SIGKILL an enclave, as a crash would.
+    pub fn kill_enclave(&mut self, id: u32) {
+        if let Some(mut p) = self.enclaves.remove(&id) {
+            p.kill();
+        }
+    }
+
+    /// SIGKILL the gateway.
+    pub fn kill_gateway(&mut self) {
+        if let Some(mut p) = self.gateway.take() {
+            p.kill();
+        }
+    }
+
+    /// Waits until `/v1/health` says every enclave is ready.
+    pub async fn wait_ready(&mut self) -> HealthResponse {
+        self.wait_health("every enclave ready", |status, h| status == 200 && h.status == "ok").await
+    }
+
+    /// Waits until health satisfies `accept`; fails with the logs after 60 s.
+    pub async fn wait_health(&mut self, what: &str, accept: impl Fn(u16, &HealthResponse) -> bool) -> HealthResponse {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        loop {
+            if let Ok((status, health)) = self.client.health().await {
+                if accept(status, &health) {
+                    return health;
+                }
+                last = Some((status, health));
+            }
+            if let Some(gateway) = self.gateway.as_mut() {
+                assert!(gateway.is_running(), "gateway exited while waiting for {what}:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last health {last:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every log of the stack, labelled.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.path()).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: String = text.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                all.push_str(&format!("--- {} ---\n{tail}\n", path.display()));
+            }
+        }
+        all
+    }
+
+    /// The raw bytes of every log file (for secret scanning).
+    pub fn log_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        std::fs::read_dir(self.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                (p, bytes)
+            })
+            .collect()
+    }
+
+    /// Reads the row of `enclave_id` straight from SQLite.
+    pub fn row(&self, enclave_id: u32) -> Option<keyward_store::MasterKeyRow> {
+        let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
+        let row = conn.query_row(
+            "SELECT enclave_id, kms_encrypted_dek, encrypted_private_key, public_key, kms_key_id, key_epoch \
+             FROM enclave_master_keys WHERE enclave_id = ?1",
+            [enclave_id],
+            |r| {
+                Ok(keyward_store::MasterKeyRow {
+                    enclave_id: r.get(0)?,
+                    kms_encrypted_dek: r.get(1)?,
+                    encrypted_private_key: r.get(2)?,
+                    public_key: r.get(3)?,
+                    kms_key_id: r.get(4)?,
+                    key_epoch: r.get(5)?,
+                })
+            },
+        );
+        match row {
+            Ok(row) => Some(row),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(e) => panic!("reading row {enclave_id}: {e}"),
+        }
+    }
+
+    /// Number of rows in `enclave_master_keys`.
+    pub fn row_count(&self) -> i64 {
+        let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
+        conn.query_row("SELECT count(*) FROM enclave_master_keys", [], |r| r.get(0)).expect("count rows")
+    }
+
+    /// Runs SQL against the database (the gateway must be stopped).
+    pub fn sql(&self, statement: &str, params: impl rusqlite::Params) {
+        let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
+        conn.execute(statement, params).expect("execute SQL");
+    }
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        *b = (nanos as usize).wrapping_mul(31).wrapping_add(i * 97) as u8 ^ (std::process::id() as u8);
+    }
+    out
+}
