@@ -1,13 +1,34 @@
-//! Attestation: the NSM seam (real `/dev/nsm` or a development mock) and the verifier.
+#![doc = include_str!("../README.md")]
 
 use std::fmt;
 
+mod chain;
+mod cose;
+mod document;
+mod error;
+mod pcr;
+mod root;
+mod unix_time;
+mod verify;
+
 #[cfg(feature = "mock")]
 mod mock;
-#[cfg(feature = "mock")]
-pub use mock::MockNsm;
 #[cfg(feature = "nitro")]
 mod nitro;
+
+pub use document::{
+    AttestationDocument, AttestationPayload, Digest, MAX_CABUNDLE_LEN, MAX_CERTIFICATE_LEN,
+    MAX_DOCUMENT_LEN, MAX_MODULE_ID_LEN, MAX_NONCE_LEN, MAX_PUBLIC_KEY_LEN, MAX_USER_DATA_LEN,
+    parse,
+};
+pub use error::{ChainPosition, VerifyError};
+pub use pcr::{MAX_PCRS, Measurements, Pcr};
+pub use root::RootCertificate;
+pub use unix_time::UnixTime;
+pub use verify::{VerifiedDocument, VerifyOptions, verify};
+
+#[cfg(feature = "mock")]
+pub use mock::{MOCK_PCR1_INPUT, MOCK_PCR2_INPUT, MockNsm, PKI_DIR_NAME, mock_measurements};
 #[cfg(feature = "nitro")]
 pub use nitro::NitroNsm;
 
@@ -31,6 +52,29 @@ pub struct AttestationRequest {
     pub nonce: Option<Vec<u8>>,
 }
 
+impl AttestationRequest {
+    /// Refuses fields the NSM would refuse (each is limited to 1024 bytes), so both NSM
+    /// implementations fail the same way and before any work is done.
+    pub fn check_limits(&self) -> Result<(), NsmError> {
+        let fields = [
+            ("public_key", &self.public_key, MAX_PUBLIC_KEY_LEN),
+            ("user_data", &self.user_data, MAX_USER_DATA_LEN),
+            ("nonce", &self.nonce, MAX_NONCE_LEN),
+        ];
+        for (name, value, max) in fields {
+            if let Some(value) = value
+                && value.len() > max
+            {
+                return Err(NsmError::Request(format!(
+                    "attestation {name} is {} bytes; the NSM accepts at most {max}",
+                    value.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Source of attestation documents and randomness: the Nitro Secure Module, or a dev stand-in.
 pub trait Nsm: Send + Sync + fmt::Debug {
     /// Which implementation this is.
@@ -39,6 +83,12 @@ pub trait Nsm: Send + Sync + fmt::Debug {
     fn attest(&self, request: &AttestationRequest) -> Result<Vec<u8>, NsmError>;
     /// Fills `out` with random bytes.
     fn random(&self, out: &mut [u8]) -> Result<(), NsmError>;
+    /// The current value of PCR `index`.
+    fn describe_pcr(&self, index: u16) -> Result<Pcr, NsmError> {
+        Err(NsmError::Request(format!(
+            "reading PCR{index} is not supported by this NSM"
+        )))
+    }
 }
 
 /// NSM errors.
@@ -54,4 +104,12 @@ pub enum NsmError {
     /// The development NSM's PKI could not be created or loaded.
     #[error("development NSM PKI: {0}")]
     Pki(String),
+    /// The development NSM could not read the binary it measures into PCR0.
+    #[error("cannot measure {path}: {reason}")]
+    Measurement {
+        /// The file that was to be hashed.
+        path: String,
+        /// What went wrong reading it.
+        reason: String,
+    },
 }
