@@ -42,6 +42,7 @@ impl DevKms {
     }
 
     async fn wait_ready(&mut self) {
+        keyward_client::install_crypto_provider();
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {

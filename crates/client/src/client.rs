@@ -48,6 +48,7 @@ impl Client {
     /// A client for the gateway at `base_url` (e.g. `http://127.0.0.1:8080`). `token` is the
     /// bearer token for signing and admin calls.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        install_crypto_provider();
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
@@ -136,4 +137,11 @@ impl Client {
 
 fn enclave_query(enclave_id: Option<u32>) -> Vec<(&'static str, String)> {
     enclave_id.map(|id| vec![("enclave_id", id.to_string())]).unwrap_or_default()
+}
+
+/// Makes aws-lc-rs the process-wide rustls provider (idempotent). reqwest is built without a
+/// provider of its own so that keyward links one TLS crypto library, not two; any
+/// `reqwest::Client` in the same process needs this first.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

@@ -4,4 +4,4 @@ pub mod api;
 #[cfg(feature = "http")]
 mod client;
 #[cfg(feature = "http")]
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, install_crypto_provider};

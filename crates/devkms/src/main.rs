@@ -41,6 +41,9 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // reqwest is built without a TLS provider of its own (one crypto library, aws-lc-rs, for
+    // the whole workspace); when a workspace build enables its rustls feature it needs one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let upstream = upstream::Upstream::new(&cli.upstream, &cli.region);
     let result = match cli.command {

@@ -1,0 +1,111 @@
+//! Scanning bytes (database files, logs) for key material without being told the key: a
+//! 32-byte window is the master private key if it derives the stored public key, and it is
+//! the data key if it opens the stored seal. Raw bytes, hex and base64 forms are checked.
+
+use base64::Engine;
+use keyward_seal::{DataKey, SealBinding};
+use keyward_store::MasterKeyRow;
+use secp256k1::{PublicKey, SecretKey};
+
+/// Panics if `haystack` contains the private key or the data key of `row`, in raw, hex or
+/// base64 form. `label` names the file in the message.
+pub fn assert_no_secrets(label: &str, haystack: &[u8], row: &MasterKeyRow) {
+    let public_key = PublicKey::from_slice(&row.public_key).expect("stored public key is valid");
+    let public_bytes: [u8; 33] = row.public_key.as_slice().try_into().expect("33-byte public key");
+    let binding = SealBinding {
+        enclave_id: u32::try_from(row.enclave_id).expect("enclave id"),
+        key_epoch: u32::try_from(row.key_epoch).expect("epoch"),
+        public_key: &public_bytes,
+        kms_key_id: &row.kms_key_id,
+    };
+    let mut candidates: Vec<[u8; 32]> = windows(haystack);
+    for text in runs(haystack, |b| b.is_ascii_hexdigit()) {
+        for start in 0..text.len().saturating_sub(63) {
+            if let Ok(bytes) = hex::decode(&text[start..start + 64]) {
+                candidates.push(bytes.try_into().expect("64 hex digits are 32 bytes"));
+            }
+        }
+    }
+    for text in runs(haystack, |b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b)) {
+        for engine in [&base64::engine::general_purpose::STANDARD, &base64::engine::general_purpose::URL_SAFE] {
+            for start in 0..text.len().saturating_sub(43).min(4096) {
+                if let Ok(bytes) = engine.decode(&text[start..start + 44]) {
+                    candidates.extend(windows(&bytes));
+                }
+            }
+        }
+    }
+    for candidate in candidates {
+        if let Ok(secret) = SecretKey::from_secret_bytes(candidate) {
+            assert!(secret.public_key() != public_key, "{label} contains the master PRIVATE KEY of enclave {}", row.enclave_id);
+        }
+        let dek = DataKey::from_slice(&candidate).expect("32 bytes");
+        assert!(
+            keyward_seal::open(&row.encrypted_private_key, &dek, &binding).is_err(),
+            "{label} contains the DATA KEY of enclave {}",
+            row.enclave_id
+        );
+    }
+}
+
+fn windows(bytes: &[u8]) -> Vec<[u8; 32]> {
+    bytes.windows(32).map(|w| w.try_into().expect("32-byte window")).collect()
+}
+
+/// Maximal runs of bytes satisfying `keep`, at least 44 long (the shortest base64 of 32 bytes).
+fn runs(bytes: &[u8], keep: impl Fn(u8) -> bool) -> Vec<String> {
+    bytes
+        .split(|b| !keep(*b))
+        .filter(|run| run.len() >= 44)
+        .map(|run| String::from_utf8_lossy(run).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::catch_unwind;
+
+    use keyward_seal::{DataKey, MasterKey, SealBinding};
+
+    use super::*;
+
+    const SECRET: [u8; 32] = [0x11; 32];
+    const DEK: [u8; 32] = [0x42; 32];
+
+    fn row() -> MasterKeyRow {
+        let key = MasterKey::generate(|buf: &mut [u8]| -> Result<(), String> {
+            buf.copy_from_slice(&SECRET);
+            Ok(())
+        })
+        .expect("valid scalar");
+        let public_key = key.public_key();
+        let binding = SealBinding { enclave_id: 1, key_epoch: 1, public_key: &public_key, kms_key_id: "arn:k" };
+        let sealed = keyward_seal::seal(&key, &DataKey::from_slice(&DEK).expect("32"), &binding, [7; 12]).expect("seal");
+        MasterKeyRow {
+            enclave_id: 1,
+            kms_encrypted_dek: vec![9; 100],
+            encrypted_private_key: sealed,
+            public_key: public_key.to_vec(),
+            kms_key_id: "arn:k".into(),
+            key_epoch: 1,
+        }
+    }
+
+    fn leaks(haystack: Vec<u8>) -> bool {
+        let row = row();
+        catch_unwind(move || assert_no_secrets("test", &haystack, &row)).is_err()
+    }
+
+    #[test]
+    fn finds_raw_hex_and_base64_keys_and_passes_clean_bytes() {
+        let pad = |middle: &[u8]| [b"prefix ".as_slice(), middle, b" suffix"].concat();
+        assert!(leaks(pad(&SECRET)), "raw private key");
+        assert!(leaks(pad(&DEK)), "raw data key");
+        assert!(leaks(pad(hex::encode(SECRET).as_bytes())), "hex private key");
+        assert!(leaks(pad(hex::encode_upper(DEK).as_bytes())), "HEX data key");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(DEK);
+        assert!(leaks(pad(b64.as_bytes())), "base64 data key");
+        let clean = row();
+        assert!(!leaks([clean.encrypted_private_key.clone(), clean.public_key.clone(), b"log line".to_vec()].concat()));
+    }
+}

@@ -1,0 +1,136 @@
+//! `just test-kms-e2e`: what the KMS integration promises, checked against real processes
+//! (gateway, enclave, dev KMS) over real sockets, with a real SQLite file.
+
+use keyward_e2e::{Stack, StackOptions, assert_no_secrets, assert_signature_verifies};
+
+fn digest(seed: u8) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = seed.wrapping_mul(31).wrapping_add(i as u8);
+    }
+    d
+}
+
+async fn assert_signs(stack: &Stack, enclave_id: Option<u32>, expected_public_key: &str) {
+    for (seed, scheme) in [(1u8, "ecdsa"), (2, "bip340")] {
+        let d = digest(seed);
+        let signed = stack.client.sign(&d, scheme, enclave_id).await.unwrap_or_else(|e| panic!("{scheme} sign: {e}\n{}", stack.logs()));
+        assert_eq!(signed.public_key_hex, expected_public_key);
+        assert_eq!(signed.signature.scheme, scheme);
+        assert_signature_verifies(scheme, &d, &signed.signature.signature_hex, &signed.public_key_hex, &signed.xonly_public_key_hex);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_generates_a_kms_backed_key_that_signs_both_schemes() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let key = stack.client.public_key(None).await.expect("public key");
+    assert_eq!(key.enclave_id, 1);
+    assert_eq!(key.public_key_hex.len(), 66);
+    assert_eq!(key.key_epoch, Some(1));
+    assert_signs(&stack, None, &key.public_key_hex).await;
+
+    // The row holds exactly what the design says.
+    let row = stack.row(1).expect("row for enclave 1");
+    assert_eq!(stack.row_count(), 1);
+    assert_eq!(row.enclave_id, 1);
+    assert_eq!(hex::encode(&row.public_key), key.public_key_hex);
+    assert_eq!(row.kms_key_id, stack.key_arn, "row names the KMS key ARN, not the alias");
+    assert_eq!(row.key_epoch, 1);
+    assert_eq!(row.encrypted_private_key.len(), keyward_seal::SEALED_LEN);
+    assert_eq!(row.encrypted_private_key[0], keyward_seal::SEAL_VERSION);
+    assert!(row.kms_encrypted_dek.len() > 32, "kms_encrypted_dek is a KMS ciphertext blob");
+
+    // Neither the database files nor any log contain the private key or the data key.
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", stack.db_path().display());
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert_no_secrets(&path, &bytes, &row);
+        }
+    }
+    for (path, bytes) in stack.log_bytes() {
+        assert_no_secrets(&path.display().to_string(), &bytes, &row);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_survives_enclave_and_full_restarts() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    let original = stack.client.public_key(None).await.expect("public key").public_key_hex;
+    let row_before = stack.row(1).expect("row");
+
+    // The enclave crashes; the gateway reconnects and unseals the stored row.
+    stack.kill_enclave(1);
+    stack.wait_health("enclave loss noticed", |status, _| status == 503).await;
+    stack.start_enclave(1);
+    stack.wait_ready().await;
+    assert_eq!(stack.client.public_key(None).await.expect("public key").public_key_hex, original);
+    assert_signs(&stack, None, &original).await;
+
+    // Both processes go down and come back.
+    stack.kill_gateway();
+    stack.kill_enclave(1);
+    stack.start_enclave(1);
+    stack.start_gateway();
+    stack.wait_ready().await;
+    assert_eq!(stack.client.public_key(None).await.expect("public key").public_key_hex, original);
+    assert_signs(&stack, None, &original).await;
+
+    assert_eq!(stack.row(1).expect("row"), row_before, "restarts never rewrite the row");
+    assert_eq!(stack.row_count(), 1, "restarts never create another key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_enclave_id_gets_its_own_key() {
+    let stack = Stack::start(StackOptions { enclave_ids: vec![1, 2], ..StackOptions::default() }).await;
+    let one = stack.client.public_key(Some(1)).await.expect("key 1").public_key_hex;
+    let two = stack.client.public_key(Some(2)).await.expect("key 2").public_key_hex;
+    assert_ne!(one, two);
+    assert_signs(&stack, Some(1), &one).await;
+    assert_signs(&stack, Some(2), &two).await;
+    assert_eq!(stack.row_count(), 2);
+    assert_eq!(hex::encode(stack.row(2).expect("row 2").public_key), two);
+    // With two enclaves the caller must say which.
+    let err = stack.client.sign(&digest(9), "ecdsa", None).await.expect_err("ambiguous");
+    assert!(err.to_string().contains("enclave_id is required"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_edited_by_one_byte_fails_to_unseal_and_is_left_as_it_was() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    stack.kill_gateway();
+    stack.kill_enclave(1);
+    let mut row = stack.row(1).expect("row");
+    row.encrypted_private_key[20] ^= 0x01;
+    stack.sql("UPDATE enclave_master_keys SET encrypted_private_key = ?1 WHERE enclave_id = 1", [&row.encrypted_private_key]);
+
+    stack.start_enclave(1);
+    stack.start_gateway();
+    let health = stack
+        .wait_health("unseal failure reported", |_, h| h.enclaves.iter().any(|e| e.state == "failed"))
+        .await;
+    let detail = health.enclaves[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("failed authentication"), "clear error expected, got: {detail}");
+    let err = stack.client.sign(&digest(3), "ecdsa", None).await.expect_err("no signing with a broken row");
+    assert!(err.to_string().contains("enclave_not_ready"), "{err}");
+
+    assert_eq!(stack.row(1).expect("row"), row, "the damaged row is left exactly as it was");
+    assert_eq!(stack.row_count(), 1, "no replacement key was generated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_database_stops_the_gateway_before_any_key_is_made() {
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    std::fs::create_dir_all(stack.db_path().parent().expect("data dir")).expect("mkdir");
+    let garbage = b"not a database; somebody's data".repeat(200);
+    std::fs::write(stack.db_path(), &garbage).expect("write garbage");
+    stack.start_enclave(1);
+    stack.start_gateway();
+    let gateway = stack.gateway.as_mut().expect("gateway");
+    let status = gateway.wait_exit(std::time::Duration::from_secs(30)).expect("gateway must exit");
+    assert!(!status.success());
+    let log = gateway.log_text();
+    assert!(log.contains("refusing to start") && log.contains("cannot open database"), "{log}");
+    assert_eq!(std::fs::read(stack.db_path()).expect("read"), garbage, "the file is untouched");
+    assert!(!stack.enclaves.get_mut(&1).expect("enclave").log_text().contains("provisioned"), "no key was generated");
+}
