@@ -1,12 +1,22 @@
-//! Getting a data key from KMS: fresh (`GenerateDataKey`) or back (`Decrypt`), with or
-//! without an attested `Recipient`.
+//! Getting a data key from KMS: fresh (`GenerateDataKey`) or back (`Decrypt`).
+//!
+//! With attestation (always, in production) each call carries a `Recipient`: an attestation
+//! document from the NSM holding the public half of a fresh RSA-2048 key pair. KMS checks
+//! the document against the key policy and encrypts the data key to that RSA key
+//! (`CiphertextForRecipient`); only this process can open it. An answer that carries
+//! `Plaintext` instead is refused: genuine KMS never sends one for a Recipient call, and
+//! accepting it would let whoever forged the answer choose our data key.
 
 use std::sync::Arc;
 
-use keyward_attest::Nsm;
-use keyward_kms::{Credentials, DataKeyResponse, EncryptionContext, KmsClient, KmsError};
+use keyward_attest::{AttestationRequest, Nsm};
+use keyward_kms::{
+    Credentials, DataKeyResponse, EncryptionContext, KmsClient, KmsError,
+    cms::{self, RecipientKey},
+};
 use keyward_proto::{AwsCredentials, EnclaveId, ErrorCode, ErrorReply};
 use keyward_seal::DataKey;
+use zeroize::Zeroize;
 
 /// Talks to KMS on behalf of the vault.
 #[derive(Debug)]
@@ -34,16 +44,22 @@ pub fn encryption_context(enclave_id: EnclaveId, key_epoch: u32, public_key_hex:
     ])
 }
 
+/// The RSA key and the document that names it, for one KMS call.
+struct Recipient {
+    key: RecipientKey,
+    document: Vec<u8>,
+}
+
 impl DataKeys {
     pub async fn generate(&self, credentials: &AwsCredentials, context: &EncryptionContext) -> Result<NewDataKey, ErrorReply> {
-        let recipient = self.recipient()?;
+        let recipient = self.recipient().await?;
         let document = recipient.as_ref().map(|r| r.document.clone());
         let mut response = self
             .kms
             .generate_data_key(sdk_credentials(credentials), &self.key_id, context, document)
             .await
-            .map_err(|e| kms_error(e))?;
-        let dek = self.extract(&mut response, recipient.as_ref())?;
+            .map_err(kms_error)?;
+        let dek = extract(&mut response, recipient.as_ref())?;
         let ciphertext_blob = response
             .ciphertext_blob
             .take()
@@ -58,41 +74,64 @@ impl DataKeys {
         ciphertext_blob: &[u8],
         context: &EncryptionContext,
     ) -> Result<(DataKey, String), ErrorReply> {
-        let recipient = self.recipient()?;
+        let recipient = self.recipient().await?;
         let document = recipient.as_ref().map(|r| r.document.clone());
         let mut response = self
             .kms
             .decrypt(sdk_credentials(credentials), &self.key_id, ciphertext_blob, context, document)
             .await
-            .map_err(|e| kms_error(e))?;
-        let dek = self.extract(&mut response, recipient.as_ref())?;
+            .map_err(kms_error)?;
+        let dek = extract(&mut response, recipient.as_ref())?;
         Ok((dek, response.key_id))
     }
 
-    fn recipient(&self) -> Result<Option<Recipient>, ErrorReply> {
+    /// A fresh RSA key pair and an attestation document for it (RSA key generation takes
+    /// tens of milliseconds, so it runs off the async workers).
+    async fn recipient(&self) -> Result<Option<Recipient>, ErrorReply> {
         if !self.attestation {
             return Ok(None);
         }
-        Err(ErrorReply::new(ErrorCode::Attestation, "attested KMS calls are not available in this build yet"))
-    }
-
-    fn extract(&self, response: &mut DataKeyResponse, recipient: Option<&Recipient>) -> Result<DataKey, ErrorReply> {
-        match recipient {
-            None => {
-                let plaintext = response.plaintext.take().ok_or_else(|| {
-                    ErrorReply::new(ErrorCode::KmsUnavailable, "KMS returned no Plaintext data key")
-                })?;
-                DataKey::from_slice(&plaintext).ok_or_else(|| {
-                    ErrorReply::new(ErrorCode::KmsUnavailable, format!("KMS data key is {} bytes, expected 32", plaintext.len()))
-                })
-            }
-            Some(_) => Err(ErrorReply::new(ErrorCode::Attestation, "attested KMS calls are not available in this build yet")),
-        }
+        let nsm = self.nsm.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let key = RecipientKey::generate().map_err(|e| format!("cannot create the recipient RSA key: {e}"))?;
+            let request = AttestationRequest { public_key: Some(key.public_key_spki_der()), user_data: None, nonce: None };
+            let document = nsm.attest(&request).map_err(|e| format!("cannot obtain an attestation document: {e}"))?;
+            Ok::<_, String>(Recipient { key, document })
+        })
+        .await
+        .map_err(|_| ErrorReply::new(ErrorCode::Internal, "recipient key task failed"))?
+        .map_err(|message| ErrorReply::new(ErrorCode::Attestation, message))?;
+        Ok(Some(made))
     }
 }
 
-struct Recipient {
-    document: Vec<u8>,
+fn extract(response: &mut DataKeyResponse, recipient: Option<&Recipient>) -> Result<DataKey, ErrorReply> {
+    let Some(recipient) = recipient else {
+        let plaintext = response
+            .plaintext
+            .take()
+            .ok_or_else(|| ErrorReply::new(ErrorCode::KmsUnavailable, "KMS returned no Plaintext data key"))?;
+        return to_data_key(&plaintext);
+    };
+    if let Some(mut plaintext) = response.plaintext.take() {
+        plaintext.zeroize();
+        return Err(ErrorReply::new(
+            ErrorCode::Attestation,
+            "KMS answered an attested request with a Plaintext data key; refusing it (genuine KMS only returns CiphertextForRecipient)",
+        ));
+    }
+    let wrapped = response.ciphertext_for_recipient.take().ok_or_else(|| {
+        ErrorReply::new(ErrorCode::Attestation, "KMS answered an attested request without CiphertextForRecipient")
+    })?;
+    let plaintext = cms::decrypt_for_recipient(&wrapped, &recipient.key)
+        .map_err(|e| ErrorReply::new(ErrorCode::Attestation, format!("cannot open CiphertextForRecipient: {e}")))?;
+    to_data_key(&plaintext)
+}
+
+fn to_data_key(plaintext: &[u8]) -> Result<DataKey, ErrorReply> {
+    DataKey::from_slice(plaintext).ok_or_else(|| {
+        ErrorReply::new(ErrorCode::KmsUnavailable, format!("KMS data key is {} bytes, expected 32", plaintext.len()))
+    })
 }
 
 fn sdk_credentials(credentials: &AwsCredentials) -> Credentials {
@@ -108,7 +147,7 @@ fn sdk_credentials(credentials: &AwsCredentials) -> Credentials {
     )
 }
 
-pub fn kms_error(err: KmsError) -> ErrorReply {
+fn kms_error(err: KmsError) -> ErrorReply {
     let code = match err {
         KmsError::Denied { .. } => ErrorCode::KmsDenied,
         KmsError::Unavailable { .. } | KmsError::InvalidResponse { .. } => ErrorCode::KmsUnavailable,

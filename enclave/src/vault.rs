@@ -220,19 +220,20 @@ impl Vault {
         }
     }
 
-    /// A fresh attestation document whose `user_data` is the 33-byte compressed master
-    /// public key and whose `nonce` is the client's.
+    /// A fresh attestation document whose `nonce` is the caller's and whose `user_data` is
+    /// the 33-byte compressed master public key once one is committed.
     pub fn attest(&self, request: &AttestRequest) -> Reply<Vec<u8>> {
         if request.nonce.len() > MAX_NONCE_LEN {
             return Err(ErrorReply::new(ErrorCode::BadRequest, format!("nonce is {} bytes; at most {MAX_NONCE_LEN}", request.nonce.len())));
         }
-        let key = self.ready_key()?;
+        // Before a key exists the document still proves the image (the gateway checks PCRs
+        // before trusting an enclave); afterwards user_data binds the master public key.
+        let user_data = match &*self.read() {
+            State::Ready(l) => Some(l.key.public_key().to_vec()),
+            _ => None,
+        };
         self.nsm
-            .attest(&AttestationRequest {
-                public_key: None,
-                user_data: Some(key.public_key().to_vec()),
-                nonce: Some(request.nonce.clone()),
-            })
+            .attest(&AttestationRequest { public_key: None, user_data, nonce: Some(request.nonce.clone()) })
             .map_err(|e| ErrorReply::new(ErrorCode::Attestation, e.to_string()))
     }
 

@@ -12,8 +12,9 @@ use axum::{
 };
 use keyward_proto::{Digest, EnclaveId, Request, Response as EnclaveResponse, Scheme, SignRequest, SignatureReply};
 
+use base64::Engine;
 use keyward_client::api::{
-    BatchResult, PublicKeyResponse, SignBatchRequest, SignBatchResponse, SignRequest as SignBody,
+    AttestationResponse, BatchResult, PublicKeyResponse, SignBatchRequest, SignBatchResponse, SignRequest as SignBody,
     SignResponse, Signature as SignatureJson,
 };
 use serde::Deserialize;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sign", post(sign).layer(DefaultBodyLimit::max(16 * 1024)))
         .route("/v1/sign-batch", post(sign_batch).layer(DefaultBodyLimit::max(256 * 1024)))
         .route("/v1/public-key", get(public_key))
+        .route("/v1/attestation", get(attestation))
         .route("/v1/health", get(health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -56,6 +58,17 @@ struct EnclaveQuery {
     #[serde(default)]
     enclave_id: Option<u32>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationQuery {
+    nonce: String,
+    #[serde(default)]
+    enclave_id: Option<u32>,
+}
+
+/// Longest nonce a client may ask to be attested.
+const MAX_NONCE_LEN: usize = 512;
 
 async fn sign(
     State(app): State<AppState>,
@@ -131,6 +144,33 @@ async fn public_key(
         xonly_public_key_hex: xonly_hex(&public_key_hex),
         public_key_hex,
         key_epoch,
+    }))
+}
+
+/// A fresh attestation document for the client's nonce; its `user_data` is the master
+/// public key. Clients verify it themselves (`keyward verify-attestation`).
+async fn attestation(
+    State(app): State<AppState>,
+    query: Result<Query<AttestationQuery>, QueryRejection>,
+) -> Result<Json<AttestationResponse>, ApiError> {
+    let Query(query) = query.map_err(ApiError::from_query)?;
+    let nonce = hex::decode(&query.nonce).map_err(|_| ApiError::bad_request("nonce is not valid hexadecimal"))?;
+    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
+        return Err(ApiError::bad_request(format!("nonce must be 1 to {MAX_NONCE_LEN} bytes, got {}", nonce.len())));
+    }
+    let slot = app.slot(query.enclave_id)?;
+    let (public_key_hex, _) = ready_key(&slot)?;
+    let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
+    let request = Request::Attest(keyward_proto::AttestRequest { nonce: nonce.clone() });
+    let document = match link.call(request, SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
+        EnclaveResponse::Attestation(document) => document,
+        other => return Err(ApiError::internal(format!("enclave answered Attest with {other:?}"))),
+    };
+    Ok(Json(AttestationResponse {
+        enclave_id: slot.id.0,
+        document_b64: base64::engine::general_purpose::STANDARD.encode(document),
+        public_key_hex,
+        nonce_hex: hex::encode(nonce),
     }))
 }
 

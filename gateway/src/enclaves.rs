@@ -10,15 +10,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_proto::{
-    Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status, Unseal,
+    AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status, Unseal,
 };
 use keyward_store::StoreError;
 use keyward_transport::Address;
 use serde::Serialize;
 
 use crate::{
-    config::Environment,
+    config::{Environment, PcrSet},
     credentials::CredentialSource,
     db::{Db, row_from_sealed, sealed_from_row},
     link::{EnclaveLink, LinkError},
@@ -150,6 +151,17 @@ pub struct Expectations {
     pub kms_region: String,
     pub kms_endpoint: String,
     pub attestation: bool,
+    /// When set, an enclave must prove its image before it gets credentials.
+    pub image: Option<ExpectedImage>,
+}
+
+/// The enclave images this gateway trusts.
+#[derive(Debug, Clone)]
+pub struct ExpectedImage {
+    /// PEM file of the attestation root; `None` for the AWS Nitro Enclaves Root-G1.
+    pub root_pem: Option<std::path::PathBuf>,
+    /// Acceptable PCR0-2 sets.
+    pub pcr_sets: Vec<PcrSet>,
 }
 
 #[derive(Debug)]
@@ -190,7 +202,11 @@ impl Supervisor {
                     continue;
                 }
             };
-            if let Err(reason) = self.check_identity(&hello) {
+            let checked = match self.check_identity(&hello) {
+                Ok(()) => self.check_image(&link).await,
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = checked {
                 self.slot.set(Phase::Refused, Some(reason));
                 drop(link);
                 tokio::time::sleep(MAX_RETRY).await;
@@ -246,6 +262,37 @@ impl Supervisor {
                 info.attestation, expect.attestation
             ));
         }
+        Ok(())
+    }
+
+    /// Asks the enclave for an attestation document with a fresh nonce and checks it against
+    /// the trusted root and PCRs, so credentials only ever reach a known image.
+    async fn check_image(&self, link: &EnclaveLink) -> Result<(), String> {
+        let Some(image) = &self.expect.image else { return Ok(()) };
+        let mut nonce = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no randomness for the attestation nonce".to_owned())?;
+        let document = match link.call(Request::Attest(AttestRequest { nonce: nonce.to_vec() }), LIFECYCLE_TIMEOUT).await {
+            Ok(Response::Attestation(document)) => document,
+            Ok(other) => return Err(format!("enclave answered Attest with {other:?}")),
+            Err(e) => return Err(format!("enclave could not attest: {e}")),
+        };
+        let root = match &image.root_pem {
+            None => RootCertificate::aws_nitro_root_g1(),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read attestation root {}: {e}", path.display()))
+                .and_then(|pem| RootCertificate::from_pem(&pem).map_err(|e| format!("attestation root {}: {e}", path.display())))?,
+        };
+        let mut options = VerifyOptions::new(root, UnixTime::now()).expect_nonce(nonce.to_vec());
+        for index in 0..3u16 {
+            let acceptable = image
+                .pcr_sets
+                .iter()
+                .map(|set| Pcr::from_hex([&set.pcr0, &set.pcr1, &set.pcr2][usize::from(index)]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("attestation.expected_pcrs: {e}"))?;
+            options = options.expect_pcr(index, acceptable);
+        }
+        keyward_attest::verify(&document, &options).map_err(|e| format!("enclave attestation rejected: {e}"))?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use crate::{
     config::{Config, Environment},
     credentials::CredentialSource,
     db::Db,
-    enclaves::{EnclaveSlot, Expectations, Supervisor},
+    enclaves::{EnclaveSlot, ExpectedImage, Expectations, Supervisor},
 };
 
 #[derive(Debug, Parser)]
@@ -89,6 +89,10 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         kms_region: config.kms_region.clone(),
         kms_endpoint: config.kms_endpoint.url().to_owned(),
         attestation: config.attestation,
+        image: (!config.expected_pcrs.is_empty()).then(|| ExpectedImage {
+            root_pem: config.attestation_root_pem.clone(),
+            pcr_sets: config.expected_pcrs.clone(),
+        }),
     };
     let mut slots = BTreeMap::new();
     for target in &config.enclaves {

@@ -6,6 +6,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use keyward_client::Client;
 
+mod verify;
+
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about = "Client for a keyward gateway: sign, fetch the public key, verify attestation")]
 struct Cli {
@@ -37,6 +39,10 @@ enum Command {
         #[arg(long)]
         enclave_id: Option<u32>,
     },
+    /// Verify an attestation document (fresh from the gateway, or --document FILE): COSE
+    /// signature, certificate chain to the root, validity, PCRs, nonce and key binding.
+    /// Prints the verified fields as JSON; exits non-zero on any mismatch.
+    VerifyAttestation(verify::VerifyArgs),
 }
 
 #[tokio::main]
@@ -71,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&client.sign(&bytes, &scheme, enclave_id).await?)
         }
         Command::PublicKey { enclave_id } => print_json(&client.public_key(enclave_id).await?),
+        Command::VerifyAttestation(args) => print_json(&verify::verify_attestation(&client, args).await?),
     }
 }
 
