@@ -1,1 +1,93 @@
+use super::*;
 
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(name)).expect("shipped config")
+}
+
+/// The production file with its database moved into an existing directory.
+fn production(dir: &Path) -> String {
+    shipped("production.yaml").replace("/var/lib/keyward/keyward.db", &dir.join("keyward.db").display().to_string())
+}
+
+#[test]
+fn shipped_development_config_is_valid() {
+    let config = Config::parse(&shipped("development.yaml")).unwrap();
+    assert_eq!(config.environment, Environment::Development);
+    assert!(config.attestation);
+    assert_eq!(config.kms_endpoint.url(), "http://127.0.0.1:4567");
+    assert_eq!(config.kms_key_id, "alias/keyward-enclave-master-key");
+    assert_eq!(config.enclaves[0].address.to_string(), "tcp://127.0.0.1:5001");
+}
+
+#[test]
+fn shipped_production_config_is_valid_once_its_directory_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(&production(dir.path())).unwrap();
+    assert_eq!(config.environment, Environment::Production);
+    assert_eq!(config.kms_endpoint.url(), "https://kms.us-east-1.amazonaws.com");
+    assert_eq!(config.relay_listen.to_string(), "vsock://any:8000");
+    assert_eq!(config.enclaves[0].address.to_string(), "vsock://16:5000");
+}
+
+#[test]
+fn production_refuses_each_unsafe_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = production(dir.path());
+    let zero = "0".repeat(96);
+    let cases: Vec<(String, &str)> = vec![
+        (base.replace("enable_attestation: true", "enable_attestation: false"), "enable_attestation: false"),
+        (base.replace("endpoint_url: null", "endpoint_url: http://kms.us-east-1.amazonaws.com"), "plain-HTTP"),
+        (base.replace("endpoint_url: null", "endpoint_url: https://kms.example.com"), "only https://kms.<region>.amazonaws.com"),
+        (
+            base.replace("key_id: arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "key_id: alias/k"),
+            "full key ARN",
+        ),
+        (base.replace("attestation:\n", "attestation:\n  root_pem: /tmp/dev-root.pem\n"), "refuses attestation.root_pem"),
+        (
+            base.replace(
+                "PCR0: 4b8d4cf2a99e05ce1b5bddaf9d21cb446eb0e606c5bebd1ebf02b473a22165f7b68b0bb0d1ac5a90f0311e493522cfab",
+                &format!("PCR0: {zero}"),
+            ),
+            "all-zero PCR0",
+        ),
+        (
+            {
+                let start = base.find("  expected_pcrs:").unwrap();
+                let end = base.find("\nenclaves:").unwrap();
+                format!("{}  expected_pcrs: []\n{}", &base[..start], &base[end..])
+            },
+            "needs attestation.expected_pcrs",
+        ),
+        (
+            base.replace(&dir.path().join("keyward.db").display().to_string(), "/nonexistent/keyward/keyward.db"),
+            "missing database directory /nonexistent/keyward",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+}
+
+#[test]
+fn development_allows_what_production_refuses() {
+    let text = shipped("development.yaml").replace("enable_attestation: true", "enable_attestation: false");
+    assert!(!Config::parse(&text).unwrap().attestation);
+}
+
+#[test]
+fn malformed_configs_are_refused_with_the_reason() {
+    let dev = shipped("development.yaml");
+    let cases: Vec<(String, &str)> = vec![
+        (dev.replace("enabled: true", "enabled: false"), "kms.enabled is false"),
+        (dev.replace("  - enclave_id: 1\n    address: tcp://127.0.0.1:5001", "  - enclave_id: 1\n    address: tcp://127.0.0.1:5001\n  - enclave_id: 1\n    address: tcp://127.0.0.1:5002"), "listed twice"),
+        (dev.replace("address: tcp://127.0.0.1:5001", "address: 127.0.0.1:5001"), "missing scheme"),
+        (dev.replace("database:", "surprise: 1\ndatabase:"), "unknown field `surprise`"),
+        (dev.replace("expected_pcrs: []", "expected_pcrs:\n    - {PCR0: abc, PCR1: abc, PCR2: abc}"), "not hex"),
+        (dev.replace("endpoint_url: http://127.0.0.1:4567", "endpoint_url: ftp://x"), "invalid KMS endpoint"),
+    ];
+    for (text, needle) in cases {
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+}
