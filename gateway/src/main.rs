@@ -8,6 +8,7 @@ mod db;
 mod enclaves;
 mod errors;
 mod link;
+mod policy_cmd;
 mod relay;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
@@ -39,6 +40,9 @@ enum Command {
     Run,
     /// Validate the configuration (including the production checks) and exit.
     CheckConfig,
+    /// Print the KMS key policy and IAM policy that release data keys only to the given
+    /// enclave builds.
+    KeyPolicy(policy_cmd::KeyPolicyArgs),
 }
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config).await,
         Command::CheckConfig => Config::load(&cli.config).map(|c| println!("{c:#?}")),
+        Command::KeyPolicy(args) => policy_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

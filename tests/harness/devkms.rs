@@ -42,12 +42,18 @@ impl DevKms {
     }
 
     async fn wait_ready(&mut self) {
+        let url = self.url();
+        Self::wait_answers(&url, &mut self.proc).await;
+    }
+
+    /// Waits until `url` answers a KMS `ListKeys`, or `proc` dies.
+    pub async fn wait_answers(url: &str, proc: &mut Proc) {
         keyward_client::install_crypto_provider();
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let answer = client
-                .post(self.url())
+                .post(url)
                 .header("Content-Type", "application/x-amz-json-1.1")
                 .header("X-Amz-Target", "TrentService.ListKeys")
                 .header("Authorization", "AWS4-HMAC-SHA256 Credential=t/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0")
@@ -57,8 +63,8 @@ impl DevKms {
             if answer.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
-            assert!(self.proc.is_running(), "dev KMS ({}) exited:\n{}", self.kind, self.proc.log_text());
-            assert!(Instant::now() < deadline, "dev KMS ({}) not ready after 90 s:\n{}", self.kind, self.proc.log_text());
+            assert!(proc.is_running(), "{} exited:\n{}", proc.name, proc.log_text());
+            assert!(Instant::now() < deadline, "{} not ready after 90 s:\n{}", proc.name, proc.log_text());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -10,7 +10,7 @@ mod stack;
 pub use devkms::DevKms;
 pub use process::{Proc, binary, free_port, workspace_root};
 pub use secrets::assert_no_secrets;
-pub use stack::{Stack, StackOptions};
+pub use stack::{Measured, Stack, StackOptions, run_tool};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
 /// gateway returned. Panics with a clear message when it does not verify.

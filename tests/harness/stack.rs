@@ -15,13 +15,32 @@ use crate::{DevKms, Proc, binary, free_port};
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub enclave_ids: Vec<u32>,
+    /// KMS calls carry a Recipient; the attesting dev KMS sits in front of the emulator and
+    /// the key policy pins this build's PCRs.
     pub attestation: bool,
+    /// The gateway also checks the enclave's PCRs itself before handing it credentials.
+    pub gateway_pins_pcrs: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { enclave_ids: vec![1], attestation: false }
+        StackOptions { enclave_ids: vec![1], attestation: true, gateway_pins_pcrs: true }
     }
+}
+
+impl StackOptions {
+    /// KMS without Recipient: the enclave talks to the emulator directly.
+    pub fn without_attestation() -> Self {
+        StackOptions { attestation: false, gateway_pins_pcrs: false, ..Self::default() }
+    }
+}
+
+/// PCR0-2 of the enclave binary under the mock NSM, hex.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub pcr0: String,
+    pub pcr1: String,
+    pub pcr2: String,
 }
 
 #[derive(Debug)]
@@ -29,7 +48,9 @@ pub struct Stack {
     // Field order is drop order: processes stop before the dev KMS and the directory.
     pub gateway: Option<Proc>,
     pub enclaves: BTreeMap<u32, Proc>,
+    pub proxy: Option<Proc>,
     pub devkms: DevKms,
+    pub measured: Measured,
     pub options: StackOptions,
     pub key_arn: String,
     pub kms_url: String,
@@ -50,23 +71,63 @@ impl Stack {
     pub async fn prepare(options: StackOptions) -> Stack {
         let dir = tempfile::Builder::new().prefix("keyward-e2e-").tempdir().expect("temp dir");
         let devkms = DevKms::start(dir.path()).await;
-        let setup = Command::new(binary("keyward-devkms"))
-            .args(["--upstream", &devkms.url(), "setup", "--alias", ALIAS])
-            .output()
-            .expect("run keyward-devkms setup");
-        assert!(setup.status.success(), "dev key setup failed: {}", String::from_utf8_lossy(&setup.stderr));
-        let key_arn = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
+        let key_arn = run_tool("keyward-devkms", &["--upstream", &devkms.url(), "setup", "--alias", ALIAS]);
+        let measurements = dir.path().join("measurements.json");
+        std::fs::write(&measurements, run_tool("enclave", &["measure"])).expect("write measurements");
+        let measured = parse_measurements(&measurements);
+        let mut proxy = None;
+        let mut kms_url = devkms.url();
+        if options.attestation {
+            let policy = run_tool(
+                "gateway",
+                &[
+                    "key-policy",
+                    "--measurements",
+                    &measurements.display().to_string(),
+                    "--account-id",
+                    "000000000000",
+                    "--role-arn",
+                    "arn:aws:iam::000000000000:role/keyward-gateway",
+                    "--output",
+                    "key",
+                ],
+            );
+            let policy_path = dir.path().join("key-policy.json");
+            std::fs::write(&policy_path, policy).expect("write policy");
+            run_tool("keyward-devkms", &["--upstream", &devkms.url(), "setup", "--alias", ALIAS, "--policy", &policy_path.display().to_string()]);
+            let root = run_tool("keyward-devkms", &["dev-root", "--pki-dir", &dir.path().join("mock-nsm").display().to_string()]);
+            std::fs::write(dir.path().join("mock-nsm-root.pem"), root).expect("write root");
+            let port = free_port();
+            proxy = Some(Proc::spawn(
+                "devkms-proxy",
+                &binary("keyward-devkms"),
+                &[
+                    "--upstream".into(),
+                    devkms.url(),
+                    "serve".into(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--root".into(),
+                    dir.path().join("mock-nsm-root.pem").display().to_string(),
+                ],
+                &[("KEYWARD_LOG", "info".into())],
+                &dir.path().join("devkms-proxy.log"),
+            ));
+            kms_url = format!("http://127.0.0.1:{port}");
+            DevKms::wait_answers(&kms_url, proxy.as_mut().expect("proxy")).await;
+        }
         let token = hex::encode(rand_bytes::<24>());
         std::fs::write(dir.path().join("api-token"), &token).expect("write token");
         std::fs::write(dir.path().join("admin-token"), hex::encode(rand_bytes::<24>())).expect("write admin token");
         let api_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(token.clone())).expect("client");
         let enclave_ports = options.enclave_ids.iter().map(|id| (*id, free_port())).collect();
-        let kms_url = devkms.url();
         let stack = Stack {
             gateway: None,
             enclaves: BTreeMap::new(),
+            proxy,
             devkms,
+            measured,
             options,
             key_arn,
             kms_url,
@@ -104,7 +165,13 @@ impl Stack {
         self.path().join("gateway.yaml")
     }
 
-    fn write_config(&self) {
+    /// Points the gateway and enclaves at another KMS endpoint (a test's man in the middle).
+    pub fn set_kms_url(&mut self, url: String) {
+        self.kms_url = url;
+        self.write_config();
+    }
+
+    pub fn write_config(&self) {
         let enclaves: String = self
             .enclave_ports
             .iter()
@@ -117,11 +184,20 @@ impl Stack {
              database:\n  path: {dir}/data/keyward.db\n\
              server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
              relay:\n  listen: tcp://127.0.0.1:{relay}\n\
+             {attestation}\
              enclaves:\n{enclaves}",
             kms = self.kms_url,
             att = self.options.attestation,
             api = self.api_port,
             relay = self.relay_port,
+            attestation = if self.options.gateway_pins_pcrs {
+                format!(
+                    "attestation:\n  root_pem: {dir}/mock-nsm-root.pem\n  expected_pcrs:\n    - PCR0: {}\n      PCR1: {}\n      PCR2: {}\n",
+                    self.measured.pcr0, self.measured.pcr1, self.measured.pcr2
+                )
+            } else {
+                String::new()
+            },
         );
         std::fs::write(self.config_path(), config).expect("write gateway config");
     }
@@ -287,6 +363,19 @@ impl Stack {
         let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
         conn.execute(statement, params).expect("execute SQL");
     }
+}
+
+/// Runs a workspace binary to completion and returns its stdout; panics with stderr on failure.
+pub fn run_tool(name: &str, args: &[&str]) -> String {
+    let output = Command::new(binary(name)).args(args).output().unwrap_or_else(|e| panic!("run {name}: {e}"));
+    assert!(output.status.success(), "{name} {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn parse_measurements(path: &Path) -> Measured {
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("measurement JSON");
+    let pcr = |n: &str| json["Measurements"][n].as_str().expect("PCR hex").to_owned();
+    Measured { pcr0: pcr("PCR0"), pcr1: pcr("PCR1"), pcr2: pcr("PCR2") }
 }
 
 fn rand_bytes<const N: usize>() -> [u8; N] {
