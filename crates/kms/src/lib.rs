@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cms;
+pub mod policy;
 mod client;
 mod endpoint;
 mod http;
