@@ -9,15 +9,15 @@ default:
 # Start the development stack in the background: LocalStack (KMS), the attesting dev KMS,
 # an enclave (mock NSM) and the gateway. Logs in .dev/logs; prints the key and a curl.
 start:
-    scripts/dev-stack start
+    @scripts/dev-stack start
 
 # Stop everything `start` started.
 stop:
-    scripts/dev-stack stop
+    @scripts/dev-stack stop
 
 # Show what is running and the gateway's health.
 status:
-    scripts/dev-stack status
+    @scripts/dev-stack status
 
 # The whole test suite: unit, property and end-to-end tests, as CI runs it.
 test:

@@ -3,11 +3,13 @@
 //! also when a test fails.
 
 mod devkms;
+mod mitm;
 mod process;
 mod secrets;
 mod stack;
 
 pub use devkms::DevKms;
+pub use mitm::{Tamper, start_mitm};
 pub use process::{Proc, binary, free_port, workspace_root};
 pub use secrets::assert_no_secrets;
 pub use stack::{Measured, Stack, StackOptions, run_tool};

@@ -6,7 +6,6 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_client::Client;
-use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -30,7 +29,20 @@ pub struct VerifyArgs {
     enclave_id: Option<u32>,
 }
 
-pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Result<serde_json::Value> {
+/// What a successful verification prints.
+#[derive(Debug, serde::Serialize)]
+pub struct Verified {
+    verified: bool,
+    module_id: String,
+    timestamp_ms: u64,
+    digest: &'static str,
+    pcrs: BTreeMap<u16, String>,
+    public_key_hex: Option<String>,
+    user_data_hex: Option<String>,
+    nonce_hex: Option<String>,
+}
+
+pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Result<Verified> {
     let expected_nonce = args.nonce.as_deref().map(|n| hex::decode(n).context("--nonce is not hex")).transpose()?;
     let (document, nonce, claimed_key) = match &args.document {
         Some(path) => {
@@ -75,17 +87,16 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Re
     }
     let verified = keyward_attest::verify(&document, &options).context("attestation document rejected")?;
     let payload = verified.payload();
-    let pcrs: BTreeMap<u16, String> = payload.pcrs().iter().map(|(i, p)| (*i, p.to_hex())).collect();
-    Ok(json!({
-        "verified": true,
-        "module_id": payload.module_id(),
-        "timestamp_ms": payload.timestamp_ms(),
-        "digest": payload.digest().as_str(),
-        "pcrs": pcrs,
-        "public_key_hex": payload.public_key().map(hex::encode),
-        "user_data_hex": payload.user_data().map(hex::encode),
-        "nonce_hex": payload.nonce().map(hex::encode),
-    }))
+    Ok(Verified {
+        verified: true,
+        module_id: payload.module_id().to_owned(),
+        timestamp_ms: payload.timestamp_ms(),
+        digest: payload.digest().as_str(),
+        pcrs: payload.pcrs().iter().map(|(i, p)| (*i, p.to_hex())).collect(),
+        public_key_hex: payload.public_key().map(hex::encode),
+        user_data_hex: payload.user_data().map(hex::encode),
+        nonce_hex: payload.nonce().map(hex::encode),
+    })
 }
 
 fn parse_pcrs(specs: &[String]) -> anyhow::Result<BTreeMap<u16, Vec<Pcr>>> {

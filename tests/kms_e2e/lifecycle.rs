@@ -1,25 +1,8 @@
-//! `just test-kms-e2e`: what the KMS integration promises, checked against real processes
-//! (gateway, enclave, dev KMS) over real sockets, with a real SQLite file.
+//! Key lifecycle: first start, restarts, several enclaves, damaged rows, unreadable database.
 
-use keyward_e2e::{Stack, StackOptions, assert_no_secrets, assert_signature_verifies};
+use keyward_e2e::{Stack, StackOptions, assert_no_secrets};
 
-fn digest(seed: u8) -> [u8; 32] {
-    let mut d = [0u8; 32];
-    for (i, b) in d.iter_mut().enumerate() {
-        *b = seed.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    d
-}
-
-async fn assert_signs(stack: &Stack, enclave_id: Option<u32>, expected_public_key: &str) {
-    for (seed, scheme) in [(1u8, "ecdsa"), (2, "bip340")] {
-        let d = digest(seed);
-        let signed = stack.client.sign(&d, scheme, enclave_id).await.unwrap_or_else(|e| panic!("{scheme} sign: {e}\n{}", stack.logs()));
-        assert_eq!(signed.public_key_hex, expected_public_key);
-        assert_eq!(signed.signature.scheme, scheme);
-        assert_signature_verifies(scheme, &d, &signed.signature.signature_hex, &signed.public_key_hex, &signed.xonly_public_key_hex);
-    }
-}
+use crate::{assert_signs, digest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_generates_a_kms_backed_key_that_signs_both_schemes() {
@@ -77,12 +60,16 @@ async fn the_key_survives_enclave_and_full_restarts() {
     assert_signs(&stack, None, &original).await;
 
     assert_eq!(stack.row(1).expect("row"), row_before, "restarts never rewrite the row");
+    let proxy = stack.proxy.as_ref().expect("attesting dev KMS").log_text();
+    assert!(proxy.contains(r#"operation="GenerateDataKey""#) && proxy.contains(r#"operation="Decrypt""#), "{proxy}");
+    assert!(!proxy.contains("denied"), "every KMS call of the real enclave was allowed:\n{proxy}");
     assert_eq!(stack.row_count(), 1, "restarts never create another key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_enclave_id_gets_its_own_key() {
-    let stack = Stack::start(StackOptions { enclave_ids: vec![1, 2], ..StackOptions::default() }).await;
+    // Also the one test of the non-attested development mode.
+    let stack = Stack::start(StackOptions { enclave_ids: vec![1, 2], ..StackOptions::without_attestation() }).await;
     let one = stack.client.public_key(Some(1)).await.expect("key 1").public_key_hex;
     let two = stack.client.public_key(Some(2)).await.expect("key 2").public_key_hex;
     assert_ne!(one, two);
