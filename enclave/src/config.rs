@@ -108,7 +108,9 @@ impl Config {
             return Ok(());
         }
         if !self.attestation {
-            bail!("refusing to start: --attestation false with the Nitro NSM would let KMS return the data key in plaintext through the host");
+            bail!(
+                "refusing to start: --attestation false with the Nitro NSM would let KMS return the data key in plaintext through the host"
+            );
         }
         if !self.kms_endpoint.is_aws_kms() {
             bail!(

@@ -51,7 +51,11 @@ struct Recipient {
 }
 
 impl DataKeys {
-    pub async fn generate(&self, credentials: &AwsCredentials, context: &EncryptionContext) -> Result<NewDataKey, ErrorReply> {
+    pub async fn generate(
+        &self,
+        credentials: &AwsCredentials,
+        context: &EncryptionContext,
+    ) -> Result<NewDataKey, ErrorReply> {
         let recipient = self.recipient().await?;
         let document = recipient.as_ref().map(|r| r.document.clone());
         let mut response = self
@@ -60,10 +64,9 @@ impl DataKeys {
             .await
             .map_err(kms_error)?;
         let dek = extract(&mut response, recipient.as_ref())?;
-        let ciphertext_blob = response
-            .ciphertext_blob
-            .take()
-            .ok_or_else(|| ErrorReply::new(ErrorCode::KmsUnavailable, "KMS GenerateDataKey returned no CiphertextBlob"))?;
+        let ciphertext_blob = response.ciphertext_blob.take().ok_or_else(|| {
+            ErrorReply::new(ErrorCode::KmsUnavailable, "KMS GenerateDataKey returned no CiphertextBlob")
+        })?;
         Ok(NewDataKey { dek, ciphertext_blob, key_arn: response.key_id })
     }
 
@@ -94,7 +97,8 @@ impl DataKeys {
         let nsm = self.nsm.clone();
         let made = tokio::task::spawn_blocking(move || {
             let key = RecipientKey::generate().map_err(|e| format!("cannot create the recipient RSA key: {e}"))?;
-            let request = AttestationRequest { public_key: Some(key.public_key_spki_der()), user_data: None, nonce: None };
+            let request =
+                AttestationRequest { public_key: Some(key.public_key_spki_der()), user_data: None, nonce: None };
             let document = nsm.attest(&request).map_err(|e| format!("cannot obtain an attestation document: {e}"))?;
             Ok::<_, String>(Recipient { key, document })
         })
@@ -135,9 +139,7 @@ fn to_data_key(plaintext: &[u8]) -> Result<DataKey, ErrorReply> {
 }
 
 fn sdk_credentials(credentials: &AwsCredentials) -> Credentials {
-    let expiry = credentials
-        .expires_at
-        .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    let expiry = credentials.expires_at.map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
     Credentials::new(
         credentials.access_key_id.clone(),
         credentials.secret_access_key.as_str(),

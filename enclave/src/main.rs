@@ -19,9 +19,7 @@ use crate::config::{Cli, Command, Config, NsmChoice};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -55,7 +53,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         kms_endpoint: config.kms_endpoint.url().to_owned(),
         attestation: config.attestation,
     };
-    let keys = datakey::DataKeys { kms, key_id: config.kms_key_id.clone(), attestation: config.attestation, nsm: nsm.clone() };
+    let keys =
+        datakey::DataKeys { kms, key_id: config.kms_key_id.clone(), attestation: config.attestation, nsm: nsm.clone() };
     let vault = Arc::new(vault::Vault::new(keys, nsm));
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(
@@ -86,7 +85,9 @@ fn open_nsm(config: &Config) -> anyhow::Result<Arc<dyn Nsm>> {
             Ok(Arc::new(keyward_attest::MockNsm::open(&config.mock_nsm_dir, &binary)?))
         }
         #[cfg(not(feature = "mock-nsm"))]
-        NsmChoice::Mock => anyhow::bail!("this enclave build has no development NSM (built without the mock-nsm feature)"),
+        NsmChoice::Mock => {
+            anyhow::bail!("this enclave build has no development NSM (built without the mock-nsm feature)")
+        }
     }
 }
 

@@ -9,9 +9,9 @@
 use std::{sync::Arc, time::Duration};
 
 use keyward_proto::{
-    CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FrameError, HelloReply, MAX_FRAME_LEN,
-    PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame, decode, decode_request_id, encode,
-    read_frame, WriterEnd, write_frames,
+    CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FrameError, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, decode_request_id, encode, read_frame,
+    write_frames,
 };
 use keyward_transport::{BoxConnection, Listener};
 use tokio::sync::{Semaphore, mpsc};
@@ -51,7 +51,9 @@ async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<Encl
         match write_frames(writer, rx, WRITE_TIMEOUT).await {
             WriterEnd::Done => {}
             WriterEnd::Failed(e) => tracing::info!(error = %e, "cannot write to the gateway; closing"),
-            WriterEnd::Stalled(t) => tracing::warn!("gateway stopped reading replies for {t:?}; closing the connection"),
+            WriterEnd::Stalled(t) => {
+                tracing::warn!("gateway stopped reading replies for {t:?}; closing the connection")
+            }
         }
     });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -89,7 +91,8 @@ async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<Encl
         };
         if !greeted {
             let Request::Hello(hello) = frame.request else {
-                let reply = Reply::Err(ErrorReply::new(ErrorCode::HandshakeRequired, "the first request must be Hello"));
+                let reply =
+                    Reply::Err(ErrorReply::new(ErrorCode::HandshakeRequired, "the first request must be Hello"));
                 let _ = send(&tx, frame.id, reply).await;
                 break "request before Hello".to_owned();
             };
@@ -102,7 +105,8 @@ async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<Encl
                 break message;
             }
             greeted = true;
-            let reply = HelloReply { protocol_version: PROTOCOL_VERSION, info: (*info).clone(), status: vault.status() };
+            let reply =
+                HelloReply { protocol_version: PROTOCOL_VERSION, info: (*info).clone(), status: vault.status() };
             if send(&tx, frame.id, Reply::Ok(Response::Hello(reply))).await.is_err() {
                 break "writer gone".to_owned();
             }

@@ -69,7 +69,10 @@ impl Vault {
         if let State::Ready(l) = &*self.read() {
             return Err(ErrorReply::new(
                 ErrorCode::AlreadyProvisioned,
-                format!("enclave already holds the committed key of enclave {}; refusing to generate another", l.enclave_id),
+                format!(
+                    "enclave already holds the committed key of enclave {}; refusing to generate another",
+                    l.enclave_id
+                ),
             ));
         }
         self.check_pinned(&request.kms_key_id, &request.region)?;
@@ -224,7 +227,10 @@ impl Vault {
     /// the 33-byte compressed master public key once one is committed.
     pub fn attest(&self, request: &AttestRequest) -> Reply<Vec<u8>> {
         if request.nonce.len() > MAX_NONCE_LEN {
-            return Err(ErrorReply::new(ErrorCode::BadRequest, format!("nonce is {} bytes; at most {MAX_NONCE_LEN}", request.nonce.len())));
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("nonce is {} bytes; at most {MAX_NONCE_LEN}", request.nonce.len()),
+            ));
         }
         // Before a key exists the document still proves the image (the gateway checks PCRs
         // before trusting an enclave); afterwards user_data binds the master public key.
@@ -249,7 +255,8 @@ impl Vault {
         let new = self.keys.generate(credentials, &context).await?;
         let mut nonce = [0u8; 12];
         self.nsm.random(&mut nonce).map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
-        let binding = SealBinding { enclave_id: enclave_id.0, key_epoch, public_key: &public_key.0, kms_key_id: &new.key_arn };
+        let binding =
+            SealBinding { enclave_id: enclave_id.0, key_epoch, public_key: &public_key.0, kms_key_id: &new.key_arn };
         let encrypted_private_key = keyward_seal::seal(key, &new.dek, &binding, nonce).map_err(seal_error)?;
         Ok(SealedKey {
             enclave_id,
@@ -331,7 +338,11 @@ fn sign_with(key: &MasterKey, request: &SignRequest) -> Reply<SignatureReply> {
         Scheme::Bip340 => {
             let mut aux = [0u8; 32];
             getrandom::fill(&mut aux).map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("randomness: {e}")))?;
-            SignatureReply { scheme: Scheme::Bip340, signature: key.sign_bip340(&request.digest.0, &aux), recovery_id: None }
+            SignatureReply {
+                scheme: Scheme::Bip340,
+                signature: key.sign_bip340(&request.digest.0, &aux),
+                recovery_id: None,
+            }
         }
     })
 }
@@ -341,5 +352,8 @@ fn seal_error(e: SealError) -> ErrorReply {
 }
 
 fn not_ready() -> ErrorReply {
-    ErrorReply::new(ErrorCode::NotReady, "no committed master key yet: the gateway has not provisioned+committed or unsealed it")
+    ErrorReply::new(
+        ErrorCode::NotReady,
+        "no committed master key yet: the gateway has not provisioned+committed or unsealed it",
+    )
 }

@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Query, State, rejection::{JsonRejection, QueryRejection}},
+    extract::{
+        DefaultBodyLimit, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -102,7 +105,10 @@ async fn sign_batch(
     app.api_token.authorize(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     if body.items.is_empty() || body.items.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!("items must hold 1 to {MAX_BATCH} entries, got {}", body.items.len())));
+        return Err(ApiError::bad_request(format!(
+            "items must hold 1 to {MAX_BATCH} entries, got {}",
+            body.items.len()
+        )));
     }
     let requests = body
         .items
@@ -198,7 +204,9 @@ impl AppState {
             Some(id) => self.enclaves.get(&EnclaveId(id)).cloned().ok_or_else(|| {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_enclave", format!("no enclave {id} is configured"))
             }),
-            None if self.enclaves.len() == 1 => Ok(self.enclaves.values().next().cloned().ok_or_else(|| ApiError::internal("no enclaves"))?),
+            None if self.enclaves.len() == 1 => {
+                Ok(self.enclaves.values().next().cloned().ok_or_else(|| ApiError::internal("no enclaves"))?)
+            }
             None => Err(ApiError::bad_request("enclave_id is required: several enclaves are configured")),
         }
     }

@@ -39,7 +39,11 @@ impl Token {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing \"Authorization: Bearer <token>\" header")
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing \"Authorization: Bearer <token>\" header",
+                )
             })?;
         constant_time::verify_slices_are_equal(&sha256(presented.trim().as_bytes()), &self.0)
             .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API token"))

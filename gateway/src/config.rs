@@ -148,11 +148,8 @@ impl Config {
         if file.kms.region.trim().is_empty() {
             bail!("kms.region is empty");
         }
-        let endpoint_url = file
-            .kms
-            .endpoint_url
-            .clone()
-            .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", file.kms.region));
+        let endpoint_url =
+            file.kms.endpoint_url.clone().unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", file.kms.region));
         let kms_endpoint = KmsEndpoint::parse(&endpoint_url)?;
         if file.enclaves.is_empty() {
             bail!("enclaves: at least one enclave is required");
@@ -168,9 +165,13 @@ impl Config {
         }
         for set in &file.attestation.expected_pcrs {
             for (name, value) in [("PCR0", &set.pcr0), ("PCR1", &set.pcr1), ("PCR2", &set.pcr2)] {
-                let bytes = hex::decode(value).with_context(|| format!("attestation.expected_pcrs: {name} is not hex"))?;
+                let bytes =
+                    hex::decode(value).with_context(|| format!("attestation.expected_pcrs: {name} is not hex"))?;
                 if bytes.len() != 48 {
-                    bail!("attestation.expected_pcrs: {name} must be 48 bytes (96 hex characters), got {}", bytes.len());
+                    bail!(
+                        "attestation.expected_pcrs: {name} must be 48 bytes (96 hex characters), got {}",
+                        bytes.len()
+                    );
                 }
             }
         }
@@ -204,21 +205,30 @@ impl Config {
             bail!("production refuses plain-HTTP KMS endpoint {}", self.kms_endpoint);
         }
         if !self.kms_endpoint.is_aws_kms() {
-            bail!("production refuses KMS endpoint {}: only https://kms.<region>.amazonaws.com is allowed", self.kms_endpoint);
+            bail!(
+                "production refuses KMS endpoint {}: only https://kms.<region>.amazonaws.com is allowed",
+                self.kms_endpoint
+            );
         }
         if !self.kms_key_id.starts_with("arn:") {
             bail!("production needs kms.key_id as a full key ARN (aliases can be re-pointed)");
         }
         if self.attestation_root_pem.is_some() {
-            bail!("production refuses attestation.root_pem: enclaves must chain to the AWS Nitro Enclaves root built into keyward");
+            bail!(
+                "production refuses attestation.root_pem: enclaves must chain to the AWS Nitro Enclaves root built into keyward"
+            );
         }
         if self.expected_pcrs.is_empty() {
-            bail!("production needs attestation.expected_pcrs (PCR0-2 of the enclave image from `nitro-cli describe-eif`)");
+            bail!(
+                "production needs attestation.expected_pcrs (PCR0-2 of the enclave image from `nitro-cli describe-eif`)"
+            );
         }
         for set in &self.expected_pcrs {
             for (name, value) in [("PCR0", &set.pcr0), ("PCR1", &set.pcr1), ("PCR2", &set.pcr2)] {
                 if value.bytes().all(|c| c == b'0') {
-                    bail!("production refuses an all-zero {name}: that is a debug-mode enclave, whose memory the host can read");
+                    bail!(
+                        "production refuses an all-zero {name}: that is a debug-mode enclave, whose memory the host can read"
+                    );
                 }
             }
         }

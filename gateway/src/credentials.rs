@@ -41,9 +41,7 @@ impl CredentialSource {
     /// Current credentials, refreshed when within the margin of expiry.
     pub async fn get(&self) -> Result<AwsCredentials, String> {
         let mut cached = self.cached.lock().await;
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|c| c.expiry().is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN));
+        let fresh = cached.as_ref().is_some_and(|c| c.expiry().is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN));
         if !fresh {
             let credentials = self
                 .provider

@@ -51,7 +51,8 @@ impl Db {
 
 /// A stored row as the typed value the enclave takes; a damaged column is named.
 pub fn sealed_from_row(row: MasterKeyRow) -> Result<SealedKey, String> {
-    let enclave_id = u32::try_from(row.enclave_id).map_err(|_| format!("enclave_id {} is out of range", row.enclave_id))?;
+    let enclave_id =
+        u32::try_from(row.enclave_id).map_err(|_| format!("enclave_id {} is out of range", row.enclave_id))?;
     let public_key = CompressedPublicKey::from_slice(&row.public_key)
         .ok_or_else(|| format!("public_key column is {} bytes, expected 33", row.public_key.len()))?;
     let key_epoch = u32::try_from(row.key_epoch)

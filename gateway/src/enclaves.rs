@@ -12,7 +12,8 @@ use std::{
 
 use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_proto::{
-    AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status, Unseal,
+    AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, SealedKey,
+    Status, Unseal,
 };
 use keyward_store::StoreError;
 use keyward_transport::Address;
@@ -248,7 +249,10 @@ impl Supervisor {
             ));
         }
         if info.kms_region != expect.kms_region {
-            return Err(format!("enclave is pinned to region {} but kms.region is {}", info.kms_region, expect.kms_region));
+            return Err(format!(
+                "enclave is pinned to region {} but kms.region is {}",
+                info.kms_region, expect.kms_region
+            ));
         }
         if info.kms_endpoint != expect.kms_endpoint {
             return Err(format!(
@@ -271,16 +275,19 @@ impl Supervisor {
         let Some(image) = &self.expect.image else { return Ok(()) };
         let mut nonce = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no randomness for the attestation nonce".to_owned())?;
-        let document = match link.call(Request::Attest(AttestRequest { nonce: nonce.to_vec() }), LIFECYCLE_TIMEOUT).await {
-            Ok(Response::Attestation(document)) => document,
-            Ok(other) => return Err(format!("enclave answered Attest with {other:?}")),
-            Err(e) => return Err(format!("enclave could not attest: {e}")),
-        };
+        let document =
+            match link.call(Request::Attest(AttestRequest { nonce: nonce.to_vec() }), LIFECYCLE_TIMEOUT).await {
+                Ok(Response::Attestation(document)) => document,
+                Ok(other) => return Err(format!("enclave answered Attest with {other:?}")),
+                Err(e) => return Err(format!("enclave could not attest: {e}")),
+            };
         let root = match &image.root_pem {
             None => RootCertificate::aws_nitro_root_g1(),
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read attestation root {}: {e}", path.display()))
-                .and_then(|pem| RootCertificate::from_pem(&pem).map_err(|e| format!("attestation root {}: {e}", path.display())))?,
+                .and_then(|pem| {
+                    RootCertificate::from_pem(&pem).map_err(|e| format!("attestation root {}: {e}", path.display()))
+                })?,
         };
         let mut options = VerifyOptions::new(root, UnixTime::now()).expect_nonce(nonce.to_vec());
         for index in 0..3u16 {
@@ -303,7 +310,9 @@ impl Supervisor {
         })?;
         match (row, status.state) {
             (Some(row), EnclaveState::Ready) => {
-                if status.enclave_id == Some(id) && status.public_key.map(|k| k.0.to_vec()) == Some(row.public_key.clone()) {
+                if status.enclave_id == Some(id)
+                    && status.public_key.map(|k| k.0.to_vec()) == Some(row.public_key.clone())
+                {
                     return Ok(status.clone());
                 }
                 Err(BringUpError::Failed(format!(
@@ -311,8 +320,9 @@ impl Supervisor {
                 )))
             }
             (Some(row), _) => {
-                let sealed = sealed_from_row(row)
-                    .map_err(|e| BringUpError::Failed(format!("stored row of enclave {id} is damaged: {e}; left untouched")))?;
+                let sealed = sealed_from_row(row).map_err(|e| {
+                    BringUpError::Failed(format!("stored row of enclave {id} is damaged: {e}; left untouched"))
+                })?;
                 self.unseal(link, sealed).await
             }
             (None, EnclaveState::Ready) => Err(BringUpError::Failed(format!(

@@ -4,8 +4,8 @@ use axum::{
     extract::rejection::{JsonRejection, QueryRejection},
     http::StatusCode,
 };
-use keyward_proto::{ErrorCode, ErrorReply};
 use keyward_client::api::ErrorBody;
+use keyward_proto::{ErrorCode, ErrorReply};
 
 use crate::link::LinkError;
 
@@ -15,7 +15,6 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
 }
-
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

@@ -82,9 +82,7 @@ impl EnclaveLink {
         });
 
         let link = Arc::new(EnclaveLink { frames, pending, next_id: AtomicU64::new(1), closed });
-        let hello = match link
-            .call(Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }), HELLO_TIMEOUT)
-            .await?
+        let hello = match link.call(Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }), HELLO_TIMEOUT).await?
         {
             Response::Hello(hello) => hello,
             other => return Err(LinkError::Protocol(format!("expected Hello, got {other:?}"))),

@@ -21,7 +21,7 @@ use crate::{
     config::{Config, Environment},
     credentials::CredentialSource,
     db::Db,
-    enclaves::{EnclaveSlot, ExpectedImage, Expectations, Supervisor},
+    enclaves::{EnclaveSlot, Expectations, ExpectedImage, Supervisor},
 };
 
 #[derive(Debug, Parser)]
@@ -48,9 +48,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -72,10 +70,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    if let Some(dir) = config.database_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if config.environment == Environment::Development {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
-        }
+    if let Some(dir) = config.database_path.parent().filter(|d| !d.as_os_str().is_empty())
+        && config.environment == Environment::Development
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
     }
     // An unreadable database stops the gateway here: it never reaches the point of
     // generating a key it could not have stored.

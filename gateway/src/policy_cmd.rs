@@ -50,7 +50,9 @@ pub fn run(args: KeyPolicyArgs) -> anyhow::Result<()> {
     let mut sets = Vec::new();
     for path in &args.measurements {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        sets.push(measurements_from_nitro_cli_json(&text).with_context(|| format!("measurements in {}", path.display()))?);
+        sets.push(
+            measurements_from_nitro_cli_json(&text).with_context(|| format!("measurements in {}", path.display()))?,
+        );
     }
     for spec in &args.pcrs {
         let parts: Vec<&str> = spec.split(',').map(str::trim).collect();

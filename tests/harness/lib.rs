@@ -2,6 +2,8 @@
 //! free local ports, talks to them as a client would, and stops every process it started,
 //! also when a test fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test harness: a failed expectation is a failed test")]
+
 mod devkms;
 mod mitm;
 mod process;
@@ -16,7 +18,13 @@ pub use stack::{Measured, Stack, StackOptions, run_tool};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
 /// gateway returned. Panics with a clear message when it does not verify.
-pub fn assert_signature_verifies(scheme: &str, digest: &[u8; 32], signature_hex: &str, public_key_hex: &str, xonly_hex: &str) {
+pub fn assert_signature_verifies(
+    scheme: &str,
+    digest: &[u8; 32],
+    signature_hex: &str,
+    public_key_hex: &str,
+    xonly_hex: &str,
+) {
     use secp256k1::{Message, PublicKey, XOnlyPublicKey, ecdsa, schnorr};
     let signature = hex::decode(signature_hex).expect("signature is hex");
     match scheme {

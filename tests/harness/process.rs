@@ -26,11 +26,23 @@ pub fn binary(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_owned();
+        let profile_dir =
+            exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_owned();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.current_dir(workspace_root()).args(["build", "--quiet", "-p", "gateway", "-p", "enclave", "-p", "keyward-devkms", "-p", "keyward-client"]);
+        build.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "gateway",
+            "-p",
+            "enclave",
+            "-p",
+            "keyward-devkms",
+            "-p",
+            "keyward-client",
+        ]);
         if release {
             build.arg("--release");
         }

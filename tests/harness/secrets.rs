@@ -37,7 +37,11 @@ pub fn assert_no_secrets(label: &str, haystack: &[u8], row: &MasterKeyRow) {
     }
     for candidate in candidates {
         if let Ok(secret) = SecretKey::from_secret_bytes(candidate) {
-            assert!(secret.public_key() != public_key, "{label} contains the master PRIVATE KEY of enclave {}", row.enclave_id);
+            assert!(
+                secret.public_key() != public_key,
+                "{label} contains the master PRIVATE KEY of enclave {}",
+                row.enclave_id
+            );
         }
         let dek = DataKey::from_slice(&candidate).expect("32 bytes");
         assert!(
@@ -80,7 +84,8 @@ mod tests {
         .expect("valid scalar");
         let public_key = key.public_key();
         let binding = SealBinding { enclave_id: 1, key_epoch: 1, public_key: &public_key, kms_key_id: "arn:k" };
-        let sealed = keyward_seal::seal(&key, &DataKey::from_slice(&DEK).expect("32"), &binding, [7; 12]).expect("seal");
+        let sealed =
+            keyward_seal::seal(&key, &DataKey::from_slice(&DEK).expect("32"), &binding, [7; 12]).expect("seal");
         MasterKeyRow {
             enclave_id: 1,
             kms_encrypted_dek: vec![9; 100],

@@ -94,8 +94,22 @@ impl Stack {
             );
             let policy_path = dir.path().join("key-policy.json");
             std::fs::write(&policy_path, policy).expect("write policy");
-            run_tool("keyward-devkms", &["--upstream", &devkms.url(), "setup", "--alias", ALIAS, "--policy", &policy_path.display().to_string()]);
-            let root = run_tool("keyward-devkms", &["dev-root", "--pki-dir", &dir.path().join("mock-nsm").display().to_string()]);
+            run_tool(
+                "keyward-devkms",
+                &[
+                    "--upstream",
+                    &devkms.url(),
+                    "setup",
+                    "--alias",
+                    ALIAS,
+                    "--policy",
+                    &policy_path.display().to_string(),
+                ],
+            );
+            let root = run_tool(
+                "keyward-devkms",
+                &["dev-root", "--pki-dir", &dir.path().join("mock-nsm").display().to_string()],
+            );
             std::fs::write(dir.path().join("mock-nsm-root.pem"), root).expect("write root");
             let port = free_port();
             proxy = Some(Proc::spawn(
@@ -256,7 +270,13 @@ impl Stack {
 
     pub fn start_enclave_from(&mut self, id: u32, program: &Path) {
         let log = self.path().join(format!("enclave-{id}.log"));
-        let proc = Proc::spawn(&format!("enclave-{id}"), program, &self.enclave_args(id), &[("KEYWARD_LOG", "info".into())], &log);
+        let proc = Proc::spawn(
+            &format!("enclave-{id}"),
+            program,
+            &self.enclave_args(id),
+            &[("KEYWARD_LOG", "info".into())],
+            &log,
+        );
         self.enclaves.insert(id, proc);
     }
 
@@ -305,7 +325,8 @@ impl Stack {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "log") {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: String = text.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String =
+                    text.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 all.push_str(&format!("--- {} ---\n{tail}\n", path.display()));
             }
         }
@@ -373,7 +394,8 @@ pub fn run_tool(name: &str, args: &[&str]) -> String {
 }
 
 fn parse_measurements(path: &Path) -> Measured {
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("measurement JSON");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("measurement JSON");
     let pcr = |n: &str| json["Measurements"][n].as_str().expect("PCR hex").to_owned();
     Measured { pcr0: pcr("PCR0"), pcr1: pcr("PCR1"), pcr2: pcr("PCR2") }
 }

@@ -18,7 +18,10 @@ async fn kms_call(url: &str, operation: &str, body: Value) -> (u16, Value) {
         .post(format!("{url}/"))
         .header("Content-Type", "application/x-amz-json-1.1")
         .header("X-Amz-Target", format!("TrentService.{operation}"))
-        .header("Authorization", "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+        )
         .body(body.to_string())
         .send()
         .await
@@ -59,7 +62,10 @@ async fn a_changed_enclave_binary_is_denied_by_kms_and_the_row_is_untouched() {
     stack.start_enclave_from(1, &copy);
     let health = stack.wait_health("unseal denied", |_, h| h.enclaves[0].state == "failed").await;
     let detail = enclave_detail(&health);
-    assert!(detail.contains("AccessDeniedException") && detail.contains("PCR0"), "error must name the PCR mismatch: {detail}");
+    assert!(
+        detail.contains("AccessDeniedException") && detail.contains("PCR0"),
+        "error must name the PCR mismatch: {detail}"
+    );
     assert_eq!(stack.row(1).expect("row"), row, "the row is untouched");
     assert_eq!(stack.row_count(), 1);
 
@@ -100,7 +106,8 @@ async fn the_gateways_credentials_alone_cannot_get_the_data_key() {
     let (status, answer) = decrypt(None).await;
     assert_eq!((status, answer["__type"].as_str()), (400, Some("AccessDeniedException")), "{answer}");
     assert!(answer.get("Plaintext").is_none());
-    let (status, answer) = kms_call(&kms, "GenerateDataKey", json!({ "KeyId": stack.key_arn, "KeySpec": "AES_256" })).await;
+    let (status, answer) =
+        kms_call(&kms, "GenerateDataKey", json!({ "KeyId": stack.key_arn, "KeySpec": "AES_256" })).await;
     assert_eq!((status, answer["__type"].as_str()), (400, Some("AccessDeniedException")), "{answer}");
 
     // A Recipient document with the right PCRs but from a PKI that is not the dev NSM root.
@@ -163,7 +170,11 @@ fn keyward(stack: &Stack, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("run keyward");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +185,10 @@ async fn the_cli_verifies_a_live_attestation_and_rejects_wrong_nonce_or_pcr() {
     let pcr = |n: u8, v: &str| format!("{n}={v}");
     let public_key = stack.client.public_key(None).await.expect("key").public_key_hex;
 
-    let (ok, out, err) = keyward(&stack, &["--root", &root, "--pcr", &pcr(0, &m.pcr0), "--pcr", &pcr(1, &m.pcr1), "--pcr", &pcr(2, &m.pcr2)]);
+    let (ok, out, err) = keyward(
+        &stack,
+        &["--root", &root, "--pcr", &pcr(0, &m.pcr0), "--pcr", &pcr(1, &m.pcr1), "--pcr", &pcr(2, &m.pcr2)],
+    );
     assert!(ok, "{err}");
     let verified: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(verified["verified"], true);

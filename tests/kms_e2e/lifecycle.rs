@@ -89,13 +89,15 @@ async fn a_row_edited_by_one_byte_fails_to_unseal_and_is_left_as_it_was() {
     stack.kill_enclave(1);
     let mut row = stack.row(1).expect("row");
     row.encrypted_private_key[20] ^= 0x01;
-    stack.sql("UPDATE enclave_master_keys SET encrypted_private_key = ?1 WHERE enclave_id = 1", [&row.encrypted_private_key]);
+    stack.sql(
+        "UPDATE enclave_master_keys SET encrypted_private_key = ?1 WHERE enclave_id = 1",
+        [&row.encrypted_private_key],
+    );
 
     stack.start_enclave(1);
     stack.start_gateway();
-    let health = stack
-        .wait_health("unseal failure reported", |_, h| h.enclaves.iter().any(|e| e.state == "failed"))
-        .await;
+    let health =
+        stack.wait_health("unseal failure reported", |_, h| h.enclaves.iter().any(|e| e.state == "failed")).await;
     let detail = health.enclaves[0].detail.clone().unwrap_or_default();
     assert!(detail.contains("failed authentication"), "clear error expected, got: {detail}");
     let err = stack.client.sign(&digest(3), "ecdsa", None).await.expect_err("no signing with a broken row");

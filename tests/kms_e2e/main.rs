@@ -1,6 +1,8 @@
 //! `just test-kms-e2e`: what the KMS integration promises, checked against real processes
 //! (gateway, enclave, attesting dev KMS, LocalStack) over real sockets and a real SQLite file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed expectation is a failed test")]
+
 mod attestation;
 mod lifecycle;
 
@@ -25,6 +27,12 @@ pub async fn assert_signs(stack: &Stack, enclave_id: Option<u32>, expected_publi
             .unwrap_or_else(|e| panic!("{scheme} sign: {e}\n{}", stack.logs()));
         assert_eq!(signed.public_key_hex, expected_public_key);
         assert_eq!(signed.signature.scheme, scheme);
-        assert_signature_verifies(scheme, &d, &signed.signature.signature_hex, &signed.public_key_hex, &signed.xonly_public_key_hex);
+        assert_signature_verifies(
+            scheme,
+            &d,
+            &signed.signature.signature_hex,
+            &signed.public_key_hex,
+            &signed.xonly_public_key_hex,
+        );
     }
 }

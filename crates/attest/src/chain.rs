@@ -41,27 +41,20 @@ impl ParsedCertificate {
     /// extensions and critical extensions other than basicConstraints and keyUsage.
     pub(crate) fn parse(der: &[u8], position: ChainPosition) -> Result<Self, VerifyError> {
         let malformed = |reason: String| VerifyError::MalformedCertificate { position, reason };
-        let unsupported =
-            |what: String| VerifyError::UnsupportedCertificateAlgorithm { position, what };
+        let unsupported = |what: String| VerifyError::UnsupportedCertificateAlgorithm { position, what };
 
         let cert = Certificate::from_der(der).map_err(|e| malformed(e.to_string()))?;
         let tbs_der = raw_tbs(der).map_err(|e| malformed(e.to_string()))?.to_vec();
 
         if cert.signature_algorithm != cert.tbs_certificate.signature {
-            return Err(malformed(
-                "outer and inner signature algorithms differ".into(),
-            ));
+            return Err(malformed("outer and inner signature algorithms differ".into()));
         }
         let sig_alg = &cert.signature_algorithm;
         if sig_alg.oid != ECDSA_WITH_SHA384 || sig_alg.parameters.is_some() {
             return Err(unsupported(format!("signature algorithm {}", sig_alg.oid)));
         }
         let spki = &cert.tbs_certificate.subject_public_key_info;
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
         if spki.algorithm.oid != ID_EC_PUBLIC_KEY || curve != Some(SECP384R1) {
             return Err(unsupported(format!(
                 "public key {} on curve {}",
@@ -74,38 +67,25 @@ impl ParsedCertificate {
             .as_bytes()
             .ok_or_else(|| malformed("public key bit string has unused bits".into()))?
             .to_vec();
-        let signature = cert
-            .signature
-            .as_bytes()
-            .ok_or_else(|| malformed("signature bit string has unused bits".into()))?
-            .to_vec();
+        let signature =
+            cert.signature.as_bytes().ok_or_else(|| malformed("signature bit string has unused bits".into()))?.to_vec();
 
         let mut basic_constraints = None;
         let mut key_usage = None;
         let mut seen = Vec::new();
         for ext in cert.tbs_certificate.extensions.iter().flatten() {
             if seen.contains(&ext.extn_id) {
-                return Err(malformed(format!(
-                    "extension {} appears twice",
-                    ext.extn_id
-                )));
+                return Err(malformed(format!("extension {} appears twice", ext.extn_id)));
             }
             seen.push(ext.extn_id);
             let value = ext.extn_value.as_bytes();
             if ext.extn_id == ID_CE_BASIC_CONSTRAINTS {
-                basic_constraints = Some(
-                    BasicConstraints::from_der(value)
-                        .map_err(|e| malformed(format!("basicConstraints: {e}")))?,
-                );
+                basic_constraints =
+                    Some(BasicConstraints::from_der(value).map_err(|e| malformed(format!("basicConstraints: {e}")))?);
             } else if ext.extn_id == ID_CE_KEY_USAGE {
-                key_usage = Some(
-                    KeyUsage::from_der(value).map_err(|e| malformed(format!("keyUsage: {e}")))?,
-                );
+                key_usage = Some(KeyUsage::from_der(value).map_err(|e| malformed(format!("keyUsage: {e}")))?);
             } else if ext.critical {
-                return Err(VerifyError::UnsupportedCriticalExtension {
-                    position,
-                    oid: ext.extn_id.to_string(),
-                });
+                return Err(VerifyError::UnsupportedCriticalExtension { position, oid: ext.extn_id.to_string() });
             }
         }
 
@@ -113,17 +93,7 @@ impl ParsedCertificate {
         let not_before = UnixTime::from_secs(validity.not_before.to_unix_duration().as_secs());
         let not_after = UnixTime::from_secs(validity.not_after.to_unix_duration().as_secs());
 
-        Ok(Self {
-            position,
-            cert,
-            tbs_der,
-            public_key,
-            signature,
-            basic_constraints,
-            key_usage,
-            not_before,
-            not_after,
-        })
+        Ok(Self { position, cert, tbs_der, public_key, signature, basic_constraints, key_usage, not_before, not_after })
     }
 
     /// The uncompressed P-384 public key.
@@ -137,13 +107,8 @@ impl ParsedCertificate {
     fn check_issued(&self, subject: &Self, cas_below: usize) -> Result<(), VerifyError> {
         UnparsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, &self.public_key)
             .verify(&subject.tbs_der, &subject.signature)
-            .map_err(|_| VerifyError::CertificateSignatureInvalid {
-                position: subject.position,
-            })?;
-        let (issuer, expected) = (
-            &subject.cert.tbs_certificate.issuer,
-            &self.cert.tbs_certificate.subject,
-        );
+            .map_err(|_| VerifyError::CertificateSignatureInvalid { position: subject.position })?;
+        let (issuer, expected) = (&subject.cert.tbs_certificate.issuer, &self.cert.tbs_certificate.subject);
         if issuer != expected {
             return Err(VerifyError::IssuerMismatch {
                 position: subject.position,
@@ -156,26 +121,17 @@ impl ParsedCertificate {
                 if let Some(limit) = bc.path_len_constraint
                     && cas_below > usize::from(limit)
                 {
-                    return Err(VerifyError::PathLengthExceeded {
-                        position: self.position,
-                        limit,
-                        actual: cas_below,
-                    });
+                    return Err(VerifyError::PathLengthExceeded { position: self.position, limit, actual: cas_below });
                 }
             }
             _ => {
-                return Err(VerifyError::NotCa {
-                    position: self.position,
-                });
+                return Err(VerifyError::NotCa { position: self.position });
             }
         }
         if let Some(ku) = &self.key_usage
             && !ku.key_cert_sign()
         {
-            return Err(VerifyError::KeyUsageNotAllowed {
-                position: self.position,
-                required: "keyCertSign",
-            });
+            return Err(VerifyError::KeyUsageNotAllowed { position: self.position, required: "keyCertSign" });
         }
         Ok(())
     }
@@ -184,20 +140,10 @@ impl ParsedCertificate {
     pub(crate) fn check_valid_at(&self, at: UnixTime) -> Result<(), VerifyError> {
         let (position, not_before, not_after) = (self.position, self.not_before, self.not_after);
         if at < not_before {
-            return Err(VerifyError::CertificateNotYetValid {
-                position,
-                not_before,
-                not_after,
-                at,
-            });
+            return Err(VerifyError::CertificateNotYetValid { position, not_before, not_after, at });
         }
         if at > not_after {
-            return Err(VerifyError::CertificateExpired {
-                position,
-                not_before,
-                not_after,
-                at,
-            });
+            return Err(VerifyError::CertificateExpired { position, not_before, not_after, at });
         }
         Ok(())
     }
@@ -253,16 +199,11 @@ pub(crate) fn verify_chain(
     for cert in &chain {
         cert.check_valid_at(at)?;
     }
-    let leaf = chain
-        .pop()
-        .ok_or_else(|| VerifyError::MalformedPayload("no leaf".into()))?;
+    let leaf = chain.pop().ok_or_else(|| VerifyError::MalformedPayload("no leaf".into()))?;
     if let Some(ku) = &leaf.key_usage
         && !ku.digital_signature()
     {
-        return Err(VerifyError::KeyUsageNotAllowed {
-            position: ChainPosition::Leaf,
-            required: "digitalSignature",
-        });
+        return Err(VerifyError::KeyUsageNotAllowed { position: ChainPosition::Leaf, required: "digitalSignature" });
     }
     Ok(leaf)
 }
@@ -271,8 +212,8 @@ pub(crate) fn verify_chain(
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, SignatureAlgorithm,
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+        PKCS_ECDSA_P384_SHA384, SignatureAlgorithm,
     };
 
     use super::*;
@@ -292,10 +233,7 @@ mod tests {
     }
 
     /// Root → each of `cas` in turn → leaf; returns (cabundle, leaf, root).
-    fn chain(
-        cas: Vec<CertificateParams>,
-        leaf: CertificateParams,
-    ) -> (Vec<Vec<u8>>, Vec<u8>, RootCertificate) {
+    fn chain(cas: Vec<CertificateParams>, leaf: CertificateParams) -> (Vec<Vec<u8>>, Vec<u8>, RootCertificate) {
         let root_key = key(&PKCS_ECDSA_P384_SHA384);
         let root_params = params("root", IsCa::Ca(BasicConstraints::Unconstrained));
         let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
@@ -306,16 +244,8 @@ mod tests {
             cabundle.push(ca.signed_by(&ca_key, &issuer).unwrap().der().to_vec());
             issuer = Issuer::new(ca, ca_key);
         }
-        let leaf = leaf
-            .signed_by(&key(&PKCS_ECDSA_P384_SHA384), &issuer)
-            .unwrap()
-            .der()
-            .to_vec();
-        (
-            cabundle,
-            leaf,
-            RootCertificate::from_der(&root_der).unwrap(),
-        )
+        let leaf = leaf.signed_by(&key(&PKCS_ECDSA_P384_SHA384), &issuer).unwrap().der().to_vec();
+        (cabundle, leaf, RootCertificate::from_der(&root_der).unwrap())
     }
 
     fn ca(cn: &str, path_len: u8) -> CertificateParams {
@@ -336,15 +266,7 @@ mod tests {
     fn rejects_an_issuer_that_is_not_a_ca() {
         let (cabundle, leaf, root) = chain(vec![params("a", IsCa::ExplicitNoCa)], leaf());
         let err = verify_chain(&cabundle, &leaf, &root, AT).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::NotCa {
-                    position: ChainPosition::CaBundle(1)
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, VerifyError::NotCa { position: ChainPosition::CaBundle(1) }), "{err}");
     }
 
     #[test]
@@ -354,11 +276,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                VerifyError::PathLengthExceeded {
-                    position: ChainPosition::CaBundle(1),
-                    limit: 0,
-                    actual: 1
-                }
+                VerifyError::PathLengthExceeded { position: ChainPosition::CaBundle(1), limit: 0, actual: 1 }
             ),
             "{err}"
         );
@@ -370,16 +288,7 @@ mod tests {
         a.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let (cabundle, leaf, root) = chain(vec![a], leaf());
         let err = verify_chain(&cabundle, &leaf, &root, AT).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::KeyUsageNotAllowed {
-                    required: "keyCertSign",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, VerifyError::KeyUsageNotAllowed { required: "keyCertSign", .. }), "{err}");
     }
 
     #[test]
@@ -388,27 +297,11 @@ mod tests {
         let root_params = params("root", IsCa::Ca(BasicConstraints::Unconstrained));
         let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
         // Same key, different name: the signature is good, the names do not chain.
-        let impostor = Issuer::new(
-            params("not the root", IsCa::Ca(BasicConstraints::Unconstrained)),
-            root_key,
-        );
-        let leaf = leaf()
-            .signed_by(&key(&PKCS_ECDSA_P384_SHA384), &impostor)
-            .unwrap()
-            .der()
-            .to_vec();
+        let impostor = Issuer::new(params("not the root", IsCa::Ca(BasicConstraints::Unconstrained)), root_key);
+        let leaf = leaf().signed_by(&key(&PKCS_ECDSA_P384_SHA384), &impostor).unwrap().der().to_vec();
         let root = RootCertificate::from_der(&root_der).unwrap();
         let err = verify_chain(&[root_der], &leaf, &root, AT).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::IssuerMismatch {
-                    position: ChainPosition::Leaf,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, VerifyError::IssuerMismatch { position: ChainPosition::Leaf, .. }), "{err}");
     }
 
     #[test]
@@ -417,21 +310,11 @@ mod tests {
         let root_params = params("root", IsCa::Ca(BasicConstraints::Unconstrained));
         let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
         let issuer = Issuer::new(root_params, root_key);
-        let leaf = leaf()
-            .signed_by(&key(&PKCS_ECDSA_P256_SHA256), &issuer)
-            .unwrap()
-            .der()
-            .to_vec();
+        let leaf = leaf().signed_by(&key(&PKCS_ECDSA_P256_SHA256), &issuer).unwrap().der().to_vec();
         let root = RootCertificate::from_der(&root_der).unwrap();
         let err = verify_chain(&[root_der], &leaf, &root, AT).unwrap_err();
         assert!(
-            matches!(
-                err,
-                VerifyError::UnsupportedCertificateAlgorithm {
-                    position: ChainPosition::Leaf,
-                    ..
-                }
-            ),
+            matches!(err, VerifyError::UnsupportedCertificateAlgorithm { position: ChainPosition::Leaf, .. }),
             "{err}"
         );
     }
@@ -439,12 +322,7 @@ mod tests {
     #[test]
     fn refuses_a_p256_root_to_pin() {
         let root_key = key(&PKCS_ECDSA_P256_SHA256);
-        let der = params("root", IsCa::Ca(BasicConstraints::Unconstrained))
-            .self_signed(&root_key)
-            .unwrap();
-        assert!(matches!(
-            RootCertificate::from_der(der.der()),
-            Err(VerifyError::InvalidRootCertificate(_))
-        ));
+        let der = params("root", IsCa::Ca(BasicConstraints::Unconstrained)).self_signed(&root_key).unwrap();
+        assert!(matches!(RootCertificate::from_der(der.der()), Err(VerifyError::InvalidRootCertificate(_))));
     }
 }

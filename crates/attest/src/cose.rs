@@ -62,11 +62,7 @@ pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1<'_>, VerifyError> {
             signature.len()
         ))
     })?;
-    Ok(CoseSign1 {
-        protected,
-        payload,
-        signature,
-    })
+    Ok(CoseSign1 { protected, payload, signature })
 }
 
 /// The bytes the signature covers: `["Signature1", protected, h'', payload]` in CBOR.
@@ -111,9 +107,7 @@ pub(crate) fn push_bstr(out: &mut Vec<u8>, bytes: &[u8]) {
 fn check_protected_header(protected: &[u8]) -> Result<(), VerifyError> {
     serde_cbor::from_slice::<ProtectedEs384>(protected)
         .map(|_| ())
-        .map_err(|e| {
-            VerifyError::UnsupportedAlgorithm(format!("{e}; bytes {}", hex::encode(protected)))
-        })
+        .map_err(|e| VerifyError::UnsupportedAlgorithm(format!("{e}; bytes {}", hex::encode(protected))))
 }
 
 /// The protected header, accepted only if it is exactly `{1: -35}`.
@@ -194,52 +188,26 @@ mod tests {
     fn refuses_other_algorithms_and_extra_protected_headers() {
         // {1: -7} is ES256.
         let es256 = envelope(&[0xa1, 0x01, 0x26], &[0xa0], b"p", &[0; 96]);
-        assert!(matches!(
-            parse_sign1(&es256),
-            Err(VerifyError::UnsupportedAlgorithm(_))
-        ));
+        assert!(matches!(parse_sign1(&es256), Err(VerifyError::UnsupportedAlgorithm(_))));
         // {1: -35, 4: h''}
-        let extra = envelope(
-            &[0xa2, 0x01, 0x38, 0x22, 0x04, 0x40],
-            &[0xa0],
-            b"p",
-            &[0; 96],
-        );
-        assert!(matches!(
-            parse_sign1(&extra),
-            Err(VerifyError::UnsupportedAlgorithm(_))
-        ));
+        let extra = envelope(&[0xa2, 0x01, 0x38, 0x22, 0x04, 0x40], &[0xa0], b"p", &[0; 96]);
+        assert!(matches!(parse_sign1(&extra), Err(VerifyError::UnsupportedAlgorithm(_))));
         let empty = envelope(&[0xa0], &[0xa0], b"p", &[0; 96]);
-        assert!(matches!(
-            parse_sign1(&empty),
-            Err(VerifyError::UnsupportedAlgorithm(_))
-        ));
+        assert!(matches!(parse_sign1(&empty), Err(VerifyError::UnsupportedAlgorithm(_))));
     }
 
     #[test]
     fn refuses_wrong_signature_length_trailing_bytes_and_other_tags() {
         let short = envelope(&PROTECTED_ES384, &[0xa0], b"p", &[0; 95]);
-        assert!(matches!(
-            parse_sign1(&short),
-            Err(VerifyError::MalformedCose(_))
-        ));
+        assert!(matches!(parse_sign1(&short), Err(VerifyError::MalformedCose(_))));
         let mut trailing = envelope(&PROTECTED_ES384, &[0xa0], b"p", &[0; 96]);
         trailing.push(0);
-        assert!(matches!(
-            parse_sign1(&trailing),
-            Err(VerifyError::MalformedCose(_))
-        ));
+        assert!(matches!(parse_sign1(&trailing), Err(VerifyError::MalformedCose(_))));
         let mut tag98 = vec![0xd8, 0x62];
         tag98.extend_from_slice(&envelope(&PROTECTED_ES384, &[0xa0], b"p", &[0; 96]));
-        assert!(matches!(
-            parse_sign1(&tag98),
-            Err(VerifyError::MalformedCose(_))
-        ));
+        assert!(matches!(parse_sign1(&tag98), Err(VerifyError::MalformedCose(_))));
         let not_a_map = envelope(&PROTECTED_ES384, &[0x80], b"p", &[0; 96]);
-        assert!(matches!(
-            parse_sign1(&not_a_map),
-            Err(VerifyError::MalformedCose(_))
-        ));
+        assert!(matches!(parse_sign1(&not_a_map), Err(VerifyError::MalformedCose(_))));
     }
 
     #[test]
@@ -253,11 +221,7 @@ mod tests {
 
     #[test]
     fn bstr_headers_are_shortest_form() {
-        for (len, header) in [
-            (23, vec![0x57]),
-            (24, vec![0x58, 24]),
-            (256, vec![0x59, 1, 0]),
-        ] {
+        for (len, header) in [(23, vec![0x57]), (24, vec![0x58, 24]), (256, vec![0x59, 1, 0])] {
             let mut out = Vec::new();
             push_bstr(&mut out, &vec![0; len]);
             assert_eq!(out[..header.len()], header[..], "{len}");

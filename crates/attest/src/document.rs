@@ -138,14 +138,11 @@ impl AttestationDocument {
 /// gives an error, never a panic.
 pub fn parse(bytes: &[u8]) -> Result<AttestationDocument, VerifyError> {
     if bytes.len() > MAX_DOCUMENT_LEN {
-        return Err(VerifyError::DocumentTooLarge {
-            len: bytes.len(),
-            max: MAX_DOCUMENT_LEN,
-        });
+        return Err(VerifyError::DocumentTooLarge { len: bytes.len(), max: MAX_DOCUMENT_LEN });
     }
     let sign1 = cose::parse_sign1(bytes)?;
-    let raw: RawPayload<'_> = serde_cbor::from_slice(sign1.payload)
-        .map_err(|e| VerifyError::MalformedPayload(e.to_string()))?;
+    let raw: RawPayload<'_> =
+        serde_cbor::from_slice(sign1.payload).map_err(|e| VerifyError::MalformedPayload(e.to_string()))?;
     let payload = raw.into_payload()?;
     Ok(AttestationDocument {
         protected: sign1.protected.to_vec(),
@@ -203,9 +200,7 @@ impl RawPayload<'_> {
             check_certificate("cabundle", cert)?;
         }
         let optional = |field, value: Option<&Bytes>, max| -> Result<_, VerifyError> {
-            value
-                .map(|v| check_len(field, v.len(), max).map(|()| v.to_vec()))
-                .transpose()
+            value.map(|v| check_len(field, v.len(), max).map(|()| v.to_vec())).transpose()
         };
         Ok(AttestationPayload {
             module_id: self.module_id.to_owned(),
@@ -230,9 +225,7 @@ fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), VerifyEr
 
 fn check_certificate(field: &'static str, der: &[u8]) -> Result<(), VerifyError> {
     if der.is_empty() {
-        return Err(VerifyError::MalformedPayload(format!(
-            "{field}: empty certificate"
-        )));
+        return Err(VerifyError::MalformedPayload(format!("{field}: empty certificate")));
     }
     check_len(field, der.len(), MAX_CERTIFICATE_LEN)
 }
@@ -255,8 +248,7 @@ impl<'de> Deserialize<'de> for PcrMap {
                     if usize::from(index) >= MAX_PCRS {
                         return Err(de::Error::custom(format!("PCR index {index} out of range")));
                     }
-                    let pcr = Pcr::from_bytes(value)
-                        .map_err(|e| de::Error::custom(format!("PCR{index}: {e}")))?;
+                    let pcr = Pcr::from_bytes(value).map_err(|e| de::Error::custom(format!("PCR{index}: {e}")))?;
                     if pcrs.insert(index, pcr).is_some() {
                         return Err(de::Error::custom(format!("PCR{index} appears twice")));
                     }
@@ -284,11 +276,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for CaBundle<'a> {
                 write!(f, "an array of 1 to {MAX_CABUNDLE_LEN} certificates")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CaBundle<'a>, A::Error> {
-                let too_many = || {
-                    de::Error::custom(format!(
-                        "more than {MAX_CABUNDLE_LEN} certificates in cabundle"
-                    ))
-                };
+                let too_many = || de::Error::custom(format!("more than {MAX_CABUNDLE_LEN} certificates in cabundle"));
                 let hint = seq.size_hint().unwrap_or(0);
                 if hint > MAX_CABUNDLE_LEN {
                     return Err(too_many());
@@ -328,18 +316,13 @@ mod tests {
 
     fn payload_map(entries: Vec<(&str, serde_cbor::Value)>) -> Vec<u8> {
         use serde_cbor::Value;
-        let map: BTreeMap<Value, Value> = entries
-            .into_iter()
-            .map(|(k, v)| (Value::Text(k.into()), v))
-            .collect();
+        let map: BTreeMap<Value, Value> = entries.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect();
         serde_cbor::to_vec(&Value::Map(map)).unwrap()
     }
 
     fn good_entries() -> Vec<(&'static str, serde_cbor::Value)> {
         use serde_cbor::Value;
-        let pcrs: BTreeMap<Value, Value> = (0..16)
-            .map(|i| (Value::Integer(i), Value::Bytes(vec![0; 48])))
-            .collect();
+        let pcrs: BTreeMap<Value, Value> = (0..16).map(|i| (Value::Integer(i), Value::Bytes(vec![0; 48]))).collect();
         vec![
             ("module_id", Value::Text("i-0-enc0".into())),
             ("digest", Value::Text("SHA384".into())),
@@ -358,28 +341,16 @@ mod tests {
         assert_eq!(p.module_id(), "i-0-enc0");
         assert_eq!(p.digest(), Digest::Sha384);
         assert_eq!(p.pcrs().len(), 16);
-        assert_eq!(
-            (p.public_key(), p.user_data(), p.nonce()),
-            (None, None, None)
-        );
+        assert_eq!((p.public_key(), p.user_data(), p.nonce()), (None, None, None));
     }
 
     #[test]
     fn refuses_unknown_fields_and_missing_required_ones() {
         let mut entries = good_entries();
         entries.push(("extra", serde_cbor::Value::Null));
-        assert!(matches!(
-            parse(&wrap(&payload_map(entries))),
-            Err(VerifyError::MalformedPayload(_))
-        ));
-        let missing: Vec<_> = good_entries()
-            .into_iter()
-            .filter(|(k, _)| *k != "certificate")
-            .collect();
-        assert!(matches!(
-            parse(&wrap(&payload_map(missing))),
-            Err(VerifyError::MalformedPayload(_))
-        ));
+        assert!(matches!(parse(&wrap(&payload_map(entries))), Err(VerifyError::MalformedPayload(_))));
+        let missing: Vec<_> = good_entries().into_iter().filter(|(k, _)| *k != "certificate").collect();
+        assert!(matches!(parse(&wrap(&payload_map(missing))), Err(VerifyError::MalformedPayload(_))));
     }
 
     #[test]
@@ -388,17 +359,7 @@ mod tests {
         let mut entries = good_entries();
         entries.push(("nonce", Value::Bytes(vec![1; MAX_NONCE_LEN + 1])));
         let err = parse(&wrap(&payload_map(entries))).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::FieldTooLarge {
-                    field: "nonce",
-                    len: 1025,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, VerifyError::FieldTooLarge { field: "nonce", len: 1025, .. }), "{err}");
     }
 
     #[test]
@@ -411,10 +372,7 @@ mod tests {
         ] {
             let mut entries = good_entries();
             entries[3] = ("pcrs", Value::Map(pcrs.into_iter().collect()));
-            assert!(matches!(
-                parse(&wrap(&payload_map(entries))),
-                Err(VerifyError::MalformedPayload(_))
-            ));
+            assert!(matches!(parse(&wrap(&payload_map(entries))), Err(VerifyError::MalformedPayload(_))));
         }
     }
 
@@ -422,10 +380,7 @@ mod tests {
     fn refuses_a_cabundle_claiming_a_huge_length() {
         use serde_cbor::Value;
         let mut entries = good_entries();
-        entries[5] = (
-            "cabundle",
-            Value::Array(vec![Value::Bytes(vec![0x30]); MAX_CABUNDLE_LEN + 1]),
-        );
+        entries[5] = ("cabundle", Value::Array(vec![Value::Bytes(vec![0x30]); MAX_CABUNDLE_LEN + 1]));
         assert!(parse(&wrap(&payload_map(entries))).is_err());
         let mut entries = good_entries();
         entries[5] = ("cabundle", Value::Array(vec![]));
@@ -448,13 +403,8 @@ mod tests {
         out
     }
 
-    fn text_keyed(
-        entries: Vec<(&str, serde_cbor::Value)>,
-    ) -> Vec<(serde_cbor::Value, serde_cbor::Value)> {
-        entries
-            .into_iter()
-            .map(|(k, v)| (serde_cbor::Value::Text(k.into()), v))
-            .collect()
+    fn text_keyed(entries: Vec<(&str, serde_cbor::Value)>) -> Vec<(serde_cbor::Value, serde_cbor::Value)> {
+        entries.into_iter().map(|(k, v)| (serde_cbor::Value::Text(k.into()), v)).collect()
     }
 
     #[test]

@@ -89,9 +89,7 @@ pub enum VerifyError {
         what: String,
     },
     /// A certificate's issuer is not the subject of the certificate before it.
-    #[error(
-        "{position}: issuer `{issuer}` is not the subject `{expected}` of the certificate before it"
-    )]
+    #[error("{position}: issuer `{issuer}` is not the subject `{expected}` of the certificate before it")]
     IssuerMismatch {
         /// Which certificate.
         position: ChainPosition,
@@ -109,17 +107,13 @@ pub enum VerifyError {
         position: ChainPosition,
     },
     /// A certificate issues the next one but is not a CA (basicConstraints cA absent or false).
-    #[error(
-        "{position}: issues the next certificate but is not a CA (basicConstraints cA missing or false)"
-    )]
+    #[error("{position}: issues the next certificate but is not a CA (basicConstraints cA missing or false)")]
     NotCa {
         /// Which certificate.
         position: ChainPosition,
     },
     /// More CA certificates follow than a pathLenConstraint allows.
-    #[error(
-        "{position}: pathLenConstraint {limit} allows fewer than the {actual} CA certificates below it"
-    )]
+    #[error("{position}: pathLenConstraint {limit} allows fewer than the {actual} CA certificates below it")]
     PathLengthExceeded {
         /// Which certificate.
         position: ChainPosition,
@@ -146,9 +140,7 @@ pub enum VerifyError {
         oid: String,
     },
     /// A certificate is not valid yet at the verification time.
-    #[error(
-        "{position}: not valid until {not_before} (validity {not_before} .. {not_after}), checked at {at}"
-    )]
+    #[error("{position}: not valid until {not_before} (validity {not_before} .. {not_after}), checked at {at}")]
     CertificateNotYetValid {
         /// Which certificate.
         position: ChainPosition,
@@ -160,9 +152,7 @@ pub enum VerifyError {
         at: UnixTime,
     },
     /// A certificate has expired at the verification time.
-    #[error(
-        "{position}: expired at {not_after} (validity {not_before} .. {not_after}), checked at {at}"
-    )]
+    #[error("{position}: expired at {not_after} (validity {not_before} .. {not_after}), checked at {at}")]
     CertificateExpired {
         /// Which certificate.
         position: ChainPosition,
@@ -174,9 +164,7 @@ pub enum VerifyError {
         at: UnixTime,
     },
     /// The COSE_Sign1 signature does not verify under the leaf certificate's key.
-    #[error(
-        "COSE_Sign1 signature does not verify under the leaf certificate's key; the document was altered"
-    )]
+    #[error("COSE_Sign1 signature does not verify under the leaf certificate's key; the document was altered")]
     BadSignature,
     /// The document's `digest` is not SHA384.
     #[error("document digest is {0}; only SHA384 is accepted")]
@@ -240,23 +228,14 @@ mod tests {
 
     #[test]
     fn pcr_mismatch_names_the_index_and_both_values() {
-        let err = VerifyError::PcrMismatch {
-            index: 0,
-            expected: vec!["aa".into(), "bb".into()],
-            actual: "ab12".into(),
-        };
-        assert_eq!(
-            err.to_string(),
-            "PCR0 mismatch: document has ab12, expected one of [aa, bb]"
-        );
+        let err =
+            VerifyError::PcrMismatch { index: 0, expected: vec!["aa".into(), "bb".into()], actual: "ab12".into() };
+        assert_eq!(err.to_string(), "PCR0 mismatch: document has ab12, expected one of [aa, bb]");
     }
 
     #[test]
     fn long_field_values_are_shortened_in_messages() {
-        let err = VerifyError::NonceMismatch {
-            expected: "01".repeat(256),
-            actual: None,
-        };
+        let err = VerifyError::NonceMismatch { expected: "01".repeat(256), actual: None };
         let message = err.to_string();
         assert!(message.starts_with("nonce mismatch: document has none, expected 0101"));
         assert!(message.ends_with("… (256 bytes)"), "{message}");
@@ -264,10 +243,7 @@ mod tests {
 
     #[test]
     fn positions_read_naturally() {
-        assert_eq!(
-            ChainPosition::CaBundle(2).to_string(),
-            "CA certificate cabundle[2]"
-        );
+        assert_eq!(ChainPosition::CaBundle(2).to_string(), "CA certificate cabundle[2]");
         assert_eq!(ChainPosition::Leaf.to_string(), "leaf certificate");
     }
 }

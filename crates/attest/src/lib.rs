@@ -17,9 +17,8 @@ mod mock;
 mod nitro;
 
 pub use document::{
-    AttestationDocument, AttestationPayload, Digest, MAX_CABUNDLE_LEN, MAX_CERTIFICATE_LEN,
-    MAX_DOCUMENT_LEN, MAX_MODULE_ID_LEN, MAX_NONCE_LEN, MAX_PUBLIC_KEY_LEN, MAX_USER_DATA_LEN,
-    parse,
+    AttestationDocument, AttestationPayload, Digest, MAX_CABUNDLE_LEN, MAX_CERTIFICATE_LEN, MAX_DOCUMENT_LEN,
+    MAX_MODULE_ID_LEN, MAX_NONCE_LEN, MAX_PUBLIC_KEY_LEN, MAX_USER_DATA_LEN, parse,
 };
 pub use error::{ChainPosition, VerifyError};
 pub use pcr::{MAX_PCRS, Measurements, Pcr};
@@ -85,9 +84,7 @@ pub trait Nsm: Send + Sync + fmt::Debug {
     fn random(&self, out: &mut [u8]) -> Result<(), NsmError>;
     /// The current value of PCR `index`.
     fn describe_pcr(&self, index: u16) -> Result<Pcr, NsmError> {
-        Err(NsmError::Request(format!(
-            "reading PCR{index} is not supported by this NSM"
-        )))
+        Err(NsmError::Request(format!("reading PCR{index} is not supported by this NSM")))
     }
 }
 

@@ -25,13 +25,9 @@ impl NitroNsm {
         let fd = nsm_init();
         if fd < 0 {
             let reason = if Path::new(DEVICE).exists() {
-                format!(
-                    "{DEVICE} exists but could not be opened for reading and writing; check its permissions"
-                )
+                format!("{DEVICE} exists but could not be opened for reading and writing; check its permissions")
             } else {
-                format!(
-                    "{DEVICE} not present: not running inside a Nitro Enclave (use the mock NSM for development)"
-                )
+                format!("{DEVICE} not present: not running inside a Nitro Enclave (use the mock NSM for development)")
             };
             return Err(NsmError::Unavailable(reason));
         }
@@ -41,17 +37,16 @@ impl NitroNsm {
     /// The current value of PCR `index`.
     pub fn describe_pcr(&self, index: u16) -> Result<Pcr, NsmError> {
         match self.request(Request::DescribePCR { index }, "DescribePCR")? {
-            Response::DescribePCR { data, .. } => Pcr::from_bytes(&data)
-                .map_err(|e| NsmError::Request(format!("DescribePCR {index}: {e}"))),
+            Response::DescribePCR { data, .. } => {
+                Pcr::from_bytes(&data).map_err(|e| NsmError::Request(format!("DescribePCR {index}: {e}")))
+            }
             other => Err(unexpected("DescribePCR", &other)),
         }
     }
 
     fn request(&self, request: Request, name: &str) -> Result<Response, NsmError> {
         match nsm_process_request(self.fd, request) {
-            Response::Error(code) => Err(NsmError::Request(format!(
-                "{name}: the NSM returned {code:?}"
-            ))),
+            Response::Error(code) => Err(NsmError::Request(format!("{name}: the NSM returned {code:?}"))),
             response => Ok(response),
         }
     }
@@ -91,9 +86,7 @@ impl Nsm for NitroNsm {
                     if random.is_empty() {
                         empty_responses += 1;
                         if empty_responses == MAX_EMPTY_RANDOM_RESPONSES {
-                            return Err(NsmError::Request(
-                                "GetRandom: the NSM keeps returning no bytes".into(),
-                            ));
+                            return Err(NsmError::Request("GetRandom: the NSM keeps returning no bytes".into()));
                         }
                     }
                     let take = random.len().min(out.len() - filled);
@@ -131,9 +124,6 @@ mod tests {
         let err = NitroNsm::open().unwrap_err();
         assert!(matches!(err, NsmError::Unavailable(_)));
         let message = err.to_string();
-        assert!(
-            message.contains("/dev/nsm not present: not running inside a Nitro Enclave"),
-            "{message}"
-        );
+        assert!(message.contains("/dev/nsm not present: not running inside a Nitro Enclave"), "{message}");
     }
 }

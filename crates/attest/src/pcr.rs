@@ -18,9 +18,9 @@ impl Pcr {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, VerifyError> {
         match bytes.len() {
             32 | 48 | 64 => Ok(Self(bytes.into())),
-            len => Err(VerifyError::InvalidPcrValue(format!(
-                "{len} bytes; a PCR is 32, 48 or 64 bytes (48 for SHA-384)"
-            ))),
+            len => {
+                Err(VerifyError::InvalidPcrValue(format!("{len} bytes; a PCR is 32, 48 or 64 bytes (48 for SHA-384)")))
+            }
         }
     }
 
@@ -29,23 +29,15 @@ impl Pcr {
         let trimmed = hex_value.trim();
         // Bound the work before decoding: 64 bytes is the longest PCR.
         if trimmed.len() > 128 {
-            return Err(VerifyError::InvalidPcrValue(format!(
-                "{} hex digits; a PCR is at most 128",
-                trimmed.len()
-            )));
+            return Err(VerifyError::InvalidPcrValue(format!("{} hex digits; a PCR is at most 128", trimmed.len())));
         }
-        let bytes = hex::decode(trimmed)
-            .map_err(|e| VerifyError::InvalidPcrValue(format!("not hex: {e}")))?;
+        let bytes = hex::decode(trimmed).map_err(|e| VerifyError::InvalidPcrValue(format!("not hex: {e}")))?;
         Self::from_bytes(&bytes)
     }
 
     /// The SHA-384 of `data`, the way the mock NSM derives its PCRs.
     pub fn sha384_of(data: &[u8]) -> Self {
-        Self(
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, data)
-                .as_ref()
-                .into(),
-        )
+        Self(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, data).as_ref().into())
     }
 
     /// The all-zero value of `len` bytes (PCR0-2 of a debug-mode enclave, unused PCRs).

@@ -21,9 +21,7 @@ impl RootCertificate {
     /// 2049-10-28; SHA-256 of the DER
     /// `641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b`), built in.
     pub fn aws_nitro_root_g1() -> Self {
-        Self {
-            der: Cow::Borrowed(AWS_NITRO_ROOT_G1_DER),
-        }
+        Self { der: Cow::Borrowed(AWS_NITRO_ROOT_G1_DER) }
     }
 
     /// A root from DER, e.g. the mock NSM's development root. It must be a self-signed P-384
@@ -32,9 +30,7 @@ impl RootCertificate {
         let invalid = |e: VerifyError| VerifyError::InvalidRootCertificate(e.to_string());
         let parsed = ParsedCertificate::parse(der, ChainPosition::CaBundle(0)).map_err(invalid)?;
         parsed.check_self_signed().map_err(invalid)?;
-        Ok(Self {
-            der: Cow::Owned(der.to_vec()),
-        })
+        Ok(Self { der: Cow::Owned(der.to_vec()) })
     }
 
     /// A root from a PEM `CERTIFICATE` block.
@@ -58,8 +54,7 @@ impl RootCertificate {
     pub fn to_pem(&self) -> String {
         // Encoding a bounded byte string into PEM cannot fail; an empty string is returned if
         // it somehow did, which no pin accepts.
-        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
-            .unwrap_or_default()
+        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der).unwrap_or_default()
     }
 
     /// SHA-256 of the DER, the fingerprint AWS publishes for Root-G1.
@@ -70,9 +65,7 @@ impl RootCertificate {
 
 impl fmt::Debug for RootCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RootCertificate")
-            .field("sha256", &hex::encode(self.sha256_fingerprint()))
-            .finish()
+        f.debug_struct("RootCertificate").field("sha256", &hex::encode(self.sha256_fingerprint())).finish()
     }
 }
 
@@ -112,9 +105,6 @@ mod tests {
     fn refuses_garbage_and_other_pem_labels() {
         assert!(RootCertificate::from_der(b"not a certificate").is_err());
         let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(matches!(
-            RootCertificate::from_pem(key),
-            Err(VerifyError::InvalidRootCertificate(_))
-        ));
+        assert!(matches!(RootCertificate::from_pem(key), Err(VerifyError::InvalidRootCertificate(_))));
     }
 }

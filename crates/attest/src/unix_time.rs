@@ -23,10 +23,7 @@ impl UnixTime {
 
     /// Converts a [`SystemTime`]; times before the epoch become the epoch.
     pub fn from_system_time(time: SystemTime) -> Self {
-        Self(
-            time.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs()),
-        )
+        Self(time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_secs()))
     }
 
     /// Reads the system clock. Only callers use this: [`crate::verify`] takes the time it is
@@ -59,26 +56,16 @@ mod tests {
 
     #[test]
     fn displays_as_rfc3339_utc() {
-        assert_eq!(
-            UnixTime::from_secs(1_695_047_829).to_string(),
-            "2023-09-18T14:37:09Z"
-        );
+        assert_eq!(UnixTime::from_secs(1_695_047_829).to_string(), "2023-09-18T14:37:09Z");
     }
 
     #[test]
     fn millisecond_timestamps_round_down_to_the_second() {
-        assert_eq!(
-            UnixTime::from_millis(1_695_049_410_860).as_secs(),
-            1_695_049_410
-        );
+        assert_eq!(UnixTime::from_millis(1_695_049_410_860).as_secs(), 1_695_049_410);
     }
 
     #[test]
     fn times_beyond_year_9999_still_display() {
-        assert!(
-            UnixTime::from_secs(u64::MAX)
-                .to_string()
-                .contains("after the Unix epoch")
-        );
+        assert!(UnixTime::from_secs(u64::MAX).to_string().contains("after the Unix epoch"));
     }
 }

@@ -7,8 +7,7 @@ use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use crate::chain::verify_chain;
 use crate::cose::sig_structure;
 use crate::{
-    AttestationDocument, AttestationPayload, Digest, Measurements, Pcr, RootCertificate, UnixTime,
-    VerifyError, parse,
+    AttestationDocument, AttestationPayload, Digest, Measurements, Pcr, RootCertificate, UnixTime, VerifyError, parse,
 };
 
 /// What a document must satisfy. Built with [`VerifyOptions::new`] and the `expect_*`
@@ -28,14 +27,7 @@ impl VerifyOptions {
     /// verifier never reads the clock; pass [`UnixTime::now`] for "now").
     #[must_use]
     pub fn new(root: RootCertificate, at: UnixTime) -> Self {
-        Self {
-            root,
-            at,
-            expected_pcrs: BTreeMap::new(),
-            nonce: None,
-            user_data: None,
-            public_key: None,
-        }
+        Self { root, at, expected_pcrs: BTreeMap::new(), nonce: None, user_data: None, public_key: None }
     }
 
     /// Requires PCR `index` to equal one of `acceptable` (more than one lets a migration accept
@@ -43,19 +35,14 @@ impl VerifyOptions {
     /// list accepts nothing.
     #[must_use = "the expectation is in the returned options; dropping them checks nothing"]
     pub fn expect_pcr(mut self, index: u16, acceptable: impl IntoIterator<Item = Pcr>) -> Self {
-        self.expected_pcrs
-            .entry(index)
-            .or_default()
-            .extend(acceptable);
+        self.expected_pcrs.entry(index).or_default().extend(acceptable);
         self
     }
 
     /// Requires PCR0, PCR1 and PCR2 to equal `measurements`.
     #[must_use = "the expectation is in the returned options; dropping them checks nothing"]
     pub fn expect_measurements(self, measurements: &Measurements) -> Self {
-        measurements.iter().fold(self, |options, (index, pcr)| {
-            options.expect_pcr(index, [pcr.clone()])
-        })
+        measurements.iter().fold(self, |options, (index, pcr)| options.expect_pcr(index, [pcr.clone()]))
     }
 
     /// Requires the `nonce` field to equal `nonce`.
@@ -135,12 +122,7 @@ impl AttestationDocument {
     /// Verifies this document; see [`verify`].
     pub fn verify(self, options: &VerifyOptions) -> Result<VerifiedDocument, VerifyError> {
         let payload = &self.payload;
-        let leaf = verify_chain(
-            payload.cabundle(),
-            payload.certificate(),
-            &options.root,
-            options.at,
-        )?;
+        let leaf = verify_chain(payload.cabundle(), payload.certificate(), &options.root, options.at)?;
 
         let signed = sig_structure(&self.protected, &self.payload_bytes);
         UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, leaf.public_key())
@@ -151,37 +133,24 @@ impl AttestationDocument {
             return Err(VerifyError::UnsupportedDigest(payload.digest().to_string()));
         }
         check_pcrs(payload, &options.expected_pcrs)?;
-        check_field(
-            payload.nonce(),
-            options.nonce.as_deref(),
-            |expected, actual| VerifyError::NonceMismatch { expected, actual },
-        )?;
-        check_field(
-            payload.user_data(),
-            options.user_data.as_deref(),
-            |expected, actual| VerifyError::UserDataMismatch { expected, actual },
-        )?;
-        check_field(
-            payload.public_key(),
-            options.public_key.as_deref(),
-            |expected, actual| VerifyError::PublicKeyMismatch { expected, actual },
-        )?;
+        check_field(payload.nonce(), options.nonce.as_deref(), |expected, actual| VerifyError::NonceMismatch {
+            expected,
+            actual,
+        })?;
+        check_field(payload.user_data(), options.user_data.as_deref(), |expected, actual| {
+            VerifyError::UserDataMismatch { expected, actual }
+        })?;
+        check_field(payload.public_key(), options.public_key.as_deref(), |expected, actual| {
+            VerifyError::PublicKeyMismatch { expected, actual }
+        })?;
 
-        Ok(VerifiedDocument {
-            payload: self.payload,
-            leaf_not_after: leaf.not_after,
-        })
+        Ok(VerifiedDocument { payload: self.payload, leaf_not_after: leaf.not_after })
     }
 }
 
-fn check_pcrs(
-    payload: &AttestationPayload,
-    expected: &BTreeMap<u16, Vec<Pcr>>,
-) -> Result<(), VerifyError> {
+fn check_pcrs(payload: &AttestationPayload, expected: &BTreeMap<u16, Vec<Pcr>>) -> Result<(), VerifyError> {
     for (&index, acceptable) in expected {
-        let actual = payload
-            .pcr(index)
-            .ok_or(VerifyError::PcrMissing { index })?;
+        let actual = payload.pcr(index).ok_or(VerifyError::PcrMissing { index })?;
         if !acceptable.contains(actual) {
             return Err(VerifyError::PcrMismatch {
                 index,
@@ -199,9 +168,7 @@ fn check_field(
     mismatch: impl FnOnce(String, Option<String>) -> VerifyError,
 ) -> Result<(), VerifyError> {
     match expected {
-        Some(expected) if actual != Some(expected) => {
-            Err(mismatch(hex::encode(expected), actual.map(hex::encode)))
-        }
+        Some(expected) if actual != Some(expected) => Err(mismatch(hex::encode(expected), actual.map(hex::encode))),
         _ => Ok(()),
     }
 }

@@ -16,10 +16,7 @@ fn fixtures() -> &'static [Fixture] {
 }
 
 fn options_at(secs: u64) -> VerifyOptions {
-    VerifyOptions::new(
-        RootCertificate::aws_nitro_root_g1(),
-        UnixTime::from_secs(secs),
-    )
+    VerifyOptions::new(RootCertificate::aws_nitro_root_g1(), UnixTime::from_secs(secs))
 }
 
 /// The first bytes every NSM document starts with, so random tails reach the payload parser.
@@ -91,9 +88,8 @@ fn arbitrary_cbor() -> impl Strategy<Value = serde_cbor::Value> {
     let value = leaf.prop_recursive(3, 32, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::btree_map(0i128..40, inner, 0..6).prop_map(|m| Value::Map(
-                m.into_iter().map(|(k, v)| (Value::Integer(k), v)).collect()
-            )),
+            proptest::collection::btree_map(0i128..40, inner, 0..6)
+                .prop_map(|m| Value::Map(m.into_iter().map(|(k, v)| (Value::Integer(k), v)).collect())),
         ]
     });
     let key = prop_oneof![
@@ -107,11 +103,6 @@ fn arbitrary_cbor() -> impl Strategy<Value = serde_cbor::Value> {
         Just("user_data"),
         Just("nonce"),
     ];
-    proptest::collection::btree_map(key, value, 0..10).prop_map(|m| {
-        Value::Map(
-            m.into_iter()
-                .map(|(k, v)| (Value::Text(k.into()), v))
-                .collect(),
-        )
-    })
+    proptest::collection::btree_map(key, value, 0..10)
+        .prop_map(|m| Value::Map(m.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect()))
 }

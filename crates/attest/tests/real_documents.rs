@@ -4,9 +4,7 @@
 mod common;
 
 use common::{load_all, parse_utc};
-use keyward_attest::{
-    ChainPosition, Pcr, RootCertificate, UnixTime, VerifyError, VerifyOptions, parse, verify,
-};
+use keyward_attest::{ChainPosition, Pcr, RootCertificate, UnixTime, VerifyError, VerifyOptions, parse, verify};
 
 fn flip(bytes: &[u8], offset: usize, mask: u8) -> Vec<u8> {
     let mut out = bytes.to_vec();
@@ -56,44 +54,19 @@ fn accepts_every_real_document_at_its_timestamp_with_fields_as_expected() {
     for f in load_all() {
         let verified = verify(&f.bytes, &f.options()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         let p = verified.payload();
-        assert_eq!(
-            p.module_id(),
-            f.json["module_id"].as_str().unwrap(),
-            "{}",
-            f.name
-        );
+        assert_eq!(p.module_id(), f.json["module_id"].as_str().unwrap(), "{}", f.name);
         assert_eq!(p.digest().as_str(), "SHA384");
         assert_eq!(p.timestamp_ms(), f.timestamp_ms());
         assert_eq!(p.pcrs().len(), f.json["pcrs"].as_object().unwrap().len());
         for (&index, value) in p.pcrs() {
             assert_eq!(value, &f.pcr(index), "{} PCR{index}", f.name);
         }
-        assert_eq!(
-            p.public_key().map(<[u8]>::to_vec),
-            f.field("public_key"),
-            "{}",
-            f.name
-        );
-        assert_eq!(
-            p.user_data().map(<[u8]>::to_vec),
-            f.field("user_data"),
-            "{}",
-            f.name
-        );
-        assert_eq!(
-            p.nonce().map(<[u8]>::to_vec),
-            f.field("nonce"),
-            "{}",
-            f.name
-        );
+        assert_eq!(p.public_key().map(<[u8]>::to_vec), f.field("public_key"), "{}", f.name);
+        assert_eq!(p.user_data().map(<[u8]>::to_vec), f.field("user_data"), "{}", f.name);
+        assert_eq!(p.nonce().map(<[u8]>::to_vec), f.field("nonce"), "{}", f.name);
         assert_eq!(p.cabundle().len(), 4);
         assert_eq!(p.cabundle()[0], RootCertificate::aws_nitro_root_g1().der());
-        assert_eq!(
-            verified.leaf_not_after(),
-            f.time("leaf_not_after"),
-            "{}",
-            f.name
-        );
+        assert_eq!(verified.leaf_not_after(), f.time("leaf_not_after"), "{}", f.name);
     }
 }
 
@@ -148,13 +121,7 @@ fn rejects_one_second_after_the_chain_window() {
         let options = VerifyOptions::new(RootCertificate::aws_nitro_root_g1(), at);
         let err = verify(&f.bytes, &options).unwrap_err();
         assert!(
-            matches!(
-                err,
-                VerifyError::CertificateExpired {
-                    position: ChainPosition::Leaf,
-                    ..
-                }
-            ),
+            matches!(err, VerifyError::CertificateExpired { position: ChainPosition::Leaf, .. }),
             "{}: {err}",
             f.name
         );
@@ -167,28 +134,16 @@ fn rejects_a_generated_p384_root_even_with_the_aws_root_name() {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CountryName, "US");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "Amazon");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationalUnitName, "AWS");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "aws.nitro-enclaves");
+    params.distinguished_name.push(rcgen::DnType::CountryName, "US");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Amazon");
+    params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, "AWS");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "aws.nitro-enclaves");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let impostor = RootCertificate::from_der(params.self_signed(&key).unwrap().der()).unwrap();
     for f in load_all() {
         let options = VerifyOptions::new(impostor.clone(), f.at());
         let err = verify(&f.bytes, &options).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::UntrustedRoot { .. }),
-            "{}: {err}",
-            f.name
-        );
+        assert!(matches!(err, VerifyError::UntrustedRoot { .. }), "{}: {err}", f.name);
     }
 }
 
@@ -199,11 +154,7 @@ fn rejects_every_flipped_signature_byte() {
         for offset in f.signature_range() {
             for mask in [0x01, 0x80] {
                 let err = verify(&flip(&f.bytes, offset, mask), &options).unwrap_err();
-                assert!(
-                    matches!(err, VerifyError::BadSignature),
-                    "{} @{offset}: {err}",
-                    f.name
-                );
+                assert!(matches!(err, VerifyError::BadSignature), "{} @{offset}: {err}", f.name);
             }
         }
     }
@@ -226,11 +177,7 @@ fn rejects_flipped_certificate_bytes_in_the_chain_check() {
     for f in load_all() {
         let options = f.options();
         let payload = parse(&f.bytes).unwrap().unverified_payload().clone();
-        let certs = payload
-            .cabundle()
-            .iter()
-            .map(Vec::as_slice)
-            .chain([payload.certificate()]);
+        let certs = payload.cabundle().iter().map(Vec::as_slice).chain([payload.certificate()]);
         for (i, der) in certs.enumerate() {
             for offset in sample(f.range_of(der), 9) {
                 let err = verify(&flip(&f.bytes, offset, 0x01), &options).unwrap_err();
@@ -267,21 +214,14 @@ fn rejects_a_mismatch_in_each_of_pcr0_pcr1_pcr2() {
                 .expect_pcr(index, [altered(&f.pcr(index))]);
             let err = verify(&f.bytes, &options).unwrap_err();
             match &err {
-                VerifyError::PcrMismatch {
-                    index: i,
-                    actual,
-                    expected,
-                } => {
+                VerifyError::PcrMismatch { index: i, actual, expected } => {
                     assert_eq!(*i, index);
                     assert_eq!(actual, &f.pcr(index).to_hex());
                     assert_eq!(expected, &[altered(&f.pcr(index)).to_hex()]);
                 }
                 other => panic!("{} PCR{index}: {other}", f.name),
             }
-            assert!(
-                err.to_string()
-                    .starts_with(&format!("PCR{index} mismatch: document has "))
-            );
+            assert!(err.to_string().starts_with(&format!("PCR{index} mismatch: document has ")));
         }
     }
 }
@@ -299,10 +239,7 @@ fn accepts_a_pcr_listed_among_several_acceptable_values() {
 fn rejects_an_expected_pcr_the_document_lacks() {
     let f = &load_all()[0];
     let options = f.options().expect_pcr(20, [f.pcr(0)]);
-    assert!(matches!(
-        verify(&f.bytes, &options),
-        Err(VerifyError::PcrMissing { index: 20 })
-    ));
+    assert!(matches!(verify(&f.bytes, &options), Err(VerifyError::PcrMissing { index: 20 })));
 }
 
 #[test]
@@ -318,10 +255,7 @@ fn rejects_a_nonce_mismatch() {
         };
         let err = verify(&f.bytes, &f.options().expect_nonce(expected.clone())).unwrap_err();
         match err {
-            VerifyError::NonceMismatch {
-                expected: e,
-                actual: a,
-            } => {
+            VerifyError::NonceMismatch { expected: e, actual: a } => {
                 assert_eq!(e, hex::encode(&expected));
                 assert_eq!(a, actual, "{}", f.name);
             }
@@ -334,26 +268,15 @@ fn rejects_a_nonce_mismatch() {
 fn rejects_user_data_and_public_key_mismatches() {
     for f in load_all() {
         let err = verify(&f.bytes, &f.options().expect_user_data(b"other".to_vec())).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::UserDataMismatch { .. }),
-            "{}: {err}",
-            f.name
-        );
+        assert!(matches!(err, VerifyError::UserDataMismatch { .. }), "{}: {err}", f.name);
         let err = verify(&f.bytes, &f.options().expect_public_key(b"other".to_vec())).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::PublicKeyMismatch { .. }),
-            "{}: {err}",
-            f.name
-        );
+        assert!(matches!(err, VerifyError::PublicKeyMismatch { .. }), "{}: {err}", f.name);
     }
 }
 
 #[test]
 fn accepts_the_indefinite_length_payload_map() {
-    let f = load_all()
-        .into_iter()
-        .find(|f| f.json["payload_indefinite_length_map"] == true)
-        .unwrap();
+    let f = load_all().into_iter().find(|f| f.json["payload_indefinite_length_map"] == true).unwrap();
     assert_eq!(f.bytes[f.payload_range().start], 0xbf);
     let verified = verify(&f.bytes, &f.options()).unwrap();
     assert_eq!(verified.payload().user_data().map(<[u8]>::len), Some(20));
@@ -376,11 +299,7 @@ fn rejects_truncated_documents_and_trailing_bytes() {
         }
         let mut longer = f.bytes.clone();
         longer.push(0x00);
-        assert!(
-            matches!(parse(&longer), Err(VerifyError::MalformedCose(_))),
-            "{}",
-            f.name
-        );
+        assert!(matches!(parse(&longer), Err(VerifyError::MalformedCose(_))), "{}", f.name);
     }
 }
 

@@ -61,7 +61,12 @@ impl Client {
     }
 
     /// Signs a digest.
-    pub async fn sign(&self, digest: &[u8; 32], scheme: &str, enclave_id: Option<u32>) -> Result<SignResponse, ClientError> {
+    pub async fn sign(
+        &self,
+        digest: &[u8; 32],
+        scheme: &str,
+        enclave_id: Option<u32>,
+    ) -> Result<SignResponse, ClientError> {
         let body = SignRequest { digest_hex: hex::encode(digest), scheme: scheme.to_owned(), enclave_id };
         self.send(self.authorized(self.http.post(self.url("/v1/sign"))).json(&body)).await
     }
@@ -72,10 +77,8 @@ impl Client {
         items: &[([u8; 32], &str)],
         enclave_id: Option<u32>,
     ) -> Result<SignBatchResponse, ClientError> {
-        let items = items
-            .iter()
-            .map(|(d, s)| SignItem { digest_hex: hex::encode(d), scheme: (*s).to_owned() })
-            .collect();
+        let items =
+            items.iter().map(|(d, s)| SignItem { digest_hex: hex::encode(d), scheme: (*s).to_owned() }).collect();
         let body = SignBatchRequest { items, enclave_id };
         self.send(self.authorized(self.http.post(self.url("/v1/sign-batch"))).json(&body)).await
     }
@@ -97,7 +100,8 @@ impl Client {
         let response = self.http.get(self.url("/v1/health")).send().await?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await?;
-        let health = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status, reason: e.to_string() })?;
+        let health =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status, reason: e.to_string() })?;
         Ok((status, health))
     }
 

@@ -64,10 +64,7 @@ impl IntoResponse for ProxyError {
         let body = json!({ "__type": self.code(), "message": self.to_string() }).to_string();
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
         headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code()));
         if let Ok(id) = HeaderValue::from_str(&request_id()) {
             headers.insert("x-amzn-requestid", id);
@@ -79,13 +76,8 @@ impl IntoResponse for ProxyError {
 /// A request id for the proxy's own answers: unique within a run, and marked as ours.
 pub fn request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    format!(
-        "devkms-{started:x}-{}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    format!("devkms-{started:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -97,21 +89,10 @@ mod tests {
     async fn access_denied_has_the_shape_the_aws_sdk_parses() {
         let response = ProxyError::AccessDenied("denied by statement \"X\"".into()).into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/x-amz-json-1.1"
-        );
-        assert_eq!(
-            response.headers()["x-amzn-errortype"],
-            "AccessDeniedException"
-        );
-        let body = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .unwrap();
+        assert_eq!(response.headers()["content-type"], "application/x-amz-json-1.1");
+        assert_eq!(response.headers()["x-amzn-errortype"], "AccessDeniedException");
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            body,
-            json!({ "__type": "AccessDeniedException", "message": "denied by statement \"X\"" })
-        );
+        assert_eq!(body, json!({ "__type": "AccessDeniedException", "message": "denied by statement \"X\"" }));
     }
 }

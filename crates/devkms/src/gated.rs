@@ -19,35 +19,15 @@ use crate::upstream::Upstream;
 /// The gated operations, and for each the `(action, answer field naming the key)` pairs the
 /// policy is checked for.
 const GATED: [(&str, &[(&str, &str)]); 4] = [
-    (
-        "ReEncrypt",
-        &[
-            ("kms:ReEncryptFrom", "SourceKeyId"),
-            ("kms:ReEncryptTo", "KeyId"),
-        ],
-    ),
-    (
-        "GenerateDataKeyWithoutPlaintext",
-        &[("kms:GenerateDataKeyWithoutPlaintext", "KeyId")],
-    ),
-    (
-        "GenerateDataKeyPair",
-        &[("kms:GenerateDataKeyPair", "KeyId")],
-    ),
-    (
-        "GenerateDataKeyPairWithoutPlaintext",
-        &[("kms:GenerateDataKeyPairWithoutPlaintext", "KeyId")],
-    ),
+    ("ReEncrypt", &[("kms:ReEncryptFrom", "SourceKeyId"), ("kms:ReEncryptTo", "KeyId")]),
+    ("GenerateDataKeyWithoutPlaintext", &[("kms:GenerateDataKeyWithoutPlaintext", "KeyId")]),
+    ("GenerateDataKeyPair", &[("kms:GenerateDataKeyPair", "KeyId")]),
+    ("GenerateDataKeyPairWithoutPlaintext", &[("kms:GenerateDataKeyPairWithoutPlaintext", "KeyId")]),
 ];
 
 /// The canonical name and checks of `operation` if it is gated (whatever its case).
-pub fn checks_for(
-    operation: &str,
-) -> Option<(&'static str, &'static [(&'static str, &'static str)])> {
-    GATED
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(operation))
-        .copied()
+pub fn checks_for(operation: &str) -> Option<(&'static str, &'static [(&'static str, &'static str)])> {
+    GATED.iter().find(|(name, _)| name.eq_ignore_ascii_case(operation)).copied()
 }
 
 /// Forwards a gated operation and releases the answer only if the key policy allows every
@@ -68,47 +48,30 @@ pub async fn handle(
     let request: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => map,
         _ => {
-            return refused(
-                ProxyError::Serialization(format!("{operation} body is not a JSON object")),
-                None,
-            );
+            return refused(ProxyError::Serialization(format!("{operation} body is not a JSON object")), None);
         }
     };
     // Real KMS encrypts GenerateDataKeyPair's private key to a Recipient; the emulator would
     // hand it out in the clear instead, so such requests are refused rather than passed on.
     if request.get("Recipient").is_some_and(|r| !r.is_null()) {
-        let error = ProxyError::Validation(format!(
-            "the dev KMS proxy does not support Recipient for {operation}"
-        ));
+        let error = ProxyError::Validation(format!("the dev KMS proxy does not support Recipient for {operation}"));
         return refused(error, None);
     }
     let reply = match upstream.send(operation, headers, body.to_vec()).await {
         Ok(reply) => reply,
         Err(e) => {
-            return refused(
-                ProxyError::Internal(format!("upstream KMS unreachable: {e:#}")),
-                None,
-            );
+            return refused(ProxyError::Internal(format!("upstream KMS unreachable: {e:#}")), None);
         }
     };
-    let requested = request
-        .get("KeyId")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let requested = request.get("KeyId").and_then(Value::as_str).map(str::to_owned);
     if !reply.is_success() {
         let reason = format!("upstream answered HTTP {}", reply.status.as_u16());
-        return Outcome {
-            response: operations::pass_on(reply),
-            key: requested,
-            decision: "upstream error",
-            reason,
-        };
+        return Outcome { response: operations::pass_on(reply), key: requested, decision: "upstream error", reason };
     }
     let mut answer: Map<String, Value> = match serde_json::from_slice(&reply.body) {
         Ok(Value::Object(map)) => map,
         _ => {
-            let error =
-                ProxyError::Internal(format!("upstream {operation} answer is not a JSON object"));
+            let error = ProxyError::Internal(format!("upstream {operation} answer is not a JSON object"));
             return refused(error, None);
         }
     };
@@ -125,25 +88,12 @@ pub async fn handle(
             let error = ProxyError::Internal(format!("upstream {operation} answer has no {field}"));
             return refused(error, requested);
         };
-        match operations::decide(
-            upstream,
-            headers,
-            &checked_key,
-            action,
-            &ConditionContext::new(),
-        )
-        .await
-        {
+        match operations::decide(upstream, headers, &checked_key, action, &ConditionContext::new()).await {
             Decision::Allow(reason) => reasons.push(reason),
             Decision::Deny(reason) => {
                 return refused(ProxyError::AccessDenied(reason), Some(checked_key));
             }
         }
     }
-    Outcome {
-        response: operations::pass_on(reply),
-        key,
-        decision: "allowed",
-        reason: reasons.join("; "),
-    }
+    Outcome { response: operations::pass_on(reply), key, decision: "allowed", reason: reasons.join("; ") }
 }

@@ -12,19 +12,10 @@ use keyward_attest::RootCertificate;
 use keyward_devkms::{server, setup, upstream};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "keyward-devkms",
-    version,
-    about = "Development KMS tooling for keyward (never for production)"
-)]
+#[command(name = "keyward-devkms", version, about = "Development KMS tooling for keyward (never for production)")]
 struct Cli {
     /// The KMS emulator (LocalStack or moto).
-    #[arg(
-        long,
-        env = "KEYWARD_DEVKMS_UPSTREAM",
-        default_value = "http://127.0.0.1:4566",
-        global = true
-    )]
+    #[arg(long, env = "KEYWARD_DEVKMS_UPSTREAM", default_value = "http://127.0.0.1:4566", global = true)]
     upstream: String,
     /// Region of the emulator's keys (for requests that carry no SigV4 credential scope).
     #[arg(long, default_value = "us-east-1", global = true)]
@@ -67,10 +58,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -100,8 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen, root } => {
             let pem = std::fs::read_to_string(&root)
                 .with_context(|| format!("reading root certificate {}", root.display()))?;
-            let root = RootCertificate::from_pem(&pem)
-                .with_context(|| format!("root certificate {}", root.display()))?;
+            let root =
+                RootCertificate::from_pem(&pem).with_context(|| format!("root certificate {}", root.display()))?;
             let listener = server::bind(listen).await?;
             let address = listener.local_addr()?;
             tracing::warn!(%address, upstream = upstream.url(), "attesting dev KMS: for development and tests only");

@@ -77,12 +77,7 @@ pub struct Outcome {
 impl Outcome {
     fn refused(error: ProxyError, key: Option<String>) -> Self {
         let reason = format!("{}: {error}", error.code());
-        Self {
-            response: error.into_response(),
-            key,
-            decision: "denied",
-            reason,
-        }
+        Self { response: error.into_response(), key, decision: "denied", reason }
     }
 }
 
@@ -97,10 +92,7 @@ pub async fn handle(
     let mut request = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => map,
         _ => {
-            let error = ProxyError::Serialization(format!(
-                "{} body is not a JSON object",
-                operation.name()
-            ));
+            let error = ProxyError::Serialization(format!("{} body is not a JSON object", operation.name()));
             return Outcome::refused(error, None);
         }
     };
@@ -115,64 +107,39 @@ pub async fn handle(
     let forwarded = match serde_json::to_vec(&request) {
         Ok(bytes) => bytes,
         Err(e) => {
-            return Outcome::refused(
-                ProxyError::Internal(format!("re-encoding the request: {e}")),
-                None,
-            );
+            return Outcome::refused(ProxyError::Internal(format!("re-encoding the request: {e}")), None);
         }
     };
     let reply = match upstream.send(operation.name(), headers, forwarded).await {
         Ok(reply) => reply,
         Err(e) => {
-            return Outcome::refused(
-                ProxyError::Internal(format!("upstream KMS unreachable: {e:#}")),
-                None,
-            );
+            return Outcome::refused(ProxyError::Internal(format!("upstream KMS unreachable: {e:#}")), None);
         }
     };
     if !reply.is_success() {
         let reason = format!("upstream answered HTTP {}", reply.status.as_u16());
         let key = requested_key(&request);
-        return Outcome {
-            response: pass_on(reply),
-            key,
-            decision: "upstream error",
-            reason,
-        };
+        return Outcome { response: pass_on(reply), key, decision: "upstream error", reason };
     }
     let mut answer: Map<String, Value> = match serde_json::from_slice(&reply.body) {
         Ok(Value::Object(map)) => map,
         _ => {
-            let error = ProxyError::Internal(format!(
-                "upstream {} answer is not a JSON object",
-                operation.name()
-            ));
+            let error = ProxyError::Internal(format!("upstream {} answer is not a JSON object", operation.name()));
             return Outcome::refused(error, None);
         }
     };
 
-    let context = recipient
-        .as_ref()
-        .map(|r| r.context.clone())
-        .unwrap_or_default();
+    let context = recipient.as_ref().map(|r| r.context.clone()).unwrap_or_default();
     let (key, decision) = match operation {
         // GenerateRandom acts on no key, so no key policy governs it (real KMS consults IAM
         // policies only, which the emulator does not have). A Recipient still has to verify.
-        AttestedOperation::GenerateRandom => (
-            None,
-            Decision::Allow("GenerateRandom uses no key, so no key policy applies".into()),
-        ),
+        AttestedOperation::GenerateRandom => {
+            (None, Decision::Allow("GenerateRandom uses no key, so no key policy applies".into()))
+        }
         _ => {
-            let Some(key) = answer
-                .get("KeyId")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-            else {
+            let Some(key) = answer.get("KeyId").and_then(Value::as_str).map(str::to_owned) else {
                 wipe_plaintext(&mut answer);
-                let error = ProxyError::Internal(format!(
-                    "upstream {} answer has no KeyId",
-                    operation.name()
-                ));
+                let error = ProxyError::Internal(format!("upstream {} answer has no KeyId", operation.name()));
                 return Outcome::refused(error, None);
             };
             let decision = decide(upstream, headers, &key, &operation.action(), &context).await;
@@ -194,20 +161,13 @@ pub async fn handle(
             Err(error) => return Outcome::refused(error, key),
         },
     };
-    Outcome {
-        response,
-        key,
-        decision: "allowed",
-        reason: decision.reason().to_owned(),
-    }
+    Outcome { response, key, decision: "allowed", reason: decision.reason().to_owned() }
 }
 
 /// Checks a `Recipient` parameter the way KMS does: a valid attestation document under the
 /// pinned root, at this moment, carrying an RSA public key.
 fn verify_recipient(value: &Value, root: &RootCertificate) -> Result<Recipient, ProxyError> {
-    let fields = value
-        .as_object()
-        .ok_or_else(|| ProxyError::Serialization("Recipient is not an object".into()))?;
+    let fields = value.as_object().ok_or_else(|| ProxyError::Serialization("Recipient is not an object".into()))?;
     match fields.get("KeyEncryptionAlgorithm") {
         // The API marks the field optional, with this single value.
         None => {}
@@ -228,41 +188,23 @@ fn verify_recipient(value: &Value, root: &RootCertificate) -> Result<Recipient, 
             "Recipient.AttestationDocument is longer than the {MAX_DOCUMENT_LEN}-byte limit of an attestation document"
         )));
     }
-    let document = BASE64.decode(encoded).map_err(|e| {
-        ProxyError::Serialization(format!("Recipient.AttestationDocument is not base64: {e}"))
-    })?;
-    let verified = verify(
-        &document,
-        &VerifyOptions::new(root.clone(), UnixTime::now()),
-    )
-    .map_err(|e| {
-        ProxyError::AccessDenied(format!("Recipient attestation document is not valid: {e}"))
-    })?;
+    let document = BASE64
+        .decode(encoded)
+        .map_err(|e| ProxyError::Serialization(format!("Recipient.AttestationDocument is not base64: {e}")))?;
+    let verified = verify(&document, &VerifyOptions::new(root.clone(), UnixTime::now()))
+        .map_err(|e| ProxyError::AccessDenied(format!("Recipient attestation document is not valid: {e}")))?;
     let payload = verified.payload();
     let public_key = payload
         .public_key()
         .ok_or_else(|| {
-            ProxyError::Validation(
-                "Recipient attestation document has no public_key to encrypt the answer to".into(),
-            )
+            ProxyError::Validation("Recipient attestation document has no public_key to encrypt the answer to".into())
         })?
         .to_vec();
     // Refuse an unusable key now rather than after upstream has made a data key.
-    encrypt_for_recipient(&[], &public_key).map_err(|e| {
-        ProxyError::Validation(format!(
-            "Recipient attestation document public_key is not usable: {e}"
-        ))
-    })?;
-    let context = ConditionContext::for_recipient(
-        payload
-            .pcrs()
-            .iter()
-            .map(|(&index, pcr)| (index, pcr.as_bytes())),
-    );
-    Ok(Recipient {
-        context,
-        public_key,
-    })
+    encrypt_for_recipient(&[], &public_key)
+        .map_err(|e| ProxyError::Validation(format!("Recipient attestation document public_key is not usable: {e}")))?;
+    let context = ConditionContext::for_recipient(payload.pcrs().iter().map(|(&index, pcr)| (index, pcr.as_bytes())));
+    Ok(Recipient { context, public_key })
 }
 
 /// Reads the key policy of `key` from upstream and evaluates `action` under it; a policy that
@@ -277,30 +219,16 @@ pub(crate) async fn decide(
     // LocalStack, unlike KMS, has no default for PolicyName.
     let request = serde_json::json!({ "KeyId": key, "PolicyName": "default" });
     let policy = match upstream.call_as("GetKeyPolicy", &request, headers).await {
-        Ok(Ok(answer)) => answer
-            .get("Policy")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        Ok(Ok(answer)) => answer.get("Policy").and_then(Value::as_str).map(str::to_owned),
         Ok(Err(e)) => {
-            return Decision::Deny(format!(
-                "the key policy of {key} could not be read ({}: {})",
-                e.code(),
-                e.body
-            ));
+            return Decision::Deny(format!("the key policy of {key} could not be read ({}: {})", e.code(), e.body));
         }
         Err(e) => {
             return Decision::Deny(format!("the key policy of {key} could not be read: {e:#}"));
         }
     };
     match policy {
-        Some(policy) => policy::evaluate(
-            &policy,
-            &policy::Request {
-                action,
-                resource: key,
-                context,
-            },
-        ),
+        Some(policy) => policy::evaluate(&policy, &policy::Request { action, resource: key, context }),
         None => Decision::Deny(format!("GetKeyPolicy for {key} returned no Policy")),
     }
 }
@@ -312,12 +240,8 @@ fn answer_for_recipient(
     upstream_answer: &mut Map<String, Value>,
     recipient: &Recipient,
 ) -> Result<Vec<u8>, ProxyError> {
-    let plaintext = take_plaintext(upstream_answer).ok_or_else(|| {
-        ProxyError::Internal(format!(
-            "upstream {} answer has no base64 Plaintext",
-            operation.name()
-        ))
-    })?;
+    let plaintext = take_plaintext(upstream_answer)
+        .ok_or_else(|| ProxyError::Internal(format!("upstream {} answer has no base64 Plaintext", operation.name())))?;
     let for_recipient = encrypt_for_recipient(&plaintext, &recipient.public_key)
         .map_err(|e| ProxyError::Internal(format!("building CiphertextForRecipient: {e}")))?;
     let mut answer = Map::new();
@@ -339,12 +263,8 @@ fn answer_for_recipient(
         }
         AttestedOperation::GenerateRandom => {}
     }
-    answer.insert(
-        "CiphertextForRecipient".into(),
-        BASE64.encode(for_recipient).into(),
-    );
-    serde_json::to_vec(&answer)
-        .map_err(|e| ProxyError::Internal(format!("encoding the answer: {e}")))
+    answer.insert("CiphertextForRecipient".into(), BASE64.encode(for_recipient).into());
+    serde_json::to_vec(&answer).map_err(|e| ProxyError::Internal(format!("encoding the answer: {e}")))
 }
 
 /// Removes `Plaintext` from an answer and decodes it; the base64 text is zeroized.
@@ -362,10 +282,7 @@ fn wipe_plaintext(answer: &mut Map<String, Value>) {
 
 /// The KeyId the client named, for log lines about requests that went no further.
 fn requested_key(request: &Map<String, Value>) -> Option<String> {
-    request
-        .get("KeyId")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    request.get("KeyId").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// An upstream answer, passed on with its status, relevant headers and body.
@@ -378,10 +295,7 @@ pub fn pass_on(reply: Reply) -> Response {
 fn json_response(body: Vec<u8>, reply: &Reply) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
     if let Some(id) = reply.headers.get("x-amzn-requestid") {
         headers.insert("x-amzn-requestid", id.clone());
     }

@@ -73,15 +73,9 @@ impl ConditionContext {
         for (index, value) in pcrs {
             let value = hex::encode(value);
             if index == 0 {
-                context.insert(
-                    &format!("{RECIPIENT_ATTESTATION_PREFIX}ImageSha384"),
-                    vec![value.clone()],
-                );
+                context.insert(&format!("{RECIPIENT_ATTESTATION_PREFIX}ImageSha384"), vec![value.clone()]);
             }
-            context.insert(
-                &format!("{RECIPIENT_ATTESTATION_PREFIX}PCR{index}"),
-                vec![value],
-            );
+            context.insert(&format!("{RECIPIENT_ATTESTATION_PREFIX}PCR{index}"), vec![value]);
         }
         context
     }
@@ -93,9 +87,7 @@ impl ConditionContext {
 
     /// The values of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        self.entries
-            .get(&key.to_ascii_lowercase())
-            .map(Vec::as_slice)
+        self.entries.get(&key.to_ascii_lowercase()).map(Vec::as_slice)
     }
 
     /// True when the request carried a `Recipient` attestation document.
@@ -183,10 +175,7 @@ enum Operator {
 
 impl Operator {
     fn is_negated(self) -> bool {
-        matches!(
-            self,
-            Self::StringNotEquals | Self::StringNotEqualsIgnoreCase | Self::StringNotLike
-        )
+        matches!(self, Self::StringNotEquals | Self::StringNotEqualsIgnoreCase | Self::StringNotLike)
     }
 
     /// Whether one request value matches one policy value, for the positive form of the
@@ -228,11 +217,7 @@ impl Condition {
             let holds = self.values.iter().any(|v| v.eq_ignore_ascii_case("false"));
             return (holds, format!("{} is present", self.key));
         }
-        let any_match = actual.iter().any(|a| {
-            self.values
-                .iter()
-                .any(|p| self.operator.value_matches(p, a))
-        });
+        let any_match = actual.iter().any(|a| self.values.iter().any(|p| self.operator.value_matches(p, a)));
         let holds = any_match != self.operator.is_negated();
         let shown = actual.join(", ");
         // A failed positive condition and a firing negated one both mean: the request's value
@@ -240,24 +225,14 @@ impl Condition {
         let fact = if any_match {
             format!("{} is {shown}", self.key)
         } else {
-            format!(
-                "{} is {shown} which the key policy does not allow",
-                self.key
-            )
+            format!("{} is {shown} which the key policy does not allow", self.key)
         };
         (holds, fact)
     }
 
     fn absent_fact(&self) -> String {
-        if self
-            .key
-            .to_ascii_lowercase()
-            .starts_with(&RECIPIENT_ATTESTATION_PREFIX.to_ascii_lowercase())
-        {
-            format!(
-                "{} is absent (the request has no Recipient attestation document)",
-                self.key
-            )
+        if self.key.to_ascii_lowercase().starts_with(&RECIPIENT_ATTESTATION_PREFIX.to_ascii_lowercase()) {
+            format!("{} is absent (the request has no Recipient attestation document)", self.key)
         } else {
             format!("{} is absent", self.key)
         }
@@ -267,16 +242,8 @@ impl Condition {
 impl Statement {
     /// Whether the statement's action and resource cover the request (conditions aside).
     fn covers(&self, request: &Request<'_>) -> bool {
-        let action = self
-            .actions
-            .patterns
-            .iter()
-            .any(|p| wildcard_match(p, request.action, true));
-        let resource = self
-            .resources
-            .patterns
-            .iter()
-            .any(|p| p == "*" || wildcard_match(p, request.resource, false));
+        let action = self.actions.patterns.iter().any(|p| wildcard_match(p, request.action, true));
+        let resource = self.resources.patterns.iter().any(|p| p == "*" || wildcard_match(p, request.resource, false));
         action != self.actions.negated && resource != self.resources.negated
     }
 
@@ -300,11 +267,7 @@ impl KeyPolicy {
 
     /// AWS's evaluation: an applicable Deny wins, else an applicable Allow allows, else deny.
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {
-        for statement in self
-            .statements
-            .iter()
-            .filter(|s| s.effect == Effect::Deny && s.covers(request))
-        {
+        for statement in self.statements.iter().filter(|s| s.effect == Effect::Deny && s.covers(request)) {
             if let Ok(facts) = statement.conditions_hold(request.context) {
                 let why = if facts.is_empty() {
                     format!("it denies {} unconditionally", request.action)
@@ -315,16 +278,10 @@ impl KeyPolicy {
             }
         }
         let (mut allowing, mut near_misses) = (Vec::new(), Vec::new());
-        for statement in self
-            .statements
-            .iter()
-            .filter(|s| s.effect == Effect::Allow && s.covers(request))
-        {
+        for statement in self.statements.iter().filter(|s| s.effect == Effect::Allow && s.covers(request)) {
             match statement.conditions_hold(request.context) {
                 Ok(_) => allowing.push(statement.label.as_str()),
-                Err(fact) => {
-                    near_misses.push(format!("{} does not apply because {fact}", statement.label))
-                }
+                Err(fact) => near_misses.push(format!("{} does not apply because {fact}", statement.label)),
             }
         }
         // All of them, because with principals unevaluated the account-root statement allows
@@ -348,9 +305,7 @@ impl KeyPolicy {
 pub fn evaluate(policy_json: &str, request: &Request<'_>) -> Decision {
     match KeyPolicy::parse(policy_json) {
         Ok(policy) => policy.evaluate(request),
-        Err(e) => Decision::Deny(format!(
-            "{e}; the dev KMS denies every request under a policy it cannot evaluate"
-        )),
+        Err(e) => Decision::Deny(format!("{e}; the dev KMS denies every request under a policy it cannot evaluate")),
     }
 }
 
@@ -358,11 +313,7 @@ pub fn evaluate(policy_json: &str, request: &Request<'_>) -> Decision {
 /// names are case-insensitive in IAM, ARNs and condition values are not).
 fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let fold = |c: char| {
-        if ignore_case {
-            c.to_ascii_lowercase()
-        } else {
-            c
-        }
+        if ignore_case { c.to_ascii_lowercase() } else { c }
     };
     let pattern: Vec<char> = pattern.chars().map(fold).collect();
     let text: Vec<char> = text.chars().map(fold).collect();

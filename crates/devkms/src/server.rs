@@ -49,9 +49,7 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
             "refusing to listen on {listen}: the dev KMS proxy authenticates no one and only listens on loopback (127.0.0.1 or ::1)"
         );
     }
-    TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))
+    TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))
 }
 
 /// The HTTP routes: every path and method reaches [`handle`], which accepts only the KMS JSON
@@ -66,18 +64,10 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(proxy))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")
+    axum::serve(listener, router(proxy)).with_graceful_shutdown(shutdown).await.context("serving")
 }
 
-async fn handle(
-    State(proxy): State<Arc<Proxy>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn handle(State(proxy): State<Arc<Proxy>>, method: Method, headers: HeaderMap, body: Body) -> Response {
     let operation = match kms_operation(&method, &headers) {
         Ok(operation) => operation,
         Err(error) => {
@@ -88,9 +78,7 @@ async fn handle(
     let body = match axum::body::to_bytes(body, MAX_REQUEST_LEN).await {
         Ok(body) => body,
         Err(_) => {
-            let error = ProxyError::TooLarge {
-                max: MAX_REQUEST_LEN,
-            };
+            let error = ProxyError::TooLarge { max: MAX_REQUEST_LEN };
             tracing::info!(operation, decision = "denied", reason = %error, "request");
             return error.into_response();
         }
@@ -133,20 +121,13 @@ fn kms_operation(method: &Method, headers: &HeaderMap) -> Result<String, ProxyEr
         .to_str()
         .ok()
         .and_then(|t| t.strip_prefix("TrentService."))
-        .filter(|op| {
-            !op.is_empty() && op.len() <= 64 && op.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+        .filter(|op| !op.is_empty() && op.len() <= 64 && op.bytes().all(|b| b.is_ascii_alphanumeric()))
         .ok_or_else(|| refuse("X-Amz-Target is not TrentService.<Operation>"))?;
     Ok(operation.to_owned())
 }
 
 /// Any operation but the attested three: passed to the emulator unchanged.
-async fn pass_through(
-    upstream: &Upstream,
-    operation: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Outcome {
+async fn pass_through(upstream: &Upstream, operation: &str, headers: &HeaderMap, body: &[u8]) -> Outcome {
     // For the log line only.
     let key = serde_json::from_slice::<Value>(body)
         .ok()
@@ -154,21 +135,11 @@ async fn pass_through(
     match upstream.send(operation, headers, body.to_vec()).await {
         Ok(reply) => {
             let reason = format!("upstream answered HTTP {}", reply.status.as_u16());
-            Outcome {
-                response: operations::pass_on(reply),
-                key,
-                decision: "passed through",
-                reason,
-            }
+            Outcome { response: operations::pass_on(reply), key, decision: "passed through", reason }
         }
         Err(e) => {
             let error = ProxyError::Internal(format!("upstream KMS unreachable: {e:#}"));
-            Outcome {
-                reason: error.to_string(),
-                response: error.into_response(),
-                key,
-                decision: "denied",
-            }
+            Outcome { reason: error.to_string(), response: error.into_response(), key, decision: "denied" }
         }
     }
 }
@@ -188,10 +159,7 @@ mod tests {
 
     #[test]
     fn kms_operation_takes_the_operation_from_a_single_trent_service_target() {
-        assert_eq!(
-            kms_operation(&Method::POST, &headers(&["TrentService.ListKeys"])).unwrap(),
-            "ListKeys"
-        );
+        assert_eq!(kms_operation(&Method::POST, &headers(&["TrentService.ListKeys"])).unwrap(), "ListKeys");
     }
 
     #[test]
@@ -199,10 +167,7 @@ mod tests {
         let cases: [(Method, &[&str]); 7] = [
             (Method::GET, &["TrentService.ListKeys"]),
             (Method::POST, &[]),
-            (
-                Method::POST,
-                &["TrentService.ListKeys", "TrentService.Decrypt"],
-            ),
+            (Method::POST, &["TrentService.ListKeys", "TrentService.Decrypt"]),
             (Method::POST, &["Logs_20140328.PutLogEvents"]),
             (Method::POST, &["TrentService."]),
             (Method::POST, &["TrentService.List/Keys"]),
@@ -210,37 +175,21 @@ mod tests {
         ];
         for (method, targets) in cases {
             let error = kms_operation(&method, &headers(targets)).unwrap_err();
-            assert_eq!(
-                error.code(),
-                "UnknownOperationException",
-                "{method} {targets:?}"
-            );
+            assert_eq!(error.code(), "UnknownOperationException", "{method} {targets:?}");
         }
     }
 
     #[test]
     fn attested_operations_are_recognised_in_any_case() {
-        assert_eq!(
-            AttestedOperation::from_name("decrypt"),
-            Some(AttestedOperation::Decrypt)
-        );
-        assert_eq!(
-            AttestedOperation::from_name("GENERATEDATAKEY"),
-            Some(AttestedOperation::GenerateDataKey)
-        );
-        assert_eq!(
-            AttestedOperation::from_name("GenerateDataKeyWithoutPlaintext"),
-            None
-        );
+        assert_eq!(AttestedOperation::from_name("decrypt"), Some(AttestedOperation::Decrypt));
+        assert_eq!(AttestedOperation::from_name("GENERATEDATAKEY"), Some(AttestedOperation::GenerateDataKey));
+        assert_eq!(AttestedOperation::from_name("GenerateDataKeyWithoutPlaintext"), None);
     }
 
     #[tokio::test]
     async fn bind_refuses_addresses_other_than_loopback() {
         let error = bind("0.0.0.0:0".parse().unwrap()).await.unwrap_err();
-        assert!(
-            error.to_string().contains("only listens on loopback"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("only listens on loopback"), "{error}");
         assert!(bind("127.0.0.1:0".parse().unwrap()).await.is_ok());
     }
 }

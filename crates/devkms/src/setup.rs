@@ -8,42 +8,27 @@ use serde_json::{Value, json};
 
 use crate::upstream::Upstream;
 
-pub async fn setup(
-    upstream: &Upstream,
-    alias: &str,
-    policy: Option<&Path>,
-) -> anyhow::Result<String> {
-    let arn = match upstream
-        .call("DescribeKey", &json!({ "KeyId": alias }))
-        .await?
-    {
+pub async fn setup(upstream: &Upstream, alias: &str, policy: Option<&Path>) -> anyhow::Result<String> {
+    let arn = match upstream.call("DescribeKey", &json!({ "KeyId": alias })).await? {
         Ok(described) => arn_of(&described)?,
         Err(e) if e.code() == "NotFoundException" => {
             let created = upstream
-                .must("CreateKey", &json!({ "Description": "keyward development master key", "KeyUsage": "ENCRYPT_DECRYPT" }))
-                .await?;
-            let arn = arn_of(&created)?;
-            upstream
                 .must(
-                    "CreateAlias",
-                    &json!({ "AliasName": alias, "TargetKeyId": arn }),
+                    "CreateKey",
+                    &json!({ "Description": "keyward development master key", "KeyUsage": "ENCRYPT_DECRYPT" }),
                 )
                 .await?;
+            let arn = arn_of(&created)?;
+            upstream.must("CreateAlias", &json!({ "AliasName": alias, "TargetKeyId": arn })).await?;
             arn
         }
         Err(e) => return Err(e.into()),
     };
     if let Some(path) = policy {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading key policy {}", path.display()))?;
-        let _: Value = serde_json::from_str(&text)
-            .with_context(|| format!("key policy {} is not JSON", path.display()))?;
-        upstream
-            .must(
-                "PutKeyPolicy",
-                &json!({ "KeyId": arn, "PolicyName": "default", "Policy": text }),
-            )
-            .await?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading key policy {}", path.display()))?;
+        let _: Value =
+            serde_json::from_str(&text).with_context(|| format!("key policy {} is not JSON", path.display()))?;
+        upstream.must("PutKeyPolicy", &json!({ "KeyId": arn, "PolicyName": "default", "Policy": text })).await?;
     }
     Ok(arn)
 }

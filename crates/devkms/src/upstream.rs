@@ -24,12 +24,8 @@ const FORWARDED_REQUEST_HEADERS: [&str; 7] = [
 ];
 
 /// Headers of an upstream answer worth passing back.
-const FORWARDED_RESPONSE_HEADERS: [&str; 4] = [
-    "content-type",
-    "x-amzn-requestid",
-    "x-amzn-errortype",
-    "x-amzn-query-error",
-];
+const FORWARDED_RESPONSE_HEADERS: [&str; 4] =
+    ["content-type", "x-amzn-requestid", "x-amzn-errortype", "x-amzn-query-error"];
 
 /// Longest upstream answer accepted. KMS answers are a few KiB; ListKeys pages stay far below.
 const MAX_RESPONSE_LEN: usize = 4 * 1024 * 1024;
@@ -53,11 +49,7 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// The KMS error code (`__type`), without any namespace prefix.
     pub fn code(&self) -> &str {
-        let raw = self
-            .body
-            .get("__type")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let raw = self.body.get("__type").and_then(Value::as_str).unwrap_or("");
         raw.rsplit('#').next().unwrap_or(raw)
     }
 }
@@ -87,11 +79,7 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Upstream {
-            url: url.trim_end_matches('/').to_owned(),
-            region: region.to_owned(),
-            http,
-        })
+        Ok(Upstream { url: url.trim_end_matches('/').to_owned(), region: region.to_owned(), http })
     }
 
     pub fn url(&self) -> &str {
@@ -99,11 +87,7 @@ impl Upstream {
     }
 
     /// The proxy's own call: JSON in, JSON out, an error answer as [`UpstreamError`].
-    pub async fn call(
-        &self,
-        operation: &str,
-        body: &Value,
-    ) -> anyhow::Result<Result<Value, UpstreamError>> {
+    pub async fn call(&self, operation: &str, body: &Value) -> anyhow::Result<Result<Value, UpstreamError>> {
         self.call_as(operation, body, &HeaderMap::new()).await
     }
 
@@ -115,33 +99,18 @@ impl Upstream {
         body: &Value,
         client_headers: &HeaderMap,
     ) -> anyhow::Result<Result<Value, UpstreamError>> {
-        let reply = self
-            .send(operation, client_headers, serde_json::to_vec(body)?)
-            .await?;
-        let value: Value = if reply.body.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_slice(&reply.body)?
-        };
+        let reply = self.send(operation, client_headers, serde_json::to_vec(body)?).await?;
+        let value: Value = if reply.body.is_empty() { json!({}) } else { serde_json::from_slice(&reply.body)? };
         if reply.is_success() {
             Ok(Ok(value))
         } else {
-            Ok(Err(UpstreamError {
-                operation: operation.to_owned(),
-                status: reply.status.as_u16(),
-                body: value,
-            }))
+            Ok(Err(UpstreamError { operation: operation.to_owned(), status: reply.status.as_u16(), body: value }))
         }
     }
 
     /// Sends `TrentService.<operation>` with `body` and the forwardable headers of
     /// `client_headers`, and returns the answer as it came.
-    pub async fn send(
-        &self,
-        operation: &str,
-        client_headers: &HeaderMap,
-        body: Vec<u8>,
-    ) -> anyhow::Result<Reply> {
+    pub async fn send(&self, operation: &str, client_headers: &HeaderMap, body: Vec<u8>) -> anyhow::Result<Reply> {
         let mut request = self
             .http
             // The KMS JSON protocol always posts to `/`; the client's path is never passed on.
@@ -182,11 +151,7 @@ impl Upstream {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        Ok(Reply { status, headers, body })
     }
 
     /// Calls and turns an error answer into an error.

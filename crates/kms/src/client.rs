@@ -165,7 +165,10 @@ where
             let message = service.err().message().unwrap_or("").to_owned();
             let transient = matches!(
                 code.as_str(),
-                "KMSInternalException" | "DependencyTimeoutException" | "ThrottlingException" | "LimitExceededException"
+                "KMSInternalException"
+                    | "DependencyTimeoutException"
+                    | "ThrottlingException"
+                    | "LimitExceededException"
             );
             if transient {
                 KmsError::Unavailable { operation, message: format!("{code}: {message}") }

@@ -67,27 +67,18 @@ pub enum CmsError {
     /// A well-formed element is missing, surplus, or has a different tag than
     /// the CMS structure requires at that position.
     #[error("unexpected or missing element at offset {offset}: expected {expected}")]
-    UnexpectedElement {
-        offset: usize,
-        expected: &'static str,
-    },
+    UnexpectedElement { offset: usize, expected: &'static str },
     /// A content type is not the one required (envelopedData outside, data inside).
     #[error("unsupported content type in {field}")]
     UnsupportedContentType { field: &'static str },
     /// An algorithm identifier or its parameters are not the ones KMS uses.
     #[error("unsupported {field}: only {supported} is accepted")]
-    UnsupportedAlgorithm {
-        field: &'static str,
-        supported: &'static str,
-    },
+    UnsupportedAlgorithm { field: &'static str, supported: &'static str },
     /// A version number, or a version/recipient-identifier combination, that
     /// neither KMS (v2 with a subjectKeyIdentifier) nor LocalStack (v0 with an
     /// issuerAndSerialNumber) produces.
     #[error("unsupported {structure} version {version}")]
-    UnsupportedVersion {
-        structure: &'static str,
-        version: u8,
-    },
+    UnsupportedVersion { structure: &'static str, version: u8 },
     /// An optional field that KMS never sends is present.
     #[error("unsupported optional field {field}")]
     UnsupportedField { field: &'static str },
@@ -183,10 +174,7 @@ pub struct EnvelopedData {
 /// An issuerAndSerialNumber rid (LocalStack) names no real certificate, so
 /// there is nothing to compare; OAEP decryption with `key` still only
 /// succeeds for a CEK wrapped to `key`'s public half.
-pub fn decrypt_for_recipient(
-    ber: &[u8],
-    key: &RecipientKey,
-) -> Result<Zeroizing<Vec<u8>>, CmsError> {
+pub fn decrypt_for_recipient(ber: &[u8], key: &RecipientKey) -> Result<Zeroizing<Vec<u8>>, CmsError> {
     let enveloped = parse(ber)?;
     match &enveloped.recipient {
         RecipientId::SubjectKeyIdentifier(ski) => {
@@ -200,10 +188,7 @@ pub fn decrypt_for_recipient(
 }
 
 /// The decryption half of [`decrypt_for_recipient`], without the rid check.
-fn decrypt_enveloped(
-    enveloped: &EnvelopedData,
-    key: &RecipientKey,
-) -> Result<Zeroizing<Vec<u8>>, CmsError> {
+fn decrypt_enveloped(enveloped: &EnvelopedData, key: &RecipientKey) -> Result<Zeroizing<Vec<u8>>, CmsError> {
     let cek = key.unwrap_cek(&enveloped.encrypted_key)?;
     key::aes256_cbc_decrypt(&cek, &enveloped.iv, &enveloped.encrypted_content)
 }

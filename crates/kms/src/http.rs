@@ -28,10 +28,16 @@ impl TlsRoots {
     /// endpoints, KMS included, chain to these.
     pub fn amazon() -> Self {
         let mut store = rustls::RootCertStore::empty();
-        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().filter(|anchor| {
-            let subject: &[u8] = anchor.subject.as_ref();
-            contains(subject, b"Amazon Root CA") || contains(subject, b"Starfield Services Root Certificate Authority")
-        }).cloned());
+        store.extend(
+            webpki_roots::TLS_SERVER_ROOTS
+                .iter()
+                .filter(|anchor| {
+                    let subject: &[u8] = anchor.subject.as_ref();
+                    contains(subject, b"Amazon Root CA")
+                        || contains(subject, b"Starfield Services Root Certificate Authority")
+                })
+                .cloned(),
+        );
         TlsRoots(Arc::new(store))
     }
 
@@ -97,7 +103,9 @@ impl RelayHttpClient {
             }
             (true, None) => return Err(KmsError::Config(format!("{endpoint} needs a TLS root store"))),
             (false, None) => None,
-            (false, Some(_)) => return Err(KmsError::Config(format!("{endpoint} is plain HTTP; TLS roots make no sense"))),
+            (false, Some(_)) => {
+                return Err(KmsError::Config(format!("{endpoint} is plain HTTP; TLS roots make no sense")));
+            }
         };
         Ok(RelayHttpClient { relay, endpoint, tls, timeout: Duration::from_secs(30) })
     }
@@ -117,10 +125,9 @@ impl RelayHttpClient {
             .map_err(|e| ConnectorError::io(Box::new(e)))?;
         let response = match &self.tls {
             Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), stream)
-                    .await
-                    .map_err(|e| ConnectorError::io(format!("TLS handshake with {} failed: {e}", self.endpoint).into()))?;
+                let tls = connector.connect(name.clone(), stream).await.map_err(|e| {
+                    ConnectorError::io(format!("TLS handshake with {} failed: {e}", self.endpoint).into())
+                })?;
                 exchange(tls, request).await?
             }
             None => exchange(stream, request).await?,
@@ -129,20 +136,17 @@ impl RelayHttpClient {
     }
 }
 
-async fn exchange<S>(
-    stream: S,
-    mut request: http::Request<SdkBody>,
-) -> Result<http::Response<SdkBody>, ConnectorError>
+async fn exchange<S>(stream: S, mut request: http::Request<SdkBody>) -> Result<http::Response<SdkBody>, ConnectorError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     // A raw HTTP/1 connection sends the URI as given: put it in origin form and carry the
     // authority in `Host`, which is what the SDK signed.
-    if let Some(authority) = request.uri().authority().cloned() {
-        if !request.headers().contains_key(http::header::HOST) {
-            let host = http::HeaderValue::from_str(authority.as_str()).map_err(|e| ConnectorError::user(Box::new(e)))?;
-            request.headers_mut().insert(http::header::HOST, host);
-        }
+    if let Some(authority) = request.uri().authority().cloned()
+        && !request.headers().contains_key(http::header::HOST)
+    {
+        let host = http::HeaderValue::from_str(authority.as_str()).map_err(|e| ConnectorError::user(Box::new(e)))?;
+        request.headers_mut().insert(http::header::HOST, host);
     }
     let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     *request.uri_mut() = origin.parse().map_err(|e: http::uri::InvalidUri| ConnectorError::user(Box::new(e)))?;

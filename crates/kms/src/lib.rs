@@ -1,10 +1,10 @@
 #![doc = include_str!("../README.md")]
 
-pub mod cms;
-pub mod policy;
 mod client;
+pub mod cms;
 mod endpoint;
 mod http;
+pub mod policy;
 
 pub use aws_credential_types::Credentials;
 pub use client::{DataKeyResponse, EncryptionContext, KmsClient};

@@ -102,20 +102,12 @@ const PCR_NAMES: [&str; 3] = ["PCR0", "PCR1", "PCR2"];
 impl PcrSet {
     /// The set from raw values.
     pub fn from_bytes(pcr0: [u8; PCR_LEN], pcr1: [u8; PCR_LEN], pcr2: [u8; PCR_LEN]) -> Self {
-        Self {
-            pcrs: [pcr0, pcr1, pcr2],
-        }
+        Self { pcrs: [pcr0, pcr1, pcr2] }
     }
 
     /// The set from hex (case and surrounding white space are ignored).
     pub fn from_hex(pcr0: &str, pcr1: &str, pcr2: &str) -> Result<Self, PolicyError> {
-        Ok(Self {
-            pcrs: [
-                parse_pcr("PCR0", pcr0)?,
-                parse_pcr("PCR1", pcr1)?,
-                parse_pcr("PCR2", pcr2)?,
-            ],
-        })
+        Ok(Self { pcrs: [parse_pcr("PCR0", pcr0)?, parse_pcr("PCR1", pcr1)?, parse_pcr("PCR2", pcr2)?] })
     }
 
     /// PCR `index` (0, 1 or 2).
@@ -130,11 +122,7 @@ impl PcrSet {
 
     /// The first all-zero PCR, by name, if any (a debug-mode enclave).
     pub fn debug_mode_pcr(&self) -> Option<&'static str> {
-        PCR_NAMES
-            .iter()
-            .zip(&self.pcrs)
-            .find(|(_, pcr)| pcr.iter().all(|&b| b == 0))
-            .map(|(name, _)| *name)
+        PCR_NAMES.iter().zip(&self.pcrs).find(|(_, pcr)| pcr.iter().all(|&b| b == 0)).map(|(name, _)| *name)
     }
 }
 
@@ -153,11 +141,7 @@ fn parse_pcr(name: &'static str, text: &str) -> Result<[u8; PCR_LEN], PolicyErro
     let text = text.trim();
     // Bound the work and the message before decoding anything.
     if text.len() != 2 * PCR_LEN {
-        return Err(invalid(format!(
-            "{} hex digits, expected {}",
-            text.len(),
-            2 * PCR_LEN
-        )));
+        return Err(invalid(format!("{} hex digits, expected {}", text.len(), 2 * PCR_LEN)));
     }
     let mut out = [0u8; PCR_LEN];
     hex::decode_to_slice(text, &mut out).map_err(|e| invalid(e.to_string()))?;
@@ -189,33 +173,26 @@ pub fn measurements_from_nitro_cli_json(text: &str) -> Result<PcrSet, PolicyErro
         Some(nested) => nested,
         None if value.get("PCR0").is_some() => &value,
         None => {
-            return Err(PolicyError::NotNitroCliOutput(
-                "no \"Measurements\" object".into(),
-            ));
+            return Err(PolicyError::NotNitroCliOutput("no \"Measurements\" object".into()));
         }
     };
-    let measurements = measurements.as_object().ok_or_else(|| {
-        PolicyError::NotNitroCliOutput("\"Measurements\" is not an object".into())
-    })?;
+    let measurements = measurements
+        .as_object()
+        .ok_or_else(|| PolicyError::NotNitroCliOutput("\"Measurements\" is not an object".into()))?;
 
     let algorithm = measurements
         .get("HashAlgorithm")
         .and_then(Value::as_str)
         .ok_or_else(|| PolicyError::NotNitroCliOutput("no \"HashAlgorithm\" string".into()))?;
     if !is_sha384_name(algorithm) {
-        return Err(PolicyError::UnsupportedHashAlgorithm(
-            algorithm.chars().take(40).collect(),
-        ));
+        return Err(PolicyError::UnsupportedHashAlgorithm(algorithm.chars().take(40).collect()));
     }
 
     let pcr = |name: &'static str| -> Result<&str, PolicyError> {
         match measurements.get(name) {
             None | Some(Value::Null) => Err(PolicyError::MissingPcr(name)),
             Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(PolicyError::InvalidPcr {
-                name,
-                reason: "not a string".into(),
-            }),
+            Some(_) => Err(PolicyError::InvalidPcr { name, reason: "not a string".into() }),
         }
     };
     PcrSet::from_hex(pcr("PCR0")?, pcr("PCR1")?, pcr("PCR2")?)
@@ -223,14 +200,8 @@ pub fn measurements_from_nitro_cli_json(text: &str) -> Result<PcrSet, PolicyErro
 
 /// nitro-cli prints its hasher's Debug form (`Sha384 { ... }`); accept that and plain names.
 fn is_sha384_name(algorithm: &str) -> bool {
-    let name = algorithm
-        .split(|c: char| c.is_whitespace() || c == '{')
-        .next()
-        .unwrap_or("");
-    matches!(
-        name.to_ascii_lowercase().replace('-', "").as_str(),
-        "sha384"
-    )
+    let name = algorithm.split(|c: char| c.is_whitespace() || c == '{').next().unwrap_or("");
+    matches!(name.to_ascii_lowercase().replace('-', "").as_str(), "sha384")
 }
 
 /// What [`key_policy`] needs.
@@ -246,11 +217,7 @@ pub struct KeyPolicyParams {
 impl KeyPolicyParams {
     /// A policy for the key in `account_id` that the gateway role `gateway_role_arn` calls on
     /// behalf of enclaves measured as one of `pcr_sets`.
-    pub fn new(
-        account_id: impl Into<String>,
-        gateway_role_arn: impl Into<String>,
-        pcr_sets: Vec<PcrSet>,
-    ) -> Self {
+    pub fn new(account_id: impl Into<String>, gateway_role_arn: impl Into<String>, pcr_sets: Vec<PcrSet>) -> Self {
         Self {
             account_id: account_id.into(),
             gateway_role_arn: gateway_role_arn.into(),
@@ -345,9 +312,8 @@ pub fn key_policy(params: &KeyPolicyParams) -> Result<Value, PolicyError> {
             "Resource": "*",
         }));
     }
-    let all_pcrs: serde_json::Map<String, Value> = (0..3)
-        .map(|index| (condition_key(index), json!(allowed[index])))
-        .collect();
+    let all_pcrs: serde_json::Map<String, Value> =
+        (0..3).map(|index| (condition_key(index), json!(allowed[index]))).collect();
     statements.push(json!({
         "Sid": "EnclaveDataKeys",
         "Effect": "Allow",
@@ -383,12 +349,8 @@ pub fn iam_policy(key_arn: &str) -> Result<Value, PolicyError> {
         && parts.next().is_some_and(|p| !p.is_empty())
         && parts.next() == Some("kms")
         && parts.next().is_some_and(|r| !r.is_empty())
-        && parts
-            .next()
-            .is_some_and(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
-        && parts
-            .next()
-            .is_some_and(|r| r.strip_prefix("key/").is_some_and(|id| !id.is_empty()));
+        && parts.next().is_some_and(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        && parts.next().is_some_and(|r| r.strip_prefix("key/").is_some_and(|id| !id.is_empty()));
     if !well_formed {
         return Err(PolicyError::InvalidArn {
             what: "KMS key ARN",
@@ -423,19 +385,13 @@ fn iam_arn_partition<'a>(what: &'static str, arn: &'a str) -> Result<&'a str, Po
         expected: "an IAM principal ARN, arn:<partition>:iam::<account>:<role/…|user/…|root>",
     };
     let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(invalid());
     };
     let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
-    let resource_ok =
-        resource == "root" || resource.starts_with("role/") || resource.starts_with("user/");
+    let resource_ok = resource == "root" || resource.starts_with("role/") || resource.starts_with("user/");
     if partition.is_empty() || !account_ok || !resource_ok {
         return Err(invalid());
     }

@@ -42,10 +42,7 @@ pub enum FrameError {
 
 /// Reads one frame body. The length is checked before allocation; the returned buffer is
 /// zeroized on drop because request bodies may carry credentials.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Zeroizing<Vec<u8>>, FrameError> {
     let mut header = [0u8; 4];
     let mut filled = 0;
     while filled < header.len() {
@@ -68,10 +65,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Writes an already encoded frame (header included, see [`encode`]) and flushes.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    frame: &[u8],
-) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Result<(), FrameError> {
     writer.write_all(frame).await?;
     writer.flush().await?;
     Ok(())
@@ -80,10 +74,8 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 /// Encodes `message` as a complete frame: length prefix followed by CBOR.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; 4];
-    serde_cbor::to_writer(&mut out, message).map_err(|e| FrameError::Malformed {
-        what: std::any::type_name::<T>(),
-        reason: e.to_string(),
-    })?;
+    serde_cbor::to_writer(&mut out, message)
+        .map_err(|e| FrameError::Malformed { what: std::any::type_name::<T>(), reason: e.to_string() })?;
     let len = out.len() - 4;
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN });
@@ -95,10 +87,8 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Decodes a frame body (without its length prefix).
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    serde_cbor::from_slice(body).map_err(|e| FrameError::Malformed {
-        what: short_type_name::<T>(),
-        reason: e.to_string(),
-    })
+    serde_cbor::from_slice(body)
+        .map_err(|e| FrameError::Malformed { what: short_type_name::<T>(), reason: e.to_string() })
 }
 
 /// Recovers only the request id from a body whose full decoding failed, so that the error
@@ -175,10 +165,7 @@ mod tests {
         let body = serde_cbor::to_vec(&serde_cbor::Value::Map(
             [
                 (serde_cbor::Value::Text("id".into()), serde_cbor::Value::Integer(9)),
-                (
-                    serde_cbor::Value::Text("request".into()),
-                    serde_cbor::Value::Text("FutureThing".into()),
-                ),
+                (serde_cbor::Value::Text("request".into()), serde_cbor::Value::Text("FutureThing".into())),
             ]
             .into_iter()
             .collect(),

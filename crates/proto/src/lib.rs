@@ -7,12 +7,12 @@ mod writer;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, write_frame};
 pub use message::{
-    AttestRequest, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply,
-    NsmKind, Provision, PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate,
-    SignRequest, SignatureReply, Status, Unseal,
+    AttestRequest, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind, Provision,
+    PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, SignRequest, SignatureReply, Status,
+    Unseal,
 };
-pub use writer::{WriterEnd, write_frames};
 pub use types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
+pub use writer::{WriterEnd, write_frames};
 
 /// The protocol version this build speaks. Bumped on any incompatible message change.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -299,7 +299,7 @@ pub enum ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{decode, encode, read_frame, MAX_FRAME_LEN};
+    use crate::{MAX_FRAME_LEN, decode, encode, read_frame};
 
     #[tokio::test]
     async fn sign_reply_round_trips_with_its_id() {

@@ -21,9 +21,7 @@ pub struct MasterKey {
 impl MasterKey {
     /// Generates a key from `fill`, a source of uniformly random bytes (the NSM in an
     /// enclave). Draws again in the negligible case that 32 bytes are not a valid scalar.
-    pub fn generate<E: fmt::Display>(
-        mut fill: impl FnMut(&mut [u8]) -> Result<(), E>,
-    ) -> Result<Self, SealError> {
+    pub fn generate<E: fmt::Display>(mut fill: impl FnMut(&mut [u8]) -> Result<(), E>) -> Result<Self, SealError> {
         loop {
             let mut bytes = Zeroizing::new([0u8; 32]);
             fill(bytes.as_mut()).map_err(|e| SealError::Randomness(e.to_string()))?;
@@ -138,11 +136,8 @@ mod tests {
         let mut normalized = parsed;
         normalized.normalize_s();
         assert_eq!(normalized, parsed, "signature is low-S");
-        let recoverable = RecoverableSignature::from_compact(
-            &sig,
-            RecoveryId::try_from(i32::from(recid)).unwrap(),
-        )
-        .unwrap();
+        let recoverable =
+            RecoverableSignature::from_compact(&sig, RecoveryId::try_from(i32::from(recid)).unwrap()).unwrap();
         assert_eq!(recoverable.recover_ecdsa(Message::from_digest(digest)).unwrap(), public);
     }
 

@@ -4,7 +4,7 @@ mod key;
 mod sealing;
 
 pub use key::{DataKey, MasterKey, PUBLIC_KEY_LEN};
-pub use sealing::{SEALED_LEN, SEAL_VERSION, SealBinding, open, seal};
+pub use sealing::{SEAL_VERSION, SEALED_LEN, SealBinding, open, seal};
 
 /// What can go wrong generating, sealing or opening key material. No variant carries
 /// secret bytes.
@@ -24,7 +24,9 @@ pub enum SealError {
     UnsupportedVersion(u8),
     /// AES-GCM authentication failed: the data key is wrong, or the blob or one of the bound
     /// columns (enclave id, key epoch, public key, KMS key id) was altered.
-    #[error("sealed private key for enclave {enclave_id} failed authentication: the data key is wrong or the row (enclave_id, key_epoch, public_key, kms_key_id or the blob) was altered")]
+    #[error(
+        "sealed private key for enclave {enclave_id} failed authentication: the data key is wrong or the row (enclave_id, key_epoch, public_key, kms_key_id or the blob) was altered"
+    )]
     Authentication {
         /// The enclave id the row claims.
         enclave_id: u32,

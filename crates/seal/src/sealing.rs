@@ -91,8 +91,7 @@ pub fn open(sealed: &[u8], dek: &DataKey, binding: &SealBinding<'_>) -> Result<M
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
             .map_err(|_| SealError::Authentication { enclave_id: binding.enclave_id })?,
     );
-    let bytes: Zeroizing<[u8; 32]> =
-        Zeroizing::new(plain.as_slice().try_into().map_err(|_| SealError::InvalidKey)?);
+    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(plain.as_slice().try_into().map_err(|_| SealError::InvalidKey)?);
     let key = MasterKey::from_secret_bytes(&bytes)?;
     if &key.public_key() != binding.public_key {
         return Err(SealError::PublicKeyMismatch { enclave_id: binding.enclave_id });

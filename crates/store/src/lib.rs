@@ -53,7 +53,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The database was written by a newer keyward.
-    #[error("database {path} has schema version {found}, newer than the {known} this build knows; refusing to touch it (upgrade keyward)")]
+    #[error(
+        "database {path} has schema version {found}, newer than the {known} this build knows; refusing to touch it (upgrade keyward)"
+    )]
     SchemaTooNew {
         /// Database file.
         path: PathBuf,
@@ -66,7 +68,9 @@ pub enum StoreError {
     #[error("enclave {0} already has a master key row; refusing to overwrite it")]
     AlreadyExists(i64),
     /// The compare-and-swap of a rotation found another epoch or public key; nothing was written.
-    #[error("enclave {enclave_id}: stored key_epoch is not {expected_epoch} (or its public key changed); rotation not applied")]
+    #[error(
+        "enclave {enclave_id}: stored key_epoch is not {expected_epoch} (or its public key changed); rotation not applied"
+    )]
     EpochConflict {
         /// Enclave id.
         enclave_id: i64,
@@ -97,9 +101,7 @@ impl Store {
     /// Opens (creating if absent) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
         // Reading the header here turns "file is not a database" into an open error.
@@ -162,9 +164,7 @@ impl Store {
         );
         match inserted {
             Ok(_) => tx.commit().map_err(|source| StoreError::Sqlite { op: "commit insert", source }),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
                 Err(StoreError::AlreadyExists(row.enclave_id))
             }
             Err(source) => Err(StoreError::Sqlite { op: "insert master key", source }),

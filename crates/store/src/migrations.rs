@@ -46,9 +46,7 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
     for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
         let tx = conn.transaction().map_err(sql_err("begin migration"))?;
         tx.execute_batch(sql).map_err(sql_err("apply migration"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         tx.execute(
             "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)",
             params![version, description, now],

@@ -77,10 +77,7 @@ fn a_newer_schema_is_refused_untouched() {
     {
         let mut store = Store::open(&path).unwrap();
         store.insert(&row(1, 1)).unwrap();
-        store
-            .conn
-            .execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)", [])
-            .unwrap();
+        store.conn.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)", []).unwrap();
     }
     let err = Store::open(&path).unwrap_err();
     assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 1, .. }), "{err}");

@@ -96,10 +96,7 @@ mod tests {
             ("tcp://127.0.0.1:5000", Address::Tcp { host: "127.0.0.1".into(), port: 5000 }),
             ("tcp://localhost:0", Address::Tcp { host: "localhost".into(), port: 0 }),
             ("tcp://[::1]:7", Address::Tcp { host: "::1".into(), port: 7 }),
-            (
-                "unix:///run/keyward/enclave.sock",
-                Address::Unix("/run/keyward/enclave.sock".into()),
-            ),
+            ("unix:///run/keyward/enclave.sock", Address::Unix("/run/keyward/enclave.sock".into())),
         ] {
             let parsed: Address = text.parse().unwrap();
             assert_eq!(parsed, expected, "{text}");

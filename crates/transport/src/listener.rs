@@ -59,8 +59,7 @@ impl Listener {
                 remove_stale_socket(path).await.map_err(failed)?;
                 let listener = UnixListener::bind(path).map_err(failed)?;
                 let guard = UnixSocketFile(path.clone());
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(failed)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
                 (Kind::Unix(listener, guard), address.clone())
             }
         };
@@ -107,10 +106,7 @@ async fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
     if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "a file that is not a socket is in the way",
-        ));
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way"));
     }
     match UnixStream::connect(path).await {
         Ok(_) => Err(io::Error::new(io::ErrorKind::AddrInUse, "another process is listening")),

@@ -53,8 +53,7 @@ impl MockNsm {
         let mut enclave_id = [0u8; 8];
         let millis = unix_millis();
         enclave_id[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-        getrandom::fill(&mut enclave_id[6..])
-            .map_err(|e| NsmError::Request(format!("randomness: {e}")))?;
+        getrandom::fill(&mut enclave_id[6..]).map_err(|e| NsmError::Request(format!("randomness: {e}")))?;
         let module_id = format!("{}-enc{}", pki.instance_id, hex::encode(enclave_id));
         let pcrs = (0..PCR_COUNT)
             .map(|index| {
@@ -67,14 +66,7 @@ impl MockNsm {
                 (index, value)
             })
             .collect();
-        Ok(Self {
-            pki,
-            module_id,
-            enclave_id,
-            pcrs,
-            measurements,
-            rng: SystemRandom::new(),
-        })
+        Ok(Self { pki, module_id, enclave_id, pcrs, measurements, rng: SystemRandom::new() })
     }
 
     /// The development root certificate in PEM, for the dev KMS and dev clients to pin. Creates
@@ -124,10 +116,8 @@ impl fmt::Debug for MockNsm {
 /// PCR0 = SHA-384 of the file's bytes, PCR1 = SHA-384 of [`MOCK_PCR1_INPUT`], PCR2 = SHA-384
 /// of [`MOCK_PCR2_INPUT`].
 pub fn mock_measurements(binary: &Path) -> Result<Measurements, NsmError> {
-    let measure_error = |e: std::io::Error| NsmError::Measurement {
-        path: binary.display().to_string(),
-        reason: e.to_string(),
-    };
+    let measure_error =
+        |e: std::io::Error| NsmError::Measurement { path: binary.display().to_string(), reason: e.to_string() };
     let mut file = File::open(binary).map_err(measure_error)?;
     let mut context = Context::new(&SHA384);
     let mut buffer = vec![0u8; 64 * 1024];
@@ -138,10 +128,8 @@ pub fn mock_measurements(binary: &Path) -> Result<Measurements, NsmError> {
         }
         context.update(&buffer[..read]);
     }
-    let pcr0 = Pcr::from_bytes(context.finish().as_ref()).map_err(|e| NsmError::Measurement {
-        path: binary.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let pcr0 = Pcr::from_bytes(context.finish().as_ref())
+        .map_err(|e| NsmError::Measurement { path: binary.display().to_string(), reason: e.to_string() })?;
     Ok(Measurements {
         pcr0,
         pcr1: Pcr::sha384_of(MOCK_PCR1_INPUT.as_bytes()),
@@ -171,31 +159,19 @@ impl Nsm for MockNsm {
     fn attest(&self, request: &AttestationRequest) -> Result<Vec<u8>, NsmError> {
         request.check_limits()?;
         let millis = unix_millis();
-        let leaf = self
-            .pki
-            .issue_leaf(&self.module_id, &self.enclave_id, millis / 1000)?;
+        let leaf = self.pki.issue_leaf(&self.module_id, &self.enclave_id, millis / 1000)?;
         let payload = Payload {
             module_id: &self.module_id,
             digest: "SHA384",
             timestamp: millis,
-            pcrs: self
-                .pcrs
-                .iter()
-                .map(|(&index, pcr)| (index, Bytes::new(pcr.as_bytes())))
-                .collect(),
+            pcrs: self.pcrs.iter().map(|(&index, pcr)| (index, Bytes::new(pcr.as_bytes()))).collect(),
             certificate: Bytes::new(&leaf.certificate),
-            cabundle: self
-                .pki
-                .cabundle
-                .iter()
-                .map(|der| Bytes::new(der))
-                .collect(),
+            cabundle: self.pki.cabundle.iter().map(|der| Bytes::new(der)).collect(),
             public_key: request.public_key.as_deref().map(Bytes::new),
             user_data: request.user_data.as_deref().map(Bytes::new),
             nonce: request.nonce.as_deref().map(Bytes::new),
         };
-        let payload = serde_cbor::to_vec(&payload)
-            .map_err(|e| NsmError::Request(format!("encode payload: {e}")))?;
+        let payload = serde_cbor::to_vec(&payload).map_err(|e| NsmError::Request(format!("encode payload: {e}")))?;
         let signature = leaf
             .key
             .sign(&self.rng, &sig_structure(&PROTECTED_ES384, &payload))
@@ -215,17 +191,14 @@ impl Nsm for MockNsm {
     }
 
     fn describe_pcr(&self, index: u16) -> Result<Pcr, NsmError> {
-        self.pcrs.get(&index).cloned().ok_or_else(|| {
-            NsmError::Request(format!(
-                "PCR{index} does not exist; the NSM has {PCR_COUNT}"
-            ))
-        })
+        self.pcrs
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| NsmError::Request(format!("PCR{index} does not exist; the NSM has {PCR_COUNT}")))
     }
 }
 
 fn unix_millis() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }

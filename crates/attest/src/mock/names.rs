@@ -13,8 +13,8 @@ fn dn(entries: &[(DnType, &str)]) -> Result<DistinguishedName, NsmError> {
     let mut name = DistinguishedName::new();
     for (kind, value) in entries {
         if *kind == DnType::CountryName {
-            let printable = rcgen::string::PrintableString::try_from(*value)
-                .map_err(|e| NsmError::Pki(format!("name: {e}")))?;
+            let printable =
+                rcgen::string::PrintableString::try_from(*value).map_err(|e| NsmError::Pki(format!("name: {e}")))?;
             name.push(kind.clone(), DnValue::PrintableString(printable));
         } else {
             name.push(kind.clone(), *value);

@@ -31,9 +31,7 @@ impl Fixture {
     }
 
     pub fn field(&self, name: &str) -> Option<Vec<u8>> {
-        self.json[format!("{name}_hex")]
-            .as_str()
-            .map(|h| hex::decode(h).unwrap())
+        self.json[format!("{name}_hex")].as_str().map(|h| hex::decode(h).unwrap())
     }
 
     pub fn time(&self, key: &str) -> UnixTime {
@@ -50,10 +48,7 @@ impl Fixture {
 
     /// Byte range of the COSE payload inside the document (always a 2-byte-length bstr).
     pub fn payload_range(&self) -> std::ops::Range<usize> {
-        assert_eq!(
-            &self.bytes[..8],
-            &[0x84, 0x44, 0xa1, 0x01, 0x38, 0x22, 0xa0, 0x59]
-        );
+        assert_eq!(&self.bytes[..8], &[0x84, 0x44, 0xa1, 0x01, 0x38, 0x22, 0xa0, 0x59]);
         let len = usize::from(u16::from_be_bytes([self.bytes[8], self.bytes[9]]));
         10..10 + len
     }
@@ -65,19 +60,14 @@ impl Fixture {
 
     /// Byte range of `der` inside the document.
     pub fn range_of(&self, der: &[u8]) -> std::ops::Range<usize> {
-        let start = self
-            .bytes
-            .windows(der.len())
-            .position(|w| w == der)
-            .unwrap();
+        let start = self.bytes.windows(der.len()).position(|w| w == der).unwrap();
         start..start + der.len()
     }
 }
 
 pub fn load_all() -> Vec<Fixture> {
     let dir = fixtures_dir().join("nitro/real");
-    let expected: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     expected["documents"]
         .as_array()
         .unwrap()
@@ -85,11 +75,7 @@ pub fn load_all() -> Vec<Fixture> {
         .map(|json| {
             let name = json["file"].as_str().unwrap().to_owned();
             let bytes = std::fs::read(dir.join(&name)).unwrap();
-            Fixture {
-                name,
-                bytes,
-                json: json.clone(),
-            }
+            Fixture { name, bytes, json: json.clone() }
         })
         .collect()
 }

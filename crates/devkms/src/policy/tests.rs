@@ -17,14 +17,7 @@ fn context(pairs: &[(&str, &str)]) -> ConditionContext {
 }
 
 fn decide(policy: &Value, action: &str, context: &ConditionContext) -> Decision {
-    evaluate(
-        &policy.to_string(),
-        &Request {
-            action,
-            resource: KEY_ARN,
-            context,
-        },
-    )
+    evaluate(&policy.to_string(), &Request { action, resource: KEY_ARN, context })
 }
 
 fn one_statement(statement: Value) -> Value {
@@ -45,66 +38,22 @@ fn condition_operators_follow_aws_semantics() {
     let cases: &[(Value, Option<&str>, bool)] = &[
         (json!({ "StringEquals": { key: "a" } }), Some("a"), true),
         (json!({ "StringEquals": { key: "a" } }), Some("A"), false),
-        (
-            json!({ "StringEquals": { key: ["x", "a"] } }),
-            Some("a"),
-            true,
-        ),
+        (json!({ "StringEquals": { key: ["x", "a"] } }), Some("a"), true),
         (json!({ "StringEquals": { key: "a" } }), None, false),
         (json!({ "StringEqualsIfExists": { key: "a" } }), None, true),
-        (
-            json!({ "StringEqualsIfExists": { key: "a" } }),
-            Some("b"),
-            false,
-        ),
+        (json!({ "StringEqualsIfExists": { key: "a" } }), Some("b"), false),
         (json!({ "StringNotEquals": { key: "a" } }), Some("b"), true),
-        (
-            json!({ "StringNotEquals": { key: ["a", "b"] } }),
-            Some("b"),
-            false,
-        ),
+        (json!({ "StringNotEquals": { key: ["a", "b"] } }), Some("b"), false),
         (json!({ "StringNotEquals": { key: "a" } }), None, true),
-        (
-            json!({ "StringNotEqualsIfExists": { key: "a" } }),
-            None,
-            true,
-        ),
-        (
-            json!({ "StringEqualsIgnoreCase": { key: "AbC" } }),
-            Some("aBc"),
-            true,
-        ),
-        (
-            json!({ "StringEqualsIgnoreCase": { key: "abc" } }),
-            None,
-            false,
-        ),
-        (
-            json!({ "StringNotEqualsIgnoreCase": { key: "AbC" } }),
-            Some("abc"),
-            false,
-        ),
-        (
-            json!({ "StringNotEqualsIgnoreCase": { key: "abc" } }),
-            None,
-            true,
-        ),
-        (
-            json!({ "StringLike": { key: "ke?ward-*" } }),
-            Some("keyward-prod"),
-            true,
-        ),
-        (
-            json!({ "StringLike": { key: "keyward-*" } }),
-            Some("Keyward-prod"),
-            false,
-        ),
+        (json!({ "StringNotEqualsIfExists": { key: "a" } }), None, true),
+        (json!({ "StringEqualsIgnoreCase": { key: "AbC" } }), Some("aBc"), true),
+        (json!({ "StringEqualsIgnoreCase": { key: "abc" } }), None, false),
+        (json!({ "StringNotEqualsIgnoreCase": { key: "AbC" } }), Some("abc"), false),
+        (json!({ "StringNotEqualsIgnoreCase": { key: "abc" } }), None, true),
+        (json!({ "StringLike": { key: "ke?ward-*" } }), Some("keyward-prod"), true),
+        (json!({ "StringLike": { key: "keyward-*" } }), Some("Keyward-prod"), false),
         (json!({ "StringLike": { key: "*" } }), None, false),
-        (
-            json!({ "StringNotLike": { key: "keyward-*" } }),
-            Some("other"),
-            true,
-        ),
+        (json!({ "StringNotLike": { key: "keyward-*" } }), Some("other"), true),
         (json!({ "StringNotLike": { key: "keyward-*" } }), None, true),
         (json!({ "Null": { key: "true" } }), None, true),
         (json!({ "Null": { key: "true" } }), Some("a"), false),
@@ -115,21 +64,9 @@ fn condition_operators_follow_aws_semantics() {
         (json!({ "Bool": { key: "true" } }), None, false),
         (json!({ "BoolIfExists": { key: "true" } }), None, true),
         // Several keys in one operator, and several operators, are ANDed.
-        (
-            json!({ "StringEquals": { key: "a", "kms:Other": "b" } }),
-            Some("a"),
-            false,
-        ),
-        (
-            json!({ "StringEquals": { key: "a" }, "Null": { "kms:Other": "true" } }),
-            Some("a"),
-            true,
-        ),
-        (
-            json!({ "StringEquals": { key: "a" }, "Null": { key: "true" } }),
-            Some("a"),
-            false,
-        ),
+        (json!({ "StringEquals": { key: "a", "kms:Other": "b" } }), Some("a"), false),
+        (json!({ "StringEquals": { key: "a" }, "Null": { "kms:Other": "true" } }), Some("a"), true),
+        (json!({ "StringEquals": { key: "a" }, "Null": { key: "true" } }), Some("a"), false),
     ];
     for (condition, value, holds) in cases {
         let ctx = match value {
@@ -137,22 +74,14 @@ fn condition_operators_follow_aws_semantics() {
             None => ConditionContext::new(),
         };
         let decision = decide(&allow_if(condition.clone()), "kms:Decrypt", &ctx);
-        assert_eq!(
-            decision.is_allowed(),
-            *holds,
-            "{condition} with {value:?}: {decision:?}"
-        );
+        assert_eq!(decision.is_allowed(), *holds, "{condition} with {value:?}: {decision:?}");
     }
 }
 
 #[test]
 fn condition_keys_are_case_insensitive() {
     let policy = allow_if(json!({ "StringEquals": { "KMS:RecipientAttestation:pcr0": "ab" } }));
-    let decision = decide(
-        &policy,
-        "kms:Decrypt",
-        &context(&[("kms:recipientattestation:PCR0", "ab")]),
-    );
+    let decision = decide(&policy, "kms:Decrypt", &context(&[("kms:recipientattestation:PCR0", "ab")]));
     assert!(decision.is_allowed(), "{decision:?}");
 }
 
@@ -163,17 +92,9 @@ fn actions_match_with_wildcards_and_without_case() {
         (json!("KMS:decrypt"), "kms:Decrypt", true),
         (json!("kms:*"), "kms:GenerateDataKey", true),
         (json!("*"), "kms:GenerateDataKey", true),
-        (
-            json!("kms:GenerateDataKey*"),
-            "kms:GenerateDataKeyWithoutPlaintext",
-            true,
-        ),
+        (json!("kms:GenerateDataKey*"), "kms:GenerateDataKeyWithoutPlaintext", true),
         (json!("kms:GenerateDataKey*"), "kms:GenerateDataKey", true),
-        (
-            json!("kms:GenerateDataKey"),
-            "kms:GenerateDataKeyPair",
-            false,
-        ),
+        (json!("kms:GenerateDataKey"), "kms:GenerateDataKeyPair", false),
         (json!("kms:?ecrypt"), "kms:Decrypt", true),
         (json!("kms:?ecrypt"), "kms:ReEncrypt", false),
         (json!(["kms:Encrypt", "kms:Decrypt"]), "kms:Decrypt", true),
@@ -181,9 +102,7 @@ fn actions_match_with_wildcards_and_without_case() {
         (json!("s3:*"), "kms:Decrypt", false),
     ];
     for (action, requested, allowed) in cases {
-        let policy = one_statement(
-            json!({ "Effect": "Allow", "Principal": "*", "Action": action, "Resource": "*" }),
-        );
+        let policy = one_statement(json!({ "Effect": "Allow", "Principal": "*", "Action": action, "Resource": "*" }));
         assert_eq!(
             decide(&policy, requested, &ConditionContext::new()).is_allowed(),
             *allowed,
@@ -202,9 +121,7 @@ fn not_action_applies_to_every_other_action() {
     let decision = decide(&policy, "kms:Decrypt", &ConditionContext::new());
     assert_eq!(
         decision,
-        Decision::Deny(
-            "denied by statement \"OnlyDescribe\": it denies kms:Decrypt unconditionally".into()
-        )
+        Decision::Deny("denied by statement \"OnlyDescribe\": it denies kms:Decrypt unconditionally".into())
     );
 }
 
@@ -217,14 +134,9 @@ fn resources_must_be_star_or_match_the_key_arn() {
         (json!("arn:aws:kms:eu-west-1:000000000000:key/*"), false),
     ];
     for (resource, allowed) in cases {
-        let policy = one_statement(
-            json!({ "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": resource }),
-        );
-        assert_eq!(
-            decide(&policy, "kms:Decrypt", &ConditionContext::new()).is_allowed(),
-            *allowed,
-            "{resource}"
-        );
+        let policy =
+            one_statement(json!({ "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": resource }));
+        assert_eq!(decide(&policy, "kms:Decrypt", &ConditionContext::new()).is_allowed(), *allowed, "{resource}");
     }
 }
 
@@ -235,12 +147,7 @@ fn explicit_deny_wins_over_any_allow() {
         { "Sid": "NoDecrypt", "Effect": "Deny", "Principal": { "AWS": "arn:aws:iam::000000000000:root" }, "Action": "kms:Decrypt", "Resource": "*" },
     ]});
     let decision = decide(&policy, "kms:Decrypt", &ConditionContext::new());
-    assert!(
-        decision
-            .reason()
-            .starts_with("denied by statement \"NoDecrypt\""),
-        "{decision:?}"
-    );
+    assert!(decision.reason().starts_with("denied by statement \"NoDecrypt\""), "{decision:?}");
     assert_eq!(
         decide(&policy, "kms:Encrypt", &ConditionContext::new()),
         Decision::Allow("allowed by statement \"Everything\"".into())
@@ -249,8 +156,7 @@ fn explicit_deny_wins_over_any_allow() {
 
 #[test]
 fn nothing_allowed_is_an_implicit_deny_that_says_so() {
-    let policy =
-        allow_if(json!({ "StringEqualsIgnoreCase": { "kms:RecipientAttestation:PCR0": "aa" } }));
+    let policy = allow_if(json!({ "StringEqualsIgnoreCase": { "kms:RecipientAttestation:PCR0": "aa" } }));
     assert_eq!(
         decide(&policy, "kms:Decrypt", &ConditionContext::new()),
         Decision::Deny(
@@ -259,15 +165,10 @@ fn nothing_allowed_is_an_implicit_deny_that_says_so() {
                 .into()
         )
     );
-    let policy = one_statement(
-        json!({ "Effect": "Allow", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*" }),
-    );
+    let policy =
+        one_statement(json!({ "Effect": "Allow", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*" }));
     assert_eq!(
-        decide(
-            &policy,
-            "kms:Decrypt",
-            &context(&[("kms:RecipientAttestation:PCR0", "aa")])
-        ),
+        decide(&policy, "kms:Decrypt", &context(&[("kms:RecipientAttestation:PCR0", "aa")])),
         Decision::Deny("no statement allows kms:Decrypt".into())
     );
 }
@@ -278,11 +179,7 @@ fn statements_without_a_sid_are_named_by_position() {
         { "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*" },
         { "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*" },
     ]});
-    assert!(
-        decide(&policy, "kms:Decrypt", &ConditionContext::new())
-            .reason()
-            .starts_with("denied by statement #2:")
-    );
+    assert!(decide(&policy, "kms:Decrypt", &ConditionContext::new()).reason().starts_with("denied by statement #2:"));
 }
 
 #[test]
@@ -309,90 +206,33 @@ fn unsupported_or_malformed_policies_deny_everything() {
             with("Condition", json!({ "NumericLessThan": { "kms:X": "1" } })),
             "unsupported condition operator \"NumericLessThan\"",
         ),
-        (
-            with(
-                "Condition",
-                json!({ "ForAnyValue:StringEquals": { "kms:X": "a" } }),
-            ),
-            "unsupported condition operator",
-        ),
-        (
-            with("Condition", json!({ "NullIfExists": { "kms:X": "true" } })),
-            "unsupported condition operator",
-        ),
-        (
-            with(
-                "Condition",
-                json!({ "StringEquals": { "kms:X": "${aws:username}" } }),
-            ),
-            "policy variables",
-        ),
-        (
-            with(
-                "Condition",
-                json!({ "StringEquals": { "kms:X": { "a": 1 } } }),
-            ),
-            "values must be strings",
-        ),
-        (
-            with("Condition", json!({ "Bool": { "kms:X": "yes" } })),
-            "values must be true or false",
-        ),
-        (
-            with("Condition", json!({ "StringEquals": {} })),
-            "names no condition keys",
-        ),
-        (
-            with("Condition", json!("StringEquals")),
-            "Condition is not an object",
-        ),
+        (with("Condition", json!({ "ForAnyValue:StringEquals": { "kms:X": "a" } })), "unsupported condition operator"),
+        (with("Condition", json!({ "NullIfExists": { "kms:X": "true" } })), "unsupported condition operator"),
+        (with("Condition", json!({ "StringEquals": { "kms:X": "${aws:username}" } })), "policy variables"),
+        (with("Condition", json!({ "StringEquals": { "kms:X": { "a": 1 } } })), "values must be strings"),
+        (with("Condition", json!({ "Bool": { "kms:X": "yes" } })), "values must be true or false"),
+        (with("Condition", json!({ "StringEquals": {} })), "names no condition keys"),
+        (with("Condition", json!("StringEquals")), "Condition is not an object"),
         (with("Effect", json!("allow")), "Effect is"),
         (with("Action", json!(7)), "Action is not a string"),
         (with("Action", json!([])), "Action is empty"),
-        (
-            with("NotAction", json!("kms:Decrypt")),
-            "exactly one of Action and NotAction",
-        ),
-        (
-            with("Principals", json!("*")),
-            "unknown field \"Principals\"",
-        ),
-        (
-            without("Principal"),
-            "exactly one of Principal and NotPrincipal",
-        ),
-        (
-            without("Resource"),
-            "exactly one of Resource and NotResource",
-        ),
+        (with("NotAction", json!("kms:Decrypt")), "exactly one of Action and NotAction"),
+        (with("Principals", json!("*")), "unknown field \"Principals\""),
+        (without("Principal"), "exactly one of Principal and NotPrincipal"),
+        (without("Resource"), "exactly one of Resource and NotResource"),
         (without("Effect"), "Effect is None"),
         (json!({ "Statement": [] }), "no usable Statement"),
-        (
-            json!({ "Version": "2020-01-01", "Statement": [base.clone()] }),
-            "unsupported policy Version",
-        ),
+        (json!({ "Version": "2020-01-01", "Statement": [base.clone()] }), "unsupported policy Version"),
         (json!(["not", "an", "object"]), "not a JSON object"),
     ];
     for (policy, expected) in cases {
         let decision = decide(&policy, "kms:Decrypt", &ConditionContext::new());
         assert!(!decision.is_allowed(), "{policy}");
-        assert!(
-            decision.reason().contains(expected),
-            "{policy}: {decision:?}"
-        );
-        assert!(
-            decision.reason().contains("denies every request"),
-            "{decision:?}"
-        );
+        assert!(decision.reason().contains(expected), "{policy}: {decision:?}");
+        assert!(decision.reason().contains("denies every request"), "{decision:?}");
     }
-    let garbage = evaluate(
-        "{not json",
-        &Request {
-            action: "kms:Decrypt",
-            resource: KEY_ARN,
-            context: &ConditionContext::new(),
-        },
-    );
+    let garbage =
+        evaluate("{not json", &Request { action: "kms:Decrypt", resource: KEY_ARN, context: &ConditionContext::new() });
     assert!(!garbage.is_allowed());
 }
 
@@ -410,11 +250,7 @@ fn wildcard_matching_handles_edge_cases() {
         ("*?*", "x", true),
         ("é*", "éa", true),
     ] {
-        assert_eq!(
-            wildcard_match(pattern, text, false),
-            matches,
-            "{pattern:?} vs {text:?}"
-        );
+        assert_eq!(wildcard_match(pattern, text, false), matches, "{pattern:?} vs {text:?}");
     }
 }
 
@@ -429,15 +265,8 @@ fn generated(sets: Vec<PcrSet>) -> Value {
 }
 
 fn attested(set: &PcrSet) -> ConditionContext {
-    let pcrs: Vec<(u16, Vec<u8>)> = (0..16u16)
-        .map(|i| {
-            (
-                i,
-                set.pcr(usize::from(i))
-                    .map_or(vec![0; PCR_LEN], |p| p.to_vec()),
-            )
-        })
-        .collect();
+    let pcrs: Vec<(u16, Vec<u8>)> =
+        (0..16u16).map(|i| (i, set.pcr(usize::from(i)).map_or(vec![0; PCR_LEN], |p| p.to_vec()))).collect();
     ConditionContext::for_recipient(pcrs.iter().map(|(i, v)| (*i, v.as_slice())))
 }
 
@@ -448,10 +277,7 @@ fn generated_policy_allows_an_enclave_with_matching_pcrs() {
     for action in ["kms:GenerateDataKey", "kms:Decrypt"] {
         assert_eq!(
             decide(&policy, action, &attested(&set)),
-            Decision::Allow(
-                "allowed by statement \"KeyAdministration\" and statement \"EnclaveDataKeys\""
-                    .into()
-            )
+            Decision::Allow("allowed by statement \"KeyAdministration\" and statement \"EnclaveDataKeys\"".into())
         );
     }
 }
@@ -463,10 +289,7 @@ fn generated_policy_denies_each_single_pcr_mismatch_and_names_it() {
     for index in 0..3u8 {
         let mut ctx = attested(&set);
         let wrong = hex::encode([0xee; PCR_LEN]);
-        ctx.insert(
-            &format!("kms:RecipientAttestation:PCR{index}"),
-            vec![wrong.clone()],
-        );
+        ctx.insert(&format!("kms:RecipientAttestation:PCR{index}"), vec![wrong.clone()]);
         let decision = decide(&policy, "kms:Decrypt", &ctx);
         assert_eq!(
             decision,
@@ -481,12 +304,7 @@ fn generated_policy_denies_each_single_pcr_mismatch_and_names_it() {
 #[test]
 fn generated_policy_denies_calls_without_a_recipient_even_for_the_account_root() {
     let policy = generated(vec![build(1)]);
-    for action in [
-        "kms:Decrypt",
-        "kms:GenerateDataKey",
-        "kms:GenerateDataKeyWithoutPlaintext",
-        "kms:ReEncryptFrom",
-    ] {
+    for action in ["kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom"] {
         assert_eq!(
             decide(&policy, action, &ConditionContext::new()),
             Decision::Deny(
@@ -513,18 +331,9 @@ fn generated_policy_with_two_builds_allows_either() {
 #[test]
 fn recipient_context_holds_every_pcr_and_the_image_digest() {
     let ctx = ConditionContext::for_recipient([(0, &[0xAB; 48][..]), (3, &[0x01; 48][..])]);
-    assert_eq!(
-        ctx.get("kms:RecipientAttestation:ImageSha384"),
-        Some(&["ab".repeat(48)][..])
-    );
-    assert_eq!(
-        ctx.get("KMS:RECIPIENTATTESTATION:PCR0"),
-        Some(&["ab".repeat(48)][..])
-    );
-    assert_eq!(
-        ctx.get("kms:RecipientAttestation:PCR3"),
-        Some(&["01".repeat(48)][..])
-    );
+    assert_eq!(ctx.get("kms:RecipientAttestation:ImageSha384"), Some(&["ab".repeat(48)][..]));
+    assert_eq!(ctx.get("KMS:RECIPIENTATTESTATION:PCR0"), Some(&["ab".repeat(48)][..]));
+    assert_eq!(ctx.get("kms:RecipientAttestation:PCR3"), Some(&["01".repeat(48)][..]));
     assert!(ctx.has_recipient());
     assert!(!ConditionContext::new().has_recipient());
 }

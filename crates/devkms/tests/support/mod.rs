@@ -19,7 +19,8 @@ use tempfile::TempDir;
 pub const ACCOUNT: &str = "000000000000";
 pub const GATEWAY_ROLE: &str = "arn:aws:iam::000000000000:role/keyward-gateway";
 /// What the AWS SDK sends (unsigned here: neither the emulators nor the proxy check it).
-pub const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0";
+pub const AUTHORIZATION: &str =
+    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0";
 
 /// A development PKI in a temporary directory: the trust anchor the proxy pins.
 pub struct Pki {
@@ -28,9 +29,7 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -61,10 +60,7 @@ impl Enclave {
         let path = binary_dir.path().join("enclave-binary");
         std::fs::write(&path, binary).unwrap();
         let nsm = MockNsm::open(&pki.path(), &path).unwrap();
-        Self {
-            _binary_dir: binary_dir,
-            nsm,
-        }
+        Self { _binary_dir: binary_dir, nsm }
     }
 
     pub fn pcrs(&self) -> PcrSet {
@@ -80,12 +76,10 @@ impl Enclave {
     /// A fresh RSA key and the `Recipient` parameter carrying it.
     pub fn recipient(&self) -> (RecipientKey, Value) {
         let key = RecipientKey::generate().unwrap();
-        let request = AttestationRequest {
-            public_key: Some(key.public_key_spki_der()),
-            ..Default::default()
-        };
+        let request = AttestationRequest { public_key: Some(key.public_key_spki_der()), ..Default::default() };
         let document = self.nsm.attest(&request).unwrap();
-        let recipient = json!({ "AttestationDocument": BASE64.encode(document), "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256" });
+        let recipient =
+            json!({ "AttestationDocument": BASE64.encode(document), "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256" });
         (key, recipient)
     }
 }
@@ -93,9 +87,7 @@ impl Enclave {
 /// The key policy `keyward_kms::policy` generates for `enclaves`, as `PutKeyPolicy` takes it.
 pub fn policy_for(enclaves: &[&Enclave]) -> String {
     let sets = enclaves.iter().map(|e| e.pcrs()).collect();
-    key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, sets))
-        .unwrap()
-        .to_string()
+    key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, sets)).unwrap().to_string()
 }
 
 /// One KMS JSON protocol call: `(HTTP status, JSON body)`.
@@ -114,8 +106,7 @@ pub async fn kms(url: &str, operation: &str, body: &Value) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    let value = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("{operation} answered non-JSON: {text}"));
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{operation} answered non-JSON: {text}"));
     (status, value)
 }
 
@@ -124,20 +115,12 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(value: &Value) -> Vec<u8> {
-    BASE64
-        .decode(
-            value
-                .as_str()
-                .unwrap_or_else(|| panic!("not a base64 string: {value}")),
-        )
-        .unwrap()
+    BASE64.decode(value.as_str().unwrap_or_else(|| panic!("not a base64 string: {value}"))).unwrap()
 }
 
 /// Decrypts the `CiphertextForRecipient` of an answer with `key`.
 pub fn open_for_recipient(answer: &Value, key: &RecipientKey) -> Vec<u8> {
-    decrypt_for_recipient(&unb64(&answer["CiphertextForRecipient"]), key)
-        .unwrap()
-        .to_vec()
+    decrypt_for_recipient(&unb64(&answer["CiphertextForRecipient"]), key).unwrap().to_vec()
 }
 
 /// Asserts an `AccessDeniedException` whose message contains every one of `needles`.
@@ -147,20 +130,13 @@ pub fn assert_denied(answer: &(u16, Value), needles: &[&str]) {
     assert_eq!(body["__type"], "AccessDeniedException", "{body}");
     let message = body["message"].as_str().unwrap();
     for needle in needles {
-        assert!(
-            message.contains(needle),
-            "message {message:?} lacks {needle:?}"
-        );
+        assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
     }
     assert!(body.get("Plaintext").is_none() && body.get("CiphertextForRecipient").is_none());
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A child process in its own process group, stopped with everything it started when this is
@@ -177,14 +153,8 @@ impl ProcessGroup {
         use std::os::unix::process::CommandExt;
         let file = File::create(log).unwrap();
         command.process_group(0).stderr(file.try_clone().unwrap());
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self {
-            name: name.to_owned(),
-            child,
-            log: log.to_owned(),
-        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self { name: name.to_owned(), child, log: log.to_owned() }
     }
 
     pub fn child(&mut self) -> &mut Child {

@@ -45,19 +45,11 @@ impl Tag {
     pub const SET: Tag = Tag::universal(17, true);
 
     pub const fn universal(number: u32, constructed: bool) -> Tag {
-        Tag {
-            class: Class::Universal,
-            constructed,
-            number,
-        }
+        Tag { class: Class::Universal, constructed, number }
     }
 
     pub const fn context(number: u32, constructed: bool) -> Tag {
-        Tag {
-            class: Class::Context,
-            constructed,
-            number,
-        }
+        Tag { class: Class::Context, constructed, number }
     }
 
     /// Same class and number, ignoring the form: BER lets string types be
@@ -151,10 +143,7 @@ fn read_header(data: &[u8], at: usize, base: usize) -> Result<Header, CmsError> 
         0x00..=0x7f => Some(usize::from(first_len)),
         0x80 if constructed => None,
         0x80 => {
-            return Err(malformed(
-                offset,
-                "indefinite length on a primitive element",
-            ));
+            return Err(malformed(offset, "indefinite length on a primitive element"));
         }
         0xff => return Err(malformed(offset, "reserved length octet 0xff")),
         _ => {
@@ -172,19 +161,11 @@ fn read_header(data: &[u8], at: usize, base: usize) -> Result<Header, CmsError> 
             Some(usize::try_from(value).map_err(|_| malformed(offset, "length too large"))?)
         }
     };
-    let tag = Tag {
-        class,
-        constructed,
-        number,
-    };
+    let tag = Tag { class, constructed, number };
     if tag.is_end_of_contents() && (constructed || len != Some(0)) {
         return Err(malformed(offset, "invalid end-of-contents marker"));
     }
-    Ok(Header {
-        tag,
-        len,
-        header_len: i - at,
-    })
+    Ok(Header { tag, len, header_len: i - at })
 }
 
 /// Length of the contents of an indefinite-length element whose contents
@@ -192,12 +173,7 @@ fn read_header(data: &[u8], at: usize, base: usize) -> Result<Header, CmsError> 
 ///
 /// Iterative on purpose: it counts how many indefinite elements are open
 /// and skips definite ones whole, so hostile nesting costs no stack.
-fn indefinite_content_len(
-    data: &[u8],
-    start: usize,
-    base: usize,
-    depth: usize,
-) -> Result<usize, CmsError> {
+fn indefinite_content_len(data: &[u8], start: usize, base: usize, depth: usize) -> Result<usize, CmsError> {
     let mut pos = start;
     let mut open = 1usize;
     loop {
@@ -231,12 +207,7 @@ fn indefinite_content_len(
 impl<'a> Reader<'a> {
     /// A reader over a complete top-level input.
     pub fn new(data: &'a [u8]) -> Self {
-        Reader {
-            data,
-            pos: 0,
-            base: 0,
-            depth: 0,
-        }
+        Reader { data, pos: 0, base: 0, depth: 0 }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -274,8 +245,7 @@ impl<'a> Reader<'a> {
                 if self.depth + 1 > MAX_DEPTH {
                     return Err(CmsError::TooDeep { max: MAX_DEPTH });
                 }
-                let len =
-                    indefinite_content_len(self.data, content_start, self.base, self.depth + 1)?;
+                let len = indefinite_content_len(self.data, content_start, self.base, self.depth + 1)?;
                 // The scan found a two-byte end-of-contents right after.
                 (len, content_start + len + 2)
             }
@@ -284,10 +254,7 @@ impl<'a> Reader<'a> {
             .data
             .get(content_start..content_start + content_len)
             .ok_or(malformed(offset, "length exceeds the remaining input"))?;
-        let raw = self
-            .data
-            .get(start..end)
-            .ok_or(malformed(offset, "length exceeds the remaining input"))?;
+        let raw = self.data.get(start..end).ok_or(malformed(offset, "length exceeds the remaining input"))?;
         self.pos = end;
         Ok(Element {
             tag: header.tag,
@@ -313,11 +280,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the next element and requires `tag` in either form.
-    pub fn expect_string(
-        &mut self,
-        tag: Tag,
-        expected: &'static str,
-    ) -> Result<Element<'a>, CmsError> {
+    pub fn expect_string(&mut self, tag: Tag, expected: &'static str) -> Result<Element<'a>, CmsError> {
         let offset = self.offset();
         if self.is_empty() {
             return Err(CmsError::UnexpectedElement { offset, expected });
@@ -331,14 +294,7 @@ impl<'a> Reader<'a> {
 
     /// Requires that nothing is left at this level.
     pub fn finish(&self, expected: &'static str) -> Result<(), CmsError> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(CmsError::UnexpectedElement {
-                offset: self.offset(),
-                expected,
-            })
-        }
+        if self.is_empty() { Ok(()) } else { Err(CmsError::UnexpectedElement { offset: self.offset(), expected }) }
     }
 }
 
@@ -351,12 +307,7 @@ impl<'a> Element<'a> {
         if self.depth + 1 > MAX_DEPTH {
             return Err(CmsError::TooDeep { max: MAX_DEPTH });
         }
-        Ok(Reader {
-            data: self.content,
-            pos: 0,
-            base: self.content_offset,
-            depth: self.depth + 1,
-        })
+        Ok(Reader { data: self.content, pos: 0, base: self.content_offset, depth: self.depth + 1 })
     }
 
     /// The value of a string-typed element (OCTET STRING or an IMPLICIT
@@ -399,10 +350,7 @@ impl<'a> Element<'a> {
     pub fn small_uint(&self) -> Result<u8, CmsError> {
         match self.content {
             [value] if *value < 0x80 => Ok(*value),
-            _ => Err(malformed(
-                self.offset,
-                "version is not a small non-negative INTEGER",
-            )),
+            _ => Err(malformed(self.offset, "version is not a small non-negative INTEGER")),
         }
     }
 }

@@ -7,8 +7,7 @@ use zeroize::Zeroizing;
 
 use super::key::{CEK_LEN, aes256_cbc_encrypt, sha256};
 use super::{
-    CmsError, MAX_INPUT_LEN, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_MGF1,
-    OID_RSAES_OAEP, OID_SHA256,
+    CmsError, MAX_INPUT_LEN, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_MGF1, OID_RSAES_OAEP, OID_SHA256,
 };
 
 /// Largest plaintext [`encrypt_for_recipient`] accepts: half the parser's
@@ -24,36 +23,22 @@ const KMS_SEGMENT_LEN: usize = 1000;
 /// SHA-256(`recipient_spki_der`), RSAES-OAEP-SHA256/MGF1-SHA256 parameters,
 /// AES-256-CBC with a random CEK and IV, and encryptedContent as a
 /// constructed indefinite `[0]` of segments of at most 1000 bytes.
-pub fn encrypt_for_recipient(
-    plaintext: &[u8],
-    recipient_spki_der: &[u8],
-) -> Result<Vec<u8>, CmsError> {
+pub fn encrypt_for_recipient(plaintext: &[u8], recipient_spki_der: &[u8]) -> Result<Vec<u8>, CmsError> {
     if plaintext.len() > MAX_PLAINTEXT_LEN {
-        return Err(CmsError::PlaintextTooLarge {
-            len: plaintext.len(),
-            max: MAX_PLAINTEXT_LEN,
-        });
+        return Err(CmsError::PlaintextTooLarge { len: plaintext.len(), max: MAX_PLAINTEXT_LEN });
     }
-    let public = PublicEncryptingKey::from_der(recipient_spki_der)
-        .map_err(|_| CmsError::InvalidRecipientPublicKey)?;
-    let public =
-        OaepPublicEncryptingKey::new(public).map_err(|_| CmsError::InvalidRecipientPublicKey)?;
+    let public = PublicEncryptingKey::from_der(recipient_spki_der).map_err(|_| CmsError::InvalidRecipientPublicKey)?;
+    let public = OaepPublicEncryptingKey::new(public).map_err(|_| CmsError::InvalidRecipientPublicKey)?;
 
     let mut cek = Zeroizing::new([0u8; CEK_LEN]);
     let mut iv = [0u8; 16];
-    rand::fill(&mut cek[..]).map_err(|_| CmsError::Crypto {
-        operation: "random CEK",
-    })?;
-    rand::fill(&mut iv).map_err(|_| CmsError::Crypto {
-        operation: "random IV",
-    })?;
+    rand::fill(&mut cek[..]).map_err(|_| CmsError::Crypto { operation: "random CEK" })?;
+    rand::fill(&mut iv).map_err(|_| CmsError::Crypto { operation: "random IV" })?;
 
     let mut encrypted_key = vec![0u8; public.ciphertext_size()];
     let len = public
         .encrypt(&OAEP_SHA256_MGF1SHA256, &cek[..], &mut encrypted_key, None)
-        .map_err(|_| CmsError::Crypto {
-            operation: "RSA-OAEP key wrap",
-        })?
+        .map_err(|_| CmsError::Crypto { operation: "RSA-OAEP key wrap" })?
         .len();
     encrypted_key.truncate(len);
 
@@ -64,12 +49,7 @@ pub fn encrypt_for_recipient(
 
 /// Lays out the KMS encoding around already-encrypted parts. Separate from
 /// the cryptography so tests can re-encode a parsed real blob and compare.
-pub(super) fn encode_kms_shape(
-    ski: &[u8],
-    encrypted_key: &[u8],
-    iv: &[u8; 16],
-    ciphertext: &[u8],
-) -> Vec<u8> {
+pub(super) fn encode_kms_shape(ski: &[u8], encrypted_key: &[u8], iv: &[u8; 16], ciphertext: &[u8]) -> Vec<u8> {
     // KMS encodes the RecipientInfo with definite lengths...
     let mut ktri = tlv(0x02, &[2]);
     ktri.extend(tlv(0x80, ski));

@@ -3,15 +3,12 @@
 use std::fmt;
 
 use aws_lc_rs::cipher::{
-    AES_256, DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey,
-    PaddedBlockEncryptingKey, UnboundCipherKey,
+    AES_256, DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey, UnboundCipherKey,
 };
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::iv::FixedLength;
-use aws_lc_rs::rsa::{
-    KeyPair, KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
-};
+use aws_lc_rs::rsa::{KeyPair, KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use zeroize::Zeroizing;
 
 use super::CmsError;
@@ -48,19 +45,15 @@ impl fmt::Debug for Hex<'_> {
 impl RecipientKey {
     /// Generates a fresh RSA-2048 key.
     pub fn generate() -> Result<Self, CmsError> {
-        let private =
-            PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| CmsError::Crypto {
-                operation: "RSA key generation",
-            })?;
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+            .map_err(|_| CmsError::Crypto { operation: "RSA key generation" })?;
         Self::from_private(private)
     }
 
     /// Loads a PKCS#8 `PrivateKeyInfo` DER (RSA, 2048 to 8192 bits).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CmsError> {
-        let private =
-            PrivateDecryptingKey::from_pkcs8(der).map_err(|_| CmsError::InvalidPrivateKey {
-                reason: "not an acceptable RSA PKCS#8 key",
-            })?;
+        let private = PrivateDecryptingKey::from_pkcs8(der)
+            .map_err(|_| CmsError::InvalidPrivateKey { reason: "not an acceptable RSA PKCS#8 key" })?;
         Self::from_private(private)
     }
 
@@ -68,12 +61,9 @@ impl RecipientKey {
     pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, CmsError> {
         // aws-lc only reads PKCS#1 through its signing key type; re-export
         // as PKCS#8 (a buffer aws-lc zeroes on drop) to get a decrypting key.
-        let pair = KeyPair::from_der(der).map_err(|_| CmsError::InvalidPrivateKey {
-            reason: "not an acceptable RSA PKCS#1 key",
-        })?;
-        let pkcs8 = pair.as_der().map_err(|_| CmsError::Crypto {
-            operation: "PKCS#8 encoding",
-        })?;
+        let pair = KeyPair::from_der(der)
+            .map_err(|_| CmsError::InvalidPrivateKey { reason: "not an acceptable RSA PKCS#1 key" })?;
+        let pkcs8 = pair.as_der().map_err(|_| CmsError::Crypto { operation: "PKCS#8 encoding" })?;
         Self::from_pkcs8_der(pkcs8.as_ref())
     }
 
@@ -85,9 +75,7 @@ impl RecipientKey {
         match label {
             "PRIVATE KEY" => Self::from_pkcs8_der(&der),
             "RSA PRIVATE KEY" => Self::from_pkcs1_der(&der),
-            _ => Err(CmsError::InvalidPrivateKey {
-                reason: "unsupported PEM label",
-            }),
+            _ => Err(CmsError::InvalidPrivateKey { reason: "unsupported PEM label" }),
         }
     }
 
@@ -95,21 +83,13 @@ impl RecipientKey {
         let spki_der = private
             .public_key()
             .as_der()
-            .map_err(|_| CmsError::Crypto {
-                operation: "SubjectPublicKeyInfo encoding",
-            })?
+            .map_err(|_| CmsError::Crypto { operation: "SubjectPublicKeyInfo encoding" })?
             .as_ref()
             .to_vec();
         let ski = sha256(&spki_der);
-        let private =
-            OaepPrivateDecryptingKey::new(private).map_err(|_| CmsError::InvalidPrivateKey {
-                reason: "not usable for RSA-OAEP",
-            })?;
-        Ok(RecipientKey {
-            private,
-            spki_der,
-            ski,
-        })
+        let private = OaepPrivateDecryptingKey::new(private)
+            .map_err(|_| CmsError::InvalidPrivateKey { reason: "not usable for RSA-OAEP" })?;
+        Ok(RecipientKey { private, spki_der, ski })
     }
 
     /// The public key as SubjectPublicKeyInfo DER, for the attestation
@@ -127,10 +107,7 @@ impl RecipientKey {
     pub(super) fn unwrap_cek(&self, encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, CmsError> {
         let expected = self.private.key_size_bytes();
         if encrypted_key.len() != expected {
-            return Err(CmsError::EncryptedKeyLength {
-                len: encrypted_key.len(),
-                expected,
-            });
+            return Err(CmsError::EncryptedKeyLength { len: encrypted_key.len(), expected });
         }
         let mut out = Zeroizing::new(vec![0u8; self.private.min_output_size()]);
         let len = self
@@ -155,11 +132,7 @@ pub(super) fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// AES-256-CBC decryption and PKCS#7 unpadding; every failure is the same
 /// [`CmsError::DecryptionFailed`] so padding errors leak nothing.
-pub(super) fn aes256_cbc_decrypt(
-    cek: &[u8],
-    iv: &[u8; 16],
-    ciphertext: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CmsError> {
+pub(super) fn aes256_cbc_decrypt(cek: &[u8], iv: &[u8; 16], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CmsError> {
     let key = UnboundCipherKey::new(&AES_256, cek)
         .and_then(PaddedBlockDecryptingKey::cbc_pkcs7)
         .map_err(|_| CmsError::DecryptionFailed)?;
@@ -173,31 +146,20 @@ pub(super) fn aes256_cbc_decrypt(
 }
 
 /// AES-256-CBC encryption with PKCS#7 padding under a caller-chosen IV.
-pub(super) fn aes256_cbc_encrypt(
-    cek: &[u8],
-    iv: &[u8; 16],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, CmsError> {
-    let crypto = |_| CmsError::Crypto {
-        operation: "AES-256-CBC encryption",
-    };
-    let key = UnboundCipherKey::new(&AES_256, cek)
-        .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
-        .map_err(crypto)?;
+pub(super) fn aes256_cbc_encrypt(cek: &[u8], iv: &[u8; 16], plaintext: &[u8]) -> Result<Vec<u8>, CmsError> {
+    let crypto = |_| CmsError::Crypto { operation: "AES-256-CBC encryption" };
+    let key = UnboundCipherKey::new(&AES_256, cek).and_then(PaddedBlockEncryptingKey::cbc_pkcs7).map_err(crypto)?;
     // Room for the padding up front, so no reallocation leaves a plaintext
     // copy behind; the buffer holds ciphertext once this returns.
     let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + 16));
     buf.extend_from_slice(plaintext);
-    key.less_safe_encrypt(&mut *buf, EncryptionContext::Iv128(FixedLength::from(iv)))
-        .map_err(crypto)?;
+    key.less_safe_encrypt(&mut *buf, EncryptionContext::Iv128(FixedLength::from(iv))).map_err(crypto)?;
     Ok(buf.to_vec())
 }
 
 /// Splits a PEM document into its label and base64 body.
 fn pem_body(pem: &str) -> Result<(&str, &str), CmsError> {
-    let bad = CmsError::InvalidPrivateKey {
-        reason: "not a PEM document",
-    };
+    let bad = CmsError::InvalidPrivateKey { reason: "not a PEM document" };
     let (_, after_begin) = pem.split_once("-----BEGIN ").ok_or(bad.clone())?;
     let (label, rest) = after_begin.split_once("-----").ok_or(bad.clone())?;
     let end_marker = format!("-----END {label}-----");
@@ -208,9 +170,7 @@ fn pem_body(pem: &str) -> Result<(&str, &str), CmsError> {
 /// Standard base64 with optional padding; whitespace is skipped. Any other
 /// character (e.g. the headers of an encrypted PEM) is refused.
 fn decode_base64(text: &str) -> Result<Zeroizing<Vec<u8>>, CmsError> {
-    let bad = CmsError::InvalidPrivateKey {
-        reason: "invalid base64 in PEM body",
-    };
+    let bad = CmsError::InvalidPrivateKey { reason: "invalid base64 in PEM body" };
     let mut out = Zeroizing::new(Vec::with_capacity(text.len() / 4 * 3 + 3));
     let mut acc: u32 = 0;
     let mut bits = 0u32;

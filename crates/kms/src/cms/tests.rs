@@ -10,10 +10,7 @@ use super::*;
 const PAIRS: [&str; 2] = ["enclaver", "edgebit_nitro_enclaves_sdk_go"];
 
 fn shared_fixture(path: &str) -> Vec<u8> {
-    let full = format!(
-        "{}/../../../shared/fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let full = format!("{}/../../../shared/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&full).unwrap_or_else(|e| panic!("reading {full}: {e}"))
 }
 
@@ -42,16 +39,12 @@ fn expected_json() -> serde_json::Value {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap()
+    haystack.windows(needle.len()).position(|w| w == needle).unwrap()
 }
 
 fn pkcs7_unpad(block: &[u8]) -> Option<Vec<u8>> {
     let pad = usize::from(*block.last()?);
-    let ok =
-        (1..=16).contains(&pad) && block.iter().rev().take(pad).all(|b| usize::from(*b) == pad);
+    let ok = (1..=16).contains(&pad) && block.iter().rev().take(pad).all(|b| usize::from(*b) == pad);
     ok.then(|| block[..block.len() - pad].to_vec())
 }
 
@@ -61,10 +54,7 @@ fn real_kms_blobs_decrypt_to_their_expected_plaintext() {
     for (dir, entry) in PAIRS.iter().zip(json["pairs"].as_array().unwrap()) {
         assert_eq!(entry["dir"], *dir);
         let (blob, key, expected) = pair(dir);
-        assert_eq!(
-            hex::encode(key.subject_key_identifier()),
-            entry["sha256_spki_der"]
-        );
+        assert_eq!(hex::encode(key.subject_key_identifier()), entry["sha256_spki_der"]);
         let plaintext = decrypt_for_recipient(&blob, &key).unwrap();
         assert_eq!(plaintext.as_slice(), expected.as_slice(), "{dir}");
         assert_eq!(hex::encode(&*plaintext), entry["plaintext_hex"]);
@@ -76,41 +66,22 @@ fn all_kms_blobs_parse_to_the_values_in_expected_json() {
     let json = expected_json();
     let pairs = json["pairs"].as_array().unwrap().iter().map(|e| {
         let dir = e["dir"].as_str().unwrap();
-        (
-            e,
-            shared_fixture(&format!("kms/{dir}/ciphertext_for_recipient.ber")),
-        )
+        (e, shared_fixture(&format!("kms/{dir}/ciphertext_for_recipient.ber")))
     });
-    let parse_only = json["parse_only_no_key"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let file = e["file"].as_str().unwrap();
-            (e, shared_fixture(&format!("kms/parse_only/{file}")))
-        });
+    let parse_only = json["parse_only_no_key"].as_array().unwrap().iter().map(|e| {
+        let file = e["file"].as_str().unwrap();
+        (e, shared_fixture(&format!("kms/parse_only/{file}")))
+    });
     let mut checked = 0;
     for (entry, blob) in pairs.chain(parse_only) {
         let parsed = parse(&blob).unwrap();
-        assert_eq!(
-            parsed.version,
-            entry["envelopeddata_version"].as_u64().unwrap() as u8
-        );
-        assert_eq!(
-            parsed.recipient_version,
-            entry["ktri_version"].as_u64().unwrap() as u8
-        );
+        assert_eq!(parsed.version, entry["envelopeddata_version"].as_u64().unwrap() as u8);
+        assert_eq!(parsed.recipient_version, entry["ktri_version"].as_u64().unwrap() as u8);
         let ski = hex::decode(entry["rid_ski_hex"].as_str().unwrap()).unwrap();
         assert_eq!(parsed.recipient, RecipientId::SubjectKeyIdentifier(ski));
         assert_eq!(hex::encode(parsed.iv), entry["iv_hex"]);
-        assert_eq!(
-            parsed.encrypted_key.len() as u64,
-            entry["encrypted_key_len"]
-        );
-        assert_eq!(
-            parsed.encrypted_content.len() as u64,
-            entry["encrypted_content_len"]
-        );
+        assert_eq!(parsed.encrypted_key.len() as u64, entry["encrypted_key_len"]);
+        assert_eq!(parsed.encrypted_content.len() as u64, entry["encrypted_content_len"]);
         let form = if entry["encrypted_content_constructed"] == true {
             let segments = entry["encrypted_content_chunks"].as_u64().unwrap() as usize;
             ContentForm::Constructed { segments }
@@ -120,10 +91,7 @@ fn all_kms_blobs_parse_to_the_values_in_expected_json() {
         assert_eq!(parsed.content_form, form);
         if let Some(digest) = entry["encrypted_content_sha256"].as_str() {
             assert_eq!(hex::encode(sha256(&parsed.encrypted_content)), digest);
-            assert_eq!(
-                hex::encode(sha256(&parsed.encrypted_key)),
-                entry["encrypted_key_sha256"]
-            );
+            assert_eq!(hex::encode(sha256(&parsed.encrypted_key)), entry["encrypted_key_sha256"]);
         }
         checked += 1;
     }
@@ -132,24 +100,15 @@ fn all_kms_blobs_parse_to_the_values_in_expected_json() {
 
 #[test]
 fn reencoding_parsed_constructed_kms_blobs_reproduces_them_byte_for_byte() {
-    let mut blobs: Vec<Vec<u8>> = PAIRS
-        .iter()
-        .map(|d| shared_fixture(&format!("kms/{d}/ciphertext_for_recipient.ber")))
-        .collect();
+    let mut blobs: Vec<Vec<u8>> =
+        PAIRS.iter().map(|d| shared_fixture(&format!("kms/{d}/ciphertext_for_recipient.ber"))).collect();
     for n in [1, 2, 4] {
-        blobs.push(shared_fixture(&format!(
-            "kms/parse_only/rustcrypto_kms_ciphertext_for_recipient_{n}.ber"
-        )));
+        blobs.push(shared_fixture(&format!("kms/parse_only/rustcrypto_kms_ciphertext_for_recipient_{n}.ber")));
     }
     for blob in blobs {
         let p = parse(&blob).unwrap();
-        let RecipientId::SubjectKeyIdentifier(ski) = &p.recipient else {
-            panic!("rid")
-        };
-        assert_eq!(
-            encode_kms_shape(ski, &p.encrypted_key, &p.iv, &p.encrypted_content),
-            blob
-        );
+        let RecipientId::SubjectKeyIdentifier(ski) = &p.recipient else { panic!("rid") };
+        assert_eq!(encode_kms_shape(ski, &p.encrypted_key, &p.iv, &p.encrypted_content), blob);
     }
 }
 
@@ -157,16 +116,10 @@ fn reencoding_parsed_constructed_kms_blobs_reproduces_them_byte_for_byte() {
 fn a_different_key_is_refused_by_the_ski_check_and_cannot_decrypt_anyway() {
     let (blob, _, _) = enclaver();
     let other = RecipientKey::generate().unwrap();
-    assert_eq!(
-        decrypt_for_recipient(blob, &other),
-        Err(CmsError::RecipientMismatch)
-    );
+    assert_eq!(decrypt_for_recipient(blob, &other), Err(CmsError::RecipientMismatch));
     // Bypassing the rid check, OAEP itself refuses the wrong key.
     let parsed = parse(blob).unwrap();
-    assert_eq!(
-        decrypt_enveloped(&parsed, &other),
-        Err(CmsError::DecryptionFailed)
-    );
+    assert_eq!(decrypt_enveloped(&parsed, &other), Err(CmsError::DecryptionFailed));
 }
 
 #[test]
@@ -187,24 +140,15 @@ fn encrypt_then_decrypt_round_trips_in_the_real_kms_shape() {
         assert_eq!(p.encrypted_content.len(), ciphertext_len);
         let segments = ciphertext_len.div_ceil(1000);
         assert_eq!(p.content_form, ContentForm::Constructed { segments });
-        assert_eq!(
-            encode_kms_shape(&ski, &p.encrypted_key, &p.iv, &p.encrypted_content),
-            blob
-        );
-        assert_eq!(
-            decrypt_for_recipient(&blob, &key).unwrap().as_slice(),
-            plaintext.as_slice()
-        );
+        assert_eq!(encode_kms_shape(&ski, &p.encrypted_key, &p.iv, &p.encrypted_content), blob);
+        assert_eq!(decrypt_for_recipient(&blob, &key).unwrap().as_slice(), plaintext.as_slice());
     }
 }
 
 #[test]
 fn encrypt_refuses_bad_public_keys_and_oversized_plaintexts() {
     let key = RecipientKey::generate().unwrap();
-    assert_eq!(
-        encrypt_for_recipient(b"x", b"not a key"),
-        Err(CmsError::InvalidRecipientPublicKey)
-    );
+    assert_eq!(encrypt_for_recipient(b"x", b"not a key"), Err(CmsError::InvalidRecipientPublicKey));
     let big = vec![0u8; MAX_PLAINTEXT_LEN + 1];
     let result = encrypt_for_recipient(&big, &key.public_key_spki_der());
     assert!(matches!(result, Err(CmsError::PlaintextTooLarge { .. })));
@@ -214,15 +158,8 @@ fn encrypt_refuses_bad_public_keys_and_oversized_plaintexts() {
 fn pem_loading_accepts_pkcs8_and_pkcs1_and_rejects_garbage() {
     let (_, pkcs8, _) = pair("enclaver");
     let (_, pkcs1, _) = pair("edgebit_nitro_enclaves_sdk_go");
-    assert_ne!(
-        pkcs8.subject_key_identifier(),
-        pkcs1.subject_key_identifier()
-    );
-    for bad in [
-        "",
-        "hello",
-        "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
-    ] {
+    assert_ne!(pkcs8.subject_key_identifier(), pkcs1.subject_key_identifier());
+    for bad in ["", "hello", "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n"] {
         assert!(RecipientKey::from_pem(bad).is_err());
     }
     let wrong_label = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";

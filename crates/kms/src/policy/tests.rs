@@ -6,9 +6,12 @@ use super::*;
 const BUILD_ENCLAVE_SAMPLE: &str = include_str!("../../testdata/nitro_cli_build_enclave.txt");
 const DESCRIBE_EIF_SAMPLE: &str = include_str!("../../testdata/nitro_cli_describe_eif.json");
 
-const SAMPLE_PCR0: &str = "bdb5a5a444dbfffd38e543e061b74deea28dacc047a3cfecbb829099ed02ddcb6e1f2219bae9c574eda1e52a3007248f";
-const SAMPLE_PCR1: &str = "6d58139cbd3ac6cff9f2614e1d3b72f2290455c9fece5611de02a3044c779a9d26f824afc3004c3e4335a5f42ea8b1e1";
-const SAMPLE_PCR2: &str = "874f7ffe4a8118ba65d881e77eb0b17e95f9153654358bfee18335fb9ff8fff2369e14e977453e1daeedf9d40d3977a8";
+const SAMPLE_PCR0: &str =
+    "bdb5a5a444dbfffd38e543e061b74deea28dacc047a3cfecbb829099ed02ddcb6e1f2219bae9c574eda1e52a3007248f";
+const SAMPLE_PCR1: &str =
+    "6d58139cbd3ac6cff9f2614e1d3b72f2290455c9fece5611de02a3044c779a9d26f824afc3004c3e4335a5f42ea8b1e1";
+const SAMPLE_PCR2: &str =
+    "874f7ffe4a8118ba65d881e77eb0b17e95f9153654358bfee18335fb9ff8fff2369e14e977453e1daeedf9d40d3977a8";
 
 const ACCOUNT: &str = "111122223333";
 const GATEWAY_ROLE: &str = "arn:aws:iam::111122223333:role/keyward-gateway";
@@ -18,11 +21,7 @@ fn sample_set() -> PcrSet {
 }
 
 fn set_of(byte: u8) -> PcrSet {
-    PcrSet::from_bytes(
-        [byte; PCR_LEN],
-        [byte.wrapping_add(1); PCR_LEN],
-        [byte.wrapping_add(2); PCR_LEN],
-    )
+    PcrSet::from_bytes([byte; PCR_LEN], [byte.wrapping_add(1); PCR_LEN], [byte.wrapping_add(2); PCR_LEN])
 }
 
 fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
@@ -36,18 +35,12 @@ fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
 
 #[test]
 fn reads_pcrs_from_build_enclave_output_including_progress_lines() {
-    assert_eq!(
-        measurements_from_nitro_cli_json(BUILD_ENCLAVE_SAMPLE).unwrap(),
-        sample_set()
-    );
+    assert_eq!(measurements_from_nitro_cli_json(BUILD_ENCLAVE_SAMPLE).unwrap(), sample_set());
 }
 
 #[test]
 fn reads_pcrs_from_describe_eif_output_ignoring_pcr8_and_case() {
-    assert_eq!(
-        measurements_from_nitro_cli_json(DESCRIBE_EIF_SAMPLE).unwrap(),
-        sample_set()
-    );
+    assert_eq!(measurements_from_nitro_cli_json(DESCRIBE_EIF_SAMPLE).unwrap(), sample_set());
 }
 
 #[test]
@@ -55,19 +48,13 @@ fn reads_a_bare_measurements_object() {
     let bare = format!(
         r#"{{"HashAlgorithm": "Sha384 {{ ... }}", "PCR0": "{SAMPLE_PCR0}", "PCR1": "{SAMPLE_PCR1}", "PCR2": "{SAMPLE_PCR2}"}}"#
     );
-    assert_eq!(
-        measurements_from_nitro_cli_json(&bare).unwrap(),
-        sample_set()
-    );
+    assert_eq!(measurements_from_nitro_cli_json(&bare).unwrap(), sample_set());
 }
 
 #[test]
 fn refuses_measurements_missing_a_pcr() {
     let text = DESCRIBE_EIF_SAMPLE.replace("\"PCR1\"", "\"PCR9\"");
-    assert_eq!(
-        measurements_from_nitro_cli_json(&text),
-        Err(PolicyError::MissingPcr("PCR1"))
-    );
+    assert_eq!(measurements_from_nitro_cli_json(&text), Err(PolicyError::MissingPcr("PCR1")));
 }
 
 #[test]
@@ -79,18 +66,12 @@ fn refuses_ill_formed_pcrs() {
     ] {
         let text = BUILD_ENCLAVE_SAMPLE.replace(SAMPLE_PCR2, bad);
         assert!(
-            matches!(
-                measurements_from_nitro_cli_json(&text),
-                Err(PolicyError::InvalidPcr { name: "PCR2", .. })
-            ),
+            matches!(measurements_from_nitro_cli_json(&text), Err(PolicyError::InvalidPcr { name: "PCR2", .. })),
             "{what}"
         );
     }
     let number = BUILD_ENCLAVE_SAMPLE.replace(&format!("\"{SAMPLE_PCR2}\""), "7");
-    assert!(matches!(
-        measurements_from_nitro_cli_json(&number),
-        Err(PolicyError::InvalidPcr { name: "PCR2", .. })
-    ));
+    assert!(matches!(measurements_from_nitro_cli_json(&number), Err(PolicyError::InvalidPcr { name: "PCR2", .. })));
 }
 
 #[test]
@@ -98,55 +79,29 @@ fn refuses_hash_algorithms_other_than_sha384() {
     for algorithm in ["Sha256 { ... }", "Sha512 { ... }", "sha3-384", ""] {
         let text = BUILD_ENCLAVE_SAMPLE.replace("Sha384 { ... }", algorithm);
         assert!(
-            matches!(
-                measurements_from_nitro_cli_json(&text),
-                Err(PolicyError::UnsupportedHashAlgorithm(_))
-            ),
+            matches!(measurements_from_nitro_cli_json(&text), Err(PolicyError::UnsupportedHashAlgorithm(_))),
             "{algorithm}"
         );
     }
     for algorithm in ["SHA384", "sha-384", "Sha384"] {
         let text = BUILD_ENCLAVE_SAMPLE.replace("Sha384 { ... }", algorithm);
-        assert!(
-            measurements_from_nitro_cli_json(&text).is_ok(),
-            "{algorithm}"
-        );
+        assert!(measurements_from_nitro_cli_json(&text).is_ok(), "{algorithm}");
     }
 }
 
 #[test]
 fn refuses_text_that_is_not_nitro_cli_output() {
-    for text in [
-        "",
-        "Enclave Image successfully created.",
-        "{not json",
-        r#"{"EifVersion": 4}"#,
-        r#"{"Measurements": 3}"#,
-    ] {
-        assert!(
-            matches!(
-                measurements_from_nitro_cli_json(text),
-                Err(PolicyError::NotNitroCliOutput(_))
-            ),
-            "{text:?}"
-        );
+    for text in
+        ["", "Enclave Image successfully created.", "{not json", r#"{"EifVersion": 4}"#, r#"{"Measurements": 3}"#]
+    {
+        assert!(matches!(measurements_from_nitro_cli_json(text), Err(PolicyError::NotNitroCliOutput(_))), "{text:?}");
     }
 }
 
 #[test]
 fn key_policy_has_the_documented_statements_in_order() {
-    let policy = key_policy(&KeyPolicyParams::new(
-        ACCOUNT,
-        GATEWAY_ROLE,
-        vec![sample_set()],
-    ))
-    .unwrap();
-    let sids: Vec<&str> = policy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["Sid"].as_str().unwrap())
-        .collect();
+    let policy = key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()])).unwrap();
+    let sids: Vec<&str> = policy["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect();
     assert_eq!(
         sids,
         [
@@ -165,19 +120,11 @@ fn key_policy_has_the_documented_statements_in_order() {
 
 #[test]
 fn key_policy_allows_the_gateway_only_with_every_pcr_attested() {
-    let policy = key_policy(&KeyPolicyParams::new(
-        ACCOUNT,
-        GATEWAY_ROLE,
-        vec![sample_set()],
-    ))
-    .unwrap();
+    let policy = key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()])).unwrap();
     let allow = statement(&policy, "EnclaveDataKeys");
     assert_eq!(allow["Effect"], "Allow");
     assert_eq!(allow["Principal"]["AWS"], GATEWAY_ROLE);
-    assert_eq!(
-        allow["Action"],
-        json!(["kms:GenerateDataKey", "kms:Decrypt"])
-    );
+    assert_eq!(allow["Action"], json!(["kms:GenerateDataKey", "kms:Decrypt"]));
     assert_eq!(
         allow["Condition"],
         json!({ "StringEqualsIgnoreCase": {
@@ -190,23 +137,12 @@ fn key_policy_allows_the_gateway_only_with_every_pcr_attested() {
 
 #[test]
 fn key_policy_denies_everyone_per_pcr_when_that_pcr_is_not_attested() {
-    let policy = key_policy(&KeyPolicyParams::new(
-        ACCOUNT,
-        GATEWAY_ROLE,
-        vec![sample_set()],
-    ))
-    .unwrap();
-    for (index, value) in [SAMPLE_PCR0, SAMPLE_PCR1, SAMPLE_PCR2]
-        .into_iter()
-        .enumerate()
-    {
+    let policy = key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()])).unwrap();
+    for (index, value) in [SAMPLE_PCR0, SAMPLE_PCR1, SAMPLE_PCR2].into_iter().enumerate() {
         let deny = statement(&policy, &format!("DenyDataKeysWithoutAttestedPCR{index}"));
         assert_eq!(deny["Effect"], "Deny");
         assert_eq!(deny["Principal"], "*");
-        assert_eq!(
-            deny["Action"],
-            json!(["kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"])
-        );
+        assert_eq!(deny["Action"], json!(["kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]));
         assert_eq!(
             deny["Condition"],
             json!({ "StringNotEqualsIgnoreCase": { format!("kms:RecipientAttestation:PCR{index}"): [value] } }),
@@ -219,111 +155,58 @@ fn key_policy_denies_everyone_per_pcr_when_that_pcr_is_not_attested() {
 fn key_policy_with_two_builds_lists_each_distinct_value_once() {
     let old = set_of(1);
     let new = PcrSet::from_bytes([9; PCR_LEN], *old.pcr(1).unwrap(), [11; PCR_LEN]);
-    let policy = key_policy(&KeyPolicyParams::new(
-        ACCOUNT,
-        GATEWAY_ROLE,
-        vec![old.clone(), new.clone()],
-    ))
-    .unwrap();
+    let policy = key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![old.clone(), new.clone()])).unwrap();
     let values = &statement(&policy, "EnclaveDataKeys")["Condition"]["StringEqualsIgnoreCase"];
-    assert_eq!(
-        values["kms:RecipientAttestation:PCR0"],
-        json!([old.pcr_hex(0), new.pcr_hex(0)])
-    );
-    assert_eq!(
-        values["kms:RecipientAttestation:PCR1"],
-        json!([old.pcr_hex(1)]),
-        "shared kernel listed once"
-    );
+    assert_eq!(values["kms:RecipientAttestation:PCR0"], json!([old.pcr_hex(0), new.pcr_hex(0)]));
+    assert_eq!(values["kms:RecipientAttestation:PCR1"], json!([old.pcr_hex(1)]), "shared kernel listed once");
     let deny2 = &statement(&policy, "DenyDataKeysWithoutAttestedPCR2")["Condition"]["StringNotEqualsIgnoreCase"];
-    assert_eq!(
-        deny2["kms:RecipientAttestation:PCR2"],
-        json!([old.pcr_hex(2), new.pcr_hex(2)])
-    );
+    assert_eq!(deny2["kms:RecipientAttestation:PCR2"], json!([old.pcr_hex(2), new.pcr_hex(2)]));
 }
 
 #[test]
 fn key_policy_adds_key_administrators_without_data_key_actions() {
     let admin = "arn:aws:iam::111122223333:role/key-admin".to_owned();
     let policy = key_policy(
-        &KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()])
-            .key_administrators(vec![admin.clone()]),
+        &KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()]).key_administrators(vec![admin.clone()]),
     )
     .unwrap();
     let admins = statement(&policy, "KeyAdministrators");
     assert_eq!(admins["Principal"]["AWS"], json!([admin]));
-    let actions: Vec<&str> = admins["Action"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert!(
-        !actions
-            .iter()
-            .any(|a| a.contains("Decrypt") || a.contains("GenerateDataKey") || *a == "kms:*")
-    );
+    let actions: Vec<&str> = admins["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(!actions.iter().any(|a| a.contains("Decrypt") || a.contains("GenerateDataKey") || *a == "kms:*"));
 }
 
 #[test]
 fn key_policy_takes_the_partition_from_the_gateway_role() {
     let role = "arn:aws-cn:iam::111122223333:role/keyward-gateway";
     let policy = key_policy(&KeyPolicyParams::new(ACCOUNT, role, vec![sample_set()])).unwrap();
-    assert_eq!(
-        statement(&policy, "KeyAdministration")["Principal"]["AWS"],
-        "arn:aws-cn:iam::111122223333:root"
-    );
+    assert_eq!(statement(&policy, "KeyAdministration")["Principal"]["AWS"], "arn:aws-cn:iam::111122223333:root");
 }
 
 #[test]
 fn key_policy_refuses_debug_mode_pcrs_unless_allowed() {
     let debug = PcrSet::from_bytes([0; PCR_LEN], [0; PCR_LEN], [0; PCR_LEN]);
     let params = KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set(), debug]);
-    assert_eq!(
-        key_policy(&params),
-        Err(PolicyError::DebugModePcr {
-            set: 1,
-            name: "PCR0"
-        })
-    );
+    assert_eq!(key_policy(&params), Err(PolicyError::DebugModePcr { set: 1, name: "PCR0" }));
     assert!(key_policy(&params.allow_debug_mode(true)).is_ok());
 
     let zero_pcr2 = PcrSet::from_bytes([1; PCR_LEN], [2; PCR_LEN], [0; PCR_LEN]);
     let params = KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![zero_pcr2]);
-    assert_eq!(
-        key_policy(&params),
-        Err(PolicyError::DebugModePcr {
-            set: 0,
-            name: "PCR2"
-        })
-    );
+    assert_eq!(key_policy(&params), Err(PolicyError::DebugModePcr { set: 0, name: "PCR2" }));
 }
 
 #[test]
 fn key_policy_refuses_an_empty_pcr_set_list() {
-    assert_eq!(
-        key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![])),
-        Err(PolicyError::NoPcrSets)
-    );
+    assert_eq!(key_policy(&KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![])), Err(PolicyError::NoPcrSets));
 }
 
 #[test]
 fn key_policy_refuses_bad_account_ids_and_principals() {
     assert!(matches!(
-        key_policy(&KeyPolicyParams::new(
-            "12345",
-            GATEWAY_ROLE,
-            vec![sample_set()]
-        )),
+        key_policy(&KeyPolicyParams::new("12345", GATEWAY_ROLE, vec![sample_set()])),
         Err(PolicyError::InvalidAccountId(_))
     ));
-    for role in [
-        "",
-        "*",
-        "keyward-gateway",
-        "arn:aws:kms:us-east-1:111122223333:key/x",
-        "arn:aws:iam::1:role/x",
-    ] {
+    for role in ["", "*", "keyward-gateway", "arn:aws:kms:us-east-1:111122223333:key/x", "arn:aws:iam::1:role/x"] {
         assert!(
             matches!(
                 key_policy(&KeyPolicyParams::new(ACCOUNT, role, vec![sample_set()])),
@@ -332,15 +215,8 @@ fn key_policy_refuses_bad_account_ids_and_principals() {
             "{role}"
         );
     }
-    let params = KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()])
-        .key_administrators(vec!["*".into()]);
-    assert!(matches!(
-        key_policy(&params),
-        Err(PolicyError::InvalidArn {
-            what: "key administrator ARN",
-            ..
-        })
-    ));
+    let params = KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()]).key_administrators(vec!["*".into()]);
+    assert!(matches!(key_policy(&params), Err(PolicyError::InvalidArn { what: "key administrator ARN", .. })));
 }
 
 #[test]
@@ -366,10 +242,7 @@ fn iam_policy_refuses_anything_but_a_key_arn() {
         "arn:aws:kms:eu-west-1:111122223333:key/",
         "arn:aws:s3:eu-west-1:111122223333:key/x",
     ] {
-        assert!(
-            matches!(iam_policy(arn), Err(PolicyError::InvalidArn { .. })),
-            "{arn}"
-        );
+        assert!(matches!(iam_policy(arn), Err(PolicyError::InvalidArn { .. })), "{arn}");
     }
 }
 

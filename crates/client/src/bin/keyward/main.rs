@@ -9,7 +9,11 @@ use keyward_client::Client;
 mod verify;
 
 #[derive(Debug, Parser)]
-#[command(name = "keyward", version, about = "Client for a keyward gateway: sign, fetch the public key, verify attestation")]
+#[command(
+    name = "keyward",
+    version,
+    about = "Client for a keyward gateway: sign, fetch the public key, verify attestation"
+)]
 struct Cli {
     /// Gateway base URL.
     #[arg(long, env = "KEYWARD_GATEWAY", default_value = "http://127.0.0.1:8080", global = true)]
@@ -59,10 +63,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let token = match (&cli.token_file, std::env::var("KEYWARD_API_TOKEN")) {
         (Some(path), _) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .trim()
-                .to_owned(),
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned(),
         ),
         (None, Ok(token)) => Some(token.trim().to_owned()),
         (None, Err(_)) => None,

@@ -28,43 +28,23 @@ fn localstack_rid() -> Vec<u8> {
 
 fn der_enveloped_data(p: &DerParts<'_>) -> Vec<u8> {
     let v = tlv(0x02, &[p.version]);
-    let ktri = [
-        v.clone(),
-        p.rid.clone(),
-        p.key_algorithm.clone(),
-        tlv(0x04, p.encrypted_key),
-    ];
+    let ktri = [v.clone(), p.rid.clone(), p.key_algorithm.clone(), tlv(0x04, p.encrypted_key)];
     let algorithm = tlv(0x30, &[tlv(0x06, OID_AES256_CBC), tlv(0x04, p.iv)].concat());
     let content = [tlv(0x06, OID_DATA), algorithm, tlv(0x80, p.ciphertext)].concat();
-    let enveloped = [
-        v,
-        tlv(0x31, &tlv(0x30, &ktri.concat())),
-        tlv(0x30, &content),
-    ]
-    .concat();
-    let info = [
-        tlv(0x06, OID_ENVELOPED_DATA),
-        tlv(0xa0, &tlv(0x30, &enveloped)),
-    ]
-    .concat();
+    let enveloped = [v, tlv(0x31, &tlv(0x30, &ktri.concat())), tlv(0x30, &content)].concat();
+    let info = [tlv(0x06, OID_ENVELOPED_DATA), tlv(0xa0, &tlv(0x30, &enveloped))].concat();
     tlv(0x30, &info)
 }
 
 /// Encrypts like LocalStack with aws-lc: random CEK and IV, OAEP-SHA256 wrap.
-fn localstack_style_blob(
-    plaintext: &[u8],
-    key: &RecipientKey,
-    edit: impl Fn(&mut DerParts<'_>),
-) -> Vec<u8> {
+fn localstack_style_blob(plaintext: &[u8], key: &RecipientKey, edit: impl Fn(&mut DerParts<'_>)) -> Vec<u8> {
     let public = PublicEncryptingKey::from_der(&key.public_key_spki_der()).unwrap();
     let public = OaepPublicEncryptingKey::new(public).unwrap();
     let (mut cek, mut iv) = ([0u8; 32], [0u8; 16]);
     rand::fill(&mut cek).unwrap();
     rand::fill(&mut iv).unwrap();
     let mut wrapped = vec![0u8; public.ciphertext_size()];
-    public
-        .encrypt(&OAEP_SHA256_MGF1SHA256, &cek, &mut wrapped, None)
-        .unwrap();
+    public.encrypt(&OAEP_SHA256_MGF1SHA256, &cek, &mut wrapped, None).unwrap();
     let ciphertext = aes256_cbc_encrypt(&cek, &iv, plaintext).unwrap();
     let mut parts = DerParts {
         version: 0,
@@ -98,14 +78,9 @@ fn a_blob_generated_by_localstack_decrypts_and_matches_the_rebuilt_layout() {
     let key = RecipientKey::from_pem(&pem).unwrap();
     let blob = local_fixture("localstack_ciphertext_for_recipient.der");
     let plaintext = decrypt_for_recipient(&blob, &key).unwrap();
-    assert_eq!(
-        plaintext.as_slice(),
-        local_fixture("localstack_expected_plaintext.bin").as_slice()
-    );
+    assert_eq!(plaintext.as_slice(), local_fixture("localstack_expected_plaintext.bin").as_slice());
     let p = parse(&blob).unwrap();
-    let RecipientId::IssuerAndSerialNumber { serial, .. } = &p.recipient else {
-        panic!("rid")
-    };
+    let RecipientId::IssuerAndSerialNumber { serial, .. } = &p.recipient else { panic!("rid") };
     assert_eq!(serial.as_slice(), &[1]);
     let rebuilt = der_enveloped_data(&DerParts {
         version: 0,
@@ -127,53 +102,26 @@ fn inconsistent_versions_and_other_oaep_parameters_are_refused() {
         // Append pSourceFunc [2] to the parameters SEQUENCE.
         let full = oaep_sha256_identifier();
         let params = &full[2 + oaep_oid.len() + 2..];
-        let p_source = tlv(
-            0xa2,
-            &tlv(
-                0x30,
-                &tlv(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 9]),
-            ),
-        );
-        tlv(
-            0x30,
-            &[oaep_oid.clone(), tlv(0x30, &[params, &p_source].concat())].concat(),
-        )
+        let p_source = tlv(0xa2, &tlv(0x30, &tlv(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 9])));
+        tlv(0x30, &[oaep_oid.clone(), tlv(0x30, &[params, &p_source].concat())].concat())
     };
     let cases: [(Edit<'_>, CmsError); 4] = [
-        (
-            Box::new(|p| p.version = 2),
-            CmsError::UnsupportedVersion {
-                structure: "KeyTransRecipientInfo",
-                version: 2,
-            },
-        ),
+        (Box::new(|p| p.version = 2), CmsError::UnsupportedVersion { structure: "KeyTransRecipientInfo", version: 2 }),
         (
             Box::new(|p| p.rid = ski_rid.clone()),
-            CmsError::UnsupportedVersion {
-                structure: "KeyTransRecipientInfo",
-                version: 0,
-            },
+            CmsError::UnsupportedVersion { structure: "KeyTransRecipientInfo", version: 0 },
         ),
         (
             Box::new(|p| p.key_algorithm = tlv(0x30, &oaep_oid)),
-            CmsError::UnsupportedAlgorithm {
-                field: "keyEncryptionAlgorithm",
-                supported: OAEP_SUPPORTED,
-            },
+            CmsError::UnsupportedAlgorithm { field: "keyEncryptionAlgorithm", supported: OAEP_SUPPORTED },
         ),
         (
             Box::new(|p| p.key_algorithm = with_p_source.clone()),
-            CmsError::UnsupportedField {
-                field: "RSAES-OAEP-params.pSourceFunc",
-            },
+            CmsError::UnsupportedField { field: "RSAES-OAEP-params.pSourceFunc" },
         ),
     ];
     for (i, (edit, want)) in cases.iter().enumerate() {
         let blob = localstack_style_blob(&[7; 16], &key, edit);
-        assert_eq!(
-            decrypt_for_recipient(&blob, &key).map(|_| ()),
-            Err(want.clone()),
-            "case {i}"
-        );
+        assert_eq!(decrypt_for_recipient(&blob, &key).map(|_| ()), Err(want.clone()), "case {i}");
     }
 }

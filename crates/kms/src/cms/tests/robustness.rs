@@ -40,8 +40,8 @@ fn single_byte_mutations_fail_cleanly_except_documented_cbc_malleability() {
                     let mut flipped = padded.clone();
                     flipped[offset - iv_at] ^= flip;
                     let last_block = &flipped[flipped.len() - 16..];
-                    let want = pkcs7_unpad(last_block)
-                        .map(|tail| [&flipped[..flipped.len() - 16], tail.as_slice()].concat());
+                    let want =
+                        pkcs7_unpad(last_block).map(|tail| [&flipped[..flipped.len() - 16], tail.as_slice()].concat());
                     match (&result, want) {
                         (Ok(got), Some(want)) => assert_eq!(got.as_slice(), want.as_slice()),
                         (Err(CmsError::DecryptionFailed), None) => {}
@@ -68,10 +68,7 @@ fn mutated_encrypted_key_is_a_plain_decryption_failure() {
     for offset in [at, at + 1, at + 128, at + 255] {
         let mut mutated = blob.clone();
         mutated[offset] ^= 0x01;
-        assert_eq!(
-            decrypt_for_recipient(&mutated, key),
-            Err(CmsError::DecryptionFailed)
-        );
+        assert_eq!(decrypt_for_recipient(&mutated, key), Err(CmsError::DecryptionFailed));
     }
 }
 
@@ -80,10 +77,7 @@ fn trailing_bytes_and_oversized_input_are_refused() {
     let (blob, _, _) = enclaver();
     for extra in [&[0u8][..], &[0, 0], &[0x30, 0x00]] {
         let input = [blob.as_slice(), extra].concat();
-        assert_eq!(
-            parse(&input),
-            Err(CmsError::TrailingBytes { count: extra.len() })
-        );
+        assert_eq!(parse(&input), Err(CmsError::TrailingBytes { count: extra.len() }));
     }
     let huge = vec![0u8; MAX_INPUT_LEN + 1];
     assert!(matches!(parse(&huge), Err(CmsError::InputTooLarge { .. })));
@@ -102,15 +96,10 @@ fn deep_nesting_is_refused_without_recursion() {
 
 #[test]
 fn nested_constructed_string_segments_are_concatenated() {
-    let input = [
-        0x24, 0x80, 0x24, 0x80, 0x04, 0x02, 0xaa, 0xbb, 0, 0, 0x04, 0x01, 0xcc, 0, 0,
-    ];
+    let input = [0x24, 0x80, 0x24, 0x80, 0x04, 0x02, 0xaa, 0xbb, 0, 0, 0x04, 0x01, 0xcc, 0, 0];
     let element = ber::Reader::new(&input).read().unwrap();
     let (bytes, segments) = element.string_octets().unwrap();
-    assert_eq!(
-        (bytes.as_ref(), segments),
-        (&[0xaa, 0xbb, 0xcc][..], Some(2))
-    );
+    assert_eq!((bytes.as_ref(), segments), (&[0xaa, 0xbb, 0xcc][..], Some(2)));
 }
 
 #[test]
@@ -119,12 +108,7 @@ fn more_than_one_recipient_is_refused() {
     // The SET header is at 20..24 and the one KeyTransRecipientInfo at 24..387.
     assert_eq!(&blob[20..24], &[0x31, 0x82, 0x01, 0x6b]);
     let ktri = &blob[24..387];
-    let doubled = [
-        &blob[..20],
-        &tlv(0x31, &[ktri, ktri].concat()),
-        &blob[387..],
-    ]
-    .concat();
+    let doubled = [&blob[..20], &tlv(0x31, &[ktri, ktri].concat()), &blob[387..]].concat();
     assert_eq!(parse(&doubled), Err(CmsError::RecipientCount { count: 2 }));
 }
 
