@@ -72,6 +72,8 @@ impl Reply {
 
 impl Upstream {
     pub fn new(url: &str, region: &str) -> anyhow::Result<Self> {
+        // reqwest has no TLS provider of its own here (aws-lc-rs is the workspace's one).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let http = reqwest::Client::builder()
             // The emulator is on loopback; an HTTP proxy from the environment must not get in
             // between (it would see plaintext data keys).

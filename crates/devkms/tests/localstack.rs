@@ -32,7 +32,7 @@ impl Emulator {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             process.assert_running();
-            let answer = reqwest::Client::builder()
+            let answer = support::http_client()
                 .no_proxy()
                 .build()
                 .unwrap()

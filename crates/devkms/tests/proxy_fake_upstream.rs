@@ -248,7 +248,7 @@ async fn upstream_errors_pass_through_with_status_and_body() {
 async fn other_operations_pass_through_unchanged() {
     let pki = Pki::new();
     let setup = Setup::start(&pki, PERMISSIVE_POLICY).await;
-    let response = reqwest::Client::new()
+    let response = support::http_client().build().unwrap()
         .post(format!("{}/", setup.url))
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", "TrentService.ListKeys")
@@ -294,7 +294,7 @@ async fn re_encrypt_is_held_to_the_key_policy() {
 async fn requests_outside_the_kms_json_protocol_are_refused() {
     let pki = Pki::new();
     let setup = Setup::start(&pki, PERMISSIVE_POLICY).await;
-    let client = reqwest::Client::new();
+    let client = support::http_client().build().unwrap();
     let form = client
         .post(format!("{}/", setup.url))
         .header("content-type", "application/x-www-form-urlencoded")

@@ -16,6 +16,13 @@ use keyward_kms::policy::{KeyPolicyParams, PcrSet, key_policy};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+/// reqwest is built without its own TLS provider in this workspace (one crypto library,
+/// aws-lc-rs); when a workspace build turns its rustls feature on, clients need this first.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 pub const ACCOUNT: &str = "000000000000";
 pub const GATEWAY_ROLE: &str = "arn:aws:iam::000000000000:role/keyward-gateway";
 /// What the AWS SDK sends (unsigned here: neither the emulators nor the proxy check it).
@@ -92,7 +99,7 @@ pub fn policy_for(enclaves: &[&Enclave]) -> String {
 
 /// One KMS JSON protocol call: `(HTTP status, JSON body)`.
 pub async fn kms(url: &str, operation: &str, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::builder()
+    let response = http_client()
         .no_proxy()
         .build()
         .unwrap()
