@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use keyward_attest::{AttestationRequest, Nsm};
 use keyward_proto::{
     AttestRequest, Commit, CompressedPublicKey, EnclaveId, EnclaveState, ErrorCode, ErrorReply, Provision,
-    PublicKeyInfo, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal,
+    PublicKeyInfo, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal, fault::crash_point,
 };
 use keyward_seal::{MasterKey, SealBinding, SealError};
 use tokio::sync::Mutex;
@@ -78,7 +78,9 @@ impl Vault {
         self.check_pinned(&request.kms_key_id, &request.region)?;
         let key = MasterKey::generate(|buf| self.nsm.random(buf))
             .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
+        crash_point("enclave:provision:before-kms");
         let sealed = self.seal(&key, request.enclave_id, 1, &request.credentials).await?;
+        crash_point("enclave:provision:after-kms");
         tracing::info!(enclave_id = %request.enclave_id, public_key = %sealed.public_key.to_hex(), "provisioned a new master key; awaiting commit");
         *self.write() = State::AwaitingCommit(Loaded {
             key: Arc::new(key),
@@ -194,6 +196,7 @@ impl Vault {
             .checked_add(1)
             .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "key_epoch cannot grow further"))?;
         let sealed = self.seal(&loaded.key, loaded.enclave_id, next_epoch, &request.credentials).await?;
+        crash_point("enclave:rotate:after-kms");
         if let State::Ready(l) = &mut *self.write() {
             l.rotating_to = Some(next_epoch);
         }

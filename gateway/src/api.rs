@@ -17,15 +17,16 @@ use keyward_proto::{Digest, EnclaveId, Request, Response as EnclaveResponse, Sch
 
 use base64::Engine;
 use keyward_client::api::{
-    AttestationResponse, BatchResult, PublicKeyResponse, SignBatchRequest, SignBatchResponse, SignRequest as SignBody,
-    SignResponse, Signature as SignatureJson,
+    AttestationResponse, BatchResult, PublicKeyResponse, RotateRequest, RotateResponse, SignBatchRequest,
+    SignBatchResponse, SignRequest as SignBody, SignResponse, Signature as SignatureJson,
 };
 use serde::Deserialize;
 
 use crate::{
     auth::Token,
+    credentials::CredentialSource,
     db::Db,
-    enclaves::{EnclaveSlot, Phase},
+    enclaves::{self, EnclaveSlot, Phase, RotateError},
     errors::ApiError,
 };
 
@@ -39,6 +40,9 @@ pub struct AppState {
     pub enclaves: Arc<BTreeMap<EnclaveId, Arc<EnclaveSlot>>>,
     pub db: Db,
     pub api_token: Arc<Token>,
+    /// `None`: the admin API is off.
+    pub admin_token: Option<Arc<Token>>,
+    pub credentials: Arc<CredentialSource>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/public-key", get(public_key))
         .route("/v1/attestation", get(attestation))
         .route("/v1/health", get(health))
+        .route("/v1/admin/rotate", post(rotate).layer(DefaultBodyLimit::max(4 * 1024)))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
@@ -177,6 +182,41 @@ async fn attestation(
         document_b64: base64::engine::general_purpose::STANDARD.encode(document),
         public_key_hex,
         nonce_hex: hex::encode(nonce),
+    }))
+}
+
+/// Data-key rotation (admin token).
+async fn rotate(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RotateRequest>, JsonRejection>,
+) -> Result<Json<RotateResponse>, ApiError> {
+    let Some(admin) = &app.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "the admin API is off (no server.admin_token_file)",
+        ));
+    };
+    admin.authorize(&headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    let slot = app.slot(body.enclave_id)?;
+    let rotated = enclaves::rotate(&slot, &app.db, &app.credentials).await.map_err(|e| {
+        let (status, code) = match &e {
+            RotateError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
+            RotateError::Conflict(_) => (StatusCode::CONFLICT, "rotation_conflict"),
+            RotateError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            RotateError::Enclave(_) | RotateError::Credentials(_) => (StatusCode::BAD_GATEWAY, "rotation_failed"),
+            RotateError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed"),
+        };
+        ApiError::new(status, code, format!("rotation of enclave {} not applied: {e}", slot.id))
+    })?;
+    tracing::info!(enclave_id = %slot.id, previous = rotated.previous_epoch, key_epoch = rotated.epoch, "data key rotated");
+    Ok(Json(RotateResponse {
+        enclave_id: slot.id.0,
+        public_key_hex: rotated.public_key_hex,
+        previous_key_epoch: rotated.previous_epoch,
+        key_epoch: rotated.epoch,
     }))
 }
 

@@ -198,6 +198,9 @@ impl Config {
 
     /// Everything production refuses, each with the reason.
     fn check_production(&self) -> anyhow::Result<()> {
+        if std::env::var_os("KEYWARD_FAULT").is_some() {
+            bail!("production refuses KEYWARD_FAULT (fault injection is for tests only)");
+        }
         if !self.attestation {
             bail!("production refuses kms.enable_attestation: false (the data key would cross the host in plaintext)");
         }

@@ -12,8 +12,8 @@ use std::{
 
 use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_proto::{
-    AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, SealedKey,
-    Status, Unseal,
+    AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, Rotate,
+    SealedKey, Status, Unseal, fault::crash_point,
 };
 use keyward_store::StoreError;
 use keyward_transport::Address;
@@ -83,6 +83,9 @@ pub struct EnclaveSlot {
     pub address: Address,
     health: RwLock<Health>,
     link: RwLock<Option<Arc<EnclaveLink>>>,
+    /// One rotation at a time per enclave through this gateway (the database's
+    /// compare-and-swap guards against anything else).
+    rotation: tokio::sync::Mutex<()>,
 }
 
 impl EnclaveSlot {
@@ -99,6 +102,7 @@ impl EnclaveSlot {
                 since_unix: now_unix(),
             }),
             link: RwLock::new(None),
+            rotation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -313,6 +317,20 @@ impl Supervisor {
                 if status.enclave_id == Some(id)
                     && status.public_key.map(|k| k.0.to_vec()) == Some(row.public_key.clone())
                 {
+                    // Still running from before a gateway restart. If a rotation was stored
+                    // but not committed, commit the stored epoch now.
+                    let stored = u32::try_from(row.key_epoch).ok();
+                    if let (Some(key_epoch), Some(public_key)) = (stored, status.public_key)
+                        && status.key_epoch != stored
+                    {
+                        let commit = Commit { enclave_id: id, public_key, key_epoch };
+                        return match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
+                            Response::Status(status) => Ok(status),
+                            other => {
+                                Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {other:?}"))))
+                            }
+                        };
+                    }
                     return Ok(status.clone());
                 }
                 Err(BringUpError::Failed(format!(
@@ -355,6 +373,7 @@ impl Supervisor {
             Response::Provisioned(sealed) if sealed.enclave_id == id => sealed,
             other => return Err(BringUpError::Link(LinkError::Protocol(format!("Provision answered with {other:?}")))),
         };
+        crash_point("gateway:provision:before-insert");
         self.db.insert(row_from_sealed(&sealed)).await.map_err(|e| match e {
             StoreError::AlreadyExists(_) => BringUpError::Failed(format!(
                 "a row for enclave {id} appeared while provisioning; the new key is discarded and the stored one will be unsealed"
@@ -362,12 +381,78 @@ impl Supervisor {
             other => BringUpError::Failed(format!("cannot store the new key of enclave {id}: {other}; it was not committed and will never sign")),
         })?;
         tracing::info!(enclave_id = %id, public_key = %sealed.public_key.to_hex(), "stored the sealed key; committing");
+        crash_point("gateway:provision:before-commit");
         let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch: sealed.key_epoch };
         match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
             Response::Status(status) => Ok(status),
             other => Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {other:?}")))),
         }
     }
+}
+
+/// Why a rotation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The enclave is not ready.
+    #[error("enclave {0} is not ready; rotate once it signs")]
+    NotReady(EnclaveId),
+    /// Reading or writing the row failed; nothing changed.
+    #[error("database: {0}")]
+    Store(StoreError),
+    /// Another rotation won the compare-and-swap; nothing changed.
+    #[error("{0}")]
+    Conflict(StoreError),
+    /// The enclave refused or failed.
+    #[error("{0}")]
+    Enclave(LinkError),
+    /// Credentials could not be obtained.
+    #[error("{0}")]
+    Credentials(String),
+    /// The row is damaged or does not match the enclave.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a rotation did.
+#[derive(Debug)]
+pub struct Rotated {
+    pub public_key_hex: String,
+    pub previous_epoch: u32,
+    pub epoch: u32,
+}
+
+/// Data-key rotation: the enclave reseals its key under a new data key (`epoch + 1`), the
+/// row is replaced by compare-and-swap on the old epoch, then the enclave commits. A crash
+/// between the steps leaves either the old row (which still opens) or the new row (which
+/// opens too, and is committed on the next bring-up). Signing continues throughout.
+pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource) -> Result<Rotated, RotateError> {
+    let _one_at_a_time = slot.rotation.lock().await;
+    let link = slot.ready_link().ok_or(RotateError::NotReady(slot.id))?;
+    let row = db.get(slot.id).await.map_err(RotateError::Store)?.ok_or(RotateError::NotReady(slot.id))?;
+    let sealed = sealed_from_row(row).map_err(RotateError::Invalid)?;
+    let previous_epoch = sealed.key_epoch;
+    let credentials = credentials.get().await.map_err(RotateError::Credentials)?;
+    let request = Request::Rotate(Rotate { sealed: sealed.clone(), credentials });
+    let new = match link.call(request, LIFECYCLE_TIMEOUT).await {
+        Ok(Response::Rotated(new)) => new,
+        Ok(other) => return Err(RotateError::Enclave(LinkError::Protocol(format!("Rotate answered with {other:?}")))),
+        Err(e) => return Err(RotateError::Enclave(e)),
+    };
+    if new.enclave_id != sealed.enclave_id || new.public_key != sealed.public_key || new.key_epoch != previous_epoch + 1
+    {
+        return Err(RotateError::Invalid("the enclave's rotated row does not continue the stored one".into()));
+    }
+    crash_point("gateway:rotate:before-store");
+    db.rotate(row_from_sealed(&new), i64::from(previous_epoch)).await.map_err(|e| match e {
+        e @ StoreError::EpochConflict { .. } => RotateError::Conflict(e),
+        other => RotateError::Store(other),
+    })?;
+    tracing::info!(enclave_id = %slot.id, key_epoch = new.key_epoch, "stored the rotated row; committing");
+    crash_point("gateway:rotate:before-commit");
+    let commit = Commit { enclave_id: slot.id, public_key: new.public_key, key_epoch: new.key_epoch };
+    link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await.map_err(RotateError::Enclave)?;
+    slot.set_epoch(new.key_epoch);
+    Ok(Rotated { public_key_hex: new.public_key.to_hex(), previous_epoch, epoch: new.key_epoch })
 }
 
 fn now_unix() -> u64 {

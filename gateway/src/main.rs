@@ -43,6 +43,13 @@ enum Command {
     /// Print the KMS key policy and IAM policy that release data keys only to the given
     /// enclave builds.
     KeyPolicy(policy_cmd::KeyPolicyArgs),
+    /// Rotate an enclave's data key through the running gateway's admin API (same public
+    /// key, `key_epoch + 1`).
+    Rotate {
+        /// Which enclave (optional when the config lists exactly one).
+        #[arg(long)]
+        enclave_id: Option<u32>,
+    },
 }
 
 #[tokio::main]
@@ -57,6 +64,7 @@ async fn main() -> std::process::ExitCode {
         Command::Run => run(&cli.config).await,
         Command::CheckConfig => Config::load(&cli.config).map(|c| println!("{c:#?}")),
         Command::KeyPolicy(args) => policy_cmd::run(args),
+        Command::Rotate { enclave_id } => rotate_cmd(&cli.config, enclave_id).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -105,7 +113,8 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         tokio::spawn(supervisor.run());
     }
 
-    let state = api::AppState { enclaves: Arc::new(slots), db, api_token };
+    let admin_token = config.admin_token_file.as_deref().map(auth::Token::load).transpose()?.map(Arc::new);
+    let state = api::AppState { enclaves: Arc::new(slots), db, api_token, admin_token, credentials };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -115,6 +124,18 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         .await
         .context("API server failed")?;
     tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// `gateway rotate`: asks the running gateway (found through the config) to rotate.
+async fn rotate_cmd(config_path: &std::path::Path, enclave_id: Option<u32>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let token_file =
+        config.admin_token_file.as_deref().context("server.admin_token_file is not set: the admin API is off")?;
+    let token = std::fs::read_to_string(token_file).with_context(|| format!("reading {}", token_file.display()))?;
+    let client = keyward_client::Client::new(&format!("http://{}", config.listen), Some(token.trim().to_owned()))?;
+    let rotated = client.rotate(enclave_id).await?;
+    println!("{}", serde_json::to_string_pretty(&rotated)?);
     Ok(())
 }
 

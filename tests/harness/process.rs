@@ -31,18 +31,9 @@ pub fn binary(name: &str) -> PathBuf {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.current_dir(workspace_root()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "gateway",
-            "-p",
-            "enclave",
-            "-p",
-            "keyward-devkms",
-            "-p",
-            "keyward-client",
-        ]);
+        // `--workspace --all-targets` resolves features exactly like `just test` does, so this
+        // is a no-op after it instead of a second build of every dependency.
+        build.current_dir(workspace_root()).args(["build", "--quiet", "--workspace", "--all-targets"]);
         if release {
             build.arg("--release");
         }

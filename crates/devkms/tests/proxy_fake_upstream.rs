@@ -248,7 +248,9 @@ async fn upstream_errors_pass_through_with_status_and_body() {
 async fn other_operations_pass_through_unchanged() {
     let pki = Pki::new();
     let setup = Setup::start(&pki, PERMISSIVE_POLICY).await;
-    let response = support::http_client().build().unwrap()
+    let response = support::http_client()
+        .build()
+        .unwrap()
         .post(format!("{}/", setup.url))
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", "TrentService.ListKeys")

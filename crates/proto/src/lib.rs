@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod fault;
 mod frame;
 mod message;
 mod types;

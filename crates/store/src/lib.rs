@@ -77,6 +77,15 @@ pub enum StoreError {
         /// The epoch the rotation started from.
         expected_epoch: i64,
     },
+    /// The database file was deleted or replaced while open; writes are refused because they
+    /// would be lost.
+    #[error(
+        "database file {path} was deleted or replaced while the gateway ran; refusing to write (restore it and restart)"
+    )]
+    FileGone {
+        /// Database file.
+        path: PathBuf,
+    },
     /// Any other SQLite failure (locked, read-only, disk full, ...).
     #[error("database {op} failed: {source}")]
     Sqlite {
@@ -95,6 +104,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Device and inode of the file as opened: a database deleted or replaced under a running
+    /// gateway must not silently take writes that would vanish on restart.
+    identity: (u64, u64),
 }
 
 impl Store {
@@ -102,15 +114,18 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
         // Reading the header here turns "file is not a database" into an open error.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        let mut store = Store { conn, path: path.to_owned() };
-        migrations::apply(&mut store.conn, path)?;
-        Ok(store)
+        migrations::apply(&mut conn, path)?;
+        let identity = file_identity(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            source: rusqlite::Error::InvalidPath(format!("cannot stat the database file: {e}").into()),
+        })?;
+        Ok(Store { conn, path: path.to_owned(), identity })
     }
 
     /// The database file.
@@ -146,8 +161,17 @@ impl Store {
             .map_err(|source| StoreError::Sqlite { op: "read master key", source })
     }
 
+    /// Fails if the database file was deleted or replaced since it was opened.
+    pub fn check_file(&self) -> Result<()> {
+        match file_identity(&self.path) {
+            Ok(identity) if identity == self.identity => Ok(()),
+            _ => Err(StoreError::FileGone { path: self.path.clone() }),
+        }
+    }
+
     /// Inserts a new row. Fails with [`StoreError::AlreadyExists`] if the enclave id has one.
     pub fn insert(&mut self, row: &MasterKeyRow) -> Result<()> {
+        self.check_file()?;
         let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { op: "begin", source })?;
         let inserted = tx.execute(
             "INSERT INTO enclave_master_keys \
@@ -174,6 +198,7 @@ impl Store {
     /// Replaces the data key of a row by compare-and-swap: applies only if the stored row
     /// still has `expected_epoch` and the same public key, and the new epoch is one more.
     pub fn rotate(&mut self, new: &MasterKeyRow, expected_epoch: i64) -> Result<()> {
+        self.check_file()?;
         let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { op: "begin", source })?;
         let changed = tx
             .execute(
@@ -199,11 +224,18 @@ impl Store {
 
     /// Checks that the database answers a read (for health reporting).
     pub fn ping(&self) -> Result<()> {
+        self.check_file()?;
         self.conn
             .query_row("SELECT count(*) FROM enclave_master_keys", [], |r| r.get::<_, i64>(0))
             .map(|_| ())
             .map_err(|source| StoreError::Sqlite { op: "health read", source })
     }
+}
+
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 #[cfg(test)]

@@ -141,3 +141,17 @@ fn debug_of_a_row_shows_lengths_not_bytes() {
     let shown = format!("{:?}", row(1, 1));
     assert!(shown.contains("encrypted_private_key_len: 61"), "{shown}");
 }
+
+#[test]
+fn a_deleted_database_file_refuses_writes_and_fails_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    let mut store = Store::open(&path).unwrap();
+    store.insert(&row(1, 1)).unwrap();
+    store.ping().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(store.ping().unwrap_err(), StoreError::FileGone { .. }));
+    let err = store.insert(&row(2, 1)).unwrap_err();
+    assert!(err.to_string().contains("deleted or replaced"), "{err}");
+    assert!(matches!(store.rotate(&row(1, 2), 1).unwrap_err(), StoreError::FileGone { .. }));
+}
