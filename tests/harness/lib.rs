@@ -6,12 +6,14 @@
 
 mod devkms;
 mod mitm;
+mod mount;
 mod process;
 mod secrets;
 mod stack;
 
 pub use devkms::DevKms;
 pub use mitm::{Tamper, start_mitm};
+pub use mount::TmpfsMount;
 pub use process::{Proc, binary, free_port, workspace_root};
 pub use secrets::assert_no_secrets;
 pub use stack::{Measured, Stack, StackOptions, run_tool};
@@ -40,5 +42,36 @@ pub fn assert_signature_verifies(
             schnorr::Signature::from_byte_array(sig).verify(digest, &key).expect("BIP340 signature verifies");
         }
         other => panic!("unknown scheme {other}"),
+    }
+}
+
+/// A deterministic 32-byte digest for tests.
+pub fn digest(seed: u8) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = seed.wrapping_mul(31).wrapping_add(i as u8);
+    }
+    d
+}
+
+/// Signs with both schemes through the gateway and verifies each signature against the
+/// returned key, which must be `expected_public_key`.
+pub async fn assert_signs(stack: &Stack, enclave_id: Option<u32>, expected_public_key: &str) {
+    for (seed, scheme) in [(1u8, "ecdsa"), (2, "bip340")] {
+        let d = digest(seed);
+        let signed = stack
+            .client
+            .sign(&d, scheme, enclave_id)
+            .await
+            .unwrap_or_else(|e| panic!("{scheme} sign: {e}\n{}", stack.logs()));
+        assert_eq!(signed.public_key_hex, expected_public_key);
+        assert_eq!(signed.signature.scheme, scheme);
+        assert_signature_verifies(
+            scheme,
+            &d,
+            &signed.signature.signature_hex,
+            &signed.public_key_hex,
+            &signed.xonly_public_key_hex,
+        );
     }
 }

@@ -49,6 +49,8 @@ pub struct Stack {
     pub gateway: Option<Proc>,
     pub enclaves: BTreeMap<u32, Proc>,
     pub proxy: Option<Proc>,
+    pub proxy_port: Option<u16>,
+    pub data_dir: PathBuf,
     pub devkms: DevKms,
     pub measured: Measured,
     pub options: StackOptions,
@@ -75,8 +77,7 @@ impl Stack {
         let measurements = dir.path().join("measurements.json");
         std::fs::write(&measurements, run_tool("enclave", &["measure"])).expect("write measurements");
         let measured = parse_measurements(&measurements);
-        let mut proxy = None;
-        let mut kms_url = devkms.url();
+        let mut proxy_port = None;
         if options.attestation {
             let policy = run_tool(
                 "gateway",
@@ -111,24 +112,7 @@ impl Stack {
                 &["dev-root", "--pki-dir", &dir.path().join("mock-nsm").display().to_string()],
             );
             std::fs::write(dir.path().join("mock-nsm-root.pem"), root).expect("write root");
-            let port = free_port();
-            proxy = Some(Proc::spawn(
-                "devkms-proxy",
-                &binary("keyward-devkms"),
-                &[
-                    "--upstream".into(),
-                    devkms.url(),
-                    "serve".into(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--root".into(),
-                    dir.path().join("mock-nsm-root.pem").display().to_string(),
-                ],
-                &[("KEYWARD_LOG", "info".into())],
-                &dir.path().join("devkms-proxy.log"),
-            ));
-            kms_url = format!("http://127.0.0.1:{port}");
-            DevKms::wait_answers(&kms_url, proxy.as_mut().expect("proxy")).await;
+            proxy_port = Some(free_port());
         }
         let token = hex::encode(rand_bytes::<24>());
         std::fs::write(dir.path().join("api-token"), &token).expect("write token");
@@ -136,10 +120,14 @@ impl Stack {
         let api_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(token.clone())).expect("client");
         let enclave_ports = options.enclave_ids.iter().map(|id| (*id, free_port())).collect();
-        let stack = Stack {
+        let kms_url = proxy_port.map_or_else(|| devkms.url(), |port| format!("http://127.0.0.1:{port}"));
+        let data_dir = dir.path().join("data");
+        let mut stack = Stack {
             gateway: None,
             enclaves: BTreeMap::new(),
-            proxy,
+            proxy: None,
+            proxy_port,
+            data_dir,
             devkms,
             measured,
             options,
@@ -153,7 +141,51 @@ impl Stack {
             dir,
         };
         stack.write_config();
+        if stack.proxy_port.is_some() {
+            stack.start_proxy().await;
+        }
         stack
+    }
+
+    /// A client holding the admin token (for `/v1/admin/*`).
+    pub fn admin_client(&self) -> Client {
+        let token = std::fs::read_to_string(self.path().join("admin-token")).expect("admin token");
+        Client::new(&format!("http://127.0.0.1:{}", self.api_port), Some(token)).expect("client")
+    }
+
+    /// Starts the attesting dev KMS (again) on its port and waits until it answers.
+    pub async fn start_proxy(&mut self) {
+        let port = self.proxy_port.expect("this stack has an attesting dev KMS");
+        let mut proxy = Proc::spawn(
+            "devkms-proxy",
+            &binary("keyward-devkms"),
+            &[
+                "--upstream".into(),
+                self.devkms.url(),
+                "serve".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--root".into(),
+                self.path().join("mock-nsm-root.pem").display().to_string(),
+            ],
+            &[("KEYWARD_LOG", "info".into())],
+            &self.path().join("devkms-proxy.log"),
+        );
+        DevKms::wait_answers(&format!("http://127.0.0.1:{port}"), &mut proxy).await;
+        self.proxy = Some(proxy);
+    }
+
+    /// Stops the attesting dev KMS: from the enclave's point of view, KMS is down.
+    pub fn stop_proxy(&mut self) {
+        if let Some(mut p) = self.proxy.take() {
+            p.kill();
+        }
+    }
+
+    /// Moves the database to another directory (e.g. a small or read-only mount).
+    pub fn set_data_dir(&mut self, dir: PathBuf) {
+        self.data_dir = dir;
+        self.write_config();
     }
 
     /// Prepares and starts everything, and waits until every enclave is ready.
@@ -172,7 +204,7 @@ impl Stack {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.path().join("data/keyward.db")
+        self.data_dir.join("keyward.db")
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -195,7 +227,7 @@ impl Stack {
         let config = format!(
             "environment: development\n\
              kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {ALIAS}\n  enable_attestation: {att}\n  region: {REGION}\n\
-             database:\n  path: {dir}/data/keyward.db\n\
+             database:\n  path: {db}\n\
              server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
              relay:\n  listen: tcp://127.0.0.1:{relay}\n\
              {attestation}\
@@ -204,6 +236,7 @@ impl Stack {
             att = self.options.attestation,
             api = self.api_port,
             relay = self.relay_port,
+            db = self.db_path().display(),
             attestation = if self.options.gateway_pins_pcrs {
                 format!(
                     "attestation:\n  root_pem: {dir}/mock-nsm-root.pem\n  expected_pcrs:\n    - PCR0: {}\n      PCR1: {}\n      PCR2: {}\n",
@@ -230,12 +263,19 @@ impl Stack {
     }
 
     pub fn start_gateway(&mut self) {
+        self.start_gateway_with(&[]);
+    }
+
+    /// Starts the gateway with extra environment (e.g. `KEYWARD_FAULT`).
+    pub fn start_gateway_with(&mut self, extra: &[(&'static str, String)]) {
         let log = self.path().join("gateway.log");
+        let mut env = self.aws_env();
+        env.extend_from_slice(extra);
         let proc = Proc::spawn(
             "gateway",
             &binary("gateway"),
             &["--config".into(), self.config_path().display().to_string()],
-            &self.aws_env(),
+            &env,
             &log,
         );
         self.gateway = Some(proc);
@@ -269,14 +309,15 @@ impl Stack {
     }
 
     pub fn start_enclave_from(&mut self, id: u32, program: &Path) {
+        self.start_enclave_with(id, program, &[]);
+    }
+
+    /// Starts enclave `id` from `program` with extra environment (e.g. `KEYWARD_FAULT`).
+    pub fn start_enclave_with(&mut self, id: u32, program: &Path, extra: &[(&'static str, String)]) {
         let log = self.path().join(format!("enclave-{id}.log"));
-        let proc = Proc::spawn(
-            &format!("enclave-{id}"),
-            program,
-            &self.enclave_args(id),
-            &[("KEYWARD_LOG", "info".into())],
-            &log,
-        );
+        let mut env = vec![("KEYWARD_LOG", "info".to_owned())];
+        env.extend_from_slice(extra);
+        let proc = Proc::spawn(&format!("enclave-{id}"), program, &self.enclave_args(id), &env, &log);
         self.enclaves.insert(id, proc);
     }
 

@@ -86,7 +86,15 @@ pub enum StoreError {
         /// Database file.
         path: PathBuf,
     },
-    /// Any other SQLite failure (locked, read-only, disk full, ...).
+    /// The database is read-only (file or filesystem); nothing can be stored.
+    #[error(
+        "database {path} is read-only: stored keys still work, but new keys and rotations cannot be stored (make it writable and restart)"
+    )]
+    ReadOnly {
+        /// Database file.
+        path: PathBuf,
+    },
+    /// Any other SQLite failure (locked, disk full, ...).
     #[error("database {op} failed: {source}")]
     Sqlite {
         /// What we were doing.
@@ -107,6 +115,9 @@ pub struct Store {
     /// Device and inode of the file as opened: a database deleted or replaced under a running
     /// gateway must not silently take writes that would vanish on restart.
     identity: (u64, u64),
+    /// SQLite fell back to read-only (a read-only file or filesystem): keys can be read and
+    /// used, nothing can be stored, and health says so.
+    read_only: bool,
 }
 
 impl Store {
@@ -125,7 +136,11 @@ impl Store {
             path: path.to_owned(),
             source: rusqlite::Error::InvalidPath(format!("cannot stat the database file: {e}").into()),
         })?;
-        Ok(Store { conn, path: path.to_owned(), identity })
+        let read_only = conn.is_readonly(rusqlite::MAIN_DB).map_err(open_err)?;
+        if read_only {
+            tracing::error!(path = %path.display(), "database is read-only: stored keys can be used, but no key can be provisioned or rotated");
+        }
+        Ok(Store { conn, path: path.to_owned(), identity, read_only })
     }
 
     /// The database file.
@@ -161,12 +176,18 @@ impl Store {
             .map_err(|source| StoreError::Sqlite { op: "read master key", source })
     }
 
-    /// Fails if the database file was deleted or replaced since it was opened.
+    /// Fails if the database file was deleted or replaced since it was opened, or if it is
+    /// read-only.
     pub fn check_file(&self) -> Result<()> {
         match file_identity(&self.path) {
-            Ok(identity) if identity == self.identity => Ok(()),
-            _ => Err(StoreError::FileGone { path: self.path.clone() }),
+            Ok(identity) if identity != self.identity => return Err(StoreError::FileGone { path: self.path.clone() }),
+            Err(_) => return Err(StoreError::FileGone { path: self.path.clone() }),
+            Ok(_) => {}
         }
+        if self.read_only {
+            return Err(StoreError::ReadOnly { path: self.path.clone() });
+        }
+        Ok(())
     }
 
     /// Inserts a new row. Fails with [`StoreError::AlreadyExists`] if the enclave id has one.

@@ -1,0 +1,183 @@
+//! Bad client input on every endpoint: each gets a 4xx JSON error and the server keeps
+//! serving.
+
+use keyward_e2e::{Stack, StackOptions};
+use serde_json::Value;
+
+struct Case {
+    what: &'static str,
+    method: &'static str,
+    path: String,
+    auth: Auth,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    message: &'static str,
+}
+
+enum Auth {
+    None,
+    Api,
+    Admin,
+    Wrong,
+}
+
+fn json_case(what: &'static str, path: &str, body: &str, status: u16, message: &'static str) -> Case {
+    Case {
+        what,
+        method: "POST",
+        path: path.to_owned(),
+        auth: Auth::Api,
+        content_type: Some("application/json"),
+        body: body.as_bytes().to_vec(),
+        status,
+        message,
+    }
+}
+
+fn get_case(what: &'static str, path: &str, status: u16, message: &'static str) -> Case {
+    Case {
+        what,
+        method: "GET",
+        path: path.to_owned(),
+        auth: Auth::None,
+        content_type: None,
+        body: vec![],
+        status,
+        message,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let base = format!("http://127.0.0.1:{}", stack.api_port);
+    let admin_token = std::fs::read_to_string(stack.path().join("admin-token")).expect("admin token");
+    let digest = "ab".repeat(32);
+    let huge = format!(r#"{{"digest_hex":"{}","scheme":"ecdsa"}}"#, "a".repeat(2 << 20));
+    let many = format!(
+        r#"{{"items":[{}]}}"#,
+        vec![format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa"}}"#); 1001].join(",")
+    );
+    let sign = |body: &str| format!(r#"{{"digest_hex":{body},"scheme":"ecdsa"}}"#);
+    let cases = vec![
+        Case {
+            auth: Auth::None,
+            ..json_case("no token", "/v1/sign", &sign(&format!("\"{digest}\"")), 401, "Authorization")
+        },
+        Case {
+            auth: Auth::Wrong,
+            ..json_case("wrong token", "/v1/sign", &sign(&format!("\"{digest}\"")), 401, "invalid API token")
+        },
+        Case {
+            auth: Auth::Admin,
+            ..json_case(
+                "admin token for signing",
+                "/v1/sign",
+                &sign(&format!("\"{digest}\"")),
+                401,
+                "invalid API token",
+            )
+        },
+        json_case("not JSON", "/v1/sign", "{digest_hex: nope", 400, ""),
+        json_case("wrong type", "/v1/sign", &sign("123"), 400, "digest_hex"),
+        json_case("missing field", "/v1/sign", r#"{"scheme":"ecdsa"}"#, 400, "digest_hex"),
+        json_case(
+            "unknown field",
+            "/v1/sign",
+            &format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa","admin":true}}"#),
+            400,
+            "unknown field",
+        ),
+        json_case("invalid hex", "/v1/sign", &sign(&format!("\"{}\"", "zz".repeat(32))), 400, "not valid hexadecimal"),
+        json_case("short digest", "/v1/sign", &sign("\"abcd\""), 400, "64 hex characters"),
+        json_case(
+            "unknown scheme",
+            "/v1/sign",
+            &format!(r#"{{"digest_hex":"{digest}","scheme":"rsa"}}"#),
+            400,
+            "unknown scheme",
+        ),
+        json_case(
+            "unknown enclave",
+            "/v1/sign",
+            &format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa","enclave_id":9}}"#),
+            404,
+            "no enclave 9",
+        ),
+        json_case(
+            "negative enclave id",
+            "/v1/sign",
+            &format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa","enclave_id":-1}}"#),
+            400,
+            "",
+        ),
+        json_case("huge body", "/v1/sign", &huge, 413, ""),
+        Case {
+            content_type: Some("text/plain"),
+            ..json_case("wrong content type", "/v1/sign", &sign(&format!("\"{digest}\"")), 415, "")
+        },
+        json_case("empty batch", "/v1/sign-batch", r#"{"items":[]}"#, 400, "1 to 1000"),
+        json_case("oversized batch", "/v1/sign-batch", &many, 400, "1 to 1000"),
+        json_case(
+            "one bad batch item",
+            "/v1/sign-batch",
+            &format!(
+                r#"{{"items":[{{"digest_hex":"{digest}","scheme":"ecdsa"}},{{"digest_hex":"xx","scheme":"ecdsa"}}]}}"#
+            ),
+            400,
+            "items[1]",
+        ),
+        get_case("non-numeric enclave id", "/v1/public-key?enclave_id=abc", 400, ""),
+        get_case("unknown query parameter", "/v1/public-key?evil=1", 400, "unknown field"),
+        get_case("unknown enclave key", "/v1/public-key?enclave_id=42", 404, "no enclave 42"),
+        get_case("attestation without nonce", "/v1/attestation", 400, "nonce"),
+        get_case("attestation with bad nonce", "/v1/attestation?nonce=xyz", 400, "not valid hexadecimal"),
+        get_case(
+            "attestation with huge nonce",
+            &format!("/v1/attestation?nonce={}", "00".repeat(600)),
+            400,
+            "1 to 512 bytes",
+        ),
+        Case { auth: Auth::None, ..json_case("rotate without token", "/v1/admin/rotate", "{}", 401, "Authorization") },
+        Case {
+            auth: Auth::Api,
+            ..json_case("rotate with the API token", "/v1/admin/rotate", "{}", 401, "invalid API token")
+        },
+        Case { auth: Auth::Admin, ..json_case("rotate with bad JSON", "/v1/admin/rotate", "[1,2", 400, "") },
+        get_case("unknown path", "/v1/keys/private", 404, "no such endpoint"),
+        get_case("wrong method", "/v1/sign", 405, "method not allowed"),
+    ];
+
+    keyward_client::install_crypto_provider();
+    let http = reqwest::Client::new();
+    for case in cases {
+        let mut request = match case.method {
+            "GET" => http.get(format!("{base}{}", case.path)),
+            _ => http.post(format!("{base}{}", case.path)).body(case.body.clone()),
+        };
+        if let Some(ct) = case.content_type {
+            request = request.header("Content-Type", ct);
+        }
+        request = match case.auth {
+            Auth::None => request,
+            Auth::Api => request.bearer_auth(&stack.token),
+            Auth::Admin => request.bearer_auth(admin_token.trim()),
+            Auth::Wrong => request.bearer_auth("0".repeat(48)),
+        };
+        let response = request.send().await.unwrap_or_else(|e| panic!("{}: {e}", case.what));
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_slice(&response.bytes().await.expect("body"))
+            .unwrap_or_else(|e| panic!("{}: error body is not JSON: {e}", case.what));
+        assert_eq!(status, case.status, "{}: {body}", case.what);
+        let message =
+            body["error"]["message"].as_str().unwrap_or_else(|| panic!("{}: no error.message in {body}", case.what));
+        assert!(body["error"]["code"].is_string(), "{}: no error.code", case.what);
+        assert!(message.contains(case.message), "{}: {message:?} lacks {:?}", case.what, case.message);
+    }
+
+    let (status, _) = stack.client.health().await.expect("still serving");
+    assert_eq!(status, 200);
+    let key = stack.client.public_key(None).await.expect("still serving");
+    keyward_e2e::assert_signs(&stack, None, &key.public_key_hex).await;
+}

@@ -1,0 +1,208 @@
+//! The enclave link under abuse: oversized, truncated and garbage frames, a wrong protocol
+//! version, requests before the handshake, a peer that stops reading, and (from the gateway's
+//! side) an enclave that never answers.
+
+use std::time::{Duration, Instant};
+
+use keyward_e2e::{Stack, StackOptions, assert_signs};
+use keyward_proto::{
+    CONNECTION_ERROR_ID, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo, EnclaveState, ErrorCode, Hello,
+    HelloReply, MAX_FRAME_LEN, NsmKind, PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame,
+    Scheme, SignRequest, Status, decode, encode, read_frame,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+async fn connect(stack: &Stack) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", stack.enclave_ports[&1])).await.expect("connect to the enclave")
+}
+
+async fn reply(conn: &mut TcpStream) -> ResponseFrame {
+    let body = tokio::time::timeout(Duration::from_secs(10), read_frame(conn, MAX_FRAME_LEN))
+        .await
+        .expect("a reply, not a hang")
+        .expect("a frame");
+    decode(&body).expect("a response frame")
+}
+
+async fn assert_closed(conn: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("closed, not hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "the enclave closes the connection");
+}
+
+fn error_of(frame: &ResponseFrame) -> (ErrorCode, String) {
+    match &frame.reply {
+        Reply::Err(e) => (e.code, e.message.clone()),
+        Reply::Ok(r) => panic!("expected an error, got {r:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let row = stack.row(1).expect("row");
+
+    // Oversized: refused on the length prefix alone.
+    let mut conn = connect(&stack).await;
+    conn.write_all(&(16u32 << 20).to_be_bytes()).await.expect("write");
+    let frame = reply(&mut conn).await;
+    assert_eq!(frame.id, CONNECTION_ERROR_ID);
+    assert!(error_of(&frame).1.contains("exceeds"), "{frame:?}");
+    assert_closed(&mut conn).await;
+
+    // Garbage body.
+    let mut conn = connect(&stack).await;
+    conn.write_all(&[0, 0, 0, 5, 0xff, 0x00, 0x13, 0x37, 0x42]).await.expect("write");
+    let frame = reply(&mut conn).await;
+    assert_eq!(frame.id, CONNECTION_ERROR_ID);
+    assert_eq!(error_of(&frame).0, ErrorCode::BadRequest);
+    assert_closed(&mut conn).await;
+
+    // Truncated: half a header, then the peer goes away.
+    let mut conn = connect(&stack).await;
+    conn.write_all(&[0, 0]).await.expect("write");
+    drop(conn);
+    // A frame that announces more than it sends, then hangs up.
+    let mut conn = connect(&stack).await;
+    conn.write_all(&[0, 0, 1, 0, 1, 2, 3]).await.expect("write");
+    drop(conn);
+
+    // Wrong protocol version.
+    let mut conn = connect(&stack).await;
+    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION + 98 }) };
+    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
+    let frame = reply(&mut conn).await;
+    assert_eq!(frame.id, 1);
+    assert_eq!(error_of(&frame).0, ErrorCode::VersionMismatch);
+    assert_closed(&mut conn).await;
+
+    // A request before the handshake.
+    let mut conn = connect(&stack).await;
+    let sign =
+        RequestFrame { id: 7, request: Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa }) };
+    conn.write_all(&encode(&sign).expect("encode")).await.expect("write");
+    let frame = reply(&mut conn).await;
+    assert_eq!((frame.id, error_of(&frame).0), (7, ErrorCode::HandshakeRequired));
+    assert_closed(&mut conn).await;
+
+    // An unknown request after a good handshake gets an error with its own id, and the
+    // connection stays usable.
+    let mut conn = connect(&stack).await;
+    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }) };
+    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
+    assert!(matches!(reply(&mut conn).await.reply, Reply::Ok(Response::Hello(_))));
+    let unknown = serde_cbor::to_vec(&serde_cbor::Value::Map(
+        [
+            (serde_cbor::Value::Text("id".into()), serde_cbor::Value::Integer(2)),
+            (serde_cbor::Value::Text("request".into()), serde_cbor::Value::Text("SelfDestruct".into())),
+        ]
+        .into_iter()
+        .collect(),
+    ))
+    .expect("cbor");
+    conn.write_all(&(unknown.len() as u32).to_be_bytes()).await.expect("write");
+    conn.write_all(&unknown).await.expect("write");
+    let frame = reply(&mut conn).await;
+    assert_eq!((frame.id, error_of(&frame).0), (2, ErrorCode::BadRequest));
+    conn.write_all(&encode(&RequestFrame { id: 3, request: Request::Status }).expect("encode")).await.expect("write");
+    assert!(matches!(reply(&mut conn).await, ResponseFrame { id: 3, reply: Reply::Ok(Response::Status(_)) }));
+
+    // Through all of it, the real gateway's connection kept working and nothing changed.
+    assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
+    assert_eq!(stack.row(1).expect("row"), row);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off_without_hurting_others() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let row = stack.row(1).expect("row");
+    let mut conn = connect(&stack).await;
+    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }) };
+    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
+    let _ = reply(&mut conn).await;
+    // Flood signature requests and never read a reply.
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        for id in 2u64.. {
+            let frame = RequestFrame {
+                id,
+                request: Request::Sign(SignRequest { digest: Digest([9; 32]), scheme: Scheme::Ecdsa }),
+            };
+            if conn.write_all(&encode(&frame).expect("encode")).await.is_err() {
+                return id;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                return 0;
+            }
+        }
+        0
+    });
+    // Meanwhile the gateway's own connection is served.
+    assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
+    let sent = tokio::time::timeout(Duration::from_secs(120), flood).await.expect("the flood ends").expect("task");
+    assert!(sent > 0, "the enclave closed the stalled connection instead of buffering without bound");
+    assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_never_comes_is_a_timeout_not_a_hang() {
+    // A fake enclave that handshakes, claims a ready key, and then never answers.
+    let mut stack = Stack::prepare(StackOptions { gateway_pins_pcrs: false, ..StackOptions::default() }).await;
+    let public_key = CompressedPublicKey([2; 33]);
+    std::fs::create_dir_all(stack.db_path().parent().expect("dir")).expect("mkdir");
+    let mut store = keyward_store::Store::open(&stack.db_path()).expect("db");
+    store
+        .insert(&keyward_store::MasterKeyRow {
+            enclave_id: 1,
+            kms_encrypted_dek: vec![1; 100],
+            encrypted_private_key: vec![2; 61],
+            public_key: public_key.0.to_vec(),
+            kms_key_id: stack.key_arn.clone(),
+            key_epoch: 1,
+        })
+        .expect("row");
+    drop(store);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", stack.enclave_ports[&1])).await.expect("bind");
+    let info = EnclaveInfo {
+        software_version: "fake".into(),
+        nsm: NsmKind::Mock,
+        kms_key_id: "alias/keyward-enclave-master-key".into(),
+        kms_region: "us-east-1".into(),
+        kms_endpoint: stack.kms_url.clone(),
+        attestation: true,
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let info = info.clone();
+            tokio::spawn(async move {
+                while let Ok(body) = read_frame(&mut conn, MAX_FRAME_LEN).await {
+                    let Ok(frame) = decode::<RequestFrame>(&body) else { return };
+                    if let Request::Hello(_) = frame.request {
+                        let status = Status {
+                            state: EnclaveState::Ready,
+                            enclave_id: Some(EnclaveId(1)),
+                            public_key: Some(public_key),
+                            key_epoch: Some(1),
+                        };
+                        let hello = HelloReply { protocol_version: PROTOCOL_VERSION, info: info.clone(), status };
+                        let reply = ResponseFrame { id: frame.id, reply: Reply::Ok(Response::Hello(hello)) };
+                        if conn.write_all(&encode(&reply).expect("encode")).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Everything else: silence.
+                }
+            });
+        }
+    });
+    stack.start_gateway();
+    stack.wait_ready().await;
+    let err = stack.client.sign(&keyward_e2e::digest(1), "ecdsa", None).await.expect_err("no answer");
+    assert!(err.to_string().contains("504") && err.to_string().contains("did not answer"), "{err}");
+    let (status, _) = stack.client.health().await.expect("the gateway keeps serving");
+    assert_eq!(status, 200);
+}

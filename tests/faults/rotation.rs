@@ -1,0 +1,151 @@
+//! Data-key rotation: same public key, `key_epoch + 1`, compare-and-swap on the old epoch;
+//! crashes at each step, concurrent rotations, and rotation under signing load.
+
+use std::{process::Command, time::Duration};
+
+use keyward_client::ClientError;
+use keyward_e2e::{Stack, StackOptions, assert_signature_verifies, assert_signs, binary, digest};
+
+async fn restart_enclave_and_check(stack: &mut Stack, public_key: &str, epoch: i64) {
+    stack.kill_enclave(1);
+    stack.start_enclave(1);
+    let health = stack.wait_ready().await;
+    assert_eq!(health.enclaves[0].key_epoch, Some(epoch as u32));
+    assert_eq!(stack.row(1).expect("row").key_epoch, epoch);
+    assert_signs(stack, None, public_key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reseals_the_same_key_under_a_new_data_key() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    let before = stack.row(1).expect("row");
+    let public_key = hex::encode(&before.public_key);
+
+    let rotated = stack.admin_client().rotate(None).await.expect("rotate");
+    assert_eq!((rotated.previous_key_epoch, rotated.key_epoch), (1, 2));
+    assert_eq!(rotated.public_key_hex, public_key);
+    let after = stack.row(1).expect("row");
+    assert_eq!(after.public_key, before.public_key);
+    assert_eq!(after.key_epoch, 2);
+    assert_ne!(after.kms_encrypted_dek, before.kms_encrypted_dek, "a new data key");
+    assert_ne!(after.encrypted_private_key, before.encrypted_private_key, "a new seal");
+    assert_eq!(stack.client.public_key(None).await.expect("key").key_epoch, Some(2));
+    restart_enclave_and_check(&mut stack, &public_key, 2).await;
+
+    // The CLI does the same through the running gateway.
+    let output = Command::new(binary("gateway"))
+        .args(["--config", &stack.config_path().display().to_string(), "rotate"])
+        .output()
+        .expect("gateway rotate");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(answer["key_epoch"], 3);
+    assert_eq!(stack.row(1).expect("row").key_epoch, 3);
+
+    // Without the admin token there is no rotation.
+    let err = stack.client.rotate(None).await.expect_err("API token is not the admin token");
+    assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_crash_before_storing_the_rotation_leaves_the_old_row() {
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    stack.start_enclave(1);
+    stack.start_gateway_with(&[("KEYWARD_FAULT", "gateway:rotate:before-store".into())]);
+    stack.wait_ready().await;
+    let before = stack.row(1).expect("row");
+    let admin = stack.admin_client();
+    assert!(admin.rotate(None).await.is_err(), "the gateway dies mid-rotation");
+    stack.gateway.as_mut().expect("gateway").wait_exit(Duration::from_secs(30)).expect("crashed");
+    assert_eq!(stack.row(1).expect("row"), before, "nothing stored");
+    stack.start_gateway();
+    stack.wait_ready().await;
+    restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 1).await;
+    assert_eq!(stack.row(1).expect("row"), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_crash_after_storing_the_rotation_commits_it_on_restart() {
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    stack.start_enclave(1);
+    stack.start_gateway_with(&[("KEYWARD_FAULT", "gateway:rotate:before-commit".into())]);
+    stack.wait_ready().await;
+    let before = stack.row(1).expect("row");
+    assert!(stack.admin_client().rotate(None).await.is_err(), "the gateway dies mid-rotation");
+    stack.gateway.as_mut().expect("gateway").wait_exit(Duration::from_secs(30)).expect("crashed");
+    let stored = stack.row(1).expect("row");
+    assert_eq!((stored.key_epoch, &stored.public_key), (2, &before.public_key), "the new epoch is stored");
+    // The enclave still runs with the key; the restarted gateway commits the stored epoch.
+    stack.start_gateway();
+    let health = stack.wait_ready().await;
+    assert_eq!(health.enclaves[0].key_epoch, Some(2));
+    restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enclave_crash_during_rotation_leaves_the_old_row() {
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    stack.start_enclave_with(1, &binary("enclave"), &[("KEYWARD_FAULT", "enclave:rotate:after-kms".into())]);
+    stack.start_gateway();
+    stack.wait_ready().await;
+    let before = stack.row(1).expect("row");
+    let err = stack.admin_client().rotate(None).await.expect_err("the enclave dies mid-rotation");
+    assert!(err.to_string().contains("not applied"), "{err}");
+    assert_eq!(stack.row(1).expect("row"), before);
+    stack.enclaves.remove(&1);
+    stack.start_enclave(1);
+    stack.wait_ready().await;
+    assert_signs(&stack, None, &hex::encode(&before.public_key)).await;
+    assert_eq!(stack.row(1).expect("row"), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_never_skip_or_lose_an_epoch() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    let public_key = hex::encode(stack.row(1).expect("row").public_key);
+    let admin = stack.admin_client();
+    let (a, b) = tokio::join!(admin.rotate(None), admin.rotate(None));
+    let mut epochs = Vec::new();
+    for result in [a, b] {
+        match result {
+            Ok(r) => epochs.push(r.key_epoch),
+            Err(ClientError::Api { status: 409, .. }) => {}
+            Err(e) => panic!("unexpected rotation failure: {e}"),
+        }
+    }
+    epochs.sort_unstable();
+    let expected: Vec<u32> = (2..2 + epochs.len() as u32).collect();
+    assert_eq!(epochs, expected, "successful rotations take consecutive epochs");
+    let last = i64::from(*epochs.last().expect("at least one rotation succeeds"));
+    assert_eq!(stack.row(1).expect("row").key_epoch, last);
+    restart_enclave_and_check(&mut stack, &public_key, last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_continues_while_the_data_key_rotates() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let client = stack.client.clone();
+    let signer = tokio::spawn(async move {
+        let mut signed = Vec::new();
+        for i in 0..300u32 {
+            let d = digest((i % 251) as u8);
+            let scheme = if i % 2 == 0 { "ecdsa" } else { "bip340" };
+            signed.push((d, client.sign(&d, scheme, None).await));
+        }
+        signed
+    });
+    let admin = stack.admin_client();
+    for expected in 2..=4 {
+        assert_eq!(admin.rotate(None).await.expect("rotate").key_epoch, expected);
+    }
+    for (d, result) in signer.await.expect("signer") {
+        let s = result.expect("every signature during rotation succeeds");
+        assert_signature_verifies(
+            &s.signature.scheme,
+            &d,
+            &s.signature.signature_hex,
+            &s.public_key_hex,
+            &s.xonly_public_key_hex,
+        );
+    }
+}
