@@ -64,3 +64,76 @@ impl CredentialSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use aws_credential_types::provider::future;
+
+    use super::*;
+
+    /// Hands out credentials that expire `lifetime` from now and counts the calls.
+    #[derive(Debug)]
+    struct Issuer {
+        calls: Arc<AtomicUsize>,
+        lifetime: Option<Duration>,
+    }
+
+    impl ProvideCredentials for Issuer {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let expiry = self.lifetime.map(|l| SystemTime::now() + l);
+            future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("ASIA{n:016}"),
+                format!("secret-{n}"),
+                Some(format!("token-{n}")),
+                expiry,
+                "test",
+            )))
+        }
+    }
+
+    fn source(lifetime: Option<Duration>) -> (CredentialSource, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let issuer = Issuer { calls: calls.clone(), lifetime };
+        (CredentialSource::new(SharedCredentialsProvider::new(issuer)), calls)
+    }
+
+    #[tokio::test]
+    async fn long_lived_credentials_are_reused() {
+        let (source, calls) = source(Some(Duration::from_secs(3600)));
+        let first = source.get().await.unwrap();
+        let second = source.get().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(first.access_key_id, second.access_key_id);
+        assert_eq!(first.session_token.as_deref().map(String::as_str), Some("token-0"));
+        assert!(first.expires_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn credentials_near_expiry_are_refreshed_before_use() {
+        // Inside the five-minute margin: every use fetches fresh ones.
+        let (source, calls) = source(Some(Duration::from_secs(120)));
+        let first = source.get().await.unwrap();
+        let second = source.get().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_ne!(first.access_key_id, second.access_key_id);
+        assert_eq!(second.secret_access_key.as_str(), "secret-1");
+    }
+
+    #[tokio::test]
+    async fn static_credentials_without_expiry_are_fetched_once() {
+        let (source, calls) = source(None);
+        for _ in 0..3 {
+            source.get().await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,7 +1,5 @@
 //! The database on a bad day: locked by another writer, read-only, full, deleted.
 
-use std::time::Duration;
-
 use keyward_e2e::{Stack, StackOptions, TmpfsMount, assert_signs};
 
 async fn stack_on(mount_kib: u64) -> (Stack, TmpfsMount) {

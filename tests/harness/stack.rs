@@ -20,11 +20,13 @@ pub struct StackOptions {
     pub attestation: bool,
     /// The gateway also checks the enclave's PCRs itself before handing it credentials.
     pub gateway_pins_pcrs: bool,
+    /// Both links (gateway ↔ enclave, enclave → KMS relay) over Unix sockets instead of TCP.
+    pub unix_sockets: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { enclave_ids: vec![1], attestation: true, gateway_pins_pcrs: true }
+        StackOptions { enclave_ids: vec![1], attestation: true, gateway_pins_pcrs: true, unix_sockets: false }
     }
 }
 
@@ -221,7 +223,7 @@ impl Stack {
         let enclaves: String = self
             .enclave_ports
             .iter()
-            .map(|(id, port)| format!("  - enclave_id: {id}\n    address: tcp://127.0.0.1:{port}\n"))
+            .map(|(id, _)| format!("  - enclave_id: {id}\n    address: {}\n", self.enclave_address(*id)))
             .collect();
         let dir = self.path().display();
         let config = format!(
@@ -229,13 +231,13 @@ impl Stack {
              kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {ALIAS}\n  enable_attestation: {att}\n  region: {REGION}\n\
              database:\n  path: {db}\n\
              server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
-             relay:\n  listen: tcp://127.0.0.1:{relay}\n\
+             relay:\n  listen: {relay}\n\
              {attestation}\
              enclaves:\n{enclaves}",
             kms = self.kms_url,
             att = self.options.attestation,
             api = self.api_port,
-            relay = self.relay_port,
+            relay = self.relay_address(),
             db = self.db_path().display(),
             attestation = if self.options.gateway_pins_pcrs {
                 format!(
@@ -281,14 +283,44 @@ impl Stack {
         self.gateway = Some(proc);
     }
 
+    /// Where enclave `id` listens.
+    pub fn enclave_address(&self, id: u32) -> String {
+        if self.options.unix_sockets {
+            format!("unix://{}", self.path().join(format!("enclave-{id}.sock")).display())
+        } else {
+            format!("tcp://127.0.0.1:{}", self.enclave_ports[&id])
+        }
+    }
+
+    /// Where the gateway's KMS relay listens.
+    pub fn relay_address(&self) -> String {
+        if self.options.unix_sockets {
+            format!("unix://{}", self.path().join("relay.sock").display())
+        } else {
+            format!("tcp://127.0.0.1:{}", self.relay_port)
+        }
+    }
+
+    /// Replaces the gateway configuration with `text` (for production-settings tests).
+    pub fn write_config_text(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write gateway config");
+    }
+
+    /// Starts enclave `id` with an explicit command line.
+    pub fn start_enclave_with_args(&mut self, id: u32, args: &[String]) {
+        let log = self.path().join(format!("enclave-{id}.log"));
+        let proc =
+            Proc::spawn(&format!("enclave-{id}"), &binary("enclave"), args, &[("KEYWARD_LOG", "info".into())], &log);
+        self.enclaves.insert(id, proc);
+    }
+
     /// The enclave's command line; `program` lets a test run a modified copy of the binary.
     pub fn enclave_args(&self, id: u32) -> Vec<String> {
-        let port = self.enclave_ports[&id];
         vec![
             "--listen".into(),
-            format!("tcp://127.0.0.1:{port}"),
+            self.enclave_address(id),
             "--kms-relay".into(),
-            format!("tcp://127.0.0.1:{}", self.relay_port),
+            self.relay_address(),
             "--kms-endpoint".into(),
             self.kms_url.clone(),
             "--kms-region".into(),

@@ -5,5 +5,6 @@
 
 mod attestation;
 mod lifecycle;
+mod production;
 
 pub use keyward_e2e::{assert_signs, digest};

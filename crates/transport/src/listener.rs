@@ -206,3 +206,22 @@ mod tests {
         assert!(err.to_string().starts_with(&format!("cannot connect to {address}: ")), "{err}");
     }
 }
+
+#[cfg(test)]
+mod vsock_tests {
+    use super::*;
+
+    /// Whether this machine can bind AF_VSOCK at all (a Nitro parent or enclave can; a
+    /// development box with the module but no transport may not).
+    #[tokio::test]
+    async fn vsock_listener_binds_on_any_cid_or_fails_naming_the_address() {
+        let address: Address = "vsock://any:65002".parse().unwrap();
+        match Listener::bind(&address).await {
+            Ok(listener) => assert_eq!(listener.local_address(), &address),
+            Err(e) => {
+                assert!(matches!(e, TransportError::Bind { .. }), "{e}");
+                assert!(e.to_string().starts_with("cannot listen on vsock://any:65002: "), "{e}");
+            }
+        }
+    }
+}
