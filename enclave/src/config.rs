@@ -71,6 +71,8 @@ pub struct Config {
     pub kms_key_id: String,
     pub attestation: bool,
     pub nsm: NsmChoice,
+    // Read only by the development NSM, which production builds leave out.
+    #[cfg_attr(not(feature = "mock-nsm"), allow(dead_code))]
     pub mock_nsm_dir: PathBuf,
 }
 

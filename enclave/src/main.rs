@@ -7,6 +7,8 @@ mod vault;
 
 use std::sync::Arc;
 
+// Only the development NSM's code paths add context to errors here.
+#[cfg(feature = "mock-nsm")]
 use anyhow::Context;
 use clap::Parser;
 use keyward_attest::Nsm;

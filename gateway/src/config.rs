@@ -104,7 +104,25 @@ pub struct EnclaveSection {
     pub enclave_id: u32,
     /// `vsock://<cid>:5000` in production.
     pub address: String,
+    /// vCPUs `nitro-cli run-enclave` gives the enclave (default 2). They are taken from the
+    /// parent and must be in the allocator's pool (/etc/nitro_enclaves/allocator.yaml).
+    #[serde(default)]
+    pub cpu_count: Option<u32>,
+    /// Memory in MiB `nitro-cli run-enclave` gives the enclave (default 512), also from the
+    /// allocator's pool.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
 }
+
+/// vCPUs for an enclave whose entry names none: the smallest count that is a full core on
+/// instances with two threads per core, which Nitro requires there.
+pub const DEFAULT_ENCLAVE_CPU_COUNT: u32 = 2;
+/// Memory for an enclave whose entry names none: room for the EIF (kernel, init and a
+/// static binary of about 11 MiB, which the enclave holds in its memory as a ramdisk) and the
+/// enclave's few MiB of heap.
+pub const DEFAULT_ENCLAVE_MEMORY_MIB: u32 = 512;
+/// The Nitro Enclaves driver refuses to start an enclave with less.
+const MIN_ENCLAVE_MEMORY_MIB: u32 = 64;
 
 /// The validated configuration.
 #[derive(Debug)]
@@ -128,6 +146,10 @@ pub struct Config {
 pub struct EnclaveTarget {
     pub enclave_id: EnclaveId,
     pub address: Address,
+    /// For `nitro-cli run-enclave --cpu-count`.
+    pub cpu_count: u32,
+    /// For `nitro-cli run-enclave --memory`.
+    pub memory_mib: u32,
 }
 
 impl Config {
@@ -138,9 +160,35 @@ impl Config {
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let file: ConfigFile = serde_yaml_ng::from_str(text)?;
-        Self::validate(file)
+        let config = Self::validate(file)?;
+        if config.environment == Environment::Production {
+            config.check_production()?;
+        }
+        Ok(config)
     }
 
+    /// The configuration the enclave image is built from (`gateway nitro-build-args`), which
+    /// may be read on a build machine before the image exists. It must be a production file
+    /// and its KMS settings pass every production check; the checks about the PCRs (known only
+    /// once the image is built) and about this machine's database directory are left to the
+    /// gateway on the parent instance.
+    pub fn load_for_image(path: &Path) -> anyhow::Result<Self> {
+        let context = || format!("config {}", path.display());
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let file: ConfigFile = serde_yaml_ng::from_str(&text).with_context(context)?;
+        let config = Self::validate(file).with_context(context)?;
+        if config.environment != Environment::Production {
+            bail!(
+                "{}: the enclave image is a production image, but this file says environment: development \
+                 (in development the enclave runs as a process with --nsm mock; no image is built)",
+                context()
+            );
+        }
+        config.check_production_kms().with_context(context)?;
+        Ok(config)
+    }
+
+    /// Everything but the production checks.
     fn validate(file: ConfigFile) -> anyhow::Result<Self> {
         if !file.kms.enabled {
             bail!("kms.enabled is false: keyward seals keys only under KMS and has no other mode; set it to true");
@@ -161,7 +209,18 @@ impl Config {
                 bail!("enclaves: enclave_id {} is listed twice", e.enclave_id);
             }
             let address = e.address.parse().with_context(|| format!("enclaves: enclave {}", e.enclave_id))?;
-            enclaves.push(EnclaveTarget { enclave_id: EnclaveId(e.enclave_id), address });
+            let cpu_count = e.cpu_count.unwrap_or(DEFAULT_ENCLAVE_CPU_COUNT);
+            if cpu_count == 0 {
+                bail!("enclaves: enclave {}: cpu_count must be at least 1", e.enclave_id);
+            }
+            let memory_mib = e.memory_mib.unwrap_or(DEFAULT_ENCLAVE_MEMORY_MIB);
+            if memory_mib < MIN_ENCLAVE_MEMORY_MIB {
+                bail!(
+                    "enclaves: enclave {}: memory_mib {memory_mib} is below the {MIN_ENCLAVE_MEMORY_MIB} MiB Nitro Enclaves minimum",
+                    e.enclave_id
+                );
+            }
+            enclaves.push(EnclaveTarget { enclave_id: EnclaveId(e.enclave_id), address, cpu_count, memory_mib });
         }
         for set in &file.attestation.expected_pcrs {
             for (name, value) in [("PCR0", &set.pcr0), ("PCR1", &set.pcr1), ("PCR2", &set.pcr2)] {
@@ -175,7 +234,7 @@ impl Config {
                 }
             }
         }
-        let config = Config {
+        Ok(Config {
             environment: file.environment,
             kms_endpoint,
             kms_key_id: file.kms.key_id,
@@ -189,15 +248,17 @@ impl Config {
             attestation_root_pem: file.attestation.root_pem,
             expected_pcrs: file.attestation.expected_pcrs,
             enclaves,
-        };
-        if config.environment == Environment::Production {
-            config.check_production()?;
-        }
-        Ok(config)
+        })
     }
 
     /// Everything production refuses, each with the reason.
     fn check_production(&self) -> anyhow::Result<()> {
+        self.check_production_kms()?;
+        self.check_production_host()
+    }
+
+    /// The production checks on the settings the enclave image pins (KMS and attestation).
+    fn check_production_kms(&self) -> anyhow::Result<()> {
         if std::env::var_os("KEYWARD_FAULT").is_some() {
             bail!("production refuses KEYWARD_FAULT (fault injection is for tests only)");
         }
@@ -216,6 +277,11 @@ impl Config {
         if !self.kms_key_id.starts_with("arn:") {
             bail!("production needs kms.key_id as a full key ARN (aliases can be re-pointed)");
         }
+        Ok(())
+    }
+
+    /// The rest of the production checks: attestation roots, PCRs, the database directory.
+    fn check_production_host(&self) -> anyhow::Result<()> {
         if self.attestation_root_pem.is_some() {
             bail!(
                 "production refuses attestation.root_pem: enclaves must chain to the AWS Nitro Enclaves root built into keyward"

@@ -8,6 +8,7 @@ mod db;
 mod enclaves;
 mod errors;
 mod link;
+mod nitro_cmd;
 mod policy_cmd;
 mod relay;
 
@@ -50,6 +51,17 @@ enum Command {
         #[arg(long)]
         enclave_id: Option<u32>,
     },
+    /// Print the enclave image's pinned settings from a production config, one
+    /// `KEYWARD_*=value` per line, for `docker build --build-arg` (used by `just build-eif`).
+    /// They are measured into the EIF: changing one changes PCR0 and PCR2.
+    NitroBuildArgs,
+    /// Print the `nitro-cli run-enclave` arguments for one enclave of the config (CID, vCPUs,
+    /// memory, name), one per line (used by `just run-enclave`).
+    NitroRunArgs {
+        /// Which enclave (optional when the config lists exactly one).
+        #[arg(long)]
+        enclave_id: Option<u32>,
+    },
 }
 
 #[tokio::main]
@@ -65,6 +77,12 @@ async fn main() -> std::process::ExitCode {
         Command::CheckConfig => Config::load(&cli.config).map(|c| println!("{c:#?}")),
         Command::KeyPolicy(args) => policy_cmd::run(args),
         Command::Rotate { enclave_id } => rotate_cmd(&cli.config, enclave_id).await,
+        Command::NitroBuildArgs => Config::load_for_image(&cli.config)
+            .and_then(|c| nitro_cmd::image_build_args(&c))
+            .map(|args| args.iter().for_each(|(name, value)| println!("{name}={value}"))),
+        Command::NitroRunArgs { enclave_id } => Config::load(&cli.config)
+            .and_then(|c| nitro_cmd::run_args(&c, enclave_id))
+            .map(|args| args.iter().for_each(|arg| println!("{arg}"))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

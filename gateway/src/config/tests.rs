@@ -91,3 +91,50 @@ fn malformed_configs_are_refused_with_the_reason() {
         assert!(err.contains(needle), "expected {needle:?} in: {err}");
     }
 }
+
+#[test]
+fn enclave_resources_default_and_are_validated() {
+    let dev = shipped("development.yaml");
+    let config = Config::parse(&dev).unwrap();
+    assert_eq!((config.enclaves[0].cpu_count, config.enclaves[0].memory_mib), (2, 512));
+    let sized = dev.replace(
+        "address: tcp://127.0.0.1:5001",
+        "address: tcp://127.0.0.1:5001\n    cpu_count: 4\n    memory_mib: 1024",
+    );
+    let config = Config::parse(&sized).unwrap();
+    assert_eq!((config.enclaves[0].cpu_count, config.enclaves[0].memory_mib), (4, 1024));
+    for (extra, needle) in [
+        ("cpu_count: 0", "enclave 1: cpu_count must be at least 1"),
+        ("memory_mib: 32", "enclave 1: memory_mib 32 is below the 64 MiB Nitro Enclaves minimum"),
+        ("memory_mib: -1", "memory_mib"),
+    ] {
+        let text = dev.replace("address: tcp://127.0.0.1:5001", &format!("address: tcp://127.0.0.1:5001\n    {extra}"));
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+}
+
+/// The image is built on a build machine, before its PCRs exist and without the database.
+#[test]
+fn image_config_needs_production_kms_settings_but_not_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let base = shipped("production.yaml");
+    let start = base.find("  expected_pcrs:").unwrap();
+    let end = base.find("\nenclaves:").unwrap();
+    let no_pcrs = format!("{}  expected_pcrs: []\n{}", &base[..start], &base[end..]);
+    assert!(Config::load(&write("host.yaml", &no_pcrs)).is_err(), "the gateway itself still refuses it");
+    let config = Config::load_for_image(&write("image.yaml", &no_pcrs)).unwrap();
+    assert_eq!(config.kms_endpoint.url(), "https://kms.us-east-1.amazonaws.com");
+
+    let plain = no_pcrs.replace("enable_attestation: true", "enable_attestation: false");
+    let err = format!("{:#}", Config::load_for_image(&write("plain.yaml", &plain)).unwrap_err());
+    assert!(err.contains("production refuses kms.enable_attestation: false"), "{err}");
+
+    let err = format!("{:#}", Config::load_for_image(&write("dev.yaml", &shipped("development.yaml"))).unwrap_err());
+    assert!(err.contains("the enclave image is a production image"), "{err}");
+}
