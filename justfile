@@ -31,3 +31,34 @@ test-kms-e2e:
 # Print the KMS key policy and IAM policy for the given measurement files.
 key-policy *ARGS:
     cargo run -q -p gateway -- key-policy {{ARGS}}
+
+# Fuzz the decoders of untrusted bytes (link frames, CBOR messages, KMS CMS, attestation
+# documents) for SECONDS each, seeded from ../shared/fixtures. Fails, naming the input, if a
+# target crashes, hangs or blows up memory. `just fuzz 600 cms_parser` runs one target.
+[doc("Fuzz every decoder of untrusted bytes for SECONDS each (see fuzz/README.md).")]
+fuzz SECONDS="60" *TARGETS:
+    scripts/fuzz run {{SECONDS}} {{TARGETS}}
+
+# CI's short fuzzing pass: every target for 20 s (about 6 min from cold, build included).
+fuzz-smoke:
+    scripts/fuzz run 20
+
+# Supply-chain gate (deny.toml): advisories against the offline RustSec snapshot in
+# ../shared/supply-chain, licenses, duplicate versions and sources. Installs cargo-deny into
+# .dev/tools on first use.
+[doc("Supply-chain gate: cargo deny --offline check against the RustSec snapshot.")]
+deny:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version=0.20.2
+    bin=$(command -v cargo-deny 2>/dev/null || true)
+    if [ -z "$bin" ] || ! "$bin" --version | grep -q " $version\$"; then
+      bin=.dev/tools/bin/cargo-deny
+      if [ ! -x "$bin" ]; then
+        echo "deny: installing cargo-deny $version into .dev/tools (one time, a few minutes)..." >&2
+        cargo install --quiet --locked --root .dev/tools --version "$version" cargo-deny >&2
+      fi
+    fi
+    # Unpacks the snapshot into ~/.cache/keyward-advisory-db, deny.toml's db-path.
+    bash ../shared/supply-chain/advisory-db >/dev/null
+    "$bin" --offline check
