@@ -6,8 +6,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list --unsorted
 
-# Start the development stack in the background: LocalStack (KMS), the attesting dev KMS,
-# an enclave (mock NSM) and the gateway. Logs in .dev/logs; prints the key and a curl.
+# Starts LocalStack (KMS), the attesting dev KMS, an enclave (mock NSM) and the gateway in
+# the background. Logs in .dev/logs; prints the public key and a curl that signs.
+[doc("Start the development stack in the background; prints the public key and a curl that signs")]
 start:
     @scripts/dev-stack start
 
@@ -84,4 +85,35 @@ test-nitro-tooling:
 
 # CI runs this after `just test`. Keep it a list of recipes.
 [doc("Every deployment check that runs without Nitro hardware (CI runs it after `just test`)")]
-ci-checks: build-enclave lint-dockerfile lint-units test-nitro-tooling
+ci-checks: build-enclave lint-dockerfile lint-units test-nitro-tooling deny fuzz-smoke
+
+# Fuzz the decoders of untrusted bytes (link frames, CBOR messages, KMS CMS, attestation
+# documents) for SECONDS each, seeded from ../shared/fixtures. Fails, naming the input, if a
+# target crashes, hangs or blows up memory. `just fuzz 600 cms_parser` runs one target.
+[doc("Fuzz every decoder of untrusted bytes for SECONDS each (see fuzz/README.md).")]
+fuzz SECONDS="60" *TARGETS:
+    scripts/fuzz run {{SECONDS}} {{TARGETS}}
+
+# CI's short fuzzing pass: every target for 20 s (about 6 min from cold, build included).
+fuzz-smoke:
+    scripts/fuzz run 20
+
+# Supply-chain gate (deny.toml): advisories against the offline RustSec snapshot in
+# ../shared/supply-chain, licenses, duplicate versions and sources. Installs cargo-deny into
+# .dev/tools on first use.
+[doc("Supply-chain gate: cargo deny --offline check against the RustSec snapshot.")]
+deny:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version=0.20.2
+    bin=$(command -v cargo-deny 2>/dev/null || true)
+    if [ -z "$bin" ] || ! "$bin" --version | grep -q " $version\$"; then
+      bin=.dev/tools/bin/cargo-deny
+      if [ ! -x "$bin" ]; then
+        echo "deny: installing cargo-deny $version into .dev/tools (one time, a few minutes)..." >&2
+        cargo install --quiet --locked --root .dev/tools --version "$version" cargo-deny >&2
+      fi
+    fi
+    # Unpacks the snapshot into ~/.cache/keyward-advisory-db, deny.toml's db-path.
+    bash ../shared/supply-chain/advisory-db >/dev/null
+    "$bin" --offline check

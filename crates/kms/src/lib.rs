@@ -1,14 +1,19 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "client")]
 mod client;
 pub mod cms;
 mod endpoint;
+#[cfg(feature = "client")]
 mod http;
 pub mod policy;
 
+#[cfg(feature = "client")]
 pub use aws_credential_types::Credentials;
+#[cfg(feature = "client")]
 pub use client::{DataKeyResponse, EncryptionContext, KmsClient};
 pub use endpoint::KmsEndpoint;
+#[cfg(feature = "client")]
 pub use http::{RelayHttpClient, TlsRoots};
 
 /// KMS errors. Messages carry KMS's own error code and text (which names, for example, the

@@ -3,6 +3,8 @@
 pub mod fault;
 mod frame;
 mod message;
+#[cfg(test)]
+mod properties;
 mod types;
 mod writer;
 

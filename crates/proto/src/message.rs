@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
 
 /// A request with the id its reply will carry.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestFrame {
     /// Chosen by the gateway, unique per connection, never [`crate::CONNECTION_ERROR_ID`].
     pub id: u64,
@@ -16,7 +16,7 @@ pub struct RequestFrame {
 }
 
 /// A reply, tagged with the id of the request it answers.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseFrame {
     /// The id of the request this answers, or [`crate::CONNECTION_ERROR_ID`].
     pub id: u64,
@@ -25,7 +25,7 @@ pub struct ResponseFrame {
 }
 
 /// Every request gets exactly one of these.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// The request succeeded.
     Ok(Response),
@@ -34,7 +34,7 @@ pub enum Reply {
 }
 
 /// Requests from the gateway to the enclave.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Request {
     /// Version handshake; must be the first request on a connection.
@@ -60,14 +60,14 @@ pub enum Request {
 }
 
 /// Version handshake.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// [`crate::PROTOCOL_VERSION`] of the sender.
     pub protocol_version: u16,
 }
 
 /// First start: generate and seal a master key.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provision {
     /// The id the key belongs to; bound into the seal and the KMS encryption context.
     pub enclave_id: EnclaveId,
@@ -81,7 +81,7 @@ pub struct Provision {
 }
 
 /// The sealed key is stored; the enclave may start signing.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
     /// Must match the pending (or current) key.
     pub enclave_id: EnclaveId,
@@ -92,7 +92,7 @@ pub struct Commit {
 }
 
 /// Restart: open a stored sealed key.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unseal {
     /// The stored row.
     pub sealed: SealedKey,
@@ -101,7 +101,7 @@ pub struct Unseal {
 }
 
 /// Data-key rotation: reseal the current master key under a new data key.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotate {
     /// The stored row the rotation starts from; its public key and epoch must match the
     /// enclave's current key.
@@ -111,7 +111,7 @@ pub struct Rotate {
 }
 
 /// One digest to sign.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignRequest {
     /// The 32-byte digest.
     pub digest: Digest,
@@ -120,7 +120,7 @@ pub struct SignRequest {
 }
 
 /// A nonce for a fresh attestation document.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestRequest {
     /// Up to 512 bytes chosen by the client; echoed in the document's `nonce`.
     #[serde(with = "serde_bytes")]
@@ -128,7 +128,7 @@ pub struct AttestRequest {
 }
 
 /// Successful replies.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Response {
     /// Answer to `Hello`.
@@ -150,7 +150,7 @@ pub enum Response {
 }
 
 /// What the enclave says about itself on connect.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloReply {
     /// The enclave's protocol version (equal to the gateway's, or the hello fails).
     pub protocol_version: u16,
@@ -214,7 +214,7 @@ pub struct Status {
 }
 
 /// A signature.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureReply {
     /// The scheme used.
     pub scheme: Scheme,
@@ -226,7 +226,7 @@ pub struct SignatureReply {
 }
 
 /// The master public key in both encodings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKeyInfo {
     /// Enclave id of the key.
     pub enclave_id: EnclaveId,

@@ -76,7 +76,10 @@ impl Scheme {
 
 /// AWS credentials handed to the enclave for one KMS operation. The enclave uses them to
 /// sign its own KMS request and drops them afterwards.
-#[derive(Clone, Serialize, Deserialize)]
+///
+/// Equality exists so whole messages can be compared in round-trip tests; nothing compares
+/// credentials on a path where timing matters.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AwsCredentials {
     /// Access key id (not secret on its own, but only logged by its first characters).
     pub access_key_id: String,

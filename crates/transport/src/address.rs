@@ -57,6 +57,11 @@ impl FromStr for Address {
                 if host.is_empty() {
                     return Err(invalid("missing host"));
                 }
+                // Brackets only delimit an IPv6 literal. Inside a host they would print back as
+                // a different address ("tcp://[[h]]:1" would print as "tcp://[h]:1", host "h").
+                if host.contains(['[', ']']) {
+                    return Err(invalid("'[' and ']' may only enclose an IPv6 host"));
+                }
                 let port = port.parse().map_err(|_| invalid("port must be 0-65535"))?;
                 Ok(Address::Tcp { host: host.to_owned(), port })
             }
@@ -115,6 +120,9 @@ mod tests {
             ("tcp://127.0.0.1:70000", "port must be 0-65535"),
             ("tcp://:80", "missing host"),
             ("tcp://::1:80", "IPv6 hosts need [brackets]"),
+            ("tcp://[[::1]]:80", "'[' and ']' may only enclose an IPv6 host"),
+            ("tcp://[x]]:80", "'[' and ']' may only enclose an IPv6 host"),
+            ("tcp://a]:80", "'[' and ']' may only enclose an IPv6 host"),
             ("unix://relative.sock", "unix socket path must be absolute (unix:///path)"),
         ] {
             match text.parse::<Address>() {

@@ -133,6 +133,25 @@ mod tests {
         server.await.unwrap();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The relay's answer is untrusted input to the enclave: whatever the host sends, the
+        /// enclave gets one short line or an error, never a panic or an unbounded read.
+        #[test]
+        fn relay_answers_of_any_shape_give_a_short_line_or_an_error(
+            answer in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..700),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let result = runtime.block_on(read_line(&mut BufReader::new(answer.as_slice())));
+            if let Ok(line) = result {
+                proptest::prop_assert!(line.len() < MAX_LINE);
+                let expected = format!("{line}\n");
+                proptest::prop_assert_eq!(&answer[..=line.len()], expected.as_bytes());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn handshake_garbage_and_overlong_lines_are_rejected() {
         let (mut a, mut b) = tokio::io::duplex(4096);
