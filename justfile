@@ -31,3 +31,11 @@ test-kms-e2e:
 # Print the KMS key policy and IAM policy for the given measurement files.
 key-policy *ARGS:
     cargo run -q -p gateway -- key-policy {{ARGS}}
+
+# Benchmark against the dev stack, built in release: raw vs end-to-end signing throughput,
+# latency at fixed offered loads, enclave restart time, peak memory. Prints a table and writes
+# target/bench/summary.json. Options go after the recipe (`just bench --measure 10`; see
+# `just bench --help`). Run it on an otherwise idle machine.
+bench *ARGS:
+    cargo build --release --workspace --all-targets
+    cargo bench --workspace --bench keyward-bench -- {{ARGS}}
