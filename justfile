@@ -32,10 +32,10 @@ test-kms-e2e:
 key-policy *ARGS:
     cargo run -q -p gateway -- key-policy {{ARGS}}
 
-# Benchmark against the dev stack, built in release: raw vs end-to-end signing throughput,
-# latency at fixed offered loads, enclave restart time, peak memory. Prints a table and writes
-# target/bench/summary.json. Options go after the recipe (`just bench --measure 10`; see
-# `just bench --help`). Run it on an otherwise idle machine.
+# Builds release binaries, starts the dev stack, measures, prints a table and writes
+# target/bench/summary.json. Options go after the recipe (`just bench --measure 10`, `just bench
+# --help`). Numbers are only comparable when nothing else runs on the machine.
+# Benchmark: raw vs end-to-end signing, latency at fixed loads, restart time, peak memory.
 bench *ARGS:
     cargo build --release --workspace --all-targets
     cargo bench --workspace --bench keyward-bench -- {{ARGS}}

@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, bail};
@@ -18,6 +18,7 @@ use keyward_bench::{
     procfs::{self, CpuProbe},
     raw::{self, RawRate, Scheme},
     report::{PointReport, Summary, median},
+    timeline::RestartRun,
 };
 use keyward_client::api::BatchResult;
 use keyward_e2e::{Stack, StackOptions, assert_signature_verifies};
@@ -126,6 +127,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
     let pids = [("gateway", gateway_pid), ("enclave", enclave_pid), ("loadgen", std::process::id())];
     note_builds(&mut builds);
+    // What the stack costs with no load at all, to read the low-rate points against.
+    let idle = CpuProbe::start(&pids);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu_cores = idle.finish().cores.into_iter().collect();
 
     let points = load_points(args, window, &endpoint, &pids, &mut builds).await;
 
@@ -133,9 +138,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let enclave_peak_rss_mib = procfs::peak_rss_mib(enclave_pid);
     let mut restarts = Vec::new();
     for run in 0..args.restarts {
-        let took = restart(&mut stack, run).await?;
-        eprintln!("[bench] restart {}: ready after {:.3} s", run + 1, took.as_secs_f64());
-        restarts.push(took.as_secs_f64());
+        let timed = restart(&mut stack, run).await?;
+        eprintln!("[bench] restart {}: ready after {:.3} s", run + 1, timed.ready_s);
+        restarts.push(timed);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let gateway_peak_rss_mib = procfs::peak_rss_mib(gateway_pid);
@@ -162,7 +167,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         ratio_batch_to_raw: batch_point.achieved_sigs_per_s / raw_ecdsa_per_s,
         p50_ms_at_1000: at(1000.0, |p| p.p50_ms),
         p99_ms_at_1000: at(1000.0, |p| p.p99_ms),
-        restart_to_ready_s: median(&restarts),
+        restart_to_ready_s: median(&restarts.iter().map(|r| r.ready_s).collect::<Vec<_>>()),
         gateway_peak_rss_mib,
         enclave_peak_rss_mib,
         ratio_single_to_raw: best_single.achieved_req_per_s / raw_ecdsa_per_s,
@@ -175,13 +180,14 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         single_connections: best_single.connections,
         batch_connections: args.batch_connections,
         open_loop_connections: args.open_connections,
-        restart_to_ready_runs_s: restarts,
+        restart_runs: restarts,
         restarted_enclave_peak_rss_mib,
         load_generator: LOAD_GENERATOR.to_owned(),
         warmup_s: window.warmup.as_secs_f64(),
         measure_s: window.measure.as_secs_f64(),
         competing_builds: builds.into_iter().collect(),
         machine_busy_before,
+        idle_cpu_cores,
         cpus: procfs::cpu_count(),
         points,
         targets: Vec::new(),
@@ -251,15 +257,19 @@ async fn measured(
 }
 
 /// SIGKILL the enclave, start it again, and time until a signature succeeds: process start,
-/// the gateway's reconnect, attestation check, and unseal through the dev KMS.
-async fn restart(stack: &mut Stack, run: usize) -> anyhow::Result<Duration> {
+/// the gateway's reconnect, attestation check, and unseal through the dev KMS. The enclave's
+/// log splits the time into those parts.
+async fn restart(stack: &mut Stack, run: usize) -> anyhow::Result<RestartRun> {
     let digest = load::digest(1_000_000 + run as u64);
     stack.kill_enclave(1);
+    let spawned_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let start = Instant::now();
     stack.start_enclave(1);
     loop {
         if stack.client.sign(&digest, "ecdsa", None).await.is_ok() {
-            return Ok(start.elapsed());
+            let ready_s = start.elapsed().as_secs_f64();
+            let log = stack.enclaves.get(&1).map(|p| p.log_text()).unwrap_or_default();
+            return Ok(RestartRun::from_log(&log, spawned_unix, ready_s));
         }
         if start.elapsed() > Duration::from_secs(60) {
             bail!("the restarted enclave did not sign within 60 s:\n{}", stack.logs());

@@ -5,6 +5,7 @@ pub mod procfs;
 pub mod raw;
 pub mod report;
 pub mod stats;
+pub mod timeline;
 
 /// What can go wrong while driving load.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use crate::{
     load::{Outcome, Workload},
     procfs::CpuUse,
     stats::ms,
+    timeline::RestartRun,
 };
 
 /// Heading of the CPU column: CPU microseconds per request of each process, the machine's
@@ -101,8 +102,8 @@ pub struct Summary {
     pub single_connections: usize,
     pub batch_connections: usize,
     pub open_loop_connections: usize,
-    /// Every restart measured; `restart_to_ready_s` is their median.
-    pub restart_to_ready_runs_s: Vec<f64>,
+    /// Every restart measured, with its milestones; `restart_to_ready_s` is the median.
+    pub restart_runs: Vec<RestartRun>,
     /// The enclave started by the restarts, at the end of the run.
     pub restarted_enclave_peak_rss_mib: Option<f64>,
     pub load_generator: String,
@@ -113,6 +114,8 @@ pub struct Summary {
     /// Share of the machine busy during one idle second before the run (nothing of ours
     /// running): above a few percent, something else competes for the cores.
     pub machine_busy_before: f64,
+    /// Cores each process used over two seconds without load.
+    pub idle_cpu_cores: BTreeMap<String, f64>,
     pub cpus: usize,
     pub points: Vec<PointReport>,
     pub targets: Vec<Target>,
@@ -180,14 +183,14 @@ impl Summary {
             writeln!(out, "raw, one core: ECDSA {:.0}/s, BIP340 {:.0}/s", self.raw_ecdsa_per_s, self.raw_bip340_per_s);
         let _ = writeln!(
             out,
-            "\n{:<20} {:>5} {:>5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>8} {:>8} {:>8}  {CPU_HEADER}",
-            "point", "sigs", "conns", "offered", "req/s", "sigs/s", "ok", "fail", "p50 ms", "p99 ms", "max ms",
+            "\n{:<20} {:>5} {:>5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8}  {CPU_HEADER}",
+            "point", "sigs", "conns", "offered", "req/s", "sigs/s", "ok", "fail", "late", "p50 ms", "p99 ms", "max ms",
         );
         for p in &self.points {
             let cpu = |name: &str| p.cpu_us_per_request.get(name).map_or("-".to_owned(), |v| format!("{v:.0}"));
             let _ = writeln!(
                 out,
-                "{:<20} {:>5} {:>5} {:>8} {:>9.0} {:>9.0} {:>7} {:>6} {:>8} {:>8} {:>8}  {}/{}/{}; {:.0}%; {:.2}",
+                "{:<20} {:>5} {:>5} {:>8} {:>9.0} {:>9.0} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8}  {}/{}/{}; {:.0}%; {:.2}",
                 p.name,
                 p.signatures_per_request,
                 p.connections,
@@ -196,6 +199,7 @@ impl Summary {
                 p.achieved_sigs_per_s,
                 p.ok,
                 p.failed,
+                p.late_sends,
                 opt(p.p50_ms),
                 opt(p.p99_ms),
                 opt(p.max_ms),
@@ -209,16 +213,27 @@ impl Summary {
                 let _ = writeln!(out, "{:<20}   failed: {count} × {kind}", "");
             }
         }
-        let runs: Vec<String> = self.restart_to_ready_runs_s.iter().map(|s| format!("{s:.3}")).collect();
+        let _ = writeln!(out, "\nrestart to ready: {:.3} s median", self.restart_to_ready_s);
+        let opt_s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        for run in &self.restart_runs {
+            let _ = writeln!(
+                out,
+                "  ready after {:.3} s: enclave listening {} s, gateway reconnected {} s, key unsealed {} s",
+                run.ready_s,
+                opt_s(run.listening_s),
+                opt_s(run.connected_s),
+                opt_s(run.unsealed_s),
+            );
+        }
         let _ = writeln!(
             out,
-            "\nrestart to ready: {:.3} s median (runs: {} s)\npeak RSS: gateway {} MiB, enclave {} MiB (restarted enclave {} MiB)",
-            self.restart_to_ready_s,
-            runs.join(", "),
+            "peak RSS: gateway {} MiB, enclave {} MiB (restarted enclave {} MiB)",
             opt(self.gateway_peak_rss_mib),
             opt(self.enclave_peak_rss_mib),
             opt(self.restarted_enclave_peak_rss_mib),
         );
+        let idle: Vec<String> = self.idle_cpu_cores.iter().map(|(n, c)| format!("{n} {:.3}", c)).collect();
+        let _ = writeln!(out, "CPU without load (cores): {}", idle.join(", "));
         let _ = writeln!(out, "load generator: {}", self.load_generator);
         let _ = writeln!(out, "\n{:<30} {:<32} {:<24} result", "target", "goal", "measured");
         for t in &self.targets {
