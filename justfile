@@ -117,3 +117,11 @@ deny:
     # Unpacks the snapshot into ~/.cache/keyward-advisory-db, deny.toml's db-path.
     bash ../shared/supply-chain/advisory-db >/dev/null
     "$bin" --offline check
+
+# Builds release binaries, starts the dev stack, measures, prints a table and writes
+# target/bench/summary.json. Options go after the recipe (`just bench --measure 10`, `just bench
+# --help`). Numbers are only comparable when nothing else runs on the machine.
+# Benchmark: raw vs end-to-end signing, latency at fixed loads, restart time, peak memory.
+bench *ARGS:
+    cargo build --release --workspace --all-targets
+    cargo bench --workspace --bench keyward-bench -- {{ARGS}}

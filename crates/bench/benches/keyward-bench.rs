@@ -1,0 +1,337 @@
+//! `just bench`: raw signing rate, then the dev stack (release binaries) under load, a few
+//! enclave restarts, and peak memory; prints a table and writes `target/bench/summary.json`.
+//! See the crate README for how each number is taken.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use keyward_bench::{
+    load::{self, Endpoint, Outcome, Window, Workload},
+    procfs::{self, CpuProbe},
+    raw::{self, RawRate, Scheme},
+    report::{PointReport, Summary, median},
+    timeline::RestartRun,
+};
+use keyward_client::api::BatchResult;
+use keyward_e2e::{Stack, StackOptions, assert_signature_verifies};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward-bench", about = "keyward benchmark against the development stack")]
+struct Args {
+    /// Measured seconds per point (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    measure: f64,
+    /// Warm-up seconds per point (driven, not recorded).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds per raw signing measurement.
+    #[arg(long, default_value_t = 2.0)]
+    raw: f64,
+    /// Digests per request for the batch throughput point.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Digests per request for the batch latency points.
+    #[arg(long, default_value_t = 4)]
+    latency_batch: usize,
+    /// Connections for the single-signature throughput points; the best one is reported.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    single_connections: Vec<usize>,
+    /// Connections for the batch throughput point.
+    #[arg(long, default_value_t = 4)]
+    batch_connections: usize,
+    /// Connections available to the open-loop (latency) points.
+    #[arg(long, default_value_t = 64)]
+    open_connections: usize,
+    /// Offered loads (requests per second) of the latency points.
+    #[arg(long, value_delimiter = ',', default_value = "200,1000,5000")]
+    rates: Vec<f64>,
+    /// Enclave restarts to time.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
+    /// Where the JSON summary goes (default: target/bench/summary.json in the workspace).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench`. Without it the target runs under `cargo test`
+    /// (`--all-targets` includes benches), where it only says how to run it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if !args.bench {
+        eprintln!("keyward-bench: not started by `cargo bench`; nothing measured (run `just bench`)");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keyward-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One OS thread drives all the load (and the harness's own client calls), so the load
+    // generator can take at most one of the cores it shares with the gateway and enclave.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = bench(&args) => result,
+            signal = interrupted() => bail!("{signal}: stopped the stack and gave up"),
+        }
+    });
+    // Every process the run started has stopped here: the stack is dropped inside `bench`,
+    // or with its future when a signal cut it short.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: &Args) -> anyhow::Result<()> {
+    let window =
+        Window { warmup: Duration::from_secs_f64(args.warmup), measure: Duration::from_secs_f64(args.measure) };
+    let mut builds = BTreeSet::new();
+    note_builds(&mut builds);
+    let idle = CpuProbe::start(&[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let machine_busy_before = idle.finish().machine_busy;
+    if machine_busy_before > 0.1 {
+        eprintln!("[bench] WARNING: the machine is {:.0}% busy before the run", machine_busy_before * 100.0);
+    }
+
+    eprintln!("[bench] raw signing on one thread, {:.1} s per scheme", args.raw);
+    let key = raw::bench_key().context("generating a throwaway key")?;
+    let raw_time = Duration::from_secs_f64(args.raw);
+    let raw_ecdsa = raw::rate(&key, Scheme::Ecdsa, Duration::from_millis(300), raw_time);
+    let raw_bip340 = raw::rate(&key, Scheme::Bip340, Duration::from_millis(300), raw_time);
+    drop(key);
+    report_raw(raw_ecdsa, raw_bip340);
+    note_builds(&mut builds);
+
+    eprintln!("[bench] building release binaries and starting the dev stack (LocalStack, dev KMS, enclave, gateway)");
+    let mut stack = Stack::start(StackOptions::default()).await;
+    check_signatures(&stack).await?;
+    let endpoint = Arc::new(Endpoint::new(SocketAddr::from(([127, 0, 0, 1], stack.api_port)), &stack.token)?);
+    endpoint.probe().await?;
+    let gateway_pid = stack.gateway.as_ref().map(|p| p.pid()).context("the stack has no gateway")?;
+    let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
+    let pids = [("gateway", gateway_pid), ("enclave", enclave_pid), ("loadgen", std::process::id())];
+    note_builds(&mut builds);
+    // What the stack costs with no load at all, to read the low-rate points against.
+    let idle = CpuProbe::start(&pids);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu_cores = idle.finish().cores.into_iter().collect();
+
+    let points = load_points(args, window, &endpoint, &pids, &mut builds).await;
+
+    // The enclave that served all the load; the restarts below replace it.
+    let enclave_peak_rss_mib = procfs::peak_rss_mib(enclave_pid);
+    let mut restarts = Vec::new();
+    for run in 0..args.restarts {
+        let timed = restart(&mut stack, run).await?;
+        eprintln!("[bench] restart {}: ready after {:.3} s", run + 1, timed.ready_s);
+        restarts.push(timed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let gateway_peak_rss_mib = procfs::peak_rss_mib(gateway_pid);
+    let restarted_enclave_peak_rss_mib = stack.enclaves.get(&1).and_then(|p| procfs::peak_rss_mib(p.pid()));
+    note_builds(&mut builds);
+    drop(stack);
+
+    let best_single = points
+        .iter()
+        .filter(|p| p.name.starts_with("single closed"))
+        .max_by(|a, b| a.achieved_req_per_s.total_cmp(&b.achieved_req_per_s))
+        .cloned()
+        .context("no single-signature throughput point")?;
+    let batch_point = points.iter().find(|p| p.name == "batch closed").cloned().context("no batch point")?;
+    let at = |rate: f64, pick: fn(&PointReport) -> Option<f64>| {
+        points.iter().find(|p| p.name == format!("single open {rate:.0}")).and_then(pick)
+    };
+    let raw_ecdsa_per_s = raw_ecdsa.per_s();
+    let mut summary = Summary {
+        raw_ecdsa_per_s,
+        raw_bip340_per_s: raw_bip340.per_s(),
+        e2e_single_per_s: best_single.achieved_req_per_s,
+        e2e_batch_sigs_per_s: batch_point.achieved_sigs_per_s,
+        ratio_batch_to_raw: batch_point.achieved_sigs_per_s / raw_ecdsa_per_s,
+        p50_ms_at_1000: at(1000.0, |p| p.p50_ms),
+        p99_ms_at_1000: at(1000.0, |p| p.p99_ms),
+        restart_to_ready_s: median(&restarts.iter().map(|r| r.ready_s).collect::<Vec<_>>()),
+        gateway_peak_rss_mib,
+        enclave_peak_rss_mib,
+        ratio_single_to_raw: best_single.achieved_req_per_s / raw_ecdsa_per_s,
+        p50_ms_at_200: at(200.0, |p| p.p50_ms),
+        p99_ms_at_200: at(200.0, |p| p.p99_ms),
+        p50_ms_at_5000: at(5000.0, |p| p.p50_ms),
+        p99_ms_at_5000: at(5000.0, |p| p.p99_ms),
+        batch_size: args.batch,
+        batch_latency_size: args.latency_batch,
+        single_connections: best_single.connections,
+        batch_connections: args.batch_connections,
+        open_loop_connections: args.open_connections,
+        restart_runs: restarts,
+        restarted_enclave_peak_rss_mib,
+        load_generator: LOAD_GENERATOR.to_owned(),
+        warmup_s: window.warmup.as_secs_f64(),
+        measure_s: window.measure.as_secs_f64(),
+        competing_builds: builds.into_iter().collect(),
+        machine_busy_before,
+        idle_cpu_cores,
+        cpus: procfs::cpu_count(),
+        points,
+        targets: Vec::new(),
+    };
+    summary.judge();
+    print!("\n{}", summary.table());
+    let out = args.out.clone().unwrap_or_else(|| keyward_e2e::workspace_root().join("target/bench/summary.json"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("\nsummary written to {}", out.display());
+    Ok(())
+}
+
+const LOAD_GENERATOR: &str = "this process: one OS thread (tokio current-thread runtime), not pinned; hyper \
+                              HTTP/1.1 keep-alive connections, one request in flight per connection";
+
+/// Throughput (closed loop) and then latency (open loop) points, in that order.
+async fn load_points(
+    args: &Args,
+    window: Window,
+    endpoint: &Arc<Endpoint>,
+    pids: &[(&str, u32)],
+    builds: &mut BTreeSet<String>,
+) -> Vec<PointReport> {
+    let mut points = Vec::new();
+    for &connections in &args.single_connections {
+        let name = format!("single closed c{connections}");
+        let load = load::closed_loop(endpoint, Workload::Single, connections, window);
+        points.push(measured(&name, pids, window, load).await);
+        note_builds(builds);
+    }
+    let load = load::closed_loop(endpoint, Workload::Batch(args.batch), args.batch_connections, window);
+    points.push(measured("batch closed", pids, window, load).await);
+    note_builds(builds);
+    for (kind, workload) in [("single", Workload::Single), ("batch", Workload::Batch(args.latency_batch))] {
+        for &rate in &args.rates {
+            let name = format!("{kind} open {rate:.0}");
+            let load = load::open_loop(endpoint, workload, args.open_connections, rate, window);
+            points.push(measured(&name, pids, window, load).await);
+            note_builds(builds);
+        }
+    }
+    points
+}
+
+/// Runs one load point and measures the CPU of the stack's processes over its measured
+/// window (the probe starts when the warm-up ends).
+async fn measured(
+    name: &str,
+    pids: &[(&str, u32)],
+    window: Window,
+    load: impl std::future::Future<Output = Outcome>,
+) -> PointReport {
+    eprintln!("[bench] {name}: {:.1} s warm-up + {:.1} s", window.warmup.as_secs_f64(), window.measure.as_secs_f64());
+    let probe = async {
+        tokio::time::sleep(window.warmup).await;
+        CpuProbe::start(pids)
+    };
+    let (outcome, probe) = tokio::join!(load, probe);
+    let cpu = probe.finish();
+    // Let the stack settle between points.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    PointReport::new(name, outcome, cpu)
+}
+
+/// SIGKILL the enclave, start it again, and time until a signature succeeds: process start,
+/// the gateway's reconnect, attestation check, and unseal through the dev KMS. The enclave's
+/// log splits the time into those parts.
+async fn restart(stack: &mut Stack, run: usize) -> anyhow::Result<RestartRun> {
+    let digest = load::digest(1_000_000 + run as u64);
+    stack.kill_enclave(1);
+    let spawned_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let start = Instant::now();
+    stack.start_enclave(1);
+    loop {
+        if stack.client.sign(&digest, "ecdsa", None).await.is_ok() {
+            let ready_s = start.elapsed().as_secs_f64();
+            let log = stack.enclaves.get(&1).map(|p| p.log_text()).unwrap_or_default();
+            return Ok(RestartRun::from_log(&log, spawned_unix, ready_s));
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the restarted enclave did not sign within 60 s:\n{}", stack.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Before measuring anything: both schemes and a batch sign, and every signature verifies.
+async fn check_signatures(stack: &Stack) -> anyhow::Result<()> {
+    let items: Vec<([u8; 32], &str)> =
+        (0..8).map(|i| (load::digest(i), if i % 2 == 0 { "ecdsa" } else { "bip340" })).collect();
+    for (digest, scheme) in &items[..2] {
+        let signed = stack.client.sign(digest, scheme, None).await.context("a first signature")?;
+        let sig = &signed.signature.signature_hex;
+        assert_signature_verifies(scheme, digest, sig, &signed.public_key_hex, &signed.xonly_public_key_hex);
+    }
+    let batch = stack.client.sign_batch(&items, None).await.context("a first batch")?;
+    if batch.results.len() != items.len() {
+        bail!("batch of {} answered with {} results", items.len(), batch.results.len());
+    }
+    for ((digest, scheme), result) in items.iter().zip(&batch.results) {
+        match result {
+            BatchResult::Ok(sig) => assert_signature_verifies(
+                scheme,
+                digest,
+                &sig.signature_hex,
+                &batch.public_key_hex,
+                &batch.xonly_public_key_hex,
+            ),
+            BatchResult::Err { error } => bail!("batch item failed: {}: {}", error.code, error.message),
+        }
+    }
+    Ok(())
+}
+
+fn report_raw(ecdsa: RawRate, bip340: RawRate) {
+    eprintln!(
+        "[bench] raw: ECDSA {} signatures in {:.2} s, BIP340 {} in {:.2} s",
+        ecdsa.signatures,
+        ecdsa.elapsed.as_secs_f64(),
+        bip340.signatures,
+        bip340.elapsed.as_secs_f64()
+    );
+}
+
+fn note_builds(seen: &mut BTreeSet<String>) {
+    for build in procfs::competing_builds() {
+        if seen.insert(build.clone()) {
+            eprintln!("[bench] WARNING: {build} is running; numbers taken now are not comparable");
+        }
+    }
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "interrupted";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}
