@@ -28,7 +28,9 @@ use crate::{
 
 /// Deadline for lifecycle requests, which include a KMS round trip.
 pub const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(90);
-const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// First reconnect delay. Short, because the usual cause is an enclave restart that is listening
+/// again within tens of milliseconds; the delay doubles up to `MAX_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_millis(25);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Where an enclave is in its life, as `/v1/health` reports it.
