@@ -34,6 +34,10 @@ enum Command {
         /// Key policy JSON to install.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Create the key from the id and material kept in this file (created on first use),
+        /// so a restarted LocalStack has the same key again.
+        #[arg(long)]
+        stable_key: Option<PathBuf>,
     },
     /// Print the development NSM's root certificate (PEM) for `serve --root`, creating the
     /// development PKI in PKI_DIR if there is none yet.
@@ -78,8 +82,8 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let upstream = upstream::Upstream::new(&cli.upstream, &cli.region)?;
     match cli.command {
-        Command::Setup { alias, policy } => {
-            let arn = setup::setup(&upstream, &alias, policy.as_deref()).await?;
+        Command::Setup { alias, policy, stable_key } => {
+            let arn = setup::setup(&upstream, &alias, policy.as_deref(), stable_key.as_deref()).await?;
             println!("{arn}");
         }
         Command::DevRoot { pki_dir } => {
