@@ -136,7 +136,7 @@ impl Store {
             path: path.to_owned(),
             source: rusqlite::Error::InvalidPath(format!("cannot stat the database file: {e}").into()),
         })?;
-        let read_only = conn.is_readonly(rusqlite::MAIN_DB).map_err(open_err)?;
+        let read_only = conn.is_readonly(rusqlite::MAIN_DB).map_err(open_err)? || !can_write(&conn);
         if read_only {
             tracing::error!(path = %path.display(), "database is read-only: stored keys can be used, but no key can be provisioned or rotated");
         }
@@ -250,6 +250,21 @@ impl Store {
             .query_row("SELECT count(*) FROM enclave_master_keys", [], |r| r.get::<_, i64>(0))
             .map(|_| ())
             .map_err(|source| StoreError::Sqlite { op: "health read", source })
+    }
+}
+
+/// Whether a write transaction can start. SQLite reports a database on a read-only filesystem
+/// as writable when it could reuse a `-shm` file left by a process that died; only an
+/// attempt to take the write lock tells.
+fn can_write(conn: &Connection) -> bool {
+    match conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
+        Ok(()) => true,
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ReadOnly => false,
+        // Busy (another writer) or anything else is not evidence of a read-only database.
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK;");
+            true
+        }
     }
 }
 
