@@ -13,8 +13,10 @@ use keyward_store::{MasterKeyRow, Store, StoreError};
 pub struct Db(Arc<Mutex<Store>>);
 
 impl Db {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Db(Arc::new(Mutex::new(Store::open(path)?))))
+    /// Opens the database; `create` allows making a new, empty one (development).
+    pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
+        let store = if create { Store::open(path)? } else { Store::open_existing(path)? };
+        Ok(Db(Arc::new(Mutex::new(store))))
     }
 
     async fn with<T: Send + 'static>(

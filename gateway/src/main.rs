@@ -41,6 +41,8 @@ enum Command {
     Run,
     /// Validate the configuration (including the production checks) and exit.
     CheckConfig,
+    /// Create the database of a first installation (production never creates it on start).
+    InitDb,
     /// Print the KMS key policy and IAM policy that release data keys only to the given
     /// enclave builds.
     KeyPolicy(policy_cmd::KeyPolicyArgs),
@@ -75,6 +77,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config).await,
         Command::CheckConfig => Config::load(&cli.config).map(|c| println!("{c:#?}")),
+        Command::InitDb => init_db(&cli.config),
         Command::KeyPolicy(args) => policy_cmd::run(args),
         Command::Rotate { enclave_id } => rotate_cmd(&cli.config, enclave_id).await,
         Command::NitroBuildArgs => Config::load_for_image(&cli.config)
@@ -103,7 +106,9 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     }
     // An unreadable database stops the gateway here: it never reaches the point of
     // generating a key it could not have stored.
-    let db = Db::open(&config.database_path).context("refusing to start")?;
+    // Production never creates the database: a lost file must not silently become a new key.
+    let create = config.environment == Environment::Development;
+    let db = Db::open(&config.database_path, create).context("refusing to start")?;
     let api_token = Arc::new(auth::Token::load(&config.api_token_file)?);
     let credentials = Arc::new(CredentialSource::from_environment(&config.kms_region).await?);
 
@@ -142,6 +147,20 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         .await
         .context("API server failed")?;
     tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// `gateway init-db`: creates (or migrates) the database named by the config.
+fn init_db(config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let existed = config.database_path.exists();
+    let store = keyward_store::Store::open(&config.database_path)?;
+    println!(
+        "{} {} (schema version {})",
+        if existed { "database already present:" } else { "created database" },
+        config.database_path.display(),
+        store.schema_version()?
+    );
     Ok(())
 }
 

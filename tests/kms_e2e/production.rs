@@ -45,6 +45,7 @@ fn production_config(stack: &Stack, extra_attestation: &str) -> String {
 async fn production_refuses_an_enclave_with_the_mock_nsm() {
     let mut stack = Stack::prepare(StackOptions::default()).await;
     stack.write_config_text(&production_config(&stack, ""));
+    init_db(&stack);
     // The enclave pinned exactly as production expects, but running the development NSM.
     let mut args = stack.enclave_args(1);
     for (flag, value) in
@@ -72,6 +73,8 @@ async fn production_settings_that_are_unsafe_stop_the_gateway_at_start() {
         (production_config(&stack, &format!("  root_pem: {}/mock-nsm-root.pem\n", stack.path().display())), "root_pem"),
         (good.replace(&stack.measured.pcr0, &"0".repeat(96)), "all-zero PCR0"),
         (good.replace("prod-data/keyward.db", "no-such-dir/keyward.db"), "missing database directory"),
+        // A valid production config whose database file is missing: never a fresh database.
+        (good.clone(), "refusing to create an empty one"),
     ];
     for (text, needle) in cases {
         stack.write_config_text(&text);
@@ -86,4 +89,18 @@ async fn production_settings_that_are_unsafe_stop_the_gateway_at_start() {
         stack.gateway = None;
     }
     assert!(!stack.path().join("no-such-dir").exists(), "production never creates the database directory");
+    assert!(!stack.path().join("prod-data/keyward.db").exists(), "production never creates the database file");
+    // The first installation creates it explicitly.
+    stack.write_config_text(&good);
+    init_db(&stack);
+    assert!(stack.path().join("prod-data/keyward.db").exists());
+}
+
+fn init_db(stack: &Stack) {
+    let output = std::process::Command::new(keyward_e2e::binary("gateway"))
+        .args(["--config", &stack.config_path().display().to_string(), "init-db"])
+        .output()
+        .expect("gateway init-db");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created database"));
 }

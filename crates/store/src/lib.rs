@@ -52,6 +52,14 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The database file does not exist and was not to be created.
+    #[error(
+        "database {path} does not exist; refusing to create an empty one (that would mean a new key): restore it from a backup, or for a first installation run `gateway init-db`"
+    )]
+    Missing {
+        /// Database file.
+        path: PathBuf,
+    },
     /// The database was written by a newer keyward.
     #[error(
         "database {path} has schema version {found}, newer than the {known} this build knows; refusing to touch it (upgrade keyward)"
@@ -107,6 +115,12 @@ pub enum StoreError {
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+#[derive(Debug, Clone, Copy)]
+enum Create {
+    IfMissing,
+    Never,
+}
+
 /// An open keyward database.
 #[derive(Debug)]
 pub struct Store {
@@ -123,8 +137,23 @@ pub struct Store {
 impl Store {
     /// Opens (creating if absent) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Create::IfMissing)
+    }
+
+    /// Opens an existing database; a missing file is [`StoreError::Missing`], never a new
+    /// empty database (which, for a custodian, would mean generating a new key).
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        Self::open_with(path, Create::Never)
+    }
+
+    fn open_with(path: &Path, create: Create) -> Result<Self> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        match create {
+            Create::IfMissing => flags |= OpenFlags::SQLITE_OPEN_CREATE,
+            Create::Never if !path.exists() => return Err(StoreError::Missing { path: path.to_owned() }),
+            Create::Never => {}
+        }
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
         // Reading the header here turns "file is not a database" into an open error.

@@ -155,3 +155,14 @@ fn a_deleted_database_file_refuses_writes_and_fails_health() {
     assert!(err.to_string().contains("deleted or replaced"), "{err}");
     assert!(matches!(store.rotate(&row(1, 2), 1).unwrap_err(), StoreError::FileGone { .. }));
 }
+
+#[test]
+fn open_existing_never_creates_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    let err = Store::open_existing(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(!path.exists());
+    Store::open(&path).unwrap().insert(&row(1, 1)).unwrap();
+    assert_eq!(Store::open_existing(&path).unwrap().get(1).unwrap(), Some(row(1, 1)));
+}
