@@ -85,7 +85,18 @@ test-nitro-tooling:
 
 # CI runs this after `just test`. Keep it a list of recipes.
 [doc("Every deployment check that runs without Nitro hardware (CI runs it after `just test`)")]
-ci-checks: build-enclave lint-dockerfile lint-units test-nitro-tooling deny fuzz-smoke
+ci-checks: lint build-enclave lint-dockerfile lint-units test-nitro-tooling deny fuzz-smoke
+
+# Installs rustfmt and clippy with rustup if they are missing.
+[doc("rustfmt --check and clippy with warnings as errors, over every target")]
+lint:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for component in rustfmt clippy; do
+        cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+    done
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Fuzz the decoders of untrusted bytes (link frames, CBOR messages, KMS CMS, attestation
 # documents) for SECONDS each, seeded from ../shared/fixtures. Fails, naming the input, if a

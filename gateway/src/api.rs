@@ -91,7 +91,7 @@ async fn sign(
     let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
     let reply = match link.call(Request::Sign(request), SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
         EnclaveResponse::Signature(reply) => reply,
-        other => return Err(ApiError::internal(format!("enclave answered Sign with {other:?}"))),
+        other => return Err(ApiError::internal(format!("enclave answered Sign with {}", other.kind()))),
     };
     Ok(Json(SignResponse {
         enclave_id: slot.id.0,
@@ -126,7 +126,7 @@ async fn sign_batch(
     let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
     let replies = match link.call(Request::SignBatch(requests), SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
         EnclaveResponse::Signatures(replies) => replies,
-        other => return Err(ApiError::internal(format!("enclave answered SignBatch with {other:?}"))),
+        other => return Err(ApiError::internal(format!("enclave answered SignBatch with {}", other.kind()))),
     };
     let results = replies
         .into_iter()
@@ -175,7 +175,7 @@ async fn attestation(
     let request = Request::Attest(keyward_proto::AttestRequest { nonce: nonce.clone() });
     let document = match link.call(request, SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
         EnclaveResponse::Attestation(document) => document,
-        other => return Err(ApiError::internal(format!("enclave answered Attest with {other:?}"))),
+        other => return Err(ApiError::internal(format!("enclave answered Attest with {}", other.kind()))),
     };
     Ok(Json(AttestationResponse {
         enclave_id: slot.id.0,

@@ -284,7 +284,7 @@ impl Supervisor {
         let document =
             match link.call(Request::Attest(AttestRequest { nonce: nonce.to_vec() }), LIFECYCLE_TIMEOUT).await {
                 Ok(Response::Attestation(document)) => document,
-                Ok(other) => return Err(format!("enclave answered Attest with {other:?}")),
+                Ok(other) => return Err(format!("enclave answered Attest with {}", other.kind())),
                 Err(e) => return Err(format!("enclave could not attest: {e}")),
             };
         let root = match &image.root_pem {
@@ -328,9 +328,10 @@ impl Supervisor {
                         let commit = Commit { enclave_id: id, public_key, key_epoch };
                         return match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
                             Response::Status(status) => Ok(status),
-                            other => {
-                                Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {other:?}"))))
-                            }
+                            other => Err(BringUpError::Link(LinkError::Protocol(format!(
+                                "Commit answered with {}",
+                                other.kind()
+                            )))),
                         };
                     }
                     return Ok(status.clone());
@@ -357,7 +358,7 @@ impl Supervisor {
         let credentials = self.credentials.get().await.map_err(BringUpError::Failed)?;
         match link.call(Request::Unseal(Unseal { sealed, credentials }), LIFECYCLE_TIMEOUT).await? {
             Response::Status(status) => Ok(status),
-            other => Err(BringUpError::Link(LinkError::Protocol(format!("Unseal answered with {other:?}")))),
+            other => Err(BringUpError::Link(LinkError::Protocol(format!("Unseal answered with {}", other.kind())))),
         }
     }
 
@@ -373,7 +374,18 @@ impl Supervisor {
         };
         let sealed = match link.call(Request::Provision(request), LIFECYCLE_TIMEOUT).await? {
             Response::Provisioned(sealed) if sealed.enclave_id == id => sealed,
-            other => return Err(BringUpError::Link(LinkError::Protocol(format!("Provision answered with {other:?}")))),
+            Response::Provisioned(sealed) => {
+                return Err(BringUpError::Failed(format!(
+                    "enclave sealed a key for enclave {} when asked for enclave {id}; nothing stored",
+                    sealed.enclave_id
+                )));
+            }
+            other => {
+                return Err(BringUpError::Link(LinkError::Protocol(format!(
+                    "Provision answered with {}",
+                    other.kind()
+                ))));
+            }
         };
         crash_point("gateway:provision:before-insert");
         self.db.insert(row_from_sealed(&sealed)).await.map_err(|e| match e {
@@ -387,7 +399,7 @@ impl Supervisor {
         let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch: sealed.key_epoch };
         match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
             Response::Status(status) => Ok(status),
-            other => Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {other:?}")))),
+            other => Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {}", other.kind())))),
         }
     }
 }
@@ -437,7 +449,9 @@ pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource)
     let request = Request::Rotate(Rotate { sealed: sealed.clone(), credentials });
     let new = match link.call(request, LIFECYCLE_TIMEOUT).await {
         Ok(Response::Rotated(new)) => new,
-        Ok(other) => return Err(RotateError::Enclave(LinkError::Protocol(format!("Rotate answered with {other:?}")))),
+        Ok(other) => {
+            return Err(RotateError::Enclave(LinkError::Protocol(format!("Rotate answered with {}", other.kind()))));
+        }
         Err(e) => return Err(RotateError::Enclave(e)),
     };
     if new.enclave_id != sealed.enclave_id || new.public_key != sealed.public_key || new.key_epoch != previous_epoch + 1

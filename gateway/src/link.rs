@@ -85,7 +85,7 @@ impl EnclaveLink {
         let hello = match link.call(Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }), HELLO_TIMEOUT).await?
         {
             Response::Hello(hello) => hello,
-            other => return Err(LinkError::Protocol(format!("expected Hello, got {other:?}"))),
+            other => return Err(LinkError::Protocol(format!("expected Hello, got {}", other.kind()))),
         };
         Ok((link, hello))
     }

@@ -222,8 +222,8 @@ impl Stack {
     pub fn write_config(&self) {
         let enclaves: String = self
             .enclave_ports
-            .iter()
-            .map(|(id, _)| format!("  - enclave_id: {id}\n    address: {}\n", self.enclave_address(*id)))
+            .keys()
+            .map(|id| format!("  - enclave_id: {id}\n    address: {}\n", self.enclave_address(*id)))
             .collect();
         let dir = self.path().display();
         let config = format!(

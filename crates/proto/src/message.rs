@@ -149,6 +149,23 @@ pub enum Response {
     Rotated(SealedKey),
 }
 
+impl Response {
+    /// The variant's name, for error messages about an unexpected answer. Unlike `Debug` it
+    /// never prints the payload (attestation documents, sealed blobs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Hello(_) => "Hello",
+            Response::Provisioned(_) => "Provisioned",
+            Response::Status(_) => "Status",
+            Response::Signature(_) => "Signature",
+            Response::Signatures(_) => "Signatures",
+            Response::PublicKey(_) => "PublicKey",
+            Response::Attestation(_) => "Attestation",
+            Response::Rotated(_) => "Rotated",
+        }
+    }
+}
+
 /// What the enclave says about itself on connect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloReply {
@@ -322,6 +339,16 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn kind_names_the_variant_without_its_payload() {
+        let document = Response::Attestation(vec![0xAB; 16]);
+        assert_eq!(document.kind(), "Attestation");
+        assert!(format!("{document:?}").contains("171"), "Debug prints the bytes, which is why kind() exists");
+        let signature =
+            Response::Signature(SignatureReply { scheme: Scheme::Ecdsa, signature: [9u8; 64], recovery_id: Some(1) });
+        assert_eq!(signature.kind(), "Signature");
     }
 
     #[test]
