@@ -4,14 +4,15 @@
 //! request) and one writer (sends replies in completion order; ids pair them up). The number
 //! of requests in flight per connection is bounded, so a gateway that stops reading stalls
 //! its own connection instead of growing the enclave's memory; a reply that cannot be
-//! written within [`WRITE_TIMEOUT`] closes the connection.
+//! written within [`WRITE_TIMEOUT`], or a request frame left unfinished for
+//! [`FRAME_STALL_LIMIT`], closes the connection.
 
 use std::{sync::Arc, time::Duration};
 
 use keyward_proto::{
-    CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FrameError, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, decode_request_id, encode, read_frame,
-    write_frames,
+    CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FRAME_STALL_LIMIT, FrameError, HelloReply, MAX_FRAME_LEN,
+    PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, decode_request_id,
+    encode, read_frame_within, write_frames,
 };
 use keyward_transport::{BoxConnection, Listener};
 use tokio::sync::{Semaphore, mpsc};
@@ -61,13 +62,13 @@ async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<Encl
 
     let reason = loop {
         let read = tokio::select! {
-            read = read_frame(&mut reader, MAX_FRAME_LEN) => read,
+            read = read_frame_within(&mut reader, MAX_FRAME_LEN, FRAME_STALL_LIMIT) => read,
             () = tx.closed() => break "reply writer stopped".to_owned(),
         };
         let body = match read {
             Ok(body) => body,
             Err(FrameError::Closed) => break "closed by gateway".to_owned(),
-            Err(e @ FrameError::TooLarge { .. }) => {
+            Err(e @ (FrameError::TooLarge { .. } | FrameError::Stalled(_))) => {
                 send_connection_error(&tx, ErrorCode::BadRequest, &e.to_string()).await;
                 break e.to_string();
             }

@@ -11,8 +11,8 @@ use std::{
 };
 
 use keyward_proto::{
-    CONNECTION_ERROR_ID, ErrorReply, FrameError, Hello, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION, Reply, Request,
-    RequestFrame, Response, ResponseFrame, WriterEnd, decode, encode, read_frame, write_frames,
+    CONNECTION_ERROR_ID, ErrorReply, FRAME_STALL_LIMIT, FrameError, Hello, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, encode, read_frame_within, write_frames,
 };
 use keyward_transport::{Address, TransportError, connect};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -135,7 +135,7 @@ impl EnclaveLink {
 
 async fn read_replies<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, pending: &Pending) -> String {
     loop {
-        let body = match read_frame(reader, MAX_FRAME_LEN).await {
+        let body = match read_frame_within(reader, MAX_FRAME_LEN, FRAME_STALL_LIMIT).await {
             Ok(body) => body,
             Err(FrameError::Closed) => return "closed by the enclave".to_owned(),
             Err(e) => return e.to_string(),

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use keyward_e2e::{Stack, StackOptions, assert_signs};
 use keyward_proto::{
-    CONNECTION_ERROR_ID, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo, EnclaveState, ErrorCode, Hello,
-    HelloReply, MAX_FRAME_LEN, NsmKind, PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame,
-    Scheme, SignRequest, Status, decode, encode, read_frame,
+    CONNECTION_ERROR_ID, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo, EnclaveState, ErrorCode,
+    FRAME_STALL_LIMIT, Hello, HelloReply, MAX_FRAME_LEN, NsmKind, PROTOCOL_VERSION, Reply, Request, RequestFrame,
+    Response, ResponseFrame, Scheme, SignRequest, Status, decode, encode, read_frame,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -111,6 +111,28 @@ async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
     assert!(matches!(reply(&mut conn).await, ResponseFrame { id: 3, reply: Reply::Ok(Response::Status(_)) }));
 
     // Through all of it, the real gateway's connection kept working and nothing changed.
+    assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
+    assert_eq!(stack.row(1).expect("row"), row);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_frame_is_cut_off_after_the_stall_limit() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let row = stack.row(1).expect("row");
+    let mut conn = connect(&stack).await;
+    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }) };
+    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
+    assert!(matches!(reply(&mut conn).await.reply, Reply::Ok(Response::Hello(_))));
+    // A header announcing 100 bytes, three of them, then silence.
+    conn.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.expect("write");
+    let body = tokio::time::timeout(FRAME_STALL_LIMIT * 3, read_frame(&mut conn, MAX_FRAME_LEN))
+        .await
+        .expect("the enclave cuts a stalled frame off, it does not wait forever")
+        .expect("a connection error frame");
+    let frame: ResponseFrame = decode(&body).expect("a response frame");
+    assert_eq!(frame.id, CONNECTION_ERROR_ID);
+    assert!(error_of(&frame).1.contains("stalled"), "{frame:?}");
+    assert_closed(&mut conn).await;
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
     assert_eq!(stack.row(1).expect("row"), row);
 }

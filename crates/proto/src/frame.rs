@@ -9,6 +9,10 @@ use zeroize::Zeroizing;
 /// bounding what a misbehaving peer can make us allocate.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
+/// How long either side of the enclave link waits for the rest of a frame it has started
+/// to receive (see [`read_frame_within`]). A full-size frame takes milliseconds over vsock.
+pub const FRAME_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What can go wrong reading, writing or decoding a frame.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +39,9 @@ pub enum FrameError {
         /// The decoder's explanation (never includes the frame's bytes).
         reason: String,
     },
+    /// A frame was started but not finished within the allowed time.
+    #[error("peer stalled in the middle of a frame for {0:?}")]
+    Stalled(std::time::Duration),
     /// An I/O error on the underlying stream.
     #[error("i/o error on the link: {0}")]
     Io(#[from] std::io::Error),
@@ -43,11 +50,40 @@ pub enum FrameError {
 /// Reads one frame body. The length is checked before allocation; the returned buffer is
 /// zeroized on drop because request bodies may carry credentials.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-    let mut header = [0u8; 4];
-    let mut filled = 0;
+    let first = read_first_byte(reader).await?;
+    read_rest(reader, first, max).await
+}
+
+/// [`read_frame`] for a long-lived link: the connection may idle between frames for as long as
+/// it likes, but once a frame's first byte has arrived the whole frame must follow within
+/// `stall`. A peer that sends half a frame and goes quiet then costs a timeout, not a
+/// connection task (and up to [`MAX_FRAME_LEN`] of buffer) held forever.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    stall: std::time::Duration,
+) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let first = read_first_byte(reader).await?;
+    tokio::time::timeout(stall, read_rest(reader, first, max)).await.map_err(|_| FrameError::Stalled(stall))?
+}
+
+async fn read_first_byte<R: AsyncRead + Unpin>(reader: &mut R) -> Result<u8, FrameError> {
+    let mut first = [0u8; 1];
+    match reader.read(&mut first).await? {
+        0 => Err(FrameError::Closed),
+        _ => Ok(first[0]),
+    }
+}
+
+async fn read_rest<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    first: u8,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let mut header = [first, 0, 0, 0];
+    let mut filled = 1;
     while filled < header.len() {
         match reader.read(&mut header[filled..]).await? {
-            0 if filled == 0 => return Err(FrameError::Closed),
             0 => return Err(FrameError::Truncated),
             n => filled += n,
         }
@@ -143,6 +179,37 @@ mod tests {
         short.truncate(6);
         let err = read_frame(&mut short.as_slice(), MAX_FRAME_LEN).await.unwrap_err();
         assert!(matches!(err, FrameError::Truncated), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_may_idle_between_frames_but_not_inside_one() {
+        use std::time::Duration;
+        use tokio::io::AsyncWriteExt;
+
+        let frame = encode(&RequestFrame { id: 3, request: Request::Status }).unwrap();
+        let (mut peer, mut link) = tokio::io::duplex(64);
+        // Idle for an hour, then send a whole frame: fine.
+        let whole = frame.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            peer.write_all(&whole).await.unwrap();
+            peer
+        });
+        let body = read_frame_within(&mut link, MAX_FRAME_LEN, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(decode::<RequestFrame>(&body).unwrap().id, 3);
+        let mut peer = sender.await.unwrap();
+
+        // Half a header, then silence: refused after the stall limit.
+        peer.write_all(&frame[..2]).await.unwrap();
+        let err = read_frame_within(&mut link, MAX_FRAME_LEN, Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, FrameError::Stalled(d) if d == Duration::from_secs(1)), "{err}");
+
+        // A header that announces a body which never comes: the same.
+        let (mut peer, mut link) = tokio::io::duplex(64);
+        peer.write_all(&frame[..frame.len() - 1]).await.unwrap();
+        let err = read_frame_within(&mut link, MAX_FRAME_LEN, Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, FrameError::Stalled(_)), "{err}");
+        drop(peer);
     }
 
     #[tokio::test]

@@ -8,7 +8,10 @@ mod properties;
 mod types;
 mod writer;
 
-pub use frame::{FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, write_frame};
+pub use frame::{
+    FRAME_STALL_LIMIT, FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, read_frame_within,
+    write_frame,
+};
 pub use message::{
     AttestRequest, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind, Provision,
     PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, SignRequest, SignatureReply, Status,
