@@ -95,6 +95,11 @@ impl Vault {
     pub async fn commit(&self, request: Commit) -> Reply<Status> {
         let _lifecycle = self.lifecycle.lock().await;
         let mut state = self.write();
+        match &*state {
+            State::AwaitingCommit(_) => crash_point("enclave:provision:at-commit"),
+            State::Ready(l) if l.rotating_to.is_some() => crash_point("enclave:rotate:at-commit"),
+            _ => {}
+        }
         let next = match &*state {
             State::AwaitingCommit(l) if matches(l, &request) && request.key_epoch == l.key_epoch => {
                 tracing::info!(enclave_id = %l.enclave_id, "master key committed; signing enabled");
@@ -195,6 +200,7 @@ impl Vault {
             .key_epoch
             .checked_add(1)
             .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "key_epoch cannot grow further"))?;
+        crash_point("enclave:rotate:before-kms");
         let sealed = self.seal(&loaded.key, loaded.enclave_id, next_epoch, &request.credentials).await?;
         crash_point("enclave:rotate:after-kms");
         if let State::Ready(l) = &mut *self.write() {

@@ -208,6 +208,13 @@ async fn rotate(
             RotateError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             RotateError::Enclave(_) | RotateError::Credentials(_) => (StatusCode::BAD_GATEWAY, "rotation_failed"),
             RotateError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed"),
+            RotateError::NotCommitted { .. } => {
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "rotation_not_committed",
+                    format!("rotation of enclave {}: {e}", slot.id),
+                );
+            }
         };
         ApiError::new(status, code, format!("rotation of enclave {} not applied: {e}", slot.id))
     })?;

@@ -372,6 +372,7 @@ impl Supervisor {
             region: self.expect.kms_region.clone(),
             credentials,
         };
+        crash_point("gateway:provision:before-kms");
         let sealed = match link.call(Request::Provision(request), LIFECYCLE_TIMEOUT).await? {
             Response::Provisioned(sealed) if sealed.enclave_id == id => sealed,
             Response::Provisioned(sealed) => {
@@ -419,6 +420,13 @@ pub enum RotateError {
     /// The enclave refused or failed.
     #[error("{0}")]
     Enclave(LinkError),
+    /// The new row is stored, but the enclave did not confirm it. The key is the same, so
+    /// signing is unaffected; the enclave adopts the stored epoch on its next bring-up.
+    #[error(
+        "the new row (key_epoch {epoch}) is stored, but the enclave did not commit it: {error}; \
+         it is committed when the enclave is next brought up (restart the enclave if /v1/health keeps showing the old epoch)"
+    )]
+    NotCommitted { epoch: u32, error: LinkError },
     /// Credentials could not be obtained.
     #[error("{0}")]
     Credentials(String),
@@ -447,6 +455,7 @@ pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource)
     let previous_epoch = sealed.key_epoch;
     let credentials = credentials.get().await.map_err(RotateError::Credentials)?;
     let request = Request::Rotate(Rotate { sealed: sealed.clone(), credentials });
+    crash_point("gateway:rotate:before-kms");
     let new = match link.call(request, LIFECYCLE_TIMEOUT).await {
         Ok(Response::Rotated(new)) => new,
         Ok(other) => {
@@ -466,7 +475,9 @@ pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource)
     tracing::info!(enclave_id = %slot.id, key_epoch = new.key_epoch, "stored the rotated row; committing");
     crash_point("gateway:rotate:before-commit");
     let commit = Commit { enclave_id: slot.id, public_key: new.public_key, key_epoch: new.key_epoch };
-    link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await.map_err(RotateError::Enclave)?;
+    link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT)
+        .await
+        .map_err(|error| RotateError::NotCommitted { epoch: new.key_epoch, error })?;
     slot.set_epoch(new.key_epoch);
     Ok(Rotated { public_key_hex: new.public_key.to_hex(), previous_epoch, epoch: new.key_epoch })
 }

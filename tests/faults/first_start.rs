@@ -1,5 +1,6 @@
-//! Crashes at each step of the first start: before the KMS call, after KMS answered, before
-//! the INSERT, after the INSERT but before Commit. A restart converges on exactly one key.
+//! Crashes of the enclave and of the gateway at each step of the first start: before the KMS
+//! call, after KMS answered (before the INSERT), after the INSERT but before Commit. A restart
+//! converges on exactly one key, and once a row is stored it is the key that survives.
 
 use std::time::Duration;
 
@@ -71,7 +72,17 @@ async fn enclave_crash_after_kms_answered_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_crash_before_the_insert_converges() {
+async fn enclave_crash_after_the_insert_before_commit_restores_the_stored_key() {
+    crash_then_restart(Who::Enclave, "enclave:provision:at-commit", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_crash_before_the_kms_call_converges() {
+    crash_then_restart(Who::Gateway, "gateway:provision:before-kms", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_crash_after_kms_answered_before_the_insert_converges() {
     crash_then_restart(Who::Gateway, "gateway:provision:before-insert", false).await;
 }
 

@@ -7,7 +7,7 @@ use keyward_client::ClientError;
 use keyward_e2e::{Stack, StackOptions, assert_signature_verifies, assert_signs, binary, digest};
 
 async fn restart_enclave_and_check(stack: &mut Stack, public_key: &str, epoch: i64) {
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     stack.start_enclave(1);
     let health = stack.wait_ready().await;
     assert_eq!(health.enclaves[0].key_epoch, Some(epoch as u32));
@@ -83,20 +83,63 @@ async fn a_gateway_crash_after_storing_the_rotation_commits_it_on_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enclave_crash_during_rotation_leaves_the_old_row() {
+async fn a_gateway_crash_before_the_kms_call_leaves_the_old_row() {
     let mut stack = Stack::prepare(StackOptions::default()).await;
-    stack.start_enclave_with(1, &binary("enclave"), &[("KEYWARD_FAULT", "enclave:rotate:after-kms".into())]);
+    stack.start_enclave(1);
+    stack.start_gateway_with(&[("KEYWARD_FAULT", "gateway:rotate:before-kms".into())]);
+    stack.wait_ready().await;
+    let before = stack.row(1).expect("row");
+    assert!(stack.admin_client().rotate(None).await.is_err(), "the gateway dies mid-rotation");
+    stack.gateway.as_mut().expect("gateway").wait_exit(Duration::from_secs(30)).expect("crashed");
+    assert_eq!(stack.row(1).expect("row"), before, "nothing stored");
+    stack.start_gateway();
+    stack.wait_ready().await;
+    restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 1).await;
+    assert_eq!(stack.row(1).expect("row"), before);
+}
+
+/// The enclave dies at `point` during a rotation; it is restarted without the fault.
+async fn enclave_crash_during_rotation(point: &str) -> (Stack, keyward_store::MasterKeyRow, ClientError) {
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    stack.start_enclave_with(1, &binary("enclave"), &[("KEYWARD_FAULT", point.to_owned())]);
     stack.start_gateway();
     stack.wait_ready().await;
     let before = stack.row(1).expect("row");
     let err = stack.admin_client().rotate(None).await.expect_err("the enclave dies mid-rotation");
-    assert!(err.to_string().contains("not applied"), "{err}");
-    assert_eq!(stack.row(1).expect("row"), before);
+    let crashed = stack.enclaves.get_mut(&1).expect("enclave");
+    crashed.wait_exit(Duration::from_secs(30)).expect("crashed");
+    assert!(crashed.log_text().contains(&format!("KEYWARD_FAULT: aborting at {point}")), "crashed elsewhere");
     stack.enclaves.remove(&1);
+    stack.wait_health("the gateway notices the crash", |_, h| h.enclaves[0].state != "ready").await;
+    (stack, before, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enclave_crash_before_or_after_the_kms_call_leaves_the_old_row() {
+    for point in ["enclave:rotate:before-kms", "enclave:rotate:after-kms"] {
+        let (mut stack, before, err) = enclave_crash_during_rotation(point).await;
+        assert!(err.to_string().contains("not applied"), "{point}: {err}");
+        assert_eq!(stack.row(1).expect("row"), before, "{point}");
+        stack.start_enclave(1);
+        stack.wait_ready().await;
+        assert_signs(&stack, None, &hex::encode(&before.public_key)).await;
+        assert_eq!(stack.row(1).expect("row"), before, "{point}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enclave_crash_after_the_new_row_is_stored_unseals_the_new_epoch() {
+    let (mut stack, before, err) = enclave_crash_during_rotation("enclave:rotate:at-commit").await;
+    // Not "not applied": the new row is stored, and the answer says so.
+    assert!(matches!(&err, ClientError::Api { status: 502, .. }), "{err}");
+    assert!(err.to_string().contains("(key_epoch 2) is stored, but the enclave did not commit it"), "{err}");
+    let stored = stack.row(1).expect("row");
+    assert_eq!((stored.key_epoch, &stored.public_key), (2, &before.public_key));
     stack.start_enclave(1);
-    stack.wait_ready().await;
+    let health = stack.wait_ready().await;
+    assert_eq!(health.enclaves[0].key_epoch, Some(2));
     assert_signs(&stack, None, &hex::encode(&before.public_key)).await;
-    assert_eq!(stack.row(1).expect("row"), before);
+    assert_eq!(stack.row(1).expect("row"), stored, "the new row is the one kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

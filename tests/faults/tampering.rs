@@ -26,7 +26,7 @@ fn write_row(stack: &Stack, row: &MasterKeyRow) {
 async fn restart_and_expect_failure(stack: &mut Stack, id: u32) -> String {
     stack.kill_gateway();
     for e in stack.options.enclave_ids.clone() {
-        stack.kill_enclave(e);
+        stack.kill_enclave(e).await;
         stack.start_enclave(e);
     }
     stack.start_gateway();

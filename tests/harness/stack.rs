@@ -353,10 +353,17 @@ impl Stack {
         self.enclaves.insert(id, proc);
     }
 
-    /// SIGKILL an enclave, as a crash would.
-    pub fn kill_enclave(&mut self, id: u32) {
-        if let Some(mut p) = self.enclaves.remove(&id) {
-            p.kill();
+    /// SIGKILL an enclave, as a crash would. With a gateway running, returns once its health
+    /// no longer reports that enclave ready, so a following `wait_ready` cannot be answered
+    /// by the state from before the kill.
+    pub async fn kill_enclave(&mut self, id: u32) {
+        let Some(mut p) = self.enclaves.remove(&id) else { return };
+        p.kill();
+        if self.gateway.is_some() {
+            self.wait_health(&format!("the gateway notices enclave {id} is gone"), |_, h| {
+                h.enclaves.iter().any(|e| e.enclave_id == id && e.state != "ready")
+            })
+            .await;
         }
     }
 

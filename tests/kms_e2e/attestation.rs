@@ -57,7 +57,7 @@ async fn a_changed_enclave_binary_is_denied_by_kms_and_the_row_is_untouched() {
     // The gateway does not check PCRs itself here, so KMS (the key policy) is what stops it.
     let mut stack = Stack::start(StackOptions { gateway_pins_pcrs: false, ..StackOptions::default() }).await;
     let row = stack.row(1).expect("row");
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     let copy = modified_enclave_binary(&stack);
     stack.start_enclave_from(1, &copy);
     let health = stack.wait_health("unseal denied", |_, h| h.enclaves[0].state == "failed").await;
@@ -70,7 +70,7 @@ async fn a_changed_enclave_binary_is_denied_by_kms_and_the_row_is_untouched() {
     assert_eq!(stack.row_count(), 1);
 
     // The original build still unseals the same key.
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     stack.start_enclave(1);
     stack.wait_ready().await;
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
@@ -79,7 +79,7 @@ async fn a_changed_enclave_binary_is_denied_by_kms_and_the_row_is_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_gives_no_credentials_to_an_enclave_it_does_not_recognise() {
     let mut stack = Stack::start(StackOptions::default()).await;
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     let copy = modified_enclave_binary(&stack);
     stack.start_enclave_from(1, &copy);
     let health = stack.wait_health("enclave refused", |_, h| h.enclaves[0].state == "refused").await;
@@ -140,7 +140,7 @@ async fn unseal_through(tamper: Tamper) -> (String, keyward_store::MasterKeyRow,
     let mut stack = Stack::start(StackOptions::default()).await;
     let row = stack.row(1).expect("row");
     stack.kill_gateway();
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     let mitm = start_mitm(stack.kms_url.clone(), tamper).await;
     stack.set_kms_url(mitm);
     stack.start_enclave(1);

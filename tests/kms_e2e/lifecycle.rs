@@ -43,7 +43,7 @@ async fn the_key_survives_enclave_and_full_restarts() {
     let row_before = stack.row(1).expect("row");
 
     // The enclave crashes; the gateway reconnects and unseals the stored row.
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     stack.wait_health("enclave loss noticed", |status, _| status == 503).await;
     stack.start_enclave(1);
     stack.wait_ready().await;
@@ -52,7 +52,7 @@ async fn the_key_survives_enclave_and_full_restarts() {
 
     // Both processes go down and come back.
     stack.kill_gateway();
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     stack.start_enclave(1);
     stack.start_gateway();
     stack.wait_ready().await;
@@ -86,7 +86,7 @@ async fn a_second_enclave_id_gets_its_own_key() {
 async fn a_row_edited_by_one_byte_fails_to_unseal_and_is_left_as_it_was() {
     let mut stack = Stack::start(StackOptions::default()).await;
     stack.kill_gateway();
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     let mut row = stack.row(1).expect("row");
     row.encrypted_private_key[20] ^= 0x01;
     stack.sql(

@@ -11,7 +11,7 @@ async fn both_links_work_over_unix_sockets() {
     let key = stack.client.public_key(None).await.expect("key").public_key_hex;
     assert_signs(&stack, None, &key).await;
     // The relay socket carried the enclave's KMS traffic; a restart unseals through it again.
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     stack.start_enclave(1);
     stack.wait_ready().await;
     assert_signs(&stack, None, &key).await;

@@ -261,7 +261,7 @@ async fn measured(
 /// log splits the time into those parts.
 async fn restart(stack: &mut Stack, run: usize) -> anyhow::Result<RestartRun> {
     let digest = load::digest(1_000_000 + run as u64);
-    stack.kill_enclave(1);
+    stack.kill_enclave(1).await;
     let spawned_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let start = Instant::now();
     stack.start_enclave(1);
