@@ -1,6 +1,6 @@
-//! The enclave link under abuse: oversized, truncated and garbage frames, a wrong protocol
-//! version, requests before the handshake, a peer that stops reading, and (from the gateway's
-//! side) an enclave that never answers.
+//! The enclave link under abuse: oversized, truncated, stalled and garbage frames, a wrong
+//! protocol version, requests before the handshake, a peer that stops reading, (from the
+//! gateway's side) an enclave that never answers, and the KMS relay asked for other targets.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,35 @@ async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
     // Through all of it, the real gateway's connection kept working and nothing changed.
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
     assert_eq!(stack.row(1).expect("row"), row);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kms_relay_refuses_and_logs_every_target_but_the_configured_one() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let row = stack.row(1).expect("row");
+    let relay: keyward_transport::Address = stack.relay_address().parse().expect("relay address");
+    // Somewhere a compromised enclave image (or anything else on the host that can reach the
+    // relay) would like traffic to go.
+    let decoy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("decoy");
+    let decoy_target = decoy.local_addr().expect("decoy address").to_string();
+    for target in [decoy_target.as_str(), "kms.us-east-1.amazonaws.com:443", "169.254.169.254:80"] {
+        let refused = keyward_transport::relay_connect(&relay, target).await;
+        let err = refused.err().unwrap_or_else(|| panic!("the relay let {target} through"));
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{target}: {err}");
+        assert!(err.to_string().contains("is allowed"), "{target}: {err}");
+        let log = stack.gateway.as_ref().expect("gateway").log_text();
+        assert!(
+            log.lines().any(|l| l.contains("refused a connection to a target other than") && l.contains(target)),
+            "{target}: refusal not logged"
+        );
+    }
+    // The refusal comes before any connection attempt: the decoy was never dialled.
+    assert!(tokio::time::timeout(Duration::ZERO, decoy.accept()).await.is_err(), "the relay dialled the decoy");
+    assert_eq!(stack.row(1).expect("row"), row);
+    // The configured target is still relayed: a rotation asks KMS for a new data key through it.
+    let rotated = stack.admin_client().rotate(None).await.expect("rotation through the relay");
+    assert_eq!((rotated.key_epoch, rotated.public_key_hex.as_str()), (2, hex::encode(&row.public_key).as_str()));
+    assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
