@@ -12,8 +12,9 @@ pub struct TmpfsMount {
 }
 
 impl TmpfsMount {
-    /// Mounts a tmpfs of `size_kib` at `path` (created if missing). Needs CAP_SYS_ADMIN,
-    /// which the test machines have; the panic says so clearly where they do not.
+    /// Mounts a tmpfs of `size_kib` at `path` (created if missing). Needs CAP_SYS_ADMIN: root,
+    /// or a user and mount namespace (`just test` runs the tests in one for a normal user);
+    /// the panic says so clearly where neither is available.
     pub fn new(path: &Path, size_kib: u64) -> TmpfsMount {
         std::fs::create_dir_all(path).expect("create mount point");
         run_mount(&["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs", &path.display().to_string()]);
@@ -24,14 +25,15 @@ impl TmpfsMount {
         &self.path
     }
 
-    /// Makes the filesystem read-only (files stay readable).
+    /// Makes the mount read-only (files stay readable; writes fail with EROFS). A bind
+    /// remount changes only this mount's flag, which a user namespace may do too.
     pub fn remount_read_only(&self) {
-        run_mount(&["-o", "remount,ro", &self.path.display().to_string()]);
+        run_mount(&["-o", "remount,bind,ro", &self.path.display().to_string()]);
     }
 
     /// Makes it writable again.
     pub fn remount_read_write(&self) {
-        run_mount(&["-o", "remount,rw", &self.path.display().to_string()]);
+        run_mount(&["-o", "remount,bind,rw", &self.path.display().to_string()]);
     }
 }
 
@@ -45,7 +47,8 @@ fn run_mount(args: &[&str]) {
     let output = Command::new("mount").args(args).output().expect("run mount");
     assert!(
         output.status.success(),
-        "mount {args:?} failed (these database fault tests need CAP_SYS_ADMIN to make a small filesystem): {}",
+        "mount {args:?} failed (these database fault tests need CAP_SYS_ADMIN to make a small filesystem: \
+         run them as root, or through `./just test`, which uses a user namespace for a normal user): {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
