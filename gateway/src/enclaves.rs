@@ -305,7 +305,26 @@ impl Supervisor {
                 .map_err(|e| format!("attestation.expected_pcrs: {e}"))?;
             options = options.expect_pcr(index, acceptable);
         }
-        keyward_attest::verify(&document, &options).map_err(|e| format!("enclave attestation rejected: {e}"))?;
+        let verified =
+            keyward_attest::verify(&document, &options).map_err(|e| format!("enclave attestation rejected: {e}"))?;
+        // Each PCR matched some listed build; together they must match one build. (During a
+        // migration, PCR0 of the old build with PCR1-2 of the new one is neither.)
+        let attested = [0u16, 1, 2].map(|index| verified.payload().pcr(index).map(Pcr::to_hex));
+        let one_build = image.pcr_sets.iter().any(|set| {
+            [&set.pcr0, &set.pcr1, &set.pcr2]
+                .iter()
+                .zip(&attested)
+                .all(|(expected, got)| got.as_deref().is_some_and(|got| got.eq_ignore_ascii_case(expected)))
+        });
+        if !one_build {
+            return Err(format!(
+                "enclave attestation rejected: its PCR0-2 mix values of different builds in attestation.expected_pcrs; \
+                 no single listed build has all three (PCR0 {}, PCR1 {}, PCR2 {})",
+                attested[0].as_deref().unwrap_or("-"),
+                attested[1].as_deref().unwrap_or("-"),
+                attested[2].as_deref().unwrap_or("-"),
+            ));
+        }
         Ok(())
     }
 

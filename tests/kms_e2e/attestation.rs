@@ -90,6 +90,29 @@ async fn the_gateway_gives_no_credentials_to_an_enclave_it_does_not_recognise() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mix_of_two_listed_builds_is_not_a_listed_build() {
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    let m = stack.measured.clone();
+    let other = "ab".repeat(48);
+    // Build A has this enclave's PCR0, build B its PCR1 and PCR2: each value is listed, but no
+    // build has all three.
+    let pinned = format!("    - PCR0: {}\n      PCR1: {}\n      PCR2: {}\n", m.pcr0, m.pcr1, m.pcr2);
+    let mixed = format!(
+        "    - PCR0: {}\n      PCR1: {other}\n      PCR2: {other}\n    - PCR0: {other}\n      PCR1: {}\n      PCR2: {}\n",
+        m.pcr0, m.pcr1, m.pcr2
+    );
+    let config = std::fs::read_to_string(stack.config_path()).expect("config");
+    assert!(config.contains(&pinned), "the harness pins one build:\n{config}");
+    stack.write_config_text(&config.replace(&pinned, &mixed));
+    stack.start_enclave(1);
+    stack.start_gateway();
+    let health = stack.wait_health("enclave refused", |_, h| h.enclaves[0].state == "refused").await;
+    let detail = enclave_detail(&health);
+    assert!(detail.contains("no single listed build has all three"), "{detail}");
+    assert!(stack.row(1).is_none(), "no key for an unlisted build");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_credentials_alone_cannot_get_the_data_key() {
     let stack = Stack::start(StackOptions::default()).await;
     let row = stack.row(1).expect("row");
