@@ -201,6 +201,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("\nsummary written to {}", out.display());
+    let missing = summary.missing_required();
+    if !missing.is_empty() {
+        bail!("no measurement for {} (null in the summary); see the table above", missing.join(", "));
+    }
     Ok(())
 }
 

@@ -131,6 +131,19 @@ pub struct Target {
 }
 
 impl Summary {
+    /// The keys issue 5 requires as numbers that this run could not measure.
+    pub fn missing_required(&self) -> Vec<&'static str> {
+        [
+            ("p50_ms_at_1000", self.p50_ms_at_1000),
+            ("p99_ms_at_1000", self.p99_ms_at_1000),
+            ("gateway_peak_rss_mib", self.gateway_peak_rss_mib),
+            ("enclave_peak_rss_mib", self.enclave_peak_rss_mib),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.is_none().then_some(key))
+        .collect()
+    }
+
     /// Fills `targets` from the measurements.
     pub fn judge(&mut self) {
         let single_1000_failed = self.point("single open 1000").map_or(1, |p| p.failed);
