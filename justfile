@@ -37,6 +37,11 @@ test:
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
 
+# Restarts (and then stops) a running dev stack.
+[doc("just start, its printed curl and attestation check, a restart (same key), stop, and a scan of .dev for key material")]
+check-dev-stack:
+    @scripts/check-dev-stack
+
 # Only the KMS end-to-end tests (real gateway, enclave and dev KMS processes).
 test-kms-e2e:
     cargo test -p keyward-e2e --test kms_e2e --no-fail-fast
@@ -97,7 +102,7 @@ test-nitro-tooling:
 
 # CI runs this after `just test`. Keep it a list of recipes.
 [doc("Every deployment check that runs without Nitro hardware (CI runs it after `just test`)")]
-ci-checks: lint build-enclave lint-dockerfile lint-units test-nitro-tooling deny fuzz-smoke
+ci-checks: lint check-dev-stack build-enclave lint-dockerfile lint-units test-nitro-tooling deny fuzz-smoke
 
 # Installs rustfmt and clippy with rustup if they are missing.
 [doc("rustfmt --check and clippy with warnings as errors, over every target")]
