@@ -10,22 +10,22 @@ use keyward_client::Client;
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Raw COSE_Sign1 document to verify instead of asking the gateway for a fresh one.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     document: Option<PathBuf>,
     /// PEM root to chain to (default: the built-in AWS Nitro Enclaves Root-G1).
-    #[arg(long)]
+    #[arg(long, value_name = "PEM")]
     root: Option<PathBuf>,
     /// Verify as of this Unix time in seconds (default: now).
-    #[arg(long)]
+    #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
     /// Expected PCR value, `N=HEX`; repeat for several PCRs, or the same N for alternatives.
     #[arg(long = "pcr", value_name = "N=HEX")]
     pcrs: Vec<String>,
     /// Expected nonce (hex). Live: sent to the enclave (default: 32 random bytes).
-    #[arg(long)]
+    #[arg(long, value_name = "HEX")]
     nonce: Option<String>,
     /// Which enclave to ask (live only).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     enclave_id: Option<u32>,
 }
 
