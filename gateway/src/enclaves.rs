@@ -13,7 +13,8 @@ use std::{
 use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_proto::{
     AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, Rotate,
-    SealedKey, Status, Unseal, fault::crash_point,
+    SealedKey, Status, Unseal,
+    fault::{crash_point, pause_point},
 };
 use keyward_store::StoreError;
 use keyward_transport::Address;
@@ -487,6 +488,7 @@ pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource)
         return Err(RotateError::Invalid("the enclave's rotated row does not continue the stored one".into()));
     }
     crash_point("gateway:rotate:before-store");
+    pause_point("gateway:rotate:before-store").await;
     db.rotate(row_from_sealed(&new), i64::from(previous_epoch)).await.map_err(|e| match e {
         e @ StoreError::EpochConflict { .. } => RotateError::Conflict(e),
         other => RotateError::Store(other),

@@ -4,7 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use keyward_client::ClientError;
-use keyward_e2e::{Stack, StackOptions, assert_signature_verifies, assert_signs, binary, digest};
+use keyward_e2e::{Stack, StackOptions, assert_signature_verifies, assert_signs, binary, digest, free_port};
 
 async fn restart_enclave_and_check(stack: &mut Stack, public_key: &str, epoch: i64) {
     stack.kill_enclave(1).await;
@@ -140,6 +140,59 @@ async fn an_enclave_crash_after_the_new_row_is_stored_unseals_the_new_epoch() {
     assert_eq!(health.enclaves[0].key_epoch, Some(2));
     assert_signs(&stack, None, &hex::encode(&before.public_key)).await;
     assert_eq!(stack.row(1).expect("row"), stored, "the new row is the one kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_rotating_at_once_meet_at_the_compare_and_swap() {
+    // Gateway A is the stack's; gateway B shares its database and enclave (a second instance
+    // started by mistake) and is held just before its compare-and-swap while A rotates.
+    let mut stack = Stack::start(StackOptions::default()).await;
+    let before = stack.row(1).expect("row");
+    let pause = stack.path().join("pause");
+    std::fs::create_dir_all(&pause).expect("pause dir");
+    let b_api = free_port();
+    let config = std::fs::read_to_string(stack.config_path()).expect("config");
+    let relay_line = format!("listen: {}", stack.relay_address());
+    let b_config = config
+        .replace(&format!("listen: 127.0.0.1:{}", stack.api_port), &format!("listen: 127.0.0.1:{b_api}"))
+        .replace(&relay_line, &format!("listen: tcp://127.0.0.1:{}", free_port()));
+    assert!(!b_config.contains(&relay_line) && b_config.contains(&format!(":{b_api}")), "{b_config}");
+    let b_config_path = stack.path().join("gateway-b.yaml");
+    std::fs::write(&b_config_path, b_config).expect("write");
+    let _gateway_b = stack.spawn_gateway(
+        "gateway-b",
+        &b_config_path,
+        &[
+            ("KEYWARD_FAULT", "pause:gateway:rotate:before-store".into()),
+            ("KEYWARD_FAULT_DIR", pause.display().to_string()),
+        ],
+    );
+    let token = std::fs::read_to_string(stack.path().join("admin-token")).expect("admin token");
+    let b = keyward_client::Client::new(&format!("http://127.0.0.1:{b_api}"), Some(token)).expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while b.health().await.map(|(status, _)| status).ok() != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "gateway B never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // B reads epoch 1, gets a resealed row for epoch 2 from the enclave, and waits.
+    let b_rotation = tokio::spawn(async move { b.rotate(None).await });
+    while !pause.join("paused").exists() {
+        assert!(std::time::Instant::now() < deadline, "gateway B never reached its compare-and-swap");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A rotates 1 -> 2 and commits it.
+    let a = stack.admin_client().rotate(None).await.expect("gateway A rotates");
+    assert_eq!(a.key_epoch, 2);
+    let stored = stack.row(1).expect("row");
+    // B resumes: its swap expects epoch 1 and finds 2, so it stores nothing.
+    std::fs::write(pause.join("resume"), b"").expect("resume");
+    let err = b_rotation.await.expect("task").expect_err("B lost the compare-and-swap");
+    assert!(matches!(&err, ClientError::Api { status: 409, .. }), "{err}");
+    assert!(err.to_string().contains("not applied"), "{err}");
+    assert_eq!(stack.row(1).expect("row"), stored, "A's row stands, byte for byte");
+    assert_eq!(stored.public_key, before.public_key);
+    restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,17 +270,17 @@ impl Stack {
 
     /// Starts the gateway with extra environment (e.g. `KEYWARD_FAULT`).
     pub fn start_gateway_with(&mut self, extra: &[(&'static str, String)]) {
-        let log = self.path().join("gateway.log");
+        let proc = self.spawn_gateway("gateway", &self.config_path(), extra);
+        self.gateway = Some(proc);
+    }
+
+    /// A gateway process of this stack's environment with its own `config`; its log is
+    /// `<name>.log`. The caller owns it (it stops when dropped).
+    pub fn spawn_gateway(&self, name: &str, config: &Path, extra: &[(&'static str, String)]) -> Proc {
         let mut env = self.aws_env();
         env.extend_from_slice(extra);
-        let proc = Proc::spawn(
-            "gateway",
-            &binary("gateway"),
-            &["--config".into(), self.config_path().display().to_string()],
-            &env,
-            &log,
-        );
-        self.gateway = Some(proc);
+        let log = self.path().join(format!("{name}.log"));
+        Proc::spawn(name, &binary("gateway"), &["--config".into(), config.display().to_string()], &env, &log)
     }
 
     /// Where enclave `id` listens.
