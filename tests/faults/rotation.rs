@@ -48,20 +48,23 @@ async fn rotation_reseals_the_same_key_under_a_new_data_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_crash_before_storing_the_rotation_leaves_the_old_row() {
-    let mut stack = Stack::prepare(StackOptions::default()).await;
-    stack.start_enclave(1);
-    stack.start_gateway_with(&[("KEYWARD_FAULT", "gateway:rotate:before-store".into())]);
-    stack.wait_ready().await;
-    let before = stack.row(1).expect("row");
-    let admin = stack.admin_client();
-    assert!(admin.rotate(None).await.is_err(), "the gateway dies mid-rotation");
-    stack.gateway.as_mut().expect("gateway").wait_exit(Duration::from_secs(30)).expect("crashed");
-    assert_eq!(stack.row(1).expect("row"), before, "nothing stored");
-    stack.start_gateway();
-    stack.wait_ready().await;
-    restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 1).await;
-    assert_eq!(stack.row(1).expect("row"), before);
+async fn a_gateway_crash_before_the_kms_call_or_before_storing_leaves_the_old_row() {
+    for point in ["gateway:rotate:before-kms", "gateway:rotate:before-store"] {
+        let mut stack = Stack::prepare(StackOptions::default()).await;
+        stack.start_enclave(1);
+        stack.start_gateway_with(&[("KEYWARD_FAULT", point.into())]);
+        stack.wait_ready().await;
+        let before = stack.row(1).expect("row");
+        assert!(stack.admin_client().rotate(None).await.is_err(), "{point}: the gateway dies mid-rotation");
+        let gateway = stack.gateway.as_mut().expect("gateway");
+        gateway.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| panic!("{point}: no crash"));
+        assert!(gateway.log_text().contains(&format!("KEYWARD_FAULT: aborting at {point}")), "crashed elsewhere");
+        assert_eq!(stack.row(1).expect("row"), before, "{point}: nothing stored");
+        stack.start_gateway();
+        stack.wait_ready().await;
+        restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 1).await;
+        assert_eq!(stack.row(1).expect("row"), before, "{point}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,22 +83,6 @@ async fn a_gateway_crash_after_storing_the_rotation_commits_it_on_restart() {
     let health = stack.wait_ready().await;
     assert_eq!(health.enclaves[0].key_epoch, Some(2));
     restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 2).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_crash_before_the_kms_call_leaves_the_old_row() {
-    let mut stack = Stack::prepare(StackOptions::default()).await;
-    stack.start_enclave(1);
-    stack.start_gateway_with(&[("KEYWARD_FAULT", "gateway:rotate:before-kms".into())]);
-    stack.wait_ready().await;
-    let before = stack.row(1).expect("row");
-    assert!(stack.admin_client().rotate(None).await.is_err(), "the gateway dies mid-rotation");
-    stack.gateway.as_mut().expect("gateway").wait_exit(Duration::from_secs(30)).expect("crashed");
-    assert_eq!(stack.row(1).expect("row"), before, "nothing stored");
-    stack.start_gateway();
-    stack.wait_ready().await;
-    restart_enclave_and_check(&mut stack, &hex::encode(&before.public_key), 1).await;
-    assert_eq!(stack.row(1).expect("row"), before);
 }
 
 /// The enclave dies at `point` during a rotation; it is restarted without the fault.

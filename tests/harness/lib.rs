@@ -16,7 +16,7 @@ pub use mitm::{Tamper, start_mitm};
 pub use mount::TmpfsMount;
 pub use process::{Proc, binary, free_port, workspace_root};
 pub use secrets::assert_no_secrets;
-pub use stack::{Measured, Stack, StackOptions, run_tool};
+pub use stack::{Measured, Stack, StackOptions, read_rows, run_tool};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
 /// gateway returned. Panics with a clear message when it does not verify.

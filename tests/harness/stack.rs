@@ -430,27 +430,9 @@ impl Stack {
 
     /// Reads the row of `enclave_id` straight from SQLite.
     pub fn row(&self, enclave_id: u32) -> Option<keyward_store::MasterKeyRow> {
-        let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
-        let row = conn.query_row(
-            "SELECT enclave_id, kms_encrypted_dek, encrypted_private_key, public_key, kms_key_id, key_epoch \
-             FROM enclave_master_keys WHERE enclave_id = ?1",
-            [enclave_id],
-            |r| {
-                Ok(keyward_store::MasterKeyRow {
-                    enclave_id: r.get(0)?,
-                    kms_encrypted_dek: r.get(1)?,
-                    encrypted_private_key: r.get(2)?,
-                    public_key: r.get(3)?,
-                    kms_key_id: r.get(4)?,
-                    key_epoch: r.get(5)?,
-                })
-            },
-        );
-        match row {
-            Ok(row) => Some(row),
-            Err(rusqlite::Error::QueryReturnedNoRows) => None,
-            Err(e) => panic!("reading row {enclave_id}: {e}"),
-        }
+        let mut rows = read_rows(&self.db_path());
+        rows.retain(|row| row.enclave_id == i64::from(enclave_id));
+        rows.pop()
     }
 
     /// Number of rows in `enclave_master_keys`.
@@ -464,6 +446,32 @@ impl Stack {
         let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
         conn.execute(statement, params).expect("execute SQL");
     }
+}
+
+/// Every `enclave_master_keys` row of the database at `path`, read straight from SQLite
+/// (not through `keyward-store`, so the tests check the file independently of the code under
+/// test).
+pub fn read_rows(path: &Path) -> Vec<keyward_store::MasterKeyRow> {
+    let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open database {}: {e}", path.display()));
+    let mut statement = conn
+        .prepare(
+            "SELECT enclave_id, kms_encrypted_dek, encrypted_private_key, public_key, kms_key_id, key_epoch \
+             FROM enclave_master_keys ORDER BY enclave_id",
+        )
+        .expect("query rows");
+    statement
+        .query_map([], |r| {
+            Ok(keyward_store::MasterKeyRow {
+                enclave_id: r.get(0)?,
+                kms_encrypted_dek: r.get(1)?,
+                encrypted_private_key: r.get(2)?,
+                public_key: r.get(3)?,
+                kms_key_id: r.get(4)?,
+                key_epoch: r.get(5)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .unwrap_or_else(|e| panic!("reading rows of {}: {e}", path.display()))
 }
 
 /// Runs a workspace binary to completion and returns its stdout; panics with stderr on failure.
