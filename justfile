@@ -144,6 +144,10 @@ deny:
     fi
     # Unpacks the snapshot into ~/.cache/keyward-advisory-db, deny.toml's db-path.
     bash ../shared/supply-chain/advisory-db >/dev/null
+    # The offline check runs `cargo metadata --offline`, which needs every crate of the lock
+    # file for every target platform (windows-sys, anstyle-wincon, ...); a build only fetches
+    # the host's. Fetch them all first, so the check never depends on what ran before it.
+    cargo fetch --locked
     "$bin" --offline check
 
 # Builds release binaries, starts the dev stack, measures, prints a table and writes

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use keyward_kms::KmsEndpoint;
-use keyward_transport::Address;
+use keyward_transport::{Address, LinkPublicKey};
 
 #[derive(Debug, Parser)]
 #[command(name = "enclave", version, about = "keyward enclave: generates, seals and uses the secp256k1 master key")]
@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// Which NSM to use.
     #[arg(long, env = "KEYWARD_NSM", value_enum, default_value_t = NsmChoice::Nitro)]
     pub nsm: NsmChoice,
+    /// The gateway's link public key (64 hex digits, `gateway link-key public`): only a peer
+    /// that proves it holds the matching private key may use this enclave. Several keys,
+    /// comma-separated, while the link key is being replaced. Required.
+    #[arg(long, env = "KEYWARD_GATEWAY_PUBLIC_KEY", value_delimiter = ',')]
+    pub gateway_public_key: Vec<String>,
     /// Data folder of the development NSM's PKI (created on first use).
     #[arg(long, env = "KEYWARD_MOCK_NSM_DIR", default_value = ".dev/mock-nsm")]
     pub mock_nsm_dir: PathBuf,
@@ -71,6 +76,7 @@ pub struct Config {
     pub kms_key_id: String,
     pub attestation: bool,
     pub nsm: NsmChoice,
+    pub gateway_keys: Vec<LinkPublicKey>,
     // Read only by the development NSM, which production builds leave out.
     #[cfg_attr(not(feature = "mock-nsm"), allow(dead_code))]
     pub mock_nsm_dir: PathBuf,
@@ -89,6 +95,20 @@ impl Config {
         if kms_key_id.trim().is_empty() || kms_key_id.len() > 2048 {
             bail!("--kms-key-id must be a key ARN, key id or alias");
         }
+        if args.gateway_public_key.is_empty() {
+            bail!(
+                "--gateway-public-key is required: the enclave serves only a gateway that proves it holds the link key (`gateway link-key public` prints it)"
+            );
+        }
+        if args.gateway_public_key.len() > 8 {
+            bail!("--gateway-public-key lists {} keys; at most 8 are accepted", args.gateway_public_key.len());
+        }
+        let gateway_keys = args
+            .gateway_public_key
+            .iter()
+            .map(|key| LinkPublicKey::from_hex(key))
+            .collect::<Result<Vec<_>, _>>()
+            .context("--gateway-public-key")?;
         let config = Config {
             listen,
             kms_relay,
@@ -97,6 +117,7 @@ impl Config {
             kms_key_id,
             attestation: args.attestation,
             nsm: args.nsm,
+            gateway_keys,
             mock_nsm_dir: args.mock_nsm_dir,
         };
         config.check_production()?;
@@ -123,9 +144,9 @@ impl Config {
         if !self.kms_endpoint.host().contains(&format!(".{}.", self.kms_region)) {
             bail!("refusing to start: KMS endpoint {} is not in region {}", self.kms_endpoint, self.kms_region);
         }
-        if !self.kms_key_id.starts_with("arn:") {
-            bail!("refusing to start: --kms-key-id must be a full key ARN in production (aliases can be re-pointed)");
-        }
+        keyward_kms::KeyArn::parse_in_region(&self.kms_key_id, &self.kms_region).context(
+            "refusing to start: --kms-key-id must be a full key ARN in production (aliases can be re-pointed)",
+        )?;
         Ok(())
     }
 }
@@ -134,6 +155,8 @@ impl Config {
 mod tests {
     use super::*;
 
+    const GATEWAY_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
     fn args(extra: &[&str]) -> RunArgs {
         let mut argv = vec![
             "enclave",
@@ -141,6 +164,8 @@ mod tests {
             "us-east-1",
             "--kms-key-id",
             "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "--gateway-public-key",
+            GATEWAY_KEY,
         ];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).unwrap().run
@@ -166,10 +191,41 @@ mod tests {
             let err = Config::from_args(args(extra)).unwrap_err().to_string();
             assert!(err.contains(needle), "{extra:?}: {err}");
         }
-        let mut alias = args(&[]);
-        alias.kms_key_id = Some("alias/keyward-enclave-master-key".into());
-        let err = Config::from_args(alias).unwrap_err().to_string();
-        assert!(err.contains("full key ARN"), "{err}");
+        for (key_id, needle) in [
+            ("alias/keyward-enclave-master-key", "is not an ARN"),
+            ("arn:aws:kms:us-east-1:111122223333:alias/x", "is not key/<key id>"),
+            ("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "region eu-west-1"),
+        ] {
+            let mut pinned = args(&[]);
+            pinned.kms_key_id = Some(key_id.into());
+            let err = format!("{:#}", Config::from_args(pinned).unwrap_err());
+            assert!(err.contains("full key ARN") && err.contains(needle), "{key_id}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_gateway_link_key_is_required_and_must_be_a_public_key() {
+        let config = Config::from_args(args(&[])).unwrap();
+        assert_eq!(config.gateway_keys, vec![LinkPublicKey::from_hex(GATEWAY_KEY).unwrap()]);
+        let mut none = args(&[]);
+        none.gateway_public_key.clear();
+        assert!(format!("{:#}", Config::from_args(none).unwrap_err()).contains("--gateway-public-key is required"));
+        let mut bad = args(&[]);
+        bad.gateway_public_key = vec!["abcd".into()];
+        assert!(format!("{:#}", Config::from_args(bad).unwrap_err()).contains("not 64 hex digits"));
+        let two = Cli::try_parse_from([
+            "enclave",
+            "--kms-region",
+            "us-east-1",
+            "--kms-key-id",
+            "alias/k",
+            "--nsm",
+            "mock",
+            "--gateway-public-key",
+            &format!("{GATEWAY_KEY},{}", "ab".repeat(32)),
+        ])
+        .unwrap();
+        assert_eq!(Config::from_args(two.run).unwrap().gateway_keys.len(), 2, "comma-separated keys during a change");
     }
 
     #[test]

@@ -120,21 +120,22 @@ fn extract(response: &mut DataKeyResponse, recipient: Option<&Recipient>) -> Res
     if let Some(mut plaintext) = response.plaintext.take() {
         plaintext.zeroize();
         return Err(ErrorReply::new(
-            ErrorCode::Attestation,
+            ErrorCode::KmsAnswerRefused,
             "KMS answered an attested request with a Plaintext data key; refusing it (genuine KMS only returns CiphertextForRecipient)",
         ));
     }
     let wrapped = response.ciphertext_for_recipient.take().ok_or_else(|| {
-        ErrorReply::new(ErrorCode::Attestation, "KMS answered an attested request without CiphertextForRecipient")
+        ErrorReply::new(ErrorCode::KmsAnswerRefused, "KMS answered an attested request without CiphertextForRecipient")
     })?;
-    let plaintext = cms::decrypt_for_recipient(&wrapped, &recipient.key)
-        .map_err(|e| ErrorReply::new(ErrorCode::Attestation, format!("cannot open CiphertextForRecipient: {e}")))?;
+    let plaintext = cms::decrypt_for_recipient(&wrapped, &recipient.key).map_err(|e| {
+        ErrorReply::new(ErrorCode::KmsAnswerRefused, format!("cannot open CiphertextForRecipient: {e}"))
+    })?;
     to_data_key(&plaintext)
 }
 
 fn to_data_key(plaintext: &[u8]) -> Result<DataKey, ErrorReply> {
     DataKey::from_slice(plaintext).ok_or_else(|| {
-        ErrorReply::new(ErrorCode::KmsUnavailable, format!("KMS data key is {} bytes, expected 32", plaintext.len()))
+        ErrorReply::new(ErrorCode::KmsAnswerRefused, format!("KMS data key is {} bytes, expected 32", plaintext.len()))
     })
 }
 
@@ -150,7 +151,10 @@ fn sdk_credentials(credentials: &AwsCredentials) -> Credentials {
 }
 
 fn kms_error(err: KmsError) -> ErrorReply {
-    let code = match err {
+    let code = match &err {
+        // KMS cannot decrypt a blob that was altered, or whose encryption context (enclave id,
+        // epoch, public key) differs from the one it was made with.
+        KmsError::Denied { code, .. } if code == "InvalidCiphertextException" => ErrorCode::KmsInvalidCiphertext,
         KmsError::Denied { .. } => ErrorCode::KmsDenied,
         KmsError::Unavailable { .. } | KmsError::InvalidResponse { .. } => ErrorCode::KmsUnavailable,
         _ => ErrorCode::Internal,

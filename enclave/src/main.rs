@@ -2,6 +2,7 @@
 
 mod config;
 mod datakey;
+mod gate;
 mod server;
 mod vault;
 
@@ -20,11 +21,7 @@ use crate::config::{Cli, Command, Config, NsmChoice};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    keyward_telemetry::init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -60,16 +57,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let vault = Arc::new(vault::Vault::new(keys, nsm));
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(
+        event = keyward_telemetry::event::ENCLAVE_LISTENING,
         listen = %listener.local_address(),
         kms_relay = %config.kms_relay,
         kms_endpoint = %config.kms_endpoint,
         kms_key_id = %config.kms_key_id,
         attestation = config.attestation,
         nsm = ?info.nsm,
+        gateway_keys = config.gateway_keys.len(),
         "enclave ready for the gateway"
     );
+    let link = server::Link { vault, info, gateway_keys: config.gateway_keys };
     tokio::select! {
-        result = server::serve(listener, vault, info) => result,
+        result = server::serve(listener, link) => result,
         _ = shutdown_signal() => {
             tracing::info!("shutting down; the master key leaves memory with this process");
             Ok(())

@@ -1,31 +1,57 @@
-//! The enclave's side of the link: accept gateway connections, answer every request.
+//! The enclave's side of the link: admit connections, authenticate the gateway, answer every
+//! request.
 //!
-//! Per connection: one reader (decodes frames, enforces the handshake, spawns a task per
-//! request) and one writer (sends replies in completion order; ids pair them up). The number
-//! of requests in flight per connection is bounded, so a gateway that stops reading stalls
-//! its own connection instead of growing the enclave's memory; a reply that cannot be
-//! written within [`WRITE_TIMEOUT`], or a request frame left unfinished for
-//! [`FRAME_STALL_LIMIT`], closes the connection.
+//! A connection starts unauthenticated: the peer sends `Hello`, receives a fresh challenge,
+//! and must answer it with `Authenticate`, a signature by a link key this enclave's (measured)
+//! configuration lists, within [`AUTH_DEADLINE`]. Anything else, or a wrong proof, gets
+//! [`ErrorCode::Unauthenticated`] and the connection is closed. The [`Gate`] bounds waiting and
+//! authenticated connections.
+//!
+//! Once authenticated, per connection: one reader (decodes frames, spawns a task per request)
+//! and one writer (sends replies in completion order; ids pair them up). The number of requests
+//! in flight per connection is bounded, so a gateway that stops reading stalls its own
+//! connection instead of growing the enclave's memory; a reply that cannot be written within
+//! [`WRITE_TIMEOUT`], or a request frame left unfinished for [`FRAME_STALL_LIMIT`], closes the
+//! connection.
 
 use std::{sync::Arc, time::Duration};
 
 use keyward_proto::{
     CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FRAME_STALL_LIMIT, FrameError, HelloReply, MAX_FRAME_LEN,
     PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, decode_request_id,
-    encode, read_frame_within, write_frames,
+    encode, link_auth_message, read_frame_within, write_frames,
 };
-use keyward_transport::{BoxConnection, Listener};
-use tokio::sync::{Semaphore, mpsc};
+use keyward_telemetry::event;
+use keyward_transport::{BoxConnection, LinkPublicKey, Listener};
+use tokio::{
+    io::ReadHalf,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+};
 
-use crate::vault::Vault;
+use crate::{
+    gate::{Gate, MAX_AUTHENTICATED, MAX_PENDING, Pending},
+    vault::Vault,
+};
 
 /// Requests one connection may have in flight.
 const MAX_IN_FLIGHT: usize = 1024;
 /// How long a single reply may take to write before the peer is considered stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time from connecting to a successful `Authenticate`.
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: Listener, vault: Arc<Vault>, info: EnclaveInfo) -> anyhow::Result<()> {
-    let info = Arc::new(info);
+/// What every connection needs.
+#[derive(Debug)]
+pub struct Link {
+    pub vault: Arc<Vault>,
+    pub info: EnclaveInfo,
+    /// The gateway link keys this enclave accepts (from its measured configuration).
+    pub gateway_keys: Vec<LinkPublicKey>,
+}
+
+pub async fn serve(listener: Listener, link: Link) -> anyhow::Result<()> {
+    let link = Arc::new(link);
+    let gate = Gate::new(MAX_PENDING, MAX_AUTHENTICATED);
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -35,86 +61,172 @@ pub async fn serve(listener: Listener, vault: Arc<Vault>, info: EnclaveInfo) -> 
                 continue;
             }
         };
-        tracing::info!(%peer, "gateway connected");
-        let vault = vault.clone();
-        let info = info.clone();
+        tracing::info!(event = event::LINK_CONNECTED, %peer, "peer connected; awaiting authentication");
+        let pending = gate.admit();
+        let (link, gate) = (link.clone(), gate.clone());
         tokio::spawn(async move {
-            let reason = serve_connection(conn, vault, info).await;
-            tracing::info!(%peer, %reason, "gateway connection closed");
+            let reason = serve_connection(conn, &link, &gate, pending).await;
+            tracing::info!(event = event::LINK_CLOSED, %peer, %reason, "link connection closed");
         });
     }
 }
 
-async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<EnclaveInfo>) -> String {
+type Replies = mpsc::Sender<Vec<u8>>;
+
+async fn serve_connection(conn: BoxConnection, link: &Arc<Link>, gate: &Gate, pending: Pending) -> String {
     let (mut reader, writer) = tokio::io::split(conn);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
     let writer_task = tokio::spawn(async move {
         match write_frames(writer, rx, WRITE_TIMEOUT).await {
             WriterEnd::Done => {}
-            WriterEnd::Failed(e) => tracing::info!(error = %e, "cannot write to the gateway; closing"),
+            WriterEnd::Failed(e) => tracing::info!(error = %e, "cannot write to the peer; closing"),
             WriterEnd::Stalled(t) => {
-                tracing::warn!("gateway stopped reading replies for {t:?}; closing the connection")
+                tracing::warn!("peer stopped reading replies for {t:?}; closing the connection")
             }
         }
     });
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut greeted = false;
+    let reason = match authenticate(&mut reader, &tx, link, gate, pending).await {
+        Ok(slot) => serve_requests(&mut reader, &tx, link, slot).await,
+        Err(reason) => reason,
+    };
+    drop(tx);
+    // Let queued replies (such as a connection error) go out before closing.
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer_task).await;
+    reason
+}
 
-    let reason = loop {
-        let read = tokio::select! {
-            read = read_frame_within(&mut reader, MAX_FRAME_LEN, FRAME_STALL_LIMIT) => read,
-            () = tx.closed() => break "reply writer stopped".to_owned(),
-        };
-        let body = match read {
-            Ok(body) => body,
-            Err(FrameError::Closed) => break "closed by gateway".to_owned(),
-            Err(e @ (FrameError::TooLarge { .. } | FrameError::Stalled(_))) => {
-                send_connection_error(&tx, ErrorCode::BadRequest, &e.to_string()).await;
-                break e.to_string();
+/// The handshake: `Hello` → challenge, `Authenticate` → status. Returns the authenticated
+/// connection's slot, or why the connection ends.
+async fn authenticate(
+    reader: &mut ReadHalf<BoxConnection>,
+    tx: &Replies,
+    link: &Link,
+    gate: &Gate,
+    mut pending: Pending,
+) -> Result<OwnedSemaphorePermit, String> {
+    let deadline = tokio::time::Instant::now() + AUTH_DEADLINE;
+    let mut challenge: Option<[u8; 32]> = None;
+    loop {
+        let incoming = tokio::select! {
+            incoming = tokio::time::timeout_at(deadline, next_request(reader, tx)) => incoming,
+            () = pending.evicted() => {
+                let message = "too many connections are waiting to authenticate; this one, the oldest, is closed";
+                refuse(tx, CONNECTION_ERROR_ID, ErrorCode::TooManyConnections, message).await;
+                return Err(message.to_owned());
             }
-            Err(e) => break e.to_string(),
         };
-        let frame: RequestFrame = match decode(&body) {
-            Ok(frame) => frame,
-            Err(e) => match decode_request_id(&body) {
-                Some(id) if id != CONNECTION_ERROR_ID => {
-                    let reply = Reply::Err(ErrorReply::new(ErrorCode::BadRequest, format!("unreadable request: {e}")));
-                    if send(&tx, id, reply).await.is_err() {
-                        break "writer gone".to_owned();
-                    }
-                    continue;
-                }
-                _ => {
-                    send_connection_error(&tx, ErrorCode::BadRequest, &e.to_string()).await;
-                    break format!("undecodable frame: {e}");
-                }
-            },
+        let frame = match incoming {
+            Err(_) => {
+                let message = format!("not authenticated within {AUTH_DEADLINE:?}");
+                refuse(tx, CONNECTION_ERROR_ID, ErrorCode::Unauthenticated, &message).await;
+                return Err(message);
+            }
+            Ok(Incoming::Request(frame)) => frame,
+            Ok(Incoming::Unreadable { id, error }) => {
+                let message = format!("unreadable request before authentication: {error}");
+                refuse(tx, id, ErrorCode::Unauthenticated, &message).await;
+                return Err(message);
+            }
+            Ok(Incoming::End(reason)) => return Err(reason),
         };
-        if !greeted {
-            let Request::Hello(hello) = frame.request else {
+        match (frame.request, challenge) {
+            (Request::Hello(hello), None) => {
+                if hello.protocol_version != PROTOCOL_VERSION {
+                    let message = format!(
+                        "protocol version {} is not supported; this enclave speaks {PROTOCOL_VERSION}",
+                        hello.protocol_version
+                    );
+                    let _ = send(tx, frame.id, Reply::Err(ErrorReply::new(ErrorCode::VersionMismatch, &message))).await;
+                    return Err(message);
+                }
+                let mut fresh = [0u8; 32];
+                if getrandom::fill(&mut fresh).is_err() {
+                    let message = "no randomness for a link challenge";
+                    refuse(tx, frame.id, ErrorCode::Internal, message).await;
+                    return Err(message.to_owned());
+                }
+                challenge = Some(fresh);
                 let reply =
-                    Reply::Err(ErrorReply::new(ErrorCode::HandshakeRequired, "the first request must be Hello"));
-                let _ = send(&tx, frame.id, reply).await;
-                break "request before Hello".to_owned();
-            };
-            if hello.protocol_version != PROTOCOL_VERSION {
-                let message = format!(
-                    "protocol version {} is not supported; this enclave speaks {PROTOCOL_VERSION}",
-                    hello.protocol_version
+                    HelloReply { protocol_version: PROTOCOL_VERSION, info: link.info.clone(), challenge: fresh };
+                if send(tx, frame.id, Reply::Ok(Response::Hello(reply))).await.is_err() {
+                    return Err("writer gone".to_owned());
+                }
+            }
+            (Request::Authenticate(proof), Some(challenge)) => {
+                let key = LinkPublicKey(proof.public_key);
+                let listed = link.gateway_keys.contains(&key);
+                if !(listed && key.verifies(&link_auth_message(&challenge), &proof.signature)) {
+                    let why = if listed {
+                        "its signature does not verify"
+                    } else {
+                        "its key is not a gateway key this enclave accepts"
+                    };
+                    tracing::warn!(event = event::LINK_REFUSED, code = ErrorCode::Unauthenticated.as_str(), public_key = %key, "refused a link authentication: {why}");
+                    let message = format!("link authentication failed: {why}");
+                    refuse(tx, frame.id, ErrorCode::Unauthenticated, &message).await;
+                    return Err(message);
+                }
+                let Some(slot) = gate.authenticated(pending) else {
+                    let message = format!("the enclave already serves {MAX_AUTHENTICATED} authenticated connections");
+                    tracing::warn!(
+                        event = event::LINK_REFUSED,
+                        code = ErrorCode::TooManyConnections.as_str(),
+                        "{message}"
+                    );
+                    refuse(tx, frame.id, ErrorCode::TooManyConnections, &message).await;
+                    return Err(message);
+                };
+                tracing::info!(event = event::LINK_AUTHENTICATED, public_key = %key, "gateway authenticated");
+                if send(tx, frame.id, Reply::Ok(Response::Status(link.vault.status()))).await.is_err() {
+                    return Err("writer gone".to_owned());
+                }
+                return Ok(slot);
+            }
+            (Request::Hello(_), Some(_)) => {
+                let message = "Hello was already exchanged; answer the challenge with Authenticate";
+                refuse(tx, frame.id, ErrorCode::Unauthenticated, message).await;
+                return Err(message.to_owned());
+            }
+            (_, None) => {
+                let message = "the first request must be Hello";
+                refuse(tx, frame.id, ErrorCode::HandshakeRequired, message).await;
+                return Err(message.to_owned());
+            }
+            (_, Some(_)) => {
+                let message = "not authenticated: answer the challenge with Authenticate first";
+                tracing::warn!(
+                    event = event::LINK_REFUSED,
+                    code = ErrorCode::Unauthenticated.as_str(),
+                    "refused a request from an unauthenticated peer"
                 );
-                let _ = send(&tx, frame.id, Reply::Err(ErrorReply::new(ErrorCode::VersionMismatch, &message))).await;
-                break message;
+                refuse(tx, frame.id, ErrorCode::Unauthenticated, message).await;
+                return Err(message.to_owned());
             }
-            greeted = true;
-            let reply =
-                HelloReply { protocol_version: PROTOCOL_VERSION, info: (*info).clone(), status: vault.status() };
-            if send(&tx, frame.id, Reply::Ok(Response::Hello(reply))).await.is_err() {
-                break "writer gone".to_owned();
-            }
-            continue;
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break "shutting down".to_owned() };
-        let vault = vault.clone();
+    }
+}
+
+async fn serve_requests(
+    reader: &mut ReadHalf<BoxConnection>,
+    tx: &Replies,
+    link: &Arc<Link>,
+    _slot: OwnedSemaphorePermit,
+) -> String {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let frame = match next_request(reader, tx).await {
+            Incoming::Request(frame) => frame,
+            Incoming::Unreadable { id, error } => {
+                let reply = Reply::Err(ErrorReply::new(ErrorCode::BadRequest, format!("unreadable request: {error}")));
+                if send(tx, id, reply).await.is_err() {
+                    return "writer gone".to_owned();
+                }
+                continue;
+            }
+            Incoming::End(reason) => return reason,
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return "shutting down".to_owned() };
+        let vault = link.vault.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let id = frame.id;
@@ -127,16 +239,52 @@ async fn serve_connection(conn: BoxConnection, vault: Arc<Vault>, info: Arc<Encl
             let _ = send(&tx, id, reply).await;
             drop(permit);
         });
+    }
+}
+
+enum Incoming {
+    Request(RequestFrame),
+    /// A frame that does not decode but names its request id: answer it, keep the connection.
+    Unreadable {
+        id: u64,
+        error: String,
+    },
+    /// The connection ends (a connection error has been queued where one is due).
+    End(String),
+}
+
+async fn next_request(reader: &mut ReadHalf<BoxConnection>, tx: &Replies) -> Incoming {
+    let read = tokio::select! {
+        read = read_frame_within(reader, MAX_FRAME_LEN, FRAME_STALL_LIMIT) => read,
+        () = tx.closed() => return Incoming::End("reply writer stopped".to_owned()),
     };
-    drop(tx);
-    // Let queued replies (such as a connection error) go out before closing.
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer_task).await;
-    reason
+    let body = match read {
+        Ok(body) => body,
+        Err(FrameError::Closed) => return Incoming::End("closed by the peer".to_owned()),
+        Err(e @ (FrameError::TooLarge { .. } | FrameError::Stalled(_))) => {
+            refuse(tx, CONNECTION_ERROR_ID, ErrorCode::BadRequest, &e.to_string()).await;
+            return Incoming::End(e.to_string());
+        }
+        Err(e) => return Incoming::End(e.to_string()),
+    };
+    match decode::<RequestFrame>(&body) {
+        Ok(frame) => Incoming::Request(frame),
+        Err(e) => match decode_request_id(&body) {
+            Some(id) if id != CONNECTION_ERROR_ID => Incoming::Unreadable { id, error: e.to_string() },
+            _ => {
+                refuse(tx, CONNECTION_ERROR_ID, ErrorCode::BadRequest, &e.to_string()).await;
+                Incoming::End(format!("undecodable frame: {e}"))
+            }
+        },
+    }
 }
 
 async fn handle(vault: Arc<Vault>, request: Request) -> Result<Response, ErrorReply> {
     match request {
         Request::Hello(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "Hello was already exchanged")),
+        Request::Authenticate(_) => {
+            Err(ErrorReply::new(ErrorCode::BadRequest, "this connection is already authenticated"))
+        }
         Request::Provision(p) => vault.provision(p).await.map(Response::Provisioned),
         Request::Commit(c) => vault.commit(c).await.map(Response::Status),
         Request::Unseal(u) => vault.unseal(u).await.map(Response::Status),
@@ -145,12 +293,12 @@ async fn handle(vault: Arc<Vault>, request: Request) -> Result<Response, ErrorRe
         Request::SignBatch(items) => vault.sign_batch(&items).map(Response::Signatures),
         Request::PublicKey => vault.public_key().map(Response::PublicKey),
         Request::Status => Ok(Response::Status(vault.status())),
-        Request::Attest(a) => vault.attest(&a).map(Response::Attestation),
+        Request::Attest(a) => vault.attest(a).await.map(Response::Attestation),
         _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
     }
 }
 
-async fn send(tx: &mpsc::Sender<Vec<u8>>, id: u64, reply: Reply) -> Result<(), ()> {
+async fn send(tx: &Replies, id: u64, reply: Reply) -> Result<(), ()> {
     let frame = match encode(&ResponseFrame { id, reply }) {
         Ok(frame) => frame,
         Err(e) => {
@@ -162,6 +310,7 @@ async fn send(tx: &mpsc::Sender<Vec<u8>>, id: u64, reply: Reply) -> Result<(), (
     tx.send(frame).await.map_err(|_| ())
 }
 
-async fn send_connection_error(tx: &mpsc::Sender<Vec<u8>>, code: ErrorCode, message: &str) {
-    let _ = send(tx, CONNECTION_ERROR_ID, Reply::Err(ErrorReply::new(code, message))).await;
+/// Queues an error reply; the caller then closes the connection.
+async fn refuse(tx: &Replies, id: u64, code: ErrorCode, message: &str) {
+    let _ = send(tx, id, Reply::Err(ErrorReply::new(code, message))).await;
 }

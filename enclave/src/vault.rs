@@ -1,7 +1,16 @@
 //! The master key's lifecycle inside the enclave: provision → commit, or unseal; then sign,
 //! attest and rotate. Lifecycle operations are serialised; signing only reads.
+//!
+//! A newly sealed row (provision, rotation) is opened again before it is handed out: attested
+//! `Decrypt` of its data key with its own encryption context, the seal opened, the key
+//! compared. A row that would not open at the next restart (KMS allows `GenerateDataKey` but not
+//! `Decrypt`, a context-encoding change...) is discarded here, before it can replace the only
+//! row that opens.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use keyward_attest::{AttestationRequest, Nsm};
 use keyward_proto::{
@@ -9,7 +18,8 @@ use keyward_proto::{
     PublicKeyInfo, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal, fault::crash_point,
 };
 use keyward_seal::{MasterKey, SealBinding, SealError};
-use tokio::sync::Mutex;
+use keyward_telemetry::event;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::datakey::{DataKeys, encryption_context};
 
@@ -17,6 +27,12 @@ type Reply<T> = Result<T, ErrorReply>;
 
 /// Largest nonce accepted for an attestation document.
 pub const MAX_NONCE_LEN: usize = 512;
+/// Attestation documents made at once. Each is a blocking NSM call, so it runs on the blocking
+/// pool, never on the async workers that serve signing; the limit keeps a flood of attestation
+/// requests from taking every CPU.
+pub const MAX_CONCURRENT_ATTESTATIONS: usize = 2;
+/// How long an attestation request waits for a free slot before the answer is `busy`.
+const ATTESTATION_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct Vault {
@@ -24,6 +40,7 @@ pub struct Vault {
     lifecycle: Mutex<()>,
     keys: DataKeys,
     nsm: Arc<dyn Nsm>,
+    attestations: Arc<Semaphore>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +62,13 @@ struct Loaded {
 
 impl Vault {
     pub fn new(keys: DataKeys, nsm: Arc<dyn Nsm>) -> Self {
-        Vault { state: RwLock::default(), lifecycle: Mutex::new(()), keys, nsm }
+        Vault {
+            state: RwLock::default(),
+            lifecycle: Mutex::new(()),
+            keys,
+            nsm,
+            attestations: Arc::new(Semaphore::new(MAX_CONCURRENT_ATTESTATIONS)),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -80,8 +103,9 @@ impl Vault {
             .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
         crash_point("enclave:provision:before-kms");
         let sealed = self.seal(&key, request.enclave_id, 1, &request.credentials).await?;
+        self.prove_round_trip(&sealed, &key, &request.credentials).await?;
         crash_point("enclave:provision:after-kms");
-        tracing::info!(enclave_id = %request.enclave_id, public_key = %sealed.public_key.to_hex(), "provisioned a new master key; awaiting commit");
+        tracing::info!(event = event::KEY_PROVISIONED, enclave_id = %request.enclave_id, public_key = %sealed.public_key.to_hex(), "provisioned a new master key; awaiting commit");
         *self.write() = State::AwaitingCommit(Loaded {
             key: Arc::new(key),
             enclave_id: request.enclave_id,
@@ -102,12 +126,12 @@ impl Vault {
         }
         let next = match &*state {
             State::AwaitingCommit(l) if matches(l, &request) && request.key_epoch == l.key_epoch => {
-                tracing::info!(enclave_id = %l.enclave_id, "master key committed; signing enabled");
+                tracing::info!(event = event::KEY_COMMITTED, enclave_id = %l.enclave_id, key_epoch = l.key_epoch, "master key committed; signing enabled");
                 State::Ready(l.clone())
             }
             State::Ready(l) if matches(l, &request) && request.key_epoch == l.key_epoch => State::Ready(l.clone()),
             State::Ready(l) if matches(l, &request) && l.rotating_to == Some(request.key_epoch) => {
-                tracing::info!(enclave_id = %l.enclave_id, key_epoch = request.key_epoch, "data-key rotation committed");
+                tracing::info!(event = event::KEY_COMMITTED, enclave_id = %l.enclave_id, key_epoch = request.key_epoch, "data-key rotation committed");
                 State::Ready(Loaded { key_epoch: request.key_epoch, rotating_to: None, ..l.clone() })
             }
             State::Empty => return Err(ErrorReply::new(ErrorCode::NotReady, "nothing to commit: no key is loaded")),
@@ -142,30 +166,8 @@ impl Vault {
             }
             None => {}
         }
-        self.check_row_key_id(&sealed)?;
-        let context = encryption_context(sealed.enclave_id, sealed.key_epoch, &sealed.public_key.to_hex());
-        let (dek, arn) = self.keys.decrypt(&request.credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {
-            ErrorReply::new(
-                e.code,
-                format!(
-                    "cannot recover the data key of enclave {}: {} (if KMS says InvalidCiphertextException, the row's kms_encrypted_dek, enclave_id, key_epoch or public_key was altered or belongs to another enclave)",
-                    sealed.enclave_id, e.message
-                ),
-            )
-        })?;
-        if arn != sealed.kms_key_id {
-            return Err(ErrorReply::new(
-                ErrorCode::UnsealFailed,
-                format!(
-                    "row of enclave {} names KMS key {} but its data key belongs to {arn}; the row was altered",
-                    sealed.enclave_id, sealed.kms_key_id
-                ),
-            ));
-        }
-        let key = keyward_seal::open(&sealed.encrypted_private_key, &dek, &binding(&sealed))
-            .map_err(|e| ErrorReply::new(ErrorCode::UnsealFailed, e.to_string()))?;
-        drop(dek);
-        tracing::info!(enclave_id = %sealed.enclave_id, key_epoch = sealed.key_epoch, public_key = %sealed.public_key.to_hex(), "master key unsealed; signing enabled");
+        let key = self.open_row(&sealed, &request.credentials).await?;
+        tracing::info!(event = event::KEY_UNSEALED, enclave_id = %sealed.enclave_id, key_epoch = sealed.key_epoch, public_key = %sealed.public_key.to_hex(), "master key unsealed; signing enabled");
         *self.write() = State::Ready(Loaded {
             key: Arc::new(key),
             enclave_id: sealed.enclave_id,
@@ -202,11 +204,12 @@ impl Vault {
             .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "key_epoch cannot grow further"))?;
         crash_point("enclave:rotate:before-kms");
         let sealed = self.seal(&loaded.key, loaded.enclave_id, next_epoch, &request.credentials).await?;
+        self.prove_round_trip(&sealed, &loaded.key, &request.credentials).await?;
         crash_point("enclave:rotate:after-kms");
         if let State::Ready(l) = &mut *self.write() {
             l.rotating_to = Some(next_epoch);
         }
-        tracing::info!(enclave_id = %loaded.enclave_id, key_epoch = next_epoch, "resealed under a new data key; awaiting commit");
+        tracing::info!(event = event::KEY_RESEALED, enclave_id = %loaded.enclave_id, key_epoch = next_epoch, "resealed under a new data key; awaiting commit");
         Ok(sealed)
     }
 
@@ -233,8 +236,10 @@ impl Vault {
     }
 
     /// A fresh attestation document whose `nonce` is the caller's and whose `user_data` is
-    /// the 33-byte compressed master public key once one is committed.
-    pub fn attest(&self, request: &AttestRequest) -> Reply<Vec<u8>> {
+    /// the 33-byte compressed master public key once one is committed. The NSM call runs on the
+    /// blocking pool, at most [`MAX_CONCURRENT_ATTESTATIONS`] at once; a request that cannot get
+    /// a slot within a short wait is answered `busy`.
+    pub async fn attest(&self, request: AttestRequest) -> Reply<Vec<u8>> {
         if request.nonce.len() > MAX_NONCE_LEN {
             return Err(ErrorReply::new(
                 ErrorCode::BadRequest,
@@ -247,9 +252,74 @@ impl Vault {
             State::Ready(l) => Some(l.key.public_key().to_vec()),
             _ => None,
         };
-        self.nsm
-            .attest(&AttestationRequest { public_key: None, user_data, nonce: Some(request.nonce.clone()) })
-            .map_err(|e| ErrorReply::new(ErrorCode::Attestation, e.to_string()))
+        let permit = tokio::time::timeout(ATTESTATION_QUEUE_WAIT, self.attestations.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "{MAX_CONCURRENT_ATTESTATIONS} attestation documents are being made already; retry shortly"
+                    ),
+                )
+            })?;
+        let nsm = self.nsm.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            nsm.attest(&AttestationRequest { public_key: None, user_data, nonce: Some(request.nonce) })
+        })
+        .await
+        .map_err(|_| ErrorReply::new(ErrorCode::Internal, "attestation task failed"))?
+        .map_err(|e| ErrorReply::new(ErrorCode::Attestation, e.to_string()))
+    }
+
+    /// Recovers the data key of a stored row with attested `Decrypt`, checks the row's KMS
+    /// key, and opens the seal (which checks the public key). Nothing is kept on failure.
+    async fn open_row(&self, sealed: &SealedKey, credentials: &keyward_proto::AwsCredentials) -> Reply<MasterKey> {
+        self.check_row_key_id(sealed)?;
+        let context = encryption_context(sealed.enclave_id, sealed.key_epoch, &sealed.public_key.to_hex());
+        let (dek, arn) = self.keys.decrypt(credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {
+            ErrorReply::new(
+                e.code,
+                format!("cannot recover the data key of enclave {}: {}", sealed.enclave_id, e.message),
+            )
+        })?;
+        if arn != sealed.kms_key_id {
+            return Err(ErrorReply::new(
+                ErrorCode::KmsKeyMismatch,
+                format!(
+                    "row of enclave {} names KMS key {} but its data key belongs to {arn}; the row was altered",
+                    sealed.enclave_id, sealed.kms_key_id
+                ),
+            ));
+        }
+        keyward_seal::open(&sealed.encrypted_private_key, &dek, &binding(sealed)).map_err(open_error)
+    }
+
+    /// Opens a newly sealed row as a restart would, before it is handed out: a row that does
+    /// not open again is never stored.
+    async fn prove_round_trip(
+        &self,
+        sealed: &SealedKey,
+        key: &MasterKey,
+        credentials: &keyward_proto::AwsCredentials,
+    ) -> Reply<()> {
+        let fail = |cause: ErrorReply| {
+            tracing::error!(event = event::ROUND_TRIP_FAILED, enclave_id = %sealed.enclave_id, key_epoch = sealed.key_epoch, cause = cause.code.as_str(), "a newly sealed row did not open again; discarded");
+            ErrorReply::new(
+                ErrorCode::RoundTripFailed,
+                format!(
+                    "the newly sealed row of enclave {} (key_epoch {}) does not open again ({}: {}); it was discarded and the stored row is unchanged",
+                    sealed.enclave_id, sealed.key_epoch, cause.code, cause.message
+                ),
+            )
+        };
+        let opened = self.open_row(sealed, credentials).await.map_err(fail)?;
+        if opened.public_key() != key.public_key() {
+            return Err(fail(ErrorReply::new(ErrorCode::PublicKeyMismatch, "the reopened key is not the sealed key")));
+        }
+        Ok(())
     }
 
     async fn seal(
@@ -293,9 +363,11 @@ impl Vault {
         Ok(())
     }
 
+    /// A row sealed under another KMS key than the pinned one is refused before any KMS
+    /// call. (With an alias pinned, in development, KMS's answer names the key instead.)
     fn check_row_key_id(&self, sealed: &SealedKey) -> Reply<()> {
         let pinned = &self.keys.key_id;
-        if pinned.starts_with("arn:") && *pinned != sealed.kms_key_id {
+        if keyward_kms::KeyArn::parse(pinned).is_ok() && *pinned != sealed.kms_key_id {
             return Err(ErrorReply::new(
                 ErrorCode::ConfigMismatch,
                 format!(
@@ -358,6 +430,19 @@ fn sign_with(key: &MasterKey, request: &SignRequest) -> Reply<SignatureReply> {
 
 fn seal_error(e: SealError) -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, e.to_string())
+}
+
+/// Why a stored seal did not open, as a stable code.
+fn open_error(e: SealError) -> ErrorReply {
+    let code = match e {
+        SealError::PublicKeyMismatch { .. } => ErrorCode::PublicKeyMismatch,
+        SealError::Malformed { .. }
+        | SealError::UnsupportedVersion(_)
+        | SealError::Authentication { .. }
+        | SealError::InvalidKey => ErrorCode::SealOpenFailed,
+        _ => ErrorCode::Internal,
+    };
+    ErrorReply::new(code, e.to_string())
 }
 
 fn not_ready() -> ErrorReply {

@@ -9,9 +9,9 @@
 
 use keyward_fuzz::round_trips;
 use keyward_proto::{
-    AttestRequest, AwsCredentials, Commit, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo, EnclaveState,
-    ErrorCode, ErrorReply, Hello, HelloReply, NsmKind, Provision, PublicKeyInfo, Reply, Request, RequestFrame,
-    Response, ResponseFrame, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal,
+    AttestRequest, Authenticate, AwsCredentials, Commit, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo,
+    EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind, Provision, PublicKeyInfo, Reply, Request,
+    RequestFrame, Response, ResponseFrame, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal,
 };
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +33,7 @@ fn decode_as_every_message(body: &[u8]) {
     round_trips::<Response>(body);
     round_trips::<Reply>(body);
     round_trips::<Hello>(body);
+    round_trips::<Authenticate>(body);
     round_trips::<Provision>(body);
     round_trips::<Commit>(body);
     round_trips::<Unseal>(body);
@@ -98,6 +99,7 @@ enum Name {
     Ok,
     Err,
     Hello,
+    Authenticate,
     Provision,
     Commit,
     Unseal,
@@ -152,6 +154,8 @@ enum Name {
     BadRequest,
     VersionMismatch,
     Internal,
+    Challenge,
+    Unauthenticated,
 }
 
 impl Name {
@@ -163,6 +167,7 @@ impl Name {
             Name::Ok => "Ok",
             Name::Err => "Err",
             Name::Hello => "Hello",
+            Name::Authenticate => "Authenticate",
             Name::Provision => "Provision",
             Name::Commit => "Commit",
             Name::Unseal => "Unseal",
@@ -217,6 +222,8 @@ impl Name {
             Name::BadRequest => "bad_request",
             Name::VersionMismatch => "version_mismatch",
             Name::Internal => "internal",
+            Name::Challenge => "challenge",
+            Name::Unauthenticated => "unauthenticated",
         }
     }
 

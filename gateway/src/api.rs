@@ -25,9 +25,11 @@ use serde::Deserialize;
 use crate::{
     auth::Token,
     credentials::CredentialSource,
-    db::Db,
-    enclaves::{self, EnclaveSlot, Phase, RotateError},
+    db::{Db, store_code},
+    enclaves::{EnclaveSlot, Phase},
     errors::ApiError,
+    limit::RateLimit,
+    rotation,
 };
 
 /// Deadline for a signature round trip to the enclave.
@@ -43,6 +45,8 @@ pub struct AppState {
     /// `None`: the admin API is off.
     pub admin_token: Option<Arc<Token>>,
     pub credentials: Arc<CredentialSource>,
+    /// `/v1/attestation` is unauthenticated and each call costs the enclave an NSM call.
+    pub attestation_limit: Arc<RateLimit>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -110,10 +114,10 @@ async fn sign_batch(
     app.api_token.authorize(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     if body.items.is_empty() || body.items.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "items must hold 1 to {MAX_BATCH} entries, got {}",
-            body.items.len()
-        )));
+        return Err(ApiError::invalid(
+            "invalid_batch_size",
+            format!("items must hold 1 to {MAX_BATCH} entries, got {}", body.items.len()),
+        ));
     }
     let requests = body
         .items
@@ -165,9 +169,23 @@ async fn attestation(
     query: Result<Query<AttestationQuery>, QueryRejection>,
 ) -> Result<Json<AttestationResponse>, ApiError> {
     let Query(query) = query.map_err(ApiError::from_query)?;
-    let nonce = hex::decode(&query.nonce).map_err(|_| ApiError::bad_request("nonce is not valid hexadecimal"))?;
+    if !app.attestation_limit.try_take() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "attestation documents are limited to {} per second; retry shortly",
+                app.attestation_limit.per_second()
+            ),
+        ));
+    }
+    let nonce =
+        hex::decode(&query.nonce).map_err(|_| ApiError::invalid("invalid_nonce", "nonce is not valid hexadecimal"))?;
     if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
-        return Err(ApiError::bad_request(format!("nonce must be 1 to {MAX_NONCE_LEN} bytes, got {}", nonce.len())));
+        return Err(ApiError::invalid(
+            "invalid_nonce",
+            format!("nonce must be 1 to {MAX_NONCE_LEN} bytes, got {}", nonce.len()),
+        ));
     }
     let slot = app.slot(query.enclave_id)?;
     let (public_key_hex, _) = ready_key(&slot)?;
@@ -201,23 +219,7 @@ async fn rotate(
     admin.authorize(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     let slot = app.slot(body.enclave_id)?;
-    let rotated = enclaves::rotate(&slot, &app.db, &app.credentials).await.map_err(|e| {
-        let (status, code) = match &e {
-            RotateError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
-            RotateError::Conflict(_) => (StatusCode::CONFLICT, "rotation_conflict"),
-            RotateError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
-            RotateError::Enclave(_) | RotateError::Credentials(_) => (StatusCode::BAD_GATEWAY, "rotation_failed"),
-            RotateError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed"),
-            RotateError::NotCommitted { .. } => {
-                return ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "rotation_not_committed",
-                    format!("rotation of enclave {}: {e}", slot.id),
-                );
-            }
-        };
-        ApiError::new(status, code, format!("rotation of enclave {} not applied: {e}", slot.id))
-    })?;
+    let rotated = rotation::rotate(&slot, &app.db, &app.credentials).await.map_err(|e| e.to_api(slot.id))?;
     tracing::info!(enclave_id = %slot.id, previous = rotated.previous_epoch, key_epoch = rotated.epoch, "data key rotated");
     Ok(Json(RotateResponse {
         enclave_id: slot.id.0,
@@ -229,9 +231,13 @@ async fn rotate(
 
 async fn health(State(app): State<AppState>) -> Response {
     let enclaves: Vec<_> = app.enclaves.values().map(|slot| slot.health()).collect();
+    // Codes only: this endpoint is unauthenticated, and the errors name paths.
     let database = match app.db.ping().await {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => format!("error: {e}"),
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "health: database check failed");
+            store_code(&e)
+        }
     };
     let all_ready = enclaves.iter().all(|h| h.state == Phase::Ready);
     let ok = all_ready && database == "ok";
@@ -254,7 +260,9 @@ impl AppState {
             None if self.enclaves.len() == 1 => {
                 Ok(self.enclaves.values().next().cloned().ok_or_else(|| ApiError::internal("no enclaves"))?)
             }
-            None => Err(ApiError::bad_request("enclave_id is required: several enclaves are configured")),
+            None => {
+                Err(ApiError::invalid("enclave_id_required", "enclave_id is required: several enclaves are configured"))
+            }
         }
     }
 }
@@ -265,18 +273,21 @@ fn parse_item(digest_hex: &str, scheme: &str) -> Result<SignRequest, ApiError> {
         "bip340" => Scheme::Bip340,
         other => {
             let shown: String = other.chars().take(32).collect();
-            return Err(ApiError::bad_request(format!("unknown scheme {shown:?}: use \"ecdsa\" or \"bip340\"")));
+            return Err(ApiError::invalid(
+                "unknown_scheme",
+                format!("unknown scheme {shown:?}: use \"ecdsa\" or \"bip340\""),
+            ));
         }
     };
     if digest_hex.len() != 64 {
-        return Err(ApiError::bad_request(format!(
-            "digest_hex must be 64 hex characters (a 32-byte digest), got {}",
-            digest_hex.len()
-        )));
+        return Err(ApiError::invalid(
+            "invalid_digest",
+            format!("digest_hex must be 64 hex characters (a 32-byte digest), got {}", digest_hex.len()),
+        ));
     }
     let mut digest = [0u8; 32];
     hex::decode_to_slice(digest_hex, &mut digest)
-        .map_err(|_| ApiError::bad_request("digest_hex is not valid hexadecimal"))?;
+        .map_err(|_| ApiError::invalid("invalid_digest", "digest_hex is not valid hexadecimal"))?;
     Ok(SignRequest { digest: Digest(digest), scheme })
 }
 
@@ -288,13 +299,15 @@ fn ready_key(slot: &EnclaveSlot) -> Result<(String, Option<u32>), ApiError> {
     }
 }
 
+/// The reason (a code) but not the details, which stay in the gateway's log: they can name
+/// accounts, roles, PCRs and paths.
 fn not_ready(slot: &EnclaveSlot) -> ApiError {
     let health = slot.health();
-    let detail = health.detail.map(|d| format!(": {d}")).unwrap_or_default();
+    let reason = health.code.map(|c| format!(" ({c})")).unwrap_or_default();
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "enclave_not_ready",
-        format!("enclave {} is {}{detail}", slot.id, health.state.as_str()),
+        format!("enclave {} is {}{reason}; the gateway log has the details", slot.id, health.state.as_str()),
     )
 }
 

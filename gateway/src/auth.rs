@@ -21,8 +21,30 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// A secret file (a token) must be readable by its owner only: a token others can read lets
+/// any local user sign.
+pub fn check_private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!("{} has mode {mode:o}: group and others must have no access (chmod 600)", path.display());
+    }
+    Ok(())
+}
+
 impl Token {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Whether two tokens are the same secret (compared in constant time).
+    pub fn same_as(&self, other: &Token) -> bool {
+        constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+
+    /// Reads a token file. With `require_private_file` (production) a file that group or
+    /// others can access is refused.
+    pub fn load(path: &Path, require_private_file: bool) -> anyhow::Result<Self> {
+        if require_private_file {
+            check_private_file(path).context("production refuses this token file")?;
+        }
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(path).with_context(|| format!("reading API token file {}", path.display()))?,
         );
@@ -64,7 +86,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("token");
         std::fs::write(&path, text)?;
-        Token::load(&path)
+        Token::load(&path, false)
     }
 
     #[test]
@@ -83,6 +105,25 @@ mod tests {
         t.authorize(&headers).unwrap();
         headers.insert(AUTHORIZATION, "Basic 0123456789abcdef0123456789abcdef".parse().unwrap());
         assert!(t.authorize(&headers).is_err());
+    }
+
+    #[test]
+    fn token_files_others_can_read_are_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef").unwrap();
+        for (mode, private) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(check_private_file(&path).is_ok(), private, "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn equal_tokens_are_recognised() {
+        let a = token("0123456789abcdef0123456789abcdef").unwrap();
+        assert!(a.same_as(&token("0123456789abcdef0123456789abcdef\n").unwrap()));
+        assert!(!a.same_as(&token("0123456789abcdef0123456789abcdeX").unwrap()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 use keyward_kms::KmsEndpoint;
 use keyward_proto::EnclaveId;
-use keyward_transport::Address;
+use keyward_transport::{Address, LinkPublicKey};
 use serde::Deserialize;
 
 /// The file as written.
@@ -23,6 +23,7 @@ pub struct ConfigFile {
     pub database: DatabaseSection,
     pub server: ServerSection,
     pub relay: RelaySection,
+    pub link: LinkSection,
     #[serde(default)]
     pub attestation: AttestationSection,
     pub enclaves: Vec<EnclaveSection>,
@@ -72,6 +73,20 @@ pub struct ServerSection {
 pub struct RelaySection {
     /// Where enclaves reach the KMS relay: `vsock://any:8000` in production.
     pub listen: String,
+}
+
+/// `link:` — how the gateway proves to its enclaves that it is their gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSection {
+    /// The link key (an Ed25519 seed, `gateway link-key new` makes it). Only the keyward
+    /// service user may read it: whoever can is able to use the enclave. Its public half is
+    /// pinned in the enclave's measured settings (`--gateway-public-key`).
+    pub key_file: PathBuf,
+    /// The public half, hex, for building the enclave image on a machine without the key
+    /// file (`gateway nitro-build-args`). Where both are present they must agree.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +152,8 @@ pub struct Config {
     pub api_token_file: PathBuf,
     pub admin_token_file: Option<PathBuf>,
     pub relay_listen: Address,
+    pub link_key_file: PathBuf,
+    pub link_public_key: Option<LinkPublicKey>,
     pub attestation_root_pem: Option<PathBuf>,
     pub expected_pcrs: Vec<PcrSet>,
     pub enclaves: Vec<EnclaveTarget>,
@@ -165,6 +182,18 @@ impl Config {
             config.check_production()?;
         }
         Ok(config)
+    }
+
+    /// The file parsed and validated, without the production checks: for read-only tooling
+    /// (`gateway link-key public`) that may run away from the parent instance.
+    pub fn load_without_production_checks(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse_without_production_checks(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// [`Self::parse`] without the production checks.
+    pub fn parse_without_production_checks(text: &str) -> anyhow::Result<Self> {
+        Self::validate(serde_yaml_ng::from_str(text)?)
     }
 
     /// The configuration the enclave image is built from (`gateway nitro-build-args`), which
@@ -245,6 +274,14 @@ impl Config {
             api_token_file: file.server.api_token_file,
             admin_token_file: file.server.admin_token_file,
             relay_listen: file.relay.listen.parse().context("relay.listen")?,
+            link_key_file: file.link.key_file,
+            link_public_key: file
+                .link
+                .public_key
+                .as_deref()
+                .map(LinkPublicKey::from_hex)
+                .transpose()
+                .context("link.public_key")?,
             attestation_root_pem: file.attestation.root_pem,
             expected_pcrs: file.attestation.expected_pcrs,
             enclaves,
@@ -274,9 +311,8 @@ impl Config {
                 self.kms_endpoint
             );
         }
-        if !self.kms_key_id.starts_with("arn:") {
-            bail!("production needs kms.key_id as a full key ARN (aliases can be re-pointed)");
-        }
+        keyward_kms::KeyArn::parse_in_region(&self.kms_key_id, &self.kms_region)
+            .context("production needs kms.key_id as a full key ARN (aliases can be re-pointed)")?;
         Ok(())
     }
 
@@ -299,6 +335,21 @@ impl Config {
                         "production refuses an all-zero {name}: that is a debug-mode enclave, whose memory the host can read"
                     );
                 }
+            }
+        }
+        if let Address::Tcp { .. } = self.relay_listen {
+            bail!(
+                "production refuses relay.listen {}: a TCP relay is reachable from the network; enclaves reach it over vsock://any:PORT",
+                self.relay_listen
+            );
+        }
+        for enclave in &self.enclaves {
+            if let Address::Tcp { .. } = enclave.address {
+                bail!(
+                    "production refuses enclave {} at {}: a Nitro Enclave is reached over vsock://CID:PORT, and TCP would carry the link over the network",
+                    enclave.enclave_id,
+                    enclave.address
+                );
             }
         }
         match self.database_path.parent() {

@@ -51,6 +51,26 @@ impl Db {
     }
 }
 
+/// The stable code `/v1/health` and API errors report for a store failure; the message (with
+/// paths) stays in the gateway log.
+pub fn store_code(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Missing { .. } => "database_missing",
+        StoreError::NotKeyward { .. } => "database_not_keyward",
+        StoreError::SchemaTooNew { .. } => "database_schema_too_new",
+        StoreError::FileGone { .. } => "database_file_gone",
+        StoreError::ReadOnly { .. } => "database_read_only",
+        StoreError::AlreadyExists(_) => "row_exists",
+        StoreError::EpochConflict { .. } => "rotation_conflict",
+        StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database_busy",
+            rusqlite::ErrorCode::DiskFull => "database_full",
+            _ => "database_unavailable",
+        },
+        _ => "database_unavailable",
+    }
+}
+
 /// A stored row as the typed value the enclave takes; a damaged column is named.
 pub fn sealed_from_row(row: MasterKeyRow) -> Result<SealedKey, String> {
     let enclave_id =

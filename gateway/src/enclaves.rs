@@ -1,33 +1,35 @@
-//! One supervisor per configured enclave: connect, check who answers, bring the key up
-//! (unseal the stored row, or provision → INSERT → commit when there is none), keep the
-//! health current, and start over when the connection drops.
+//! One supervisor per configured enclave: connect and authenticate, check who answers, bring
+//! the key up (the decision is [`crate::bringup::next_step`]), keep the health current, and
+//! start over when the connection drops.
 //!
-//! The rule that protects the money: a new key is generated only when the database was read
-//! successfully, holds no row for this enclave id, and the enclave holds no committed key.
+//! Health reports a stable code for every state that is not `ready`; the details (KMS's
+//! messages with account ids and PCRs, file paths) go to the gateway's log only.
 
 use std::{
     sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
+use keyward_attest::{Measurements, Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_proto::{
-    AttestRequest, Commit, EnclaveId, EnclaveState, HelloReply, NsmKind, Provision, Request, Response, Rotate,
-    SealedKey, Status, Unseal,
-    fault::{crash_point, pause_point},
+    AttestRequest, Commit, EnclaveId, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status, Unseal,
+    fault::crash_point,
 };
 use keyward_store::StoreError;
-use keyward_transport::Address;
+use keyward_telemetry::event;
+use keyward_transport::{Address, LinkKey};
 use serde::Serialize;
 
 use crate::{
+    bringup::{Step, next_step},
     config::{Environment, PcrSet},
     credentials::CredentialSource,
-    db::{Db, row_from_sealed, sealed_from_row},
+    db::{Db, row_from_sealed, sealed_from_row, store_code},
     link::{EnclaveLink, LinkError},
 };
 
-/// Deadline for lifecycle requests, which include a KMS round trip.
+/// Deadline for lifecycle requests, which include a KMS round trip (two for a provision or
+/// rotation, which proves its new row opens).
 pub const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// First reconnect delay. Short, because the usual cause is an enclave restart that is listening
 /// again within tens of milliseconds; the delay doubles up to `MAX_RETRY`.
@@ -46,9 +48,10 @@ pub enum Phase {
     Unsealing,
     /// Signing.
     Ready,
-    /// Bring-up failed; retrying with backoff. `detail` says why.
+    /// Bring-up failed; retrying with backoff. `code` says why.
     Failed,
-    /// The enclave is not one this gateway may use (wrong pinning, mock NSM in production...).
+    /// The enclave is not one this gateway may use (wrong pinning, unknown image, mock NSM in
+    /// production, link key not accepted...).
     Refused,
 }
 
@@ -66,12 +69,27 @@ impl Phase {
     }
 }
 
+/// Why an enclave is not ready: a stable code for callers, the details for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        Problem { code, detail: detail.into() }
+    }
+}
+
+/// What `/v1/health` shows of one enclave. Never the details: they can name accounts, roles,
+/// PCRs and paths, and the endpoint is unauthenticated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     pub enclave_id: EnclaveId,
     pub state: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key_hex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,7 +106,7 @@ pub struct EnclaveSlot {
     link: RwLock<Option<Arc<EnclaveLink>>>,
     /// One rotation at a time per enclave through this gateway (the database's
     /// compare-and-swap guards against anything else).
-    rotation: tokio::sync::Mutex<()>,
+    pub(crate) rotation: tokio::sync::Mutex<()>,
 }
 
 impl EnclaveSlot {
@@ -99,7 +117,7 @@ impl EnclaveSlot {
             health: RwLock::new(Health {
                 enclave_id: id,
                 state: Phase::Connecting,
-                detail: None,
+                code: None,
                 public_key_hex: None,
                 key_epoch: None,
                 since_unix: now_unix(),
@@ -118,18 +136,27 @@ impl EnclaveSlot {
         read(&self.link).clone().filter(|l| !l.is_closed())
     }
 
-    fn set(&self, state: Phase, detail: Option<String>) {
+    fn set(&self, state: Phase, problem: Option<Problem>) {
+        let code = problem.as_ref().map(|p| p.code);
         let mut health = write(&self.health);
-        if health.state != state || health.detail != detail {
-            match (&detail, state) {
-                (Some(d), Phase::Failed | Phase::Refused) => tracing::error!(enclave_id = %self.id, ?state, "{d}"),
-                (Some(d), _) => tracing::info!(enclave_id = %self.id, ?state, "{d}"),
-                (None, _) => tracing::info!(enclave_id = %self.id, ?state, "enclave state"),
+        if health.state != state || health.code != code {
+            let name = state.as_str();
+            let code_name = code.unwrap_or("");
+            match (&problem, state) {
+                (Some(p), Phase::Failed | Phase::Refused) => {
+                    tracing::error!(event = event::ENCLAVE_STATE, enclave_id = %self.id, state = name, code = code_name, "{}", p.detail)
+                }
+                (Some(p), _) => {
+                    tracing::info!(event = event::ENCLAVE_STATE, enclave_id = %self.id, state = name, code = code_name, "{}", p.detail)
+                }
+                (None, _) => {
+                    tracing::info!(event = event::ENCLAVE_STATE, enclave_id = %self.id, state = name, "enclave state")
+                }
             }
             health.since_unix = now_unix();
         }
         health.state = state;
-        health.detail = detail;
+        health.code = code;
     }
 
     fn set_ready(&self, link: Arc<EnclaveLink>, status: &Status) {
@@ -168,7 +195,7 @@ pub struct Expectations {
 pub struct ExpectedImage {
     /// PEM file of the attestation root; `None` for the AWS Nitro Enclaves Root-G1.
     pub root_pem: Option<std::path::PathBuf>,
-    /// Acceptable PCR0-2 sets.
+    /// Acceptable PCR0-2 sets, one per build.
     pub pcr_sets: Vec<PcrSet>,
 }
 
@@ -177,16 +204,20 @@ enum BringUpError {
     /// Talking to the enclave failed; reconnect.
     Link(LinkError),
     /// Bring-up cannot proceed; report and retry later.
-    Failed(String),
+    Failed(Problem),
 }
 
 impl From<LinkError> for BringUpError {
     fn from(e: LinkError) -> Self {
         match e {
-            LinkError::Remote(reply) => BringUpError::Failed(reply.message),
+            LinkError::Remote(reply) => BringUpError::Failed(Problem::new(reply.code.as_str(), reply.message)),
             other => BringUpError::Link(other),
         }
     }
+}
+
+fn unexpected(request: &str, answer: &Response) -> BringUpError {
+    BringUpError::Link(LinkError::Protocol(format!("{request} answered with {}", answer.kind())))
 }
 
 pub struct Supervisor {
@@ -194,6 +225,7 @@ pub struct Supervisor {
     pub db: Db,
     pub credentials: Arc<CredentialSource>,
     pub expect: Expectations,
+    pub link_key: Arc<LinkKey>,
 }
 
 impl Supervisor {
@@ -201,10 +233,19 @@ impl Supervisor {
     pub async fn run(self) {
         let mut retry = FIRST_RETRY;
         loop {
-            let (link, hello) = match EnclaveLink::connect(&self.slot.address).await {
+            let (link, hello, status) = match EnclaveLink::connect(&self.slot.address, &self.link_key).await {
                 Ok(connected) => connected,
+                Err(LinkError::Remote(reply)) => {
+                    // The enclave answered, and refused: a link key it does not accept, another
+                    // protocol version, no free connection slot.
+                    let detail = format!("enclave at {} refused the link: {}", self.slot.address, reply.message);
+                    self.slot.set(Phase::Refused, Some(Problem::new(reply.code.as_str(), detail)));
+                    tokio::time::sleep(MAX_RETRY).await;
+                    continue;
+                }
                 Err(e) => {
-                    self.slot.set(Phase::Connecting, Some(format!("enclave at {}: {e}", self.slot.address)));
+                    let detail = format!("enclave at {}: {e}", self.slot.address);
+                    self.slot.set(Phase::Connecting, Some(Problem::new("enclave_unreachable", detail)));
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                     continue;
@@ -212,29 +253,35 @@ impl Supervisor {
             };
             let checked = match self.check_identity(&hello) {
                 Ok(()) => self.check_image(&link).await,
-                Err(reason) => Err(reason),
+                Err(problem) => Err(problem),
             };
-            if let Err(reason) = checked {
-                self.slot.set(Phase::Refused, Some(reason));
+            if let Err(problem) = checked {
+                self.slot.set(Phase::Refused, Some(problem));
                 drop(link);
                 tokio::time::sleep(MAX_RETRY).await;
                 continue;
             }
-            match self.bring_up(&link, &hello.status).await {
+            match self.bring_up(&link, &status).await {
                 Ok(status) => {
                     retry = FIRST_RETRY;
                     self.slot.set_ready(link.clone(), &status);
                     let reason = link.closed().await;
                     self.slot.clear_link();
-                    self.slot.set(Phase::Connecting, Some(format!("connection lost ({reason}); reconnecting")));
+                    let detail = format!("connection lost ({reason}); reconnecting");
+                    self.slot.set(Phase::Connecting, Some(Problem::new("link_lost", detail)));
                 }
                 Err(BringUpError::Link(e)) => {
-                    self.slot.set(Phase::Connecting, Some(format!("bring-up interrupted: {e}")));
+                    let code = match e {
+                        LinkError::Timeout(_) => "enclave_timeout",
+                        LinkError::Protocol(_) => "enclave_protocol",
+                        _ => "link_lost",
+                    };
+                    self.slot.set(Phase::Connecting, Some(Problem::new(code, format!("bring-up interrupted: {e}"))));
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                 }
-                Err(BringUpError::Failed(reason)) => {
-                    self.slot.set(Phase::Failed, Some(reason));
+                Err(BringUpError::Failed(problem)) => {
+                    self.slot.set(Phase::Failed, Some(problem));
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                 }
@@ -243,50 +290,49 @@ impl Supervisor {
     }
 
     /// The enclave's pinned configuration must be what this gateway expects.
-    fn check_identity(&self, hello: &HelloReply) -> Result<(), String> {
+    fn check_identity(&self, hello: &HelloReply) -> Result<(), Problem> {
         let info = &hello.info;
         let expect = &self.expect;
         if self.expect.environment == Environment::Production && info.nsm == NsmKind::Mock {
-            return Err("production refuses an enclave running the development (mock) NSM".into());
-        }
-        if info.kms_key_id != expect.kms_key_id {
-            return Err(format!(
-                "enclave is pinned to KMS key {} but kms.key_id is {}",
-                info.kms_key_id, expect.kms_key_id
+            return Err(Problem::new(
+                "mock_nsm_refused",
+                "production refuses an enclave running the development (mock) NSM",
             ));
+        }
+        let mismatch = |what: &str, enclave: &dyn std::fmt::Display, ours: &dyn std::fmt::Display| {
+            Err(Problem::new(
+                "enclave_config_mismatch",
+                format!("enclave is pinned to {what} {enclave} but this gateway expects {ours}"),
+            ))
+        };
+        if info.kms_key_id != expect.kms_key_id {
+            return mismatch("KMS key", &info.kms_key_id, &expect.kms_key_id);
         }
         if info.kms_region != expect.kms_region {
-            return Err(format!(
-                "enclave is pinned to region {} but kms.region is {}",
-                info.kms_region, expect.kms_region
-            ));
+            return mismatch("region", &info.kms_region, &expect.kms_region);
         }
         if info.kms_endpoint != expect.kms_endpoint {
-            return Err(format!(
-                "enclave is pinned to KMS endpoint {} but the relay only forwards to {}",
-                info.kms_endpoint, expect.kms_endpoint
-            ));
+            return mismatch("KMS endpoint", &info.kms_endpoint, &expect.kms_endpoint);
         }
         if info.attestation != expect.attestation {
-            return Err(format!(
-                "enclave has attestation {} but kms.enable_attestation is {}",
-                info.attestation, expect.attestation
-            ));
+            return mismatch("attestation", &info.attestation, &expect.attestation);
         }
         Ok(())
     }
 
     /// Asks the enclave for an attestation document with a fresh nonce and checks it against
-    /// the trusted root and PCRs, so credentials only ever reach a known image.
-    async fn check_image(&self, link: &EnclaveLink) -> Result<(), String> {
+    /// the trusted root and the listed builds (PCR0-2 as whole sets), so credentials only
+    /// ever reach a known image.
+    async fn check_image(&self, link: &EnclaveLink) -> Result<(), Problem> {
         let Some(image) = &self.expect.image else { return Ok(()) };
+        let rejected = |detail: String| Problem::new("attestation_rejected", detail);
         let mut nonce = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no randomness for the attestation nonce".to_owned())?;
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| rejected("no randomness for the attestation nonce".into()))?;
         let document =
             match link.call(Request::Attest(AttestRequest { nonce: nonce.to_vec() }), LIFECYCLE_TIMEOUT).await {
                 Ok(Response::Attestation(document)) => document,
-                Ok(other) => return Err(format!("enclave answered Attest with {}", other.kind())),
-                Err(e) => return Err(format!("enclave could not attest: {e}")),
+                Ok(other) => return Err(rejected(format!("enclave answered Attest with {}", other.kind()))),
+                Err(e) => return Err(rejected(format!("enclave could not attest: {e}"))),
             };
         let root = match &image.root_pem {
             None => RootCertificate::aws_nitro_root_g1(),
@@ -294,98 +340,78 @@ impl Supervisor {
                 .map_err(|e| format!("cannot read attestation root {}: {e}", path.display()))
                 .and_then(|pem| {
                     RootCertificate::from_pem(&pem).map_err(|e| format!("attestation root {}: {e}", path.display()))
-                })?,
+                })
+                .map_err(rejected)?,
         };
-        let mut options = VerifyOptions::new(root, UnixTime::now()).expect_nonce(nonce.to_vec());
-        for index in 0..3u16 {
-            let acceptable = image
-                .pcr_sets
-                .iter()
-                .map(|set| Pcr::from_hex([&set.pcr0, &set.pcr1, &set.pcr2][usize::from(index)]))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("attestation.expected_pcrs: {e}"))?;
-            options = options.expect_pcr(index, acceptable);
+        let builds = image
+            .pcr_sets
+            .iter()
+            .map(|set| {
+                Ok(Measurements {
+                    pcr0: Pcr::from_hex(&set.pcr0)?,
+                    pcr1: Pcr::from_hex(&set.pcr1)?,
+                    pcr2: Pcr::from_hex(&set.pcr2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, keyward_attest::VerifyError>>()
+            .map_err(|e| rejected(format!("attestation.expected_pcrs: {e}")))?;
+        let mut options = VerifyOptions::new(root, UnixTime::now()).expect_nonce(nonce.to_vec()).expect_builds(builds);
+        if self.expect.environment == Environment::Production {
+            options = options.refuse_debug_mode();
         }
-        let verified =
-            keyward_attest::verify(&document, &options).map_err(|e| format!("enclave attestation rejected: {e}"))?;
-        // Each PCR matched some listed build; together they must match one build. (During a
-        // migration, PCR0 of the old build with PCR1-2 of the new one is neither.)
-        let attested = [0u16, 1, 2].map(|index| verified.payload().pcr(index).map(Pcr::to_hex));
-        let one_build = image.pcr_sets.iter().any(|set| {
-            [&set.pcr0, &set.pcr1, &set.pcr2]
-                .iter()
-                .zip(&attested)
-                .all(|(expected, got)| got.as_deref().is_some_and(|got| got.eq_ignore_ascii_case(expected)))
-        });
-        if !one_build {
-            return Err(format!(
-                "enclave attestation rejected: its PCR0-2 mix values of different builds in attestation.expected_pcrs; \
-                 no single listed build has all three (PCR0 {}, PCR1 {}, PCR2 {})",
-                attested[0].as_deref().unwrap_or("-"),
-                attested[1].as_deref().unwrap_or("-"),
-                attested[2].as_deref().unwrap_or("-"),
-            ));
-        }
+        keyward_attest::verify(&document, &options)
+            .map_err(|e| rejected(format!("enclave attestation rejected: {e}")))?;
         Ok(())
     }
 
     async fn bring_up(&self, link: &EnclaveLink, status: &Status) -> Result<Status, BringUpError> {
         let id = self.slot.id;
         let row = self.db.get(id).await.map_err(|e| {
-            BringUpError::Failed(format!("cannot read the key row of enclave {id}: {e}; not generating a key"))
+            BringUpError::Failed(Problem::new(
+                store_code(&e),
+                format!("cannot read the key row of enclave {id}: {e}; not generating a key"),
+            ))
         })?;
-        match (row, status.state) {
-            (Some(row), EnclaveState::Ready) => {
-                if status.enclave_id == Some(id)
-                    && status.public_key.map(|k| k.0.to_vec()) == Some(row.public_key.clone())
-                {
-                    // Still running from before a gateway restart. If a rotation was stored
-                    // but not committed, commit the stored epoch now.
-                    let stored = u32::try_from(row.key_epoch).ok();
-                    if let (Some(key_epoch), Some(public_key)) = (stored, status.public_key)
-                        && status.key_epoch != stored
-                    {
-                        let commit = Commit { enclave_id: id, public_key, key_epoch };
-                        return match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
-                            Response::Status(status) => Ok(status),
-                            other => Err(BringUpError::Link(LinkError::Protocol(format!(
-                                "Commit answered with {}",
-                                other.kind()
-                            )))),
-                        };
-                    }
-                    return Ok(status.clone());
+        let stored = row.map(sealed_from_row).transpose().map_err(|e| {
+            BringUpError::Failed(Problem::new(
+                "row_damaged",
+                format!("stored row of enclave {id} is damaged: {e}; left untouched"),
+            ))
+        })?;
+        match (next_step(id, stored.as_ref(), status), stored) {
+            (Step::Provision, _) => self.provision(link).await,
+            (Step::Unseal, Some(sealed)) => self.unseal(link, sealed).await,
+            (Step::Ready, _) => Ok(status.clone()),
+            (Step::CommitStoredEpoch(key_epoch), Some(sealed)) => {
+                // The enclave runs from before a gateway restart, and a rotation was stored but
+                // not committed: commit the stored epoch now.
+                let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch };
+                match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
+                    Response::Status(status) => Ok(status),
+                    other => Err(unexpected("Commit", &other)),
                 }
-                Err(BringUpError::Failed(format!(
-                    "enclave already holds a different key than the stored row of enclave {id}; restart the enclave"
-                )))
             }
-            (Some(row), _) => {
-                let sealed = sealed_from_row(row).map_err(|e| {
-                    BringUpError::Failed(format!("stored row of enclave {id} is damaged: {e}; left untouched"))
-                })?;
-                self.unseal(link, sealed).await
+            (Step::Refuse(refusal), _) => Err(BringUpError::Failed(Problem::new(refusal.code(), refusal.explain(id)))),
+            (Step::Unseal | Step::CommitStoredEpoch(_), None) => {
+                Err(BringUpError::Failed(Problem::new("internal", "bring-up step needs a row that is not there")))
             }
-            (None, EnclaveState::Ready) => Err(BringUpError::Failed(format!(
-                "enclave holds a committed key but the database has no row for enclave {id}; refusing to provision another (restore the database)"
-            ))),
-            (None, _) => self.provision(link).await,
         }
     }
 
     async fn unseal(&self, link: &EnclaveLink, sealed: SealedKey) -> Result<Status, BringUpError> {
         self.slot.set(Phase::Unsealing, None);
-        let credentials = self.credentials.get().await.map_err(BringUpError::Failed)?;
+        let credentials = self.credentials.get().await.map_err(|e| BringUpError::Failed(credentials_problem(e)))?;
         match link.call(Request::Unseal(Unseal { sealed, credentials }), LIFECYCLE_TIMEOUT).await? {
             Response::Status(status) => Ok(status),
-            other => Err(BringUpError::Link(LinkError::Protocol(format!("Unseal answered with {}", other.kind())))),
+            other => Err(unexpected("Unseal", &other)),
         }
     }
 
     async fn provision(&self, link: &EnclaveLink) -> Result<Status, BringUpError> {
         let id = self.slot.id;
-        self.slot.set(Phase::Provisioning, Some(format!("no key stored for enclave {id}: generating one")));
-        let credentials = self.credentials.get().await.map_err(BringUpError::Failed)?;
+        self.slot.set(Phase::Provisioning, None);
+        tracing::info!(enclave_id = %id, "no key stored for enclave {id}: generating one");
+        let credentials = self.credentials.get().await.map_err(|e| BringUpError::Failed(credentials_problem(e)))?;
         let request = Provision {
             enclave_id: id,
             kms_key_id: self.expect.kms_key_id.clone(),
@@ -396,111 +422,40 @@ impl Supervisor {
         let sealed = match link.call(Request::Provision(request), LIFECYCLE_TIMEOUT).await? {
             Response::Provisioned(sealed) if sealed.enclave_id == id => sealed,
             Response::Provisioned(sealed) => {
-                return Err(BringUpError::Failed(format!(
-                    "enclave sealed a key for enclave {} when asked for enclave {id}; nothing stored",
-                    sealed.enclave_id
+                return Err(BringUpError::Failed(Problem::new(
+                    "provisioned_for_another_enclave",
+                    format!(
+                        "enclave sealed a key for enclave {} when asked for enclave {id}; nothing stored",
+                        sealed.enclave_id
+                    ),
                 )));
             }
-            other => {
-                return Err(BringUpError::Link(LinkError::Protocol(format!(
-                    "Provision answered with {}",
-                    other.kind()
-                ))));
-            }
+            other => return Err(unexpected("Provision", &other)),
         };
         crash_point("gateway:provision:before-insert");
-        self.db.insert(row_from_sealed(&sealed)).await.map_err(|e| match e {
-            StoreError::AlreadyExists(_) => BringUpError::Failed(format!(
-                "a row for enclave {id} appeared while provisioning; the new key is discarded and the stored one will be unsealed"
-            )),
-            other => BringUpError::Failed(format!("cannot store the new key of enclave {id}: {other}; it was not committed and will never sign")),
+        self.db.insert(row_from_sealed(&sealed)).await.map_err(|e| {
+            let detail = match e {
+                StoreError::AlreadyExists(_) => format!(
+                    "a row for enclave {id} appeared while provisioning; the new key is discarded and the stored one will be unsealed"
+                ),
+                ref other => {
+                    format!("cannot store the new key of enclave {id}: {other}; it was not committed and will never sign")
+                }
+            };
+            BringUpError::Failed(Problem::new(store_code(&e), detail))
         })?;
-        tracing::info!(enclave_id = %id, public_key = %sealed.public_key.to_hex(), "stored the sealed key; committing");
+        tracing::info!(event = event::ROW_STORED, enclave_id = %id, key_epoch = sealed.key_epoch, public_key = %sealed.public_key.to_hex(), "stored the sealed key; committing");
         crash_point("gateway:provision:before-commit");
         let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch: sealed.key_epoch };
         match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
             Response::Status(status) => Ok(status),
-            other => Err(BringUpError::Link(LinkError::Protocol(format!("Commit answered with {}", other.kind())))),
+            other => Err(unexpected("Commit", &other)),
         }
     }
 }
 
-/// Why a rotation did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    /// The enclave is not ready.
-    #[error("enclave {0} is not ready; rotate once it signs")]
-    NotReady(EnclaveId),
-    /// Reading or writing the row failed; nothing changed.
-    #[error("database: {0}")]
-    Store(StoreError),
-    /// Another rotation won the compare-and-swap; nothing changed.
-    #[error("{0}")]
-    Conflict(StoreError),
-    /// The enclave refused or failed.
-    #[error("{0}")]
-    Enclave(LinkError),
-    /// The new row is stored, but the enclave did not confirm it. The key is the same, so
-    /// signing is unaffected; the enclave adopts the stored epoch on its next bring-up.
-    #[error(
-        "the new row (key_epoch {epoch}) is stored, but the enclave did not commit it: {error}; \
-         it is committed when the enclave is next brought up (restart the enclave if /v1/health keeps showing the old epoch)"
-    )]
-    NotCommitted { epoch: u32, error: LinkError },
-    /// Credentials could not be obtained.
-    #[error("{0}")]
-    Credentials(String),
-    /// The row is damaged or does not match the enclave.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// What a rotation did.
-#[derive(Debug)]
-pub struct Rotated {
-    pub public_key_hex: String,
-    pub previous_epoch: u32,
-    pub epoch: u32,
-}
-
-/// Data-key rotation: the enclave reseals its key under a new data key (`epoch + 1`), the
-/// row is replaced by compare-and-swap on the old epoch, then the enclave commits. A crash
-/// between the steps leaves either the old row (which still opens) or the new row (which
-/// opens too, and is committed on the next bring-up). Signing continues throughout.
-pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource) -> Result<Rotated, RotateError> {
-    let _one_at_a_time = slot.rotation.lock().await;
-    let link = slot.ready_link().ok_or(RotateError::NotReady(slot.id))?;
-    let row = db.get(slot.id).await.map_err(RotateError::Store)?.ok_or(RotateError::NotReady(slot.id))?;
-    let sealed = sealed_from_row(row).map_err(RotateError::Invalid)?;
-    let previous_epoch = sealed.key_epoch;
-    let credentials = credentials.get().await.map_err(RotateError::Credentials)?;
-    let request = Request::Rotate(Rotate { sealed: sealed.clone(), credentials });
-    crash_point("gateway:rotate:before-kms");
-    let new = match link.call(request, LIFECYCLE_TIMEOUT).await {
-        Ok(Response::Rotated(new)) => new,
-        Ok(other) => {
-            return Err(RotateError::Enclave(LinkError::Protocol(format!("Rotate answered with {}", other.kind()))));
-        }
-        Err(e) => return Err(RotateError::Enclave(e)),
-    };
-    if new.enclave_id != sealed.enclave_id || new.public_key != sealed.public_key || new.key_epoch != previous_epoch + 1
-    {
-        return Err(RotateError::Invalid("the enclave's rotated row does not continue the stored one".into()));
-    }
-    crash_point("gateway:rotate:before-store");
-    pause_point("gateway:rotate:before-store").await;
-    db.rotate(row_from_sealed(&new), i64::from(previous_epoch)).await.map_err(|e| match e {
-        e @ StoreError::EpochConflict { .. } => RotateError::Conflict(e),
-        other => RotateError::Store(other),
-    })?;
-    tracing::info!(enclave_id = %slot.id, key_epoch = new.key_epoch, "stored the rotated row; committing");
-    crash_point("gateway:rotate:before-commit");
-    let commit = Commit { enclave_id: slot.id, public_key: new.public_key, key_epoch: new.key_epoch };
-    link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT)
-        .await
-        .map_err(|error| RotateError::NotCommitted { epoch: new.key_epoch, error })?;
-    slot.set_epoch(new.key_epoch);
-    Ok(Rotated { public_key_hex: new.public_key.to_hex(), previous_epoch, epoch: new.key_epoch })
+fn credentials_problem(detail: String) -> Problem {
+    Problem::new("credentials_unavailable", detail)
 }
 
 fn now_unix() -> u64 {

@@ -21,8 +21,9 @@ impl ApiError {
         ApiError { status, code, message: message.into() }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    /// Input that parsed but is not acceptable; `code` names the rule it broke.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -39,20 +40,24 @@ impl ApiError {
         self
     }
 
+    /// A body axum could not take, with a code for each kind: not JSON at all, JSON of the
+    /// wrong shape (a missing, unknown or mistyped field), the wrong content type, too large.
     pub fn from_json(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        let code = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => "invalid_json",
+            JsonRejection::JsonDataError(_) => "invalid_field",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
             _ => "bad_request",
         };
+        let status = rejection.status();
         // Clamp 422 (axum's "valid JSON, wrong shape") to 400: both are bad input to us.
         let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
         Self::new(status, code, rejection.body_text())
     }
 
     pub fn from_query(rejection: QueryRejection) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
     }
 
     pub fn from_link(error: LinkError) -> Self {
@@ -66,13 +71,18 @@ impl ApiError {
         }
     }
 
+    /// An enclave's refusal, with the enclave's own code (`ErrorCode::as_str`), so the code a
+    /// client sees is the one the enclave chose.
     pub fn from_remote(reply: ErrorReply) -> Self {
-        let (status, code) = match reply.code {
-            ErrorCode::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
-            ErrorCode::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
-            _ => (StatusCode::BAD_GATEWAY, "enclave_error"),
+        let status = match reply.code {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::NotReady => {
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", reply.message);
+            }
+            ErrorCode::Busy | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
         };
-        Self::new(status, code, reply.message)
+        Self::new(status, reply.code.as_str(), reply.message)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The gateway's end of one enclave connection: many requests in flight, each matched to
-//! its reply by id, each with its own deadline.
+//! The gateway's end of one enclave connection: the handshake (version, then proof of the
+//! link key), then many requests in flight, each matched to its reply by id, each with its own
+//! deadline.
 
 use std::{
     collections::HashMap,
@@ -11,10 +12,11 @@ use std::{
 };
 
 use keyward_proto::{
-    CONNECTION_ERROR_ID, ErrorReply, FRAME_STALL_LIMIT, FrameError, Hello, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, encode, read_frame_within, write_frames,
+    Authenticate, CONNECTION_ERROR_ID, ErrorReply, FRAME_STALL_LIMIT, FrameError, Hello, HelloReply, MAX_FRAME_LEN,
+    PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame, Status, WriterEnd, decode, encode,
+    link_auth_message, read_frame_within, write_frames,
 };
-use keyward_transport::{Address, TransportError, connect};
+use keyward_transport::{Address, LinkKey, TransportError, connect};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long a queued request may wait for the socket before the link is declared stuck.
@@ -54,8 +56,12 @@ pub struct EnclaveLink {
 }
 
 impl EnclaveLink {
-    /// Connects and performs the version handshake.
-    pub async fn connect(address: &Address) -> Result<(Arc<EnclaveLink>, HelloReply), LinkError> {
+    /// Connects, performs the version handshake and proves the link key. Returns the link,
+    /// what the enclave said about itself, and its state.
+    pub async fn connect(
+        address: &Address,
+        key: &LinkKey,
+    ) -> Result<(Arc<EnclaveLink>, HelloReply, Status), LinkError> {
         let conn = connect(address).await.map_err(|e: TransportError| LinkError::Connect(e.to_string()))?;
         let (mut reader, writer) = tokio::io::split(conn);
         let (frames, rx) = mpsc::channel(4096);
@@ -87,7 +93,15 @@ impl EnclaveLink {
             Response::Hello(hello) => hello,
             other => return Err(LinkError::Protocol(format!("expected Hello, got {}", other.kind()))),
         };
-        Ok((link, hello))
+        let proof =
+            Authenticate { public_key: key.public_key().0, signature: key.sign(&link_auth_message(&hello.challenge)) };
+        let status = match link.call(Request::Authenticate(proof), HELLO_TIMEOUT).await? {
+            Response::Status(status) => status,
+            other => {
+                return Err(LinkError::Protocol(format!("expected Status after Authenticate, got {}", other.kind())));
+            }
+        };
+        Ok((link, hello, status))
     }
 
     /// Sends `request` and waits up to `timeout` for its reply.

@@ -2,21 +2,25 @@
 
 mod api;
 mod auth;
+mod bringup;
 mod config;
 mod credentials;
 mod db;
 mod enclaves;
 mod errors;
+mod limit;
 mod link;
 mod nitro_cmd;
 mod policy_cmd;
 mod relay;
+mod rotation;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keyward_transport::Listener;
+use keyward_telemetry::event;
+use keyward_transport::{LinkKey, Listener};
 
 use crate::{
     config::{Config, Environment},
@@ -24,6 +28,11 @@ use crate::{
     db::Db,
     enclaves::{EnclaveSlot, Expectations, ExpectedImage, Supervisor},
 };
+
+/// `/v1/attestation`: documents per second, and the burst above it. Each costs the enclave a
+/// blocking NSM call; the endpoint needs no token.
+const ATTESTATIONS_PER_SECOND: u32 = 20;
+const ATTESTATION_BURST: u32 = 40;
 
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "keyward gateway: signing API, enclave links, KMS relay, key store")]
@@ -53,6 +62,9 @@ enum Command {
         #[arg(long)]
         enclave_id: Option<u32>,
     },
+    /// The link key, with which the gateway proves to its enclaves that it is their gateway.
+    #[command(subcommand)]
+    LinkKey(LinkKeyCommand),
     /// Print the enclave image's pinned settings from a production config, one
     /// `KEYWARD_*=value` per line, for `docker build --build-arg` (used by `just build-eif`).
     /// They are measured into the EIF: changing one changes PCR0 and PCR2.
@@ -66,13 +78,23 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum LinkKeyCommand {
+    /// Make a new link key file (mode 0600; never overwrites) and print its public key, which
+    /// the enclave takes as --gateway-public-key.
+    New {
+        /// Where to write it (default: link.key_file of the config).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key of the config's link key (link.public_key, else from
+    /// link.key_file).
+    Public,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    keyward_telemetry::init();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config).await,
@@ -80,6 +102,7 @@ async fn main() -> std::process::ExitCode {
         Command::InitDb => init_db(&cli.config),
         Command::KeyPolicy(args) => policy_cmd::run(args),
         Command::Rotate { enclave_id } => rotate_cmd(&cli.config, enclave_id).await,
+        Command::LinkKey(command) => link_key_cmd(&cli.config, command),
         Command::NitroBuildArgs => Config::load_for_image(&cli.config)
             .and_then(|c| nitro_cmd::image_build_args(&c))
             .map(|args| args.iter().for_each(|(name, value)| println!("{name}={value}"))),
@@ -104,17 +127,26 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
     }
+    let production = config.environment == Environment::Production;
+    let api_token = Arc::new(auth::Token::load(&config.api_token_file, production)?);
+    let admin_token =
+        config.admin_token_file.as_deref().map(|path| auth::Token::load(path, production)).transpose()?.map(Arc::new);
+    if production && admin_token.as_ref().is_some_and(|admin| admin.same_as(&api_token)) {
+        anyhow::bail!(
+            "production refuses an admin token equal to the API token: every signing client could rotate keys; give server.admin_token_file its own token"
+        );
+    }
+    let link_key = Arc::new(load_link_key(&config, production)?);
     // An unreadable database stops the gateway here: it never reaches the point of
     // generating a key it could not have stored.
     // Production never creates the database: a lost file must not silently become a new key.
     let create = config.environment == Environment::Development;
     let db = Db::open(&config.database_path, create).context("refusing to start")?;
-    let api_token = Arc::new(auth::Token::load(&config.api_token_file)?);
     let credentials = Arc::new(CredentialSource::from_environment(&config.kms_region).await?);
 
     let relay_listener = Listener::bind(&config.relay_listen).await?;
     let relay_target = config.kms_endpoint.relay_target();
-    tracing::info!(listen = %relay_listener.local_address(), target = %relay_target, "KMS relay listening");
+    tracing::info!(event = event::RELAY_LISTENING, listen = %relay_listener.local_address(), target = %relay_target, "KMS relay listening");
     tokio::spawn(relay::serve(relay_listener, relay_target));
 
     let expect = Expectations {
@@ -132,21 +164,68 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     for target in &config.enclaves {
         let slot = Arc::new(EnclaveSlot::new(target.enclave_id, target.address.clone()));
         slots.insert(target.enclave_id, slot.clone());
-        let supervisor = Supervisor { slot, db: db.clone(), credentials: credentials.clone(), expect: expect.clone() };
+        let supervisor = Supervisor {
+            slot,
+            db: db.clone(),
+            credentials: credentials.clone(),
+            expect: expect.clone(),
+            link_key: link_key.clone(),
+        };
         tokio::spawn(supervisor.run());
     }
 
-    let admin_token = config.admin_token_file.as_deref().map(auth::Token::load).transpose()?.map(Arc::new);
-    let state = api::AppState { enclaves: Arc::new(slots), db, api_token, admin_token, credentials };
+    let state = api::AppState {
+        enclaves: Arc::new(slots),
+        db,
+        api_token,
+        admin_token,
+        credentials,
+        attestation_limit: Arc::new(limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, environment = ?config.environment, "gateway API listening");
+    tracing::info!(event = event::API_LISTENING, listen = %listener.local_addr()?, environment = ?config.environment, "gateway API listening");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server failed")?;
     tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// The link key, checked against `link.public_key` when that is set too. Production refuses a
+/// key file others can read.
+fn load_link_key(config: &Config, production: bool) -> anyhow::Result<LinkKey> {
+    let key = LinkKey::load(&config.link_key_file, production)
+        .with_context(|| format!("link.key_file {}", config.link_key_file.display()))?;
+    if let Some(public) = config.link_public_key
+        && public != key.public_key()
+    {
+        anyhow::bail!(
+            "link.public_key {public} is not the public key of link.key_file ({}); the enclave image pins one of them",
+            key.public_key()
+        );
+    }
+    Ok(key)
+}
+
+/// `gateway link-key new|public`.
+fn link_key_cmd(config_path: &std::path::Path, command: LinkKeyCommand) -> anyhow::Result<()> {
+    match command {
+        LinkKeyCommand::New { out } => {
+            let path = match out {
+                Some(path) => path,
+                None => config::Config::load(config_path)?.link_key_file,
+            };
+            let key = LinkKey::create(&path)?;
+            eprintln!("wrote the link key to {} (mode 0600); give the enclave its public key:", path.display());
+            println!("{}", key.public_key());
+        }
+        LinkKeyCommand::Public => {
+            println!("{}", nitro_cmd::gateway_public_key(&Config::load_without_production_checks(config_path)?)?)
+        }
+    }
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! ports or the CID, and nobody retypes them (`just build-eif` and `just run-enclave` call these).
 
 use anyhow::{Context, bail};
-use keyward_transport::{Address, VSOCK_CID_ANY, VSOCK_CID_PARENT};
+use keyward_transport::{Address, LinkKey, LinkPublicKey, VSOCK_CID_ANY, VSOCK_CID_PARENT};
 
 use crate::config::{Config, EnclaveTarget};
 
@@ -47,6 +47,7 @@ pub fn image_build_args(config: &Config) -> anyhow::Result<Vec<(&'static str, St
         }
     }
     let args = vec![
+        ("KEYWARD_GATEWAY_PUBLIC_KEY", gateway_public_key(config)?.to_string()),
         ("KEYWARD_LISTEN", Address::Vsock { cid: VSOCK_CID_ANY, port: listen_port }.to_string()),
         ("KEYWARD_KMS_RELAY", Address::Vsock { cid: VSOCK_CID_PARENT, port: relay_port }.to_string()),
         ("KEYWARD_KMS_ENDPOINT", config.kms_endpoint.url().to_owned()),
@@ -60,6 +61,21 @@ pub fn image_build_args(config: &Config) -> anyhow::Result<Vec<(&'static str, St
         }
     }
     Ok(args)
+}
+
+/// The gateway's link public key the enclave image pins: `link.public_key`, or derived from
+/// `link.key_file` where that file is readable here.
+pub fn gateway_public_key(config: &Config) -> anyhow::Result<LinkPublicKey> {
+    if let Some(public) = config.link_public_key {
+        return Ok(public);
+    }
+    let key = LinkKey::load(&config.link_key_file, false).with_context(|| {
+        format!(
+            "link.key_file {} (on a machine without the key file, set link.public_key to `gateway link-key public` of the parent instance)",
+            config.link_key_file.display()
+        )
+    })?;
+    Ok(key.public_key())
 }
 
 /// Arguments for `nitro-cli run-enclave` (besides `--eif-path` and `--debug-mode`, which the
@@ -117,7 +133,9 @@ mod tests {
             .replace("/var/lib/keyward/keyward.db", &dir.path().join("keyward.db").display().to_string())
             .replace("  listen: vsock://any:8000", &format!("  listen: {relay}"));
         let start = text.find("enclaves:\n").unwrap();
-        Config::parse(&format!("{}enclaves:\n{enclaves}", &text[..start])).unwrap()
+        // The image tooling runs away from the parent instance, without the host checks (which
+        // would refuse the TCP addresses some of these tests feed it, before the tooling can).
+        Config::parse_without_production_checks(&format!("{}enclaves:\n{enclaves}", &text[..start])).unwrap()
     }
 
     const ONE: &str = "  - enclave_id: 1\n    address: vsock://16:5000\n";
@@ -128,6 +146,10 @@ mod tests {
         assert_eq!(
             args,
             vec![
+                (
+                    "KEYWARD_GATEWAY_PUBLIC_KEY",
+                    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".to_owned()
+                ),
                 ("KEYWARD_LISTEN", "vsock://any:5000".to_owned()),
                 ("KEYWARD_KMS_RELAY", "vsock://3:8000".to_owned()),
                 ("KEYWARD_KMS_ENDPOINT", "https://kms.us-east-1.amazonaws.com".to_owned()),
@@ -147,8 +169,8 @@ mod tests {
             "vsock://any:9000",
         );
         let args = image_build_args(&config).unwrap();
-        assert_eq!(args[0], ("KEYWARD_LISTEN", "vsock://any:6000".to_owned()));
-        assert_eq!(args[1], ("KEYWARD_KMS_RELAY", "vsock://3:9000".to_owned()));
+        assert_eq!(args[1], ("KEYWARD_LISTEN", "vsock://any:6000".to_owned()));
+        assert_eq!(args[2], ("KEYWARD_KMS_RELAY", "vsock://3:9000".to_owned()));
     }
 
     #[test]

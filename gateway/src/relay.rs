@@ -1,19 +1,29 @@
 //! The KMS relay: the enclave's only way out. It forwards bytes to exactly one target, the
 //! configured KMS endpoint, and never parses or logs what passes through (in production it
 //! is TLS that ends inside the enclave).
+//!
+//! Anyone on the instance can connect to its listener, so connections are capped
+//! ([`MAX_CONNECTIONS`]) and one that carries no traffic for [`IDLE_TIMEOUT`] is closed. A
+//! refused target is logged quoted and shortened: it is the connecting peer's text.
 
 use std::{sync::Arc, time::Duration};
 
-use keyward_transport::{Listener, relay_accept, relay_deny, relay_read_target};
-use tokio::net::TcpStream;
+use keyward_telemetry::event;
+use keyward_transport::{Listener, relay_accept, relay_copy, relay_deny, relay_read_target};
+use tokio::{net::TcpStream, sync::Semaphore};
 
 /// Time an enclave has to name its target after connecting.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed to reach the KMS endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Relay connections at once. An enclave uses one per KMS call in flight.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A relayed connection with no traffic either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn serve(listener: Listener, target: String) {
     let target = Arc::new(target);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (mut conn, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -23,21 +33,29 @@ pub async fn serve(listener: Listener, target: String) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(event = event::RELAY_REFUSED, reason = "capacity", %peer, "relay: {MAX_CONNECTIONS} connections are open already; connection dropped");
+            drop(conn);
+            continue;
+        };
         let target = target.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let requested = match tokio::time::timeout(HANDSHAKE_TIMEOUT, relay_read_target(&mut conn)).await {
                 Ok(Ok(requested)) => requested,
                 Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "relay: bad handshake; connection dropped");
+                    tracing::warn!(event = event::RELAY_REFUSED, reason = "handshake", %peer, error = %e, "relay: bad handshake; connection dropped");
                     return;
                 }
                 Err(_) => {
-                    tracing::warn!(%peer, "relay: no handshake within {HANDSHAKE_TIMEOUT:?}; connection dropped");
+                    tracing::warn!(event = event::RELAY_REFUSED, reason = "handshake", %peer, "relay: no handshake within {HANDSHAKE_TIMEOUT:?}; connection dropped");
                     return;
                 }
             };
             if requested != *target {
-                tracing::warn!(%peer, %requested, allowed = %target, "relay: refused a connection to a target other than the configured KMS endpoint");
+                // The peer chose this text: quoted (escaping control characters) and shortened.
+                let shown: String = requested.chars().take(120).collect();
+                tracing::warn!(event = event::RELAY_REFUSED, reason = "target", %peer, requested = ?shown, allowed = %target, "relay: refused a connection to a target other than the configured KMS endpoint");
                 let _ = relay_deny(&mut conn, &format!("only {target} is allowed")).await;
                 return;
             }
@@ -58,9 +76,11 @@ pub async fn serve(listener: Listener, target: String) {
             if relay_accept(&mut conn).await.is_err() {
                 return;
             }
-            let mut upstream = upstream;
-            match tokio::io::copy_bidirectional(&mut conn, &mut upstream).await {
+            match relay_copy(conn, upstream, IDLE_TIMEOUT).await {
                 Ok((up, down)) => tracing::debug!(%peer, up, down, "relay: connection finished"),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::info!(event = event::RELAY_REFUSED, reason = "idle", %peer, "relay: closed a connection idle for {IDLE_TIMEOUT:?}")
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "relay: connection ended"),
             }
         });

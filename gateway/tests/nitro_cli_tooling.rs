@@ -167,6 +167,7 @@ fn nitro_build_args_prints_one_setting_per_line() {
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
+            "KEYWARD_GATEWAY_PUBLIC_KEY=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
             "KEYWARD_LISTEN=vsock://any:5000",
             "KEYWARD_KMS_RELAY=vsock://3:8000",
             "KEYWARD_KMS_ENDPOINT=https://kms.us-east-1.amazonaws.com",

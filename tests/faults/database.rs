@@ -1,5 +1,6 @@
 //! The database on a bad day: locked by another writer, read-only, full, deleted.
 
+use keyward_client::ClientError;
 use keyward_e2e::{Stack, StackOptions, TmpfsMount, assert_signs};
 
 async fn stack_on(mount_kib: u64) -> (Stack, TmpfsMount) {
@@ -22,7 +23,7 @@ async fn a_database_locked_by_another_writer_delays_nothing_but_writes() {
 
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
     let err = stack.admin_client().rotate(None).await.expect_err("no write while locked");
-    assert!(err.to_string().contains("locked"), "{err}");
+    assert!(matches!(&err, ClientError::Api { status: 503, code, .. } if code == "database_busy"), "{err}");
     locker.execute_batch("ROLLBACK").expect("release");
     drop(locker);
     assert_eq!(stack.row(1).expect("row"), row, "the failed rotation wrote nothing");
@@ -43,10 +44,10 @@ async fn a_read_only_database_keeps_the_key_and_refuses_writes() {
     stack.start_gateway();
     let health =
         stack.wait_health("read-only reported", |status, h| status == 503 && h.enclaves[0].state == "ready").await;
-    assert!(health.database.contains("is read-only"), "{}", health.database);
+    assert_eq!(health.database, "database_read_only");
     assert_signs(&stack, None, &public_key).await;
     let err = stack.admin_client().rotate(None).await.expect_err("read-only");
-    assert!(err.to_string().contains("is read-only"), "{err}");
+    assert!(matches!(&err, ClientError::Api { status: 503, code, .. } if code == "database_read_only"), "{err}");
     assert_eq!(stack.row(1).expect("row"), row, "readable and untouched");
 
     stack.kill_gateway();
@@ -70,7 +71,7 @@ async fn a_full_disk_fails_the_write_cleanly_and_recovers() {
 
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
     let err = stack.admin_client().rotate(None).await.expect_err("disk full");
-    assert!(err.to_string().contains("full"), "{err}");
+    assert!(matches!(&err, ClientError::Api { status: 503, code, .. } if code == "database_full"), "{err}");
     assert_eq!(stack.row(1).expect("row"), row, "nothing half-written");
 
     std::fs::remove_file(&filler).expect("free space");
@@ -86,9 +87,9 @@ async fn a_database_deleted_while_running_is_reported_and_never_written() {
     }
     let (status, health) = stack.client.health().await.expect("health");
     assert_eq!(status, 503);
-    assert!(health.database.contains("deleted or replaced"), "{}", health.database);
+    assert_eq!(health.database, "database_file_gone");
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
     let err = stack.admin_client().rotate(None).await.expect_err("no writes into a deleted file");
-    assert!(err.to_string().contains("deleted or replaced"), "{err}");
+    assert!(matches!(&err, ClientError::Api { status: 503, code, .. } if code == "database_file_gone"), "{err}");
     assert!(!stack.db_path().exists(), "nothing recreated the file behind the operator's back");
 }

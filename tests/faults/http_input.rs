@@ -12,6 +12,9 @@ struct Case {
     content_type: Option<&'static str>,
     body: Vec<u8>,
     status: u16,
+    /// The stable error code the answer must carry.
+    code: &'static str,
+    /// A part of the message that names the problem for a person.
     message: &'static str,
 }
 
@@ -22,7 +25,14 @@ enum Auth {
     Wrong,
 }
 
-fn json_case(what: &'static str, path: &str, body: &str, status: u16, message: &'static str) -> Case {
+fn json_case(
+    what: &'static str,
+    path: &str,
+    body: &str,
+    status: u16,
+    code: &'static str,
+    message: &'static str,
+) -> Case {
     Case {
         what,
         method: "POST",
@@ -31,11 +41,12 @@ fn json_case(what: &'static str, path: &str, body: &str, status: u16, message: &
         content_type: Some("application/json"),
         body: body.as_bytes().to_vec(),
         status,
+        code,
         message,
     }
 }
 
-fn get_case(what: &'static str, path: &str, status: u16, message: &'static str) -> Case {
+fn get_case(what: &'static str, path: &str, status: u16, code: &'static str, message: &'static str) -> Case {
     Case {
         what,
         method: "GET",
@@ -44,6 +55,7 @@ fn get_case(what: &'static str, path: &str, status: u16, message: &'static str) 
         content_type: None,
         body: vec![],
         status,
+        code,
         message,
     }
 }
@@ -62,11 +74,18 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
     let cases = vec![
         Case {
             auth: Auth::None,
-            ..json_case("no token", "/v1/sign", &sign(&format!("\"{digest}\"")), 401, "Authorization")
+            ..json_case("no token", "/v1/sign", &sign(&format!("\"{digest}\"")), 401, "unauthorized", "Authorization")
         },
         Case {
             auth: Auth::Wrong,
-            ..json_case("wrong token", "/v1/sign", &sign(&format!("\"{digest}\"")), 401, "invalid API token")
+            ..json_case(
+                "wrong token",
+                "/v1/sign",
+                &sign(&format!("\"{digest}\"")),
+                401,
+                "unauthorized",
+                "invalid API token",
+            )
         },
         Case {
             auth: Auth::Admin,
@@ -75,26 +94,36 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
                 "/v1/sign",
                 &sign(&format!("\"{digest}\"")),
                 401,
+                "unauthorized",
                 "invalid API token",
             )
         },
-        json_case("not JSON", "/v1/sign", "{digest_hex: nope", 400, ""),
-        json_case("wrong type", "/v1/sign", &sign("123"), 400, "digest_hex"),
-        json_case("missing field", "/v1/sign", r#"{"scheme":"ecdsa"}"#, 400, "digest_hex"),
+        json_case("not JSON", "/v1/sign", "{digest_hex: nope", 400, "invalid_json", "key must be a string"),
+        json_case("wrong type", "/v1/sign", &sign("123"), 400, "invalid_field", "digest_hex"),
+        json_case("missing field", "/v1/sign", r#"{"scheme":"ecdsa"}"#, 400, "invalid_field", "digest_hex"),
         json_case(
             "unknown field",
             "/v1/sign",
             &format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa","admin":true}}"#),
             400,
+            "invalid_field",
             "unknown field",
         ),
-        json_case("invalid hex", "/v1/sign", &sign(&format!("\"{}\"", "zz".repeat(32))), 400, "not valid hexadecimal"),
-        json_case("short digest", "/v1/sign", &sign("\"abcd\""), 400, "64 hex characters"),
+        json_case(
+            "invalid hex",
+            "/v1/sign",
+            &sign(&format!("\"{}\"", "zz".repeat(32))),
+            400,
+            "invalid_digest",
+            "not valid hexadecimal",
+        ),
+        json_case("short digest", "/v1/sign", &sign("\"abcd\""), 400, "invalid_digest", "64 hex characters"),
         json_case(
             "unknown scheme",
             "/v1/sign",
             &format!(r#"{{"digest_hex":"{digest}","scheme":"rsa"}}"#),
             400,
+            "unknown_scheme",
             "unknown scheme",
         ),
         json_case(
@@ -102,6 +131,7 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
             "/v1/sign",
             &format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa","enclave_id":9}}"#),
             404,
+            "unknown_enclave",
             "no enclave 9",
         ),
         json_case(
@@ -109,14 +139,22 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
             "/v1/sign",
             &format!(r#"{{"digest_hex":"{digest}","scheme":"ecdsa","enclave_id":-1}}"#),
             400,
-            "",
+            "invalid_field",
+            "enclave_id",
         ),
         Case {
             content_type: Some("text/plain"),
-            ..json_case("wrong content type", "/v1/sign", &sign(&format!("\"{digest}\"")), 415, "")
+            ..json_case(
+                "wrong content type",
+                "/v1/sign",
+                &sign(&format!("\"{digest}\"")),
+                415,
+                "unsupported_media_type",
+                "Content-Type",
+            )
         },
-        json_case("empty batch", "/v1/sign-batch", r#"{"items":[]}"#, 400, "1 to 1000"),
-        json_case("oversized batch", "/v1/sign-batch", &many, 400, "1 to 1000"),
+        json_case("empty batch", "/v1/sign-batch", r#"{"items":[]}"#, 400, "invalid_batch_size", "1 to 1000"),
+        json_case("oversized batch", "/v1/sign-batch", &many, 400, "invalid_batch_size", "1 to 1000"),
         json_case(
             "one bad batch item",
             "/v1/sign-batch",
@@ -124,27 +162,41 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
                 r#"{{"items":[{{"digest_hex":"{digest}","scheme":"ecdsa"}},{{"digest_hex":"xx","scheme":"ecdsa"}}]}}"#
             ),
             400,
+            "invalid_digest",
             "items[1]",
         ),
-        get_case("non-numeric enclave id", "/v1/public-key?enclave_id=abc", 400, ""),
-        get_case("unknown query parameter", "/v1/public-key?evil=1", 400, "unknown field"),
-        get_case("unknown enclave key", "/v1/public-key?enclave_id=42", 404, "no enclave 42"),
-        get_case("attestation without nonce", "/v1/attestation", 400, "nonce"),
-        get_case("attestation with bad nonce", "/v1/attestation?nonce=xyz", 400, "not valid hexadecimal"),
+        get_case("non-numeric enclave id", "/v1/public-key?enclave_id=abc", 400, "invalid_query", "enclave_id"),
+        get_case("unknown query parameter", "/v1/public-key?evil=1", 400, "invalid_query", "unknown field"),
+        get_case("unknown enclave key", "/v1/public-key?enclave_id=42", 404, "unknown_enclave", "no enclave 42"),
+        get_case("attestation without nonce", "/v1/attestation", 400, "invalid_query", "nonce"),
+        get_case(
+            "attestation with bad nonce",
+            "/v1/attestation?nonce=xyz",
+            400,
+            "invalid_nonce",
+            "not valid hexadecimal",
+        ),
         get_case(
             "attestation with huge nonce",
             &format!("/v1/attestation?nonce={}", "00".repeat(600)),
             400,
+            "invalid_nonce",
             "1 to 512 bytes",
         ),
-        Case { auth: Auth::None, ..json_case("rotate without token", "/v1/admin/rotate", "{}", 401, "Authorization") },
+        Case {
+            auth: Auth::None,
+            ..json_case("rotate without token", "/v1/admin/rotate", "{}", 401, "unauthorized", "Authorization")
+        },
         Case {
             auth: Auth::Api,
-            ..json_case("rotate with the API token", "/v1/admin/rotate", "{}", 401, "invalid API token")
+            ..json_case("rotate with the API token", "/v1/admin/rotate", "{}", 401, "unauthorized", "invalid API token")
         },
-        Case { auth: Auth::Admin, ..json_case("rotate with bad JSON", "/v1/admin/rotate", "[1,2", 400, "") },
-        get_case("unknown path", "/v1/keys/private", 404, "no such endpoint"),
-        get_case("wrong method", "/v1/sign", 405, "method not allowed"),
+        Case {
+            auth: Auth::Admin,
+            ..json_case("rotate with bad JSON", "/v1/admin/rotate", "[1,2", 400, "invalid_json", "line 1")
+        },
+        get_case("unknown path", "/v1/keys/private", 404, "not_found", "no such endpoint"),
+        get_case("wrong method", "/v1/sign", 405, "method_not_allowed", "method not allowed"),
     ];
 
     keyward_client::install_crypto_provider();
@@ -168,9 +220,9 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
         let body: Value = serde_json::from_slice(&response.bytes().await.expect("body"))
             .unwrap_or_else(|e| panic!("{}: error body is not JSON: {e}", case.what));
         assert_eq!(status, case.status, "{}: {body}", case.what);
+        assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.what);
         let message =
             body["error"]["message"].as_str().unwrap_or_else(|| panic!("{}: no error.message in {body}", case.what));
-        assert!(body["error"]["code"].is_string(), "{}: no error.code", case.what);
         assert!(message.contains(case.message), "{}: {message:?} lacks {:?}", case.what, case.message);
     }
 

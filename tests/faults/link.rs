@@ -4,41 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use keyward_e2e::{Stack, StackOptions, assert_signs};
+use keyward_e2e::{RawLink, Stack, StackOptions, assert_signs, error_of};
 use keyward_proto::{
     CONNECTION_ERROR_ID, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo, EnclaveState, ErrorCode,
     FRAME_STALL_LIMIT, Hello, HelloReply, MAX_FRAME_LEN, NsmKind, PROTOCOL_VERSION, Reply, Request, RequestFrame,
     Response, ResponseFrame, Scheme, SignRequest, Status, decode, encode, read_frame,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-
-async fn connect(stack: &Stack) -> TcpStream {
-    TcpStream::connect(("127.0.0.1", stack.enclave_ports[&1])).await.expect("connect to the enclave")
-}
-
-async fn reply(conn: &mut TcpStream) -> ResponseFrame {
-    let body = tokio::time::timeout(Duration::from_secs(10), read_frame(conn, MAX_FRAME_LEN))
-        .await
-        .expect("a reply, not a hang")
-        .expect("a frame");
-    decode(&body).expect("a response frame")
-}
-
-async fn assert_closed(conn: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("closed, not hanging");
-    assert!(matches!(read, Ok(0) | Err(_)), "the enclave closes the connection");
-}
-
-fn error_of(frame: &ResponseFrame) -> (ErrorCode, String) {
-    match &frame.reply {
-        Reply::Err(e) => (e.code, e.message.clone()),
-        Reply::Ok(r) => panic!("expected an error, got {r:?}"),
-    }
-}
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
@@ -46,54 +18,48 @@ async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
     let row = stack.row(1).expect("row");
 
     // Oversized: refused on the length prefix alone.
-    let mut conn = connect(&stack).await;
-    conn.write_all(&(16u32 << 20).to_be_bytes()).await.expect("write");
-    let frame = reply(&mut conn).await;
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.conn.write_all(&(16u32 << 20).to_be_bytes()).await.expect("write");
+    let frame = link.reply().await;
     assert_eq!(frame.id, CONNECTION_ERROR_ID);
+    assert_eq!(error_of(&frame).0, ErrorCode::BadRequest, "{frame:?}");
     assert!(error_of(&frame).1.contains("exceeds"), "{frame:?}");
-    assert_closed(&mut conn).await;
+    link.assert_closed().await;
 
     // Garbage body.
-    let mut conn = connect(&stack).await;
-    conn.write_all(&[0, 0, 0, 5, 0xff, 0x00, 0x13, 0x37, 0x42]).await.expect("write");
-    let frame = reply(&mut conn).await;
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.conn.write_all(&[0, 0, 0, 5, 0xff, 0x00, 0x13, 0x37, 0x42]).await.expect("write");
+    let frame = link.reply().await;
     assert_eq!(frame.id, CONNECTION_ERROR_ID);
     assert_eq!(error_of(&frame).0, ErrorCode::BadRequest);
-    assert_closed(&mut conn).await;
+    link.assert_closed().await;
 
     // Truncated: half a header, then the peer goes away.
-    let mut conn = connect(&stack).await;
-    conn.write_all(&[0, 0]).await.expect("write");
-    drop(conn);
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.conn.write_all(&[0, 0]).await.expect("write");
+    drop(link);
     // A frame that announces more than it sends, then hangs up.
-    let mut conn = connect(&stack).await;
-    conn.write_all(&[0, 0, 1, 0, 1, 2, 3]).await.expect("write");
-    drop(conn);
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.conn.write_all(&[0, 0, 1, 0, 1, 2, 3]).await.expect("write");
+    drop(link);
 
     // Wrong protocol version.
-    let mut conn = connect(&stack).await;
-    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION + 98 }) };
-    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
-    let frame = reply(&mut conn).await;
-    assert_eq!(frame.id, 1);
+    let mut link = RawLink::connect(&stack, 1).await;
+    let frame = link.call(Request::Hello(Hello { protocol_version: PROTOCOL_VERSION + 98 })).await;
     assert_eq!(error_of(&frame).0, ErrorCode::VersionMismatch);
-    assert_closed(&mut conn).await;
+    link.assert_closed().await;
 
     // A request before the handshake.
-    let mut conn = connect(&stack).await;
-    let sign =
-        RequestFrame { id: 7, request: Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa }) };
-    conn.write_all(&encode(&sign).expect("encode")).await.expect("write");
-    let frame = reply(&mut conn).await;
-    assert_eq!((frame.id, error_of(&frame).0), (7, ErrorCode::HandshakeRequired));
-    assert_closed(&mut conn).await;
+    let mut link = RawLink::connect(&stack, 1).await;
+    let frame = link.call(Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa })).await;
+    assert_eq!(error_of(&frame).0, ErrorCode::HandshakeRequired);
+    link.assert_closed().await;
 
-    // An unknown request after a good handshake gets an error with its own id, and the
-    // connection stays usable.
-    let mut conn = connect(&stack).await;
-    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }) };
-    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
-    assert!(matches!(reply(&mut conn).await.reply, Reply::Ok(Response::Hello(_))));
+    // An unknown request after a good handshake (as the gateway would do it, with the link
+    // key) gets an error with its own id, and the connection stays usable.
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.handshake_as_gateway(&stack).await;
+    let conn = &mut link.conn;
     let unknown = serde_cbor::to_vec(&serde_cbor::Value::Map(
         [
             (serde_cbor::Value::Text("id".into()), serde_cbor::Value::Integer(2)),
@@ -105,10 +71,13 @@ async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
     .expect("cbor");
     conn.write_all(&(unknown.len() as u32).to_be_bytes()).await.expect("write");
     conn.write_all(&unknown).await.expect("write");
-    let frame = reply(&mut conn).await;
+    let frame = link.reply().await;
     assert_eq!((frame.id, error_of(&frame).0), (2, ErrorCode::BadRequest));
-    conn.write_all(&encode(&RequestFrame { id: 3, request: Request::Status }).expect("encode")).await.expect("write");
-    assert!(matches!(reply(&mut conn).await, ResponseFrame { id: 3, reply: Reply::Ok(Response::Status(_)) }));
+    link.conn
+        .write_all(&encode(&RequestFrame { id: 3, request: Request::Status }).expect("encode"))
+        .await
+        .expect("write");
+    assert!(matches!(link.reply().await, ResponseFrame { id: 3, reply: Reply::Ok(Response::Status(_)) }));
 
     // Through all of it, the real gateway's connection kept working and nothing changed.
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
@@ -129,10 +98,10 @@ async fn the_kms_relay_refuses_and_logs_every_target_but_the_configured_one() {
         let err = refused.err().unwrap_or_else(|| panic!("the relay let {target} through"));
         assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{target}: {err}");
         assert!(err.to_string().contains("is allowed"), "{target}: {err}");
-        let log = stack.gateway.as_ref().expect("gateway").log_text();
+        let refusals = stack.gateway.as_ref().expect("gateway").events(keyward_e2e::event::RELAY_REFUSED);
         assert!(
-            log.lines().any(|l| l.contains("refused a connection to a target other than") && l.contains(target)),
-            "{target}: refusal not logged"
+            refusals.iter().any(|e| e["reason"] == "target" && e["requested"] == format!("{target:?}")),
+            "{target}: refusal not logged: {refusals:?}"
         );
     }
     // The refusal comes before any connection attempt: the decoy was never dialled.
@@ -148,20 +117,19 @@ async fn the_kms_relay_refuses_and_logs_every_target_but_the_configured_one() {
 async fn a_half_sent_frame_is_cut_off_after_the_stall_limit() {
     let stack = Stack::start(StackOptions::default()).await;
     let row = stack.row(1).expect("row");
-    let mut conn = connect(&stack).await;
-    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }) };
-    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
-    assert!(matches!(reply(&mut conn).await.reply, Reply::Ok(Response::Hello(_))));
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.handshake_as_gateway(&stack).await;
     // A header announcing 100 bytes, three of them, then silence.
-    conn.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.expect("write");
-    let body = tokio::time::timeout(FRAME_STALL_LIMIT * 3, read_frame(&mut conn, MAX_FRAME_LEN))
+    link.conn.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.expect("write");
+    let body = tokio::time::timeout(FRAME_STALL_LIMIT * 3, read_frame(&mut link.conn, MAX_FRAME_LEN))
         .await
         .expect("the enclave cuts a stalled frame off, it does not wait forever")
         .expect("a connection error frame");
     let frame: ResponseFrame = decode(&body).expect("a response frame");
     assert_eq!(frame.id, CONNECTION_ERROR_ID);
+    assert_eq!(error_of(&frame).0, ErrorCode::BadRequest, "{frame:?}");
     assert!(error_of(&frame).1.contains("stalled"), "{frame:?}");
-    assert_closed(&mut conn).await;
+    link.assert_closed().await;
     assert_signs(&stack, None, &hex::encode(&row.public_key)).await;
     assert_eq!(stack.row(1).expect("row"), row);
 }
@@ -170,10 +138,9 @@ async fn a_half_sent_frame_is_cut_off_after_the_stall_limit() {
 async fn a_peer_that_stops_reading_is_cut_off_without_hurting_others() {
     let stack = Stack::start(StackOptions::default()).await;
     let row = stack.row(1).expect("row");
-    let mut conn = connect(&stack).await;
-    let hello = RequestFrame { id: 1, request: Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }) };
-    conn.write_all(&encode(&hello).expect("encode")).await.expect("write");
-    let _ = reply(&mut conn).await;
+    let mut link = RawLink::connect(&stack, 1).await;
+    link.handshake_as_gateway(&stack).await;
+    let mut conn = link.conn;
     // Flood signature requests and never read a reply.
     let started = Instant::now();
     let flood = tokio::spawn(async move {
@@ -232,20 +199,26 @@ async fn a_reply_that_never_comes_is_a_timeout_not_a_hang() {
             tokio::spawn(async move {
                 while let Ok(body) = read_frame(&mut conn, MAX_FRAME_LEN).await {
                     let Ok(frame) = decode::<RequestFrame>(&body) else { return };
-                    if let Request::Hello(_) = frame.request {
-                        let status = Status {
+                    let reply = match frame.request {
+                        Request::Hello(_) => Response::Hello(HelloReply {
+                            protocol_version: PROTOCOL_VERSION,
+                            info: info.clone(),
+                            challenge: [7; 32],
+                        }),
+                        // It takes any proof: it is the test's stand-in, not an enclave.
+                        Request::Authenticate(_) => Response::Status(Status {
                             state: EnclaveState::Ready,
                             enclave_id: Some(EnclaveId(1)),
                             public_key: Some(public_key),
                             key_epoch: Some(1),
-                        };
-                        let hello = HelloReply { protocol_version: PROTOCOL_VERSION, info: info.clone(), status };
-                        let reply = ResponseFrame { id: frame.id, reply: Reply::Ok(Response::Hello(hello)) };
-                        if conn.write_all(&encode(&reply).expect("encode")).await.is_err() {
-                            return;
-                        }
+                        }),
+                        // Everything else: silence.
+                        _ => continue,
+                    };
+                    let reply = ResponseFrame { id: frame.id, reply: Reply::Ok(reply) };
+                    if conn.write_all(&encode(&reply).expect("encode")).await.is_err() {
+                        return;
                     }
-                    // Everything else: silence.
                 }
             });
         }
@@ -253,7 +226,10 @@ async fn a_reply_that_never_comes_is_a_timeout_not_a_hang() {
     stack.start_gateway();
     stack.wait_ready().await;
     let err = stack.client.sign(&keyward_e2e::digest(1), "ecdsa", None).await.expect_err("no answer");
-    assert!(err.to_string().contains("504") && err.to_string().contains("did not answer"), "{err}");
+    assert!(
+        matches!(&err, keyward_client::ClientError::Api { status: 504, code, .. } if code == "enclave_timeout"),
+        "{err}"
+    );
     let (status, _) = stack.client.health().await.expect("the gateway keeps serving");
     assert_eq!(status, 200);
 }

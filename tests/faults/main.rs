@@ -5,10 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed expectation is a failed test")]
 
+mod bringup;
 mod database;
 mod first_start;
 mod http_input;
 mod kms_outage;
 mod link;
+mod link_auth;
 mod rotation;
+mod round_trip;
 mod tampering;

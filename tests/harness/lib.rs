@@ -8,18 +8,22 @@ mod devkms;
 mod mitm;
 mod mount;
 mod process;
+mod raw_link;
 mod secrets;
 mod stack;
 
 pub use devkms::DevKms;
+pub use keyward_telemetry::event;
 pub use mitm::{Tamper, start_mitm};
 pub use mount::TmpfsMount;
-pub use process::{Proc, binary, free_port, workspace_root};
+pub use process::{Proc, binary, events_in, free_port, workspace_root};
+pub use raw_link::{RawLink, error_of};
 pub use secrets::assert_no_secrets;
 pub use stack::{Measured, Stack, StackOptions, read_rows, run_tool};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
-/// gateway returned. Panics with a clear message when it does not verify.
+/// gateway returned, with RustCrypto's `k256` (not the `secp256k1` crate keyward signs with).
+/// Panics with a clear message when it does not verify.
 pub fn assert_signature_verifies(
     scheme: &str,
     digest: &[u8; 32],
@@ -27,21 +31,39 @@ pub fn assert_signature_verifies(
     public_key_hex: &str,
     xonly_hex: &str,
 ) {
-    use secp256k1::{Message, PublicKey, XOnlyPublicKey, ecdsa, schnorr};
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let signature = hex::decode(signature_hex).expect("signature is hex");
     match scheme {
         "ecdsa" => {
-            let key = PublicKey::from_slice(&hex::decode(public_key_hex).expect("hex key")).expect("valid public key");
-            let sig = ecdsa::Signature::from_compact(&signature).expect("64-byte compact signature");
-            sig.verify(Message::from_digest(*digest), &key).expect("ECDSA signature verifies against the public key");
+            let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&hex::decode(public_key_hex).expect("hex key"))
+                .expect("valid public key");
+            let sig = k256::ecdsa::Signature::from_slice(&signature).expect("64-byte compact signature");
+            assert!(sig.normalize_s().is_none(), "ECDSA signatures are low-S");
+            key.verify_prehash(digest, &sig).expect("ECDSA signature verifies against the public key");
         }
         "bip340" => {
-            let key: [u8; 32] = hex::decode(xonly_hex).expect("hex key").try_into().expect("32-byte x-only key");
-            let key = XOnlyPublicKey::from_byte_array(key).expect("valid x-only key");
-            let sig: [u8; 64] = signature.try_into().expect("64-byte signature");
-            schnorr::Signature::from_byte_array(sig).verify(digest, &key).expect("BIP340 signature verifies");
+            let key = k256::schnorr::VerifyingKey::from_bytes(&hex::decode(xonly_hex).expect("hex key"))
+                .expect("valid x-only key");
+            let sig = k256::schnorr::Signature::try_from(signature.as_slice()).expect("64-byte signature");
+            key.verify_prehash(digest, &sig).expect("BIP340 signature verifies");
         }
         other => panic!("unknown scheme {other}"),
+    }
+}
+
+/// The ECDSA recovery id names the public key: recovering from the signature and the id
+/// (with `k256`) gives `public_key_hex`, and any other id does not.
+pub fn assert_recovers(digest: &[u8; 32], signature_hex: &str, recovery_id: u8, public_key_hex: &str) {
+    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+    let signature = Signature::from_slice(&hex::decode(signature_hex).expect("hex")).expect("64-byte signature");
+    let recover = |id: u8| {
+        RecoveryId::from_byte(id)
+            .and_then(|id| VerifyingKey::recover_from_prehash(digest, &signature, id).ok())
+            .map(|key| hex::encode(key.to_encoded_point(true).as_bytes()))
+    };
+    assert_eq!(recover(recovery_id).as_deref(), Some(public_key_hex), "recovery id {recovery_id} names the key");
+    for other in (0..4).filter(|id| *id != recovery_id) {
+        assert_ne!(recover(other).as_deref(), Some(public_key_hex), "recovery id {other} must name another key");
     }
 }
 
@@ -66,6 +88,11 @@ pub async fn assert_signs(stack: &Stack, enclave_id: Option<u32>, expected_publi
             .unwrap_or_else(|e| panic!("{scheme} sign: {e}\n{}", stack.logs()));
         assert_eq!(signed.public_key_hex, expected_public_key);
         assert_eq!(signed.signature.scheme, scheme);
+        match (scheme, signed.signature.recovery_id) {
+            ("ecdsa", Some(id)) => assert_recovers(&d, &signed.signature.signature_hex, id, expected_public_key),
+            ("bip340", None) => {}
+            (_, id) => panic!("{scheme} signature with recovery id {id:?}"),
+        }
         assert_signature_verifies(
             scheme,
             &d,

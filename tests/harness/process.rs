@@ -125,6 +125,50 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The structured log lines (the harness runs every keyward process with
+    /// `KEYWARD_LOG_FORMAT=json`) whose `event` field is `name`. Tests count events instead of
+    /// searching for words someone may reword. Non-JSON lines (a crash point's abort notice)
+    /// are skipped.
+    pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
+        events_in(&self.log_text(), name)
+    }
+
+    /// Waits up to `timeout` until the log holds an `event` line (a process's start-up is
+    /// asynchronous to the test); panics with the log otherwise.
+    pub fn wait_event(&self, name: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.events(name).pop() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} logged no {name} within {timeout:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many structured log lines of any event there are: a check that a log is not
+    /// silent for some unrelated reason (a format change) before counting an absence.
+    pub fn event_count(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v.get("event").is_some())
+            .count()
+    }
+}
+
+/// The JSON log lines of `text` whose `event` is `name`.
+pub fn events_in(text: &str, name: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["event"] == name)
+        .collect()
 }
 
 impl Drop for Proc {

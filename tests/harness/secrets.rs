@@ -26,13 +26,9 @@ pub fn assert_no_secrets(label: &str, haystack: &[u8], row: &MasterKeyRow) {
             }
         }
     }
-    for text in runs(haystack, |b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b)) {
-        for engine in [&base64::engine::general_purpose::STANDARD, &base64::engine::general_purpose::URL_SAFE] {
-            for start in 0..text.len().saturating_sub(43) {
-                if let Ok(bytes) = engine.decode(&text[start..start + 44]) {
-                    candidates.extend(windows(&bytes));
-                }
-            }
+    for (alphabet, engine) in [(b"+/", &LENIENT_STANDARD), (b"-_", &LENIENT_URL_SAFE)] {
+        for run in runs(haystack, |b| b.is_ascii_alphanumeric() || alphabet.contains(&b)) {
+            candidates.extend(base64_windows(run.as_bytes(), engine));
         }
     }
     // Long base64 runs (attestation documents) repeat windows; each distinct one is checked once.
@@ -55,15 +51,44 @@ pub fn assert_no_secrets(label: &str, haystack: &[u8], row: &MasterKeyRow) {
     }
 }
 
+/// Decoders that take any run of base64 characters: no padding required, trailing bits ignored.
+const LENIENT: base64::engine::GeneralPurposeConfig = base64::engine::GeneralPurposeConfig::new()
+    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const LENIENT_STANDARD: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+const LENIENT_URL_SAFE: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+
+/// Every 32-byte window of every decoding of a base64 run. Where the key sits in the encoded
+/// stream decides which 4-character group boundary its bytes start on, so the run is decoded
+/// from each of its four possible group alignments (a fixed window decoded only at group
+/// boundaries misses a key that starts at a byte offset of 2 mod 3).
+fn base64_windows(run: &[u8], engine: &base64::engine::GeneralPurpose) -> Vec<[u8; 32]> {
+    let mut found = Vec::new();
+    for offset in 0..4.min(run.len()) {
+        let mut text = &run[offset..];
+        // A single leftover character encodes no whole byte and would fail the decode.
+        if text.len() % 4 == 1 {
+            text = &text[..text.len() - 1];
+        }
+        if let Ok(bytes) = engine.decode(text) {
+            found.extend(windows(&bytes));
+        }
+    }
+    found
+}
+
 fn windows(bytes: &[u8]) -> Vec<[u8; 32]> {
     bytes.windows(32).map(|w| w.try_into().expect("32-byte window")).collect()
 }
 
-/// Maximal runs of bytes satisfying `keep`, at least 44 long (the shortest base64 of 32 bytes).
+/// Maximal runs of bytes satisfying `keep`, at least 43 long (the shortest base64 of 32 bytes,
+/// unpadded).
 fn runs(bytes: &[u8], keep: impl Fn(u8) -> bool) -> Vec<String> {
     bytes
         .split(|b| !keep(*b))
-        .filter(|run| run.len() >= 44)
+        .filter(|run| run.len() >= 43)
         .map(|run| String::from_utf8_lossy(run).into_owned())
         .collect()
 }
@@ -115,6 +140,21 @@ mod tests {
         assert!(leaks(pad(b64.as_bytes())), "base64 data key");
         let deep = [vec![b'A'; 10_000], b64.as_bytes().to_vec(), vec![b'A'; 100]].concat();
         assert!(leaks(pad(&deep)), "base64 data key deep inside a long base64 run");
+        // The key inside a longer encoded blob (say an encrypted row, base64'd into a log) at
+        // every byte offset: its characters then straddle the 4-character groups differently.
+        for offset in 0..6 {
+            for key in [DEK, SECRET] {
+                let blob = [vec![0x5a; offset], key.to_vec(), vec![0xa5; 7]].concat();
+                for engine in
+                    [&base64::engine::general_purpose::STANDARD, &base64::engine::general_purpose::URL_SAFE_NO_PAD]
+                {
+                    let encoded = engine.encode(&blob);
+                    assert!(leaks(pad(encoded.as_bytes())), "key at byte offset {offset} of a base64 blob");
+                    let in_a_line = format!("ciphertext={encoded} next-field=keyward-e2e");
+                    assert!(leaks(in_a_line.into_bytes()), "offset {offset}, beside other text");
+                }
+            }
+        }
         let clean = row();
         assert!(!leaks([clean.encrypted_private_key.clone(), clean.public_key.clone(), b"log line".to_vec()].concat()));
     }

@@ -22,11 +22,20 @@ pub struct StackOptions {
     pub gateway_pins_pcrs: bool,
     /// Both links (gateway ↔ enclave, enclave → KMS relay) over Unix sockets instead of TCP.
     pub unix_sockets: bool,
+    /// Gateway and enclaves pin the KMS key by its ARN (as production does) instead of the
+    /// alias.
+    pub pin_key_arn: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { enclave_ids: vec![1], attestation: true, gateway_pins_pcrs: true, unix_sockets: false }
+        StackOptions {
+            enclave_ids: vec![1],
+            attestation: true,
+            gateway_pins_pcrs: true,
+            unix_sockets: false,
+            pin_key_arn: false,
+        }
     }
 }
 
@@ -62,6 +71,8 @@ pub struct Stack {
     pub relay_port: u16,
     pub enclave_ports: BTreeMap<u32, u16>,
     pub token: String,
+    /// The gateway's link public key, which every enclave of the stack is started with.
+    pub link_public_key: String,
     pub client: Client,
     pub dir: tempfile::TempDir,
 }
@@ -116,9 +127,11 @@ impl Stack {
             std::fs::write(dir.path().join("mock-nsm-root.pem"), root).expect("write root");
             proxy_port = Some(free_port());
         }
+        let link_public_key =
+            run_tool("gateway", &["link-key", "new", "--out", &dir.path().join("link.key").display().to_string()]);
         let token = hex::encode(rand_bytes::<24>());
-        std::fs::write(dir.path().join("api-token"), &token).expect("write token");
-        std::fs::write(dir.path().join("admin-token"), hex::encode(rand_bytes::<24>())).expect("write admin token");
+        write_private(&dir.path().join("api-token"), &token);
+        write_private(&dir.path().join("admin-token"), &hex::encode(rand_bytes::<24>()));
         let api_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(token.clone())).expect("client");
         let enclave_ports = options.enclave_ids.iter().map(|id| (*id, free_port())).collect();
@@ -139,6 +152,7 @@ impl Stack {
             relay_port: free_port(),
             enclave_ports,
             token,
+            link_public_key,
             client,
             dir,
         };
@@ -170,7 +184,7 @@ impl Stack {
                 "--root".into(),
                 self.path().join("mock-nsm-root.pem").display().to_string(),
             ],
-            &[("KEYWARD_LOG", "info".into())],
+            &[("KEYWARD_LOG", "info".into()), ("KEYWARD_LOG_FORMAT", "json".into())],
             &self.path().join("devkms-proxy.log"),
         );
         DevKms::wait_answers(&format!("http://127.0.0.1:{port}"), &mut proxy).await;
@@ -205,6 +219,11 @@ impl Stack {
         self.dir.path()
     }
 
+    /// The KMS key id gateway and enclaves are configured with.
+    pub fn pinned_key_id(&self) -> &str {
+        if self.options.pin_key_arn { &self.key_arn } else { ALIAS }
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("keyward.db")
     }
@@ -228,13 +247,15 @@ impl Stack {
         let dir = self.path().display();
         let config = format!(
             "environment: development\n\
-             kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {ALIAS}\n  enable_attestation: {att}\n  region: {REGION}\n\
+             kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {key_id}\n  enable_attestation: {att}\n  region: {REGION}\n\
              database:\n  path: {db}\n\
              server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
              relay:\n  listen: {relay}\n\
+             link:\n  key_file: {dir}/link.key\n\
              {attestation}\
              enclaves:\n{enclaves}",
             kms = self.kms_url,
+            key_id = self.pinned_key_id(),
             att = self.options.attestation,
             api = self.api_port,
             relay = self.relay_address(),
@@ -261,6 +282,7 @@ impl Stack {
             ("AWS_SHARED_CREDENTIALS_FILE", self.path().join("no-aws-credentials").display().to_string()),
             ("HOME", self.path().display().to_string()),
             ("KEYWARD_LOG", "info".into()),
+            ("KEYWARD_LOG_FORMAT", "json".into()),
         ]
     }
 
@@ -309,8 +331,7 @@ impl Stack {
     /// Starts enclave `id` with an explicit command line.
     pub fn start_enclave_with_args(&mut self, id: u32, args: &[String]) {
         let log = self.path().join(format!("enclave-{id}.log"));
-        let proc =
-            Proc::spawn(&format!("enclave-{id}"), &binary("enclave"), args, &[("KEYWARD_LOG", "info".into())], &log);
+        let proc = Proc::spawn(&format!("enclave-{id}"), &binary("enclave"), args, &enclave_env(), &log);
         self.enclaves.insert(id, proc);
     }
 
@@ -326,13 +347,15 @@ impl Stack {
             "--kms-region".into(),
             REGION.into(),
             "--kms-key-id".into(),
-            ALIAS.into(),
+            self.pinned_key_id().to_owned(),
             "--attestation".into(),
             self.options.attestation.to_string(),
             "--nsm".into(),
             "mock".into(),
             "--mock-nsm-dir".into(),
             self.path().join("mock-nsm").display().to_string(),
+            "--gateway-public-key".into(),
+            self.link_public_key.clone(),
         ]
     }
 
@@ -347,7 +370,7 @@ impl Stack {
     /// Starts enclave `id` from `program` with extra environment (e.g. `KEYWARD_FAULT`).
     pub fn start_enclave_with(&mut self, id: u32, program: &Path, extra: &[(&'static str, String)]) {
         let log = self.path().join(format!("enclave-{id}.log"));
-        let mut env = vec![("KEYWARD_LOG", "info".to_owned())];
+        let mut env = enclave_env();
         env.extend_from_slice(extra);
         let proc = Proc::spawn(&format!("enclave-{id}"), program, &self.enclave_args(id), &env, &log);
         self.enclaves.insert(id, proc);
@@ -474,6 +497,18 @@ pub fn read_rows(path: &Path) -> Vec<keyward_store::MasterKeyRow> {
         .unwrap_or_else(|e| panic!("reading rows of {}: {e}", path.display()))
 }
 
+/// A secret file as an operator makes one: readable by its owner only.
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("create");
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("write");
+}
+
+/// Every enclave of a stack logs JSON lines, so tests can count its events.
+fn enclave_env() -> Vec<(&'static str, String)> {
+    vec![("KEYWARD_LOG", "info".into()), ("KEYWARD_LOG_FORMAT", "json".into())]
+}
+
 /// Runs a workspace binary to completion and returns its stdout; panics with stderr on failure.
 pub fn run_tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(binary(name)).args(args).output().unwrap_or_else(|e| panic!("run {name}: {e}"));
@@ -490,9 +525,6 @@ fn parse_measurements(path: &Path) -> Measured {
 
 fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        *b = (nanos as usize).wrapping_mul(31).wrapping_add(i * 97) as u8 ^ (std::process::id() as u8);
-    }
+    getrandom::fill(&mut out).expect("randomness for test tokens");
     out
 }

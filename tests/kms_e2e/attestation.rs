@@ -48,8 +48,14 @@ fn modified_enclave_binary(stack: &Stack) -> PathBuf {
     copy
 }
 
-fn enclave_detail(health: &keyward_client::api::HealthResponse) -> String {
-    health.enclaves[0].detail.clone().unwrap_or_default()
+fn enclave_code(health: &keyward_client::api::HealthResponse) -> String {
+    health.enclaves[0].code.clone().unwrap_or_default()
+}
+
+/// The attesting dev KMS's decisions on `operation` so far.
+fn kms_decisions(stack: &Stack, operation: &str) -> Vec<Value> {
+    let proxy = stack.proxy.as_ref().expect("attesting dev KMS");
+    proxy.events(keyward_e2e::event::KMS_REQUEST).into_iter().filter(|e| e["operation"] == operation).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,11 +67,11 @@ async fn a_changed_enclave_binary_is_denied_by_kms_and_the_row_is_untouched() {
     let copy = modified_enclave_binary(&stack);
     stack.start_enclave_from(1, &copy);
     let health = stack.wait_health("unseal denied", |_, h| h.enclaves[0].state == "failed").await;
-    let detail = enclave_detail(&health);
-    assert!(
-        detail.contains("AccessDeniedException") && detail.contains("PCR0"),
-        "error must name the PCR mismatch: {detail}"
-    );
+    assert_eq!(enclave_code(&health), "kms_denied");
+    let decrypts = kms_decisions(&stack, "Decrypt");
+    let denied = decrypts.last().expect("a Decrypt reached KMS");
+    assert_eq!(denied["decision"], "denied", "{denied}");
+    assert!(denied["reason"].as_str().unwrap_or("").contains("PCR0"), "the policy named PCR0: {denied}");
     assert_eq!(stack.row(1).expect("row"), row, "the row is untouched");
     assert_eq!(stack.row_count(), 1);
 
@@ -82,11 +88,15 @@ async fn the_gateway_gives_no_credentials_to_an_enclave_it_does_not_recognise() 
     stack.kill_enclave(1).await;
     let copy = modified_enclave_binary(&stack);
     stack.start_enclave_from(1, &copy);
+    let decrypts_before = kms_decisions(&stack, "Decrypt").len();
     let health = stack.wait_health("enclave refused", |_, h| h.enclaves[0].state == "refused").await;
-    let detail = enclave_detail(&health);
-    assert!(detail.contains("PCR0 mismatch"), "{detail}");
-    let enclave_log = stack.enclaves.get(&1).expect("enclave").log_text();
-    assert!(!enclave_log.contains("unsealed"), "the unknown image never unsealed:\n{enclave_log}");
+    assert_eq!(enclave_code(&health), "attestation_rejected");
+    // The log holds both runs of enclave 1: the original build provisioned, the modified one
+    // was reached (a second authenticated link) and never unsealed.
+    let enclave = stack.enclaves.get(&1).expect("enclave");
+    assert_eq!(enclave.events(keyward_e2e::event::LINK_AUTHENTICATED).len(), 2, "the modified image was reached");
+    assert!(enclave.events(keyward_e2e::event::KEY_UNSEALED).is_empty(), "the unknown image never unsealed");
+    assert_eq!(kms_decisions(&stack, "Decrypt").len(), decrypts_before, "no KMS call with its credentials");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,8 +117,13 @@ async fn a_mix_of_two_listed_builds_is_not_a_listed_build() {
     stack.start_enclave(1);
     stack.start_gateway();
     let health = stack.wait_health("enclave refused", |_, h| h.enclaves[0].state == "refused").await;
-    let detail = enclave_detail(&health);
-    assert!(detail.contains("no single listed build has all three"), "{detail}");
+    assert_eq!(enclave_code(&health), "attestation_rejected");
+    let refusals = stack.gateway.as_ref().expect("gateway").events(keyward_e2e::event::ENCLAVE_STATE);
+    assert!(
+        refusals.iter().any(|e| e["code"] == "attestation_rejected"
+            && e["message"].as_str().unwrap_or("").contains("not those of any of the 2 listed build(s)")),
+        "the log says why: {refusals:?}"
+    );
     assert!(stack.row(1).is_none(), "no key for an unlisted build");
 }
 
@@ -169,35 +184,42 @@ async fn unseal_through(tamper: Tamper) -> (String, keyward_store::MasterKeyRow,
     stack.start_enclave(1);
     stack.start_gateway();
     let health = stack.wait_health("unseal failure", |_, h| h.enclaves[0].state == "failed").await;
-    (enclave_detail(&health), row, stack)
+    (enclave_code(&health), row, stack)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_ciphertext_for_recipient_fails_unseal_cleanly() {
-    let (detail, row, stack) = unseal_through(Tamper::ForgeCiphertextForRecipient).await;
-    assert!(detail.contains("failed authentication"), "{detail}");
+    let (code, row, stack) = unseal_through(Tamper::ForgeCiphertextForRecipient).await;
+    assert_eq!(code, "seal_open_failed", "a forged data key does not open the seal");
     assert_eq!(stack.row(1).expect("row"), row);
     assert_eq!(stack.row_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plaintext_data_key_in_an_attested_answer_is_refused() {
-    let (detail, row, stack) = unseal_through(Tamper::InjectPlaintext).await;
-    assert!(detail.contains("Plaintext") && detail.contains("refusing"), "{detail}");
+    let (code, row, stack) = unseal_through(Tamper::InjectPlaintext).await;
+    assert_eq!(code, "kms_answer_refused");
     assert_eq!(stack.row(1).expect("row"), row);
 }
 
-fn keyward(stack: &Stack, args: &[&str]) -> (bool, String, String) {
+/// Runs `keyward verify-attestation` against the stack; returns success and the JSON it
+/// printed (the verified fields, or `{"verified": false, "code", "message"}`).
+fn keyward(stack: &Stack, args: &[&str]) -> (bool, Value) {
     let output = Command::new(binary("keyward"))
         .args(["--gateway", &format!("http://127.0.0.1:{}", stack.api_port), "verify-attestation"])
         .args(args)
         .output()
         .expect("run keyward");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let json = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("keyward printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.success(), json)
+}
+
+/// A PCR with one bit flipped: never equal to the original.
+fn flipped(pcr: &str) -> String {
+    let mut bytes = hex::decode(pcr).expect("hex PCR");
+    bytes[0] ^= 0x01;
+    hex::encode(bytes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,34 +227,58 @@ async fn the_cli_verifies_a_live_attestation_and_rejects_wrong_nonce_or_pcr() {
     let stack = Stack::start(StackOptions::default()).await;
     let root = stack.path().join("mock-nsm-root.pem").display().to_string();
     let m = stack.measured.clone();
-    let pcr = |n: u8, v: &str| format!("{n}={v}");
+    let build = format!("{},{},{}", m.pcr0, m.pcr1, m.pcr2);
     let public_key = stack.client.public_key(None).await.expect("key").public_key_hex;
 
-    let (ok, out, err) = keyward(
-        &stack,
-        &["--root", &root, "--pcr", &pcr(0, &m.pcr0), "--pcr", &pcr(1, &m.pcr1), "--pcr", &pcr(2, &m.pcr2)],
-    );
-    assert!(ok, "{err}");
-    let verified: Value = serde_json::from_str(&out).expect("JSON");
+    let (ok, verified) = keyward(&stack, &["--root", &root, "--pcrs", &build]);
+    assert!(ok, "{verified}");
     assert_eq!(verified["verified"], true);
     assert_eq!(verified["user_data_hex"].as_str(), Some(public_key.as_str()), "the document binds the master key");
     assert_eq!(verified["pcrs"]["0"].as_str(), Some(m.pcr0.as_str()));
     assert_eq!(verified["nonce_hex"].as_str().map(str::len), Some(64));
 
-    let wrong = format!("{}00", &m.pcr0[..94]);
-    let (ok, _, err) = keyward(&stack, &["--root", &root, "--pcr", &pcr(0, &wrong)]);
-    assert!(!ok && err.contains("PCR0 mismatch"), "{err}");
+    // Another build (each PCR one bit off), a mix of this build's PCR0 with another's PCR1-2,
+    // no build at all: each refused with its code.
+    let other = format!("{},{},{}", flipped(&m.pcr0), flipped(&m.pcr1), flipped(&m.pcr2));
+    let mix = format!("{},{},{}", m.pcr0, flipped(&m.pcr1), flipped(&m.pcr2));
+    for (what, args, code) in [
+        ("another build", vec!["--root", &root, "--pcrs", &other], "unknown_build"),
+        ("a mix of builds", vec!["--root", &root, "--pcrs", &mix, "--pcrs", &other], "unknown_build"),
+        ("no build named", vec!["--root", &root], "pcrs_required"),
+        ("PCR0 alone", vec!["--root", &root, "--pcr", &format!("0={}", m.pcr0)], "usage"),
+    ] {
+        let (ok, refused) = keyward(&stack, &args);
+        assert!(!ok, "{what}: {refused}");
+        assert_eq!((refused["verified"].as_bool(), refused["code"].as_str()), (Some(false), Some(code)), "{what}");
+    }
+    // Any image, when asked for by name.
+    let (ok, verified) = keyward(&stack, &["--root", &root, "--insecure-any-image"]);
+    assert!(ok && verified["verified"] == true, "{verified}");
 
     // A document fetched for one nonce does not pass for another.
     let answer = stack.client.attestation(b"nonce-a", None).await.expect("attestation");
     let file = stack.path().join("document.cose");
     std::fs::write(&file, STANDARD.decode(answer.document_b64).expect("base64")).expect("write");
     let file = file.display().to_string();
-    let (ok, _, err) = keyward(&stack, &["--document", &file, "--root", &root, "--nonce", &hex::encode(b"nonce-b")]);
-    assert!(!ok && err.to_lowercase().contains("nonce"), "{err}");
-    let (ok, _, err) = keyward(&stack, &["--document", &file, "--root", &root, "--nonce", &hex::encode(b"nonce-a")]);
-    assert!(ok, "{err}");
+    let offline = |nonce: &[u8]| {
+        vec![
+            "--document".to_owned(),
+            file.clone(),
+            "--root".into(),
+            root.clone(),
+            "--pcrs".into(),
+            build.clone(),
+            "--nonce".into(),
+            hex::encode(nonce),
+        ]
+    };
+    let args = offline(b"nonce-b");
+    let (ok, refused) = keyward(&stack, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && refused["code"] == "nonce_mismatch", "{refused}");
+    let args = offline(b"nonce-a");
+    let (ok, verified) = keyward(&stack, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{verified}");
     // Against the real AWS root (the default), a dev document is refused.
-    let (ok, _, err) = keyward(&stack, &["--document", &file]);
-    assert!(!ok, "{err}");
+    let (ok, refused) = keyward(&stack, &["--document", &file, "--pcrs", &build]);
+    assert!(!ok && refused["code"] == "untrusted_root", "{refused}");
 }

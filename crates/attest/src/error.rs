@@ -185,6 +185,21 @@ pub enum VerifyError {
         /// The document's value, hex.
         actual: String,
     },
+    /// The document's PCR0-2 are not, together, those of any listed build. (Each value may
+    /// still appear in some build: during a migration a mix of two builds is neither.)
+    #[error(
+        "PCR0-2 of the document ({}, {}, {}) are not those of any of the {listed} listed build(s)",
+        short(&actual[0]), short(&actual[1]), short(&actual[2])
+    )]
+    UnknownBuild {
+        /// The document's PCR0, PCR1 and PCR2, hex (empty where absent).
+        actual: [String; 3],
+        /// How many builds were listed.
+        listed: usize,
+    },
+    /// PCR0-2 are all zero: a debug-mode enclave, whose memory the host can read.
+    #[error("PCR0-2 are all zero: the document comes from a debug-mode enclave, whose memory its host can read")]
+    DebugMode,
     /// The `nonce` is not the expected one.
     #[error("nonce mismatch: document has {}, expected {}", describe(actual.as_deref()), describe(Some(expected)))]
     NonceMismatch {
@@ -209,6 +224,45 @@ pub enum VerifyError {
         /// The document's public key, hex (`None` if absent or null).
         actual: Option<String>,
     },
+}
+
+impl VerifyError {
+    /// A stable machine-readable code for the refusal (the CLI prints it; scripts and tests
+    /// match it instead of the message).
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::DocumentTooLarge { .. }
+            | VerifyError::MalformedCose(_)
+            | VerifyError::UnsupportedAlgorithm(_)
+            | VerifyError::MalformedPayload(_)
+            | VerifyError::FieldTooLarge { .. }
+            | VerifyError::UnsupportedDigest(_) => "malformed_document",
+            VerifyError::InvalidPcrValue(_) | VerifyError::InvalidRootCertificate(_) => "invalid_expectation",
+            VerifyError::UntrustedRoot { .. } => "untrusted_root",
+            VerifyError::CertificateNotYetValid { .. } | VerifyError::CertificateExpired { .. } => {
+                "certificate_not_valid_now"
+            }
+            VerifyError::MalformedCertificate { .. }
+            | VerifyError::UnsupportedCertificateAlgorithm { .. }
+            | VerifyError::IssuerMismatch { .. }
+            | VerifyError::CertificateSignatureInvalid { .. }
+            | VerifyError::NotCa { .. }
+            | VerifyError::PathLengthExceeded { .. }
+            | VerifyError::KeyUsageNotAllowed { .. }
+            | VerifyError::UnsupportedCriticalExtension { .. } => "bad_certificate_chain",
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::PcrMissing { .. } | VerifyError::PcrMismatch { .. } => "pcr_mismatch",
+            VerifyError::UnknownBuild { .. } => "unknown_build",
+            VerifyError::DebugMode => "debug_mode",
+            VerifyError::NonceMismatch { .. } => "nonce_mismatch",
+            VerifyError::UserDataMismatch { .. } => "user_data_mismatch",
+            VerifyError::PublicKeyMismatch { .. } => "public_key_mismatch",
+        }
+    }
+}
+
+fn short(hex_value: &str) -> String {
+    if hex_value.is_empty() { "absent".to_owned() } else { describe(Some(hex_value)) }
 }
 
 /// A short description of a hex field for messages: long values are cut, with their length.

@@ -17,6 +17,8 @@ pub struct VerifyOptions {
     root: RootCertificate,
     at: UnixTime,
     expected_pcrs: BTreeMap<u16, Vec<Pcr>>,
+    builds: Option<Vec<Measurements>>,
+    refuse_debug_mode: bool,
     nonce: Option<Vec<u8>>,
     user_data: Option<Vec<u8>>,
     public_key: Option<Vec<u8>>,
@@ -27,7 +29,16 @@ impl VerifyOptions {
     /// verifier never reads the clock; pass [`UnixTime::now`] for "now").
     #[must_use]
     pub fn new(root: RootCertificate, at: UnixTime) -> Self {
-        Self { root, at, expected_pcrs: BTreeMap::new(), nonce: None, user_data: None, public_key: None }
+        Self {
+            root,
+            at,
+            expected_pcrs: BTreeMap::new(),
+            builds: None,
+            refuse_debug_mode: false,
+            nonce: None,
+            user_data: None,
+            public_key: None,
+        }
     }
 
     /// Requires PCR `index` to equal one of `acceptable` (more than one lets a migration accept
@@ -36,6 +47,23 @@ impl VerifyOptions {
     #[must_use = "the expectation is in the returned options; dropping them checks nothing"]
     pub fn expect_pcr(mut self, index: u16, acceptable: impl IntoIterator<Item = Pcr>) -> Self {
         self.expected_pcrs.entry(index).or_default().extend(acceptable);
+        self
+    }
+
+    /// Requires PCR0, PCR1 and PCR2 together to equal those of one of `builds`: a whole set,
+    /// never a mix of values from different builds. Calling it again adds builds; an empty
+    /// list accepts nothing. This is how an image is pinned; [`Self::expect_pcr`] is for
+    /// further PCRs (such as PCR8, the signing certificate).
+    #[must_use = "the expectation is in the returned options; dropping them checks nothing"]
+    pub fn expect_builds(mut self, builds: impl IntoIterator<Item = Measurements>) -> Self {
+        self.builds.get_or_insert_with(Vec::new).extend(builds);
+        self
+    }
+
+    /// Refuses documents whose PCR0-2 are all zero (debug-mode enclaves).
+    #[must_use = "the expectation is in the returned options; dropping them checks nothing"]
+    pub fn refuse_debug_mode(mut self) -> Self {
+        self.refuse_debug_mode = true;
         self
     }
 
@@ -132,6 +160,12 @@ impl AttestationDocument {
         if payload.digest() != Digest::Sha384 {
             return Err(VerifyError::UnsupportedDigest(payload.digest().to_string()));
         }
+        if options.refuse_debug_mode && (0..3).all(|i| payload.pcr(i).is_some_and(Pcr::is_zero)) {
+            return Err(VerifyError::DebugMode);
+        }
+        if let Some(builds) = &options.builds {
+            check_builds(payload, builds)?;
+        }
         check_pcrs(payload, &options.expected_pcrs)?;
         check_field(payload.nonce(), options.nonce.as_deref(), |expected, actual| VerifyError::NonceMismatch {
             expected,
@@ -160,6 +194,18 @@ fn check_pcrs(payload: &AttestationPayload, expected: &BTreeMap<u16, Vec<Pcr>>) 
         }
     }
     Ok(())
+}
+
+fn check_builds(payload: &AttestationPayload, builds: &[Measurements]) -> Result<(), VerifyError> {
+    let actual = [0u16, 1, 2].map(|i| payload.pcr(i));
+    let known = builds.iter().any(|build| build.iter().all(|(i, pcr)| actual[usize::from(i)] == Some(pcr)));
+    if known {
+        return Ok(());
+    }
+    Err(VerifyError::UnknownBuild {
+        actual: actual.map(|p| p.map(Pcr::to_hex).unwrap_or_default()),
+        listed: builds.len(),
+    })
 }
 
 fn check_field(

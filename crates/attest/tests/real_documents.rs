@@ -4,7 +4,9 @@
 mod common;
 
 use common::{load_all, parse_utc};
-use keyward_attest::{ChainPosition, Pcr, RootCertificate, UnixTime, VerifyError, VerifyOptions, parse, verify};
+use keyward_attest::{
+    ChainPosition, Measurements, Pcr, RootCertificate, UnixTime, VerifyError, VerifyOptions, parse, verify,
+};
 
 fn flip(bytes: &[u8], offset: usize, mask: u8) -> Vec<u8> {
     let mut out = bytes.to_vec();
@@ -238,6 +240,49 @@ fn accepts_a_pcr_listed_among_several_acceptable_values() {
             .expect_pcr(0, [altered(&f.pcr(0)), f.pcr(0)]);
         verify(&f.bytes, &options).unwrap_or_else(|e| panic!("{}: {e}", f.name));
     }
+}
+
+fn build(pcr0: Pcr, pcr1: Pcr, pcr2: Pcr) -> Measurements {
+    Measurements { pcr0, pcr1, pcr2 }
+}
+
+#[test]
+fn a_listed_build_is_matched_whole_and_a_mix_of_two_builds_is_refused() {
+    for f in load_all() {
+        let own = build(f.pcr(0), f.pcr(1), f.pcr(2));
+        let other = build(altered(&f.pcr(0)), altered(&f.pcr(1)), altered(&f.pcr(2)));
+        let root = || VerifyOptions::new(RootCertificate::aws_nitro_root_g1(), f.at());
+        verify(&f.bytes, &root().expect_builds([other.clone(), own])).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        // Build A has the document's PCR0, build B its PCR1 and PCR2: every value is listed,
+        // but no build has all three.
+        let a = build(f.pcr(0), altered(&f.pcr(1)), altered(&f.pcr(2)));
+        let b = build(altered(&f.pcr(0)), f.pcr(1), f.pcr(2));
+        let err = verify(&f.bytes, &root().expect_builds([a, b])).unwrap_err();
+        assert!(
+            matches!(&err, VerifyError::UnknownBuild { listed: 2, actual } if actual[0] == f.pcr(0).to_hex()),
+            "{}: {err}",
+            f.name
+        );
+        assert_eq!(err.code(), "unknown_build");
+        assert_eq!(verify(&f.bytes, &root().expect_builds([])).unwrap_err().code(), "unknown_build", "no build listed");
+    }
+}
+
+#[test]
+fn debug_mode_documents_are_refused_only_when_asked() {
+    let mut debug = 0;
+    for f in load_all() {
+        let zero = (0..3).all(|i| f.pcr(i).is_zero());
+        let result = verify(&f.bytes, &f.options().refuse_debug_mode());
+        if zero {
+            debug += 1;
+            assert!(matches!(result, Err(VerifyError::DebugMode)), "{}", f.name);
+            verify(&f.bytes, &f.options()).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        } else {
+            result.unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        }
+    }
+    assert!(debug >= 1, "the fixtures include debug-mode documents");
 }
 
 #[test]

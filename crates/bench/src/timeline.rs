@@ -1,5 +1,6 @@
-//! Milestones of an enclave restart, read from the enclave's log (tracing's RFC 3339 UTC
-//! timestamps), so the restart time can be split into its parts.
+//! Milestones of an enclave restart, read from the enclave's structured log (JSON lines with an
+//! `event` field and tracing's RFC 3339 UTC `timestamp`), so the restart time can be split
+//! into its parts.
 
 use serde::Serialize;
 
@@ -8,11 +9,11 @@ use serde::Serialize;
 pub struct RestartRun {
     /// Until a signature succeeded through the gateway.
     pub ready_s: f64,
-    /// Until the enclave listened ("enclave ready for the gateway").
+    /// Until the enclave listened (`enclave_listening`).
     pub listening_s: Option<f64>,
-    /// Until the gateway's supervisor had reconnected ("gateway connected").
+    /// Until the gateway's supervisor had reconnected and authenticated (`link_authenticated`).
     pub connected_s: Option<f64>,
-    /// Until the stored key was unsealed through the dev KMS ("master key unsealed").
+    /// Until the stored key was unsealed through the dev KMS (`key_unsealed`).
     pub unsealed_s: Option<f64>,
 }
 
@@ -20,19 +21,23 @@ impl RestartRun {
     /// Reads the milestones of the latest start from `log` (the log file is appended to by
     /// every start), relative to `spawned_unix`.
     pub fn from_log(log: &str, spawned_unix: f64, ready_s: f64) -> Self {
-        let since = |needle: &str| last_event_unix(log, needle).map(|t| t - spawned_unix).filter(|s| *s >= 0.0);
+        let since = |event: &str| last_event_unix(log, event).map(|t| t - spawned_unix).filter(|s| *s >= 0.0);
         RestartRun {
             ready_s,
-            listening_s: since("enclave ready for the gateway"),
-            connected_s: since("gateway connected"),
-            unsealed_s: since("master key unsealed"),
+            listening_s: since("enclave_listening"),
+            connected_s: since("link_authenticated"),
+            unsealed_s: since("key_unsealed"),
         }
     }
 }
 
-/// Unix time of the last log line containing `needle`.
-pub fn last_event_unix(log: &str, needle: &str) -> Option<f64> {
-    log.lines().rev().find(|l| l.contains(needle)).and_then(|l| parse_utc(l.split_whitespace().next()?))
+/// Unix time of the last JSON log line whose `event` is `event`.
+pub fn last_event_unix(log: &str, event: &str) -> Option<f64> {
+    log.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["event"] == event)
+        .and_then(|line| parse_utc(line["timestamp"].as_str()?))
 }
 
 /// `2026-11-23T01:29:22.422139Z` → Unix seconds.
@@ -79,13 +84,13 @@ mod tests {
 
     #[test]
     fn milestones_come_from_the_latest_start() {
-        let log = "\
-2026-11-23T01:00:00.000000Z  INFO enclave: enclave ready for the gateway listen=tcp://127.0.0.1:5001
-2026-11-23T01:00:00.100000Z  INFO enclave::server: gateway connected peer=tcp://127.0.0.1:42450
-2026-11-23T01:00:00.200000Z  INFO enclave::vault: master key unsealed; signing enabled enclave_id=1
-2026-11-23T01:29:22.050000Z  INFO enclave: enclave ready for the gateway listen=tcp://127.0.0.1:5001
-2026-11-23T01:29:22.250000Z  INFO enclave::server: gateway connected peer=tcp://127.0.0.1:42452
-";
+        let log = r#"{"timestamp":"2026-11-23T01:00:00.000000Z","level":"INFO","event":"enclave_listening"}
+{"timestamp":"2026-11-23T01:00:00.100000Z","level":"INFO","event":"link_authenticated"}
+{"timestamp":"2026-11-23T01:00:00.200000Z","level":"INFO","event":"key_unsealed","enclave_id":"1"}
+{"timestamp":"2026-11-23T01:29:22.050000Z","level":"INFO","event":"enclave_listening"}
+{"timestamp":"2026-11-23T01:29:22.250000Z","level":"INFO","event":"link_authenticated"}
+KEYWARD_FAULT: a line that is not JSON is skipped
+"#;
         let spawned = parse_utc("2026-11-23T01:29:22.000000Z").unwrap();
         let run = RestartRun::from_log(log, spawned, 0.4);
         assert!((run.listening_s.unwrap() - 0.05).abs() < 1e-6);

@@ -117,7 +117,8 @@ pub struct AttestationResponse {
 pub struct HealthResponse {
     /// `"ok"` or `"degraded"`.
     pub status: String,
-    /// `"ok"` or `"error: ..."`.
+    /// `"ok"`, or a code such as `database_read_only` or `database_file_gone` (the details
+    /// are in the gateway's log).
     pub database: String,
     pub enclaves: Vec<EnclaveHealth>,
 }
@@ -128,8 +129,10 @@ pub struct EnclaveHealth {
     pub enclave_id: u32,
     /// `connecting`, `provisioning`, `unsealing`, `ready`, `failed` or `refused`.
     pub state: String,
+    /// Why it is not ready: a stable code such as `kms_denied`, `seal_open_failed`,
+    /// `attestation_rejected` or `database_lost_its_row` (the details are in the gateway's log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_hex: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -37,11 +37,21 @@ pub enum ClientError {
 }
 
 /// A keyward gateway client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+}
+
+/// Never prints the bearer token: a client in a logged struct must not leak it.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -148,4 +158,18 @@ fn enclave_query(enclave_id: Option<u32>) -> Vec<(&'static str, String)> {
 /// `reqwest::Client` in the same process needs this first.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_bearer_token() {
+        let token = "0123456789abcdef-secret-bearer-token";
+        let client = Client::new("http://127.0.0.1:8080", Some(token.to_owned())).unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("secret-bearer"), "{shown}");
+        assert!(shown.contains("[redacted]") && shown.contains("127.0.0.1:8080"), "{shown}");
+    }
 }

@@ -61,11 +61,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    keyward_telemetry::init();
     // reqwest is built without a TLS provider of its own (one crypto library, aws-lc-rs, for
     // the whole workspace); when a workspace build enables its rustls feature it needs one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

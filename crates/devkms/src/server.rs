@@ -71,7 +71,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, method: Method, headers: Header
     let operation = match kms_operation(&method, &headers) {
         Ok(operation) => operation,
         Err(error) => {
-            tracing::info!(%method, decision = "denied", reason = %error, "not a KMS JSON request");
+            tracing::info!(event = keyward_telemetry::event::KMS_REQUEST, %method, decision = "denied", reason = %error, "not a KMS JSON request");
             return error.into_response();
         }
     };
@@ -79,7 +79,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, method: Method, headers: Header
         Ok(body) => body,
         Err(_) => {
             let error = ProxyError::TooLarge { max: MAX_REQUEST_LEN };
-            tracing::info!(operation, decision = "denied", reason = %error, "request");
+            tracing::info!(event = keyward_telemetry::event::KMS_REQUEST, operation, decision = "denied", reason = %error, "request");
             return error.into_response();
         }
     };
@@ -92,6 +92,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, method: Method, headers: Header
     };
     // Never the bodies: they hold data keys, CiphertextForRecipient and attestation documents.
     tracing::info!(
+        event = keyward_telemetry::event::KMS_REQUEST,
         operation,
         key = outcome.key.as_deref().unwrap_or("-"),
         decision = outcome.decision,

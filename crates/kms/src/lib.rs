@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod arn;
 #[cfg(feature = "client")]
 mod client;
 pub mod cms;
@@ -8,6 +9,7 @@ mod endpoint;
 mod http;
 pub mod policy;
 
+pub use arn::{ArnError, KeyArn};
 #[cfg(feature = "client")]
 pub use aws_credential_types::Credentials;
 #[cfg(feature = "client")]

@@ -23,23 +23,31 @@ pub const RECIPIENT_ATTESTATION_PREFIX: &str = "kms:RecipientAttestation:";
 /// never succeed without an attested enclave.
 const GUARDED_ACTIONS: [&str; 3] = ["kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"];
 
-/// What AWS's default key policy grants key administrators.
-const ADMIN_ACTIONS: [&str; 14] = [
-    "kms:Create*",
+/// What key administrators may do: AWS's default administrator actions, spelled out, minus
+/// the two that would let them reach key material: `kms:PutKeyPolicy` (AWS's `kms:Put*`),
+/// with which they could delete the Deny statements, and `kms:CreateGrant` (AWS's
+/// `kms:Create*`). [`ADMIN_DENIED_ACTIONS`] also denies those two explicitly, so an IAM policy
+/// that grants an administrator `kms:*` cannot give them back.
+pub const ADMIN_ACTIONS: [&str; 14] = [
     "kms:Describe*",
-    "kms:Enable*",
     "kms:List*",
-    "kms:Put*",
-    "kms:Update*",
-    "kms:Revoke*",
-    "kms:Disable*",
     "kms:Get*",
-    "kms:Delete*",
+    "kms:Enable*",
+    "kms:Disable*",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:UpdateKeyDescription",
     "kms:TagResource",
     "kms:UntagResource",
+    "kms:RevokeGrant",
     "kms:ScheduleKeyDeletion",
     "kms:CancelKeyDeletion",
 ];
+
+/// Denied to key administrators whatever else grants them: rewriting the key policy and
+/// granting access around it.
+pub const ADMIN_DENIED_ACTIONS: [&str; 2] = ["kms:PutKeyPolicy", "kms:CreateGrant"];
 
 /// Why measurements or a policy could not be produced. Messages never carry key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,8 +254,14 @@ impl KeyPolicyParams {
 
 /// The key policy (a JSON document for `PutKeyPolicy`). Statements, by Sid:
 /// - `KeyAdministration`: the account root may do everything (AWS's default, which keeps the
-///   key manageable through IAM);
-/// - `KeyAdministrators` (only with administrators): AWS's default administrator actions;
+///   key manageable through IAM). This is the policy's trust root: the root user, and every
+///   IAM principal the account grants `kms:PutKeyPolicy`, can rewrite this policy, Deny
+///   statements included, and so could release data keys to an unattested caller. Guard that
+///   permission (docs/aws-setup.md says how); nothing inside a key policy can bind its author.
+/// - `KeyAdministrators` (only with administrators): AWS's default administrator actions
+///   without `kms:PutKeyPolicy` and `kms:CreateGrant` ([`ADMIN_ACTIONS`]), and
+///   `KeyAdministratorsCannotChangeThisPolicyOrGrantAccess` denying those two to them
+///   explicitly, so key administrators can manage the key but never use it;
 /// - `EnclaveDataKeys`: the gateway role may `GenerateDataKey` and `Decrypt` when PCR0, PCR1 and
 ///   PCR2 of the Recipient document are among the allowed values;
 /// - `DenyDataKeysWithoutAttestedPCR0` / `PCR1` / `PCR2`: everyone is denied the actions that
@@ -309,6 +323,13 @@ pub fn key_policy(params: &KeyPolicyParams) -> Result<Value, PolicyError> {
             "Effect": "Allow",
             "Principal": { "AWS": params.key_administrators },
             "Action": ADMIN_ACTIONS,
+            "Resource": "*",
+        }));
+        statements.push(json!({
+            "Sid": "KeyAdministratorsCannotChangeThisPolicyOrGrantAccess",
+            "Effect": "Deny",
+            "Principal": { "AWS": params.key_administrators },
+            "Action": ADMIN_DENIED_ACTIONS,
             "Resource": "*",
         }));
     }

@@ -8,10 +8,10 @@
 use std::{error::Error, fs, path::Path};
 
 use keyward_proto::{
-    AttestRequest, AwsCredentials, Commit, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo, EnclaveState,
-    ErrorCode, ErrorReply, Hello, HelloReply, MAX_FRAME_LEN, NsmKind, PROTOCOL_VERSION, Provision, PublicKeyInfo,
-    Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, Scheme, SealedKey, SignRequest, SignatureReply,
-    Status, Unseal, encode,
+    AttestRequest, Authenticate, AwsCredentials, Commit, CompressedPublicKey, Digest, EnclaveId, EnclaveInfo,
+    EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, MAX_FRAME_LEN, NsmKind, PROTOCOL_VERSION, Provision,
+    PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, Scheme, SealedKey, SignRequest,
+    SignatureReply, Status, Unseal, encode,
 };
 use zeroize::Zeroizing;
 
@@ -99,6 +99,7 @@ fn requests() -> Vec<Request> {
     let sign = |scheme| SignRequest { digest: Digest([0x11; 32]), scheme };
     vec![
         Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }),
+        Request::Authenticate(Authenticate { public_key: [0x2d; 32], signature: [0x5e; 64] }),
         Request::Provision(Provision {
             enclave_id: EnclaveId(1),
             kms_key_id: KMS_KEY.into(),
@@ -126,7 +127,7 @@ fn replies() -> Vec<Reply> {
         attestation: true,
     };
     vec![
-        Reply::Ok(Response::Hello(HelloReply { protocol_version: PROTOCOL_VERSION, info, status: status() })),
+        Reply::Ok(Response::Hello(HelloReply { protocol_version: PROTOCOL_VERSION, info, challenge: [0xc4; 32] })),
         Reply::Ok(Response::Provisioned(sealed())),
         Reply::Ok(Response::Status(status())),
         Reply::Ok(Response::Signature(signature(Scheme::Ecdsa))),

@@ -13,15 +13,27 @@ pub use frame::{
     write_frame,
 };
 pub use message::{
-    AttestRequest, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind, Provision,
-    PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, SignRequest, SignatureReply, Status,
-    Unseal,
+    AttestRequest, Authenticate, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind,
+    Provision, PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, SignRequest,
+    SignatureReply, Status, Unseal,
 };
 pub use types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
 pub use writer::{WriterEnd, write_frames};
 
 /// The protocol version this build speaks. Bumped on any incompatible message change.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: the gateway proves its link key (`Authenticate`) before any other request.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Domain separation for link authentication signatures: a signature made for this purpose
+/// can be used for nothing else, and nothing else can pass for it.
+pub const LINK_AUTH_CONTEXT: &[u8] = b"keyward link authentication v1\0";
+
+/// The bytes the gateway signs with its link key to answer `challenge`: the context, the
+/// protocol version and the challenge. A fresh challenge per connection makes every proof
+/// single-use.
+pub fn link_auth_message(challenge: &[u8; 32]) -> Vec<u8> {
+    [LINK_AUTH_CONTEXT, &PROTOCOL_VERSION.to_be_bytes(), challenge].concat()
+}
 
 /// Request id reserved for errors that belong to the connection, not to one request.
 pub const CONNECTION_ERROR_ID: u64 = 0;

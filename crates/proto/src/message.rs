@@ -39,6 +39,9 @@ pub enum Reply {
 pub enum Request {
     /// Version handshake; must be the first request on a connection.
     Hello(Hello),
+    /// Proof that the peer holds the gateway's link key; must follow `Hello`. Until it
+    /// succeeds the enclave answers nothing else.
+    Authenticate(Authenticate),
     /// Generate a new master key and seal it under a fresh KMS data key.
     Provision(Provision),
     /// The gateway has durably stored the sealed key: start signing with it.
@@ -64,6 +67,19 @@ pub enum Request {
 pub struct Hello {
     /// [`crate::PROTOCOL_VERSION`] of the sender.
     pub protocol_version: u16,
+}
+
+/// The gateway's answer to the enclave's challenge: an Ed25519 signature by the link key over
+/// [`crate::link_auth_message`] of this connection's challenge. The enclave accepts it only
+/// for a public key its own (measured) configuration lists.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticate {
+    /// The signer's Ed25519 public key.
+    #[serde(with = "serde_bytes")]
+    pub public_key: [u8; 32],
+    /// Ed25519 signature over the challenge message.
+    #[serde(with = "serde_bytes")]
+    pub signature: [u8; 64],
 }
 
 /// First start: generate and seal a master key.
@@ -135,7 +151,7 @@ pub enum Response {
     Hello(HelloReply),
     /// Answer to `Provision`: the row to store before sending `Commit`.
     Provisioned(SealedKey),
-    /// Answer to `Commit`, `Unseal` and `Status`.
+    /// Answer to `Authenticate`, `Commit`, `Unseal` and `Status`.
     Status(Status),
     /// Answer to `Sign`.
     Signature(SignatureReply),
@@ -166,15 +182,17 @@ impl Response {
     }
 }
 
-/// What the enclave says about itself on connect.
+/// What the enclave says about itself on connect, to anyone: its pinned configuration and
+/// a fresh challenge the peer must sign with the link key before anything else is answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloReply {
     /// The enclave's protocol version (equal to the gateway's, or the hello fails).
     pub protocol_version: u16,
     /// The enclave's fixed configuration.
     pub info: EnclaveInfo,
-    /// Its current state.
-    pub status: Status,
+    /// 32 random bytes, new for every connection.
+    #[serde(with = "serde_bytes")]
+    pub challenge: [u8; 32],
 }
 
 /// The enclave's own configuration. In production it is part of the measured image, so the
@@ -284,8 +302,10 @@ impl fmt::Display for ErrorReply {
     }
 }
 
-/// Error categories, so the gateway can map them to HTTP statuses and retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Stable error codes. They travel unchanged from the enclave to the gateway's HTTP answer
+/// and health report (as [`ErrorCode::as_str`]), so clients and tests match codes, never
+/// message text. Never rename one: add a new code instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -295,22 +315,99 @@ pub enum ErrorCode {
     HandshakeRequired,
     /// Protocol versions differ.
     VersionMismatch,
+    /// The peer has not proven it holds the gateway's link key (or its proof was wrong).
+    Unauthenticated,
+    /// The enclave already serves as many connections as it allows.
+    TooManyConnections,
+    /// A bounded resource (such as the attestation workers) is saturated; retry later.
+    Busy,
     /// No committed key: provision/unseal (and commit) first.
     NotReady,
     /// A key is already loaded; provisioning again would replace it.
     AlreadyProvisioned,
     /// The request names a KMS key or region other than the enclave's pinned one.
     ConfigMismatch,
-    /// KMS refused the call (access denied, disabled key, wrong ciphertext...).
+    /// KMS refused the call (access denied by the key policy, disabled key...).
     KmsDenied,
     /// KMS could not be reached or failed; retrying may help.
     KmsUnavailable,
-    /// The stored row does not open or does not match its public key.
-    UnsealFailed,
-    /// Attestation could not be produced or its answer could not be processed.
+    /// KMS could not decrypt the stored data key: the row's `kms_encrypted_dek` or a column
+    /// of its encryption context (enclave id, epoch, public key) was altered or swapped.
+    KmsInvalidCiphertext,
+    /// KMS's answer to an attested request was not acceptable (a `Plaintext` data key, no
+    /// `CiphertextForRecipient`, a blob that does not open, a key of the wrong size).
+    KmsAnswerRefused,
+    /// The row's KMS key differs from the key KMS says encrypted its data key, or from the
+    /// enclave's pinned key.
+    KmsKeyMismatch,
+    /// The sealed private key does not open under its data key (AES-GCM authentication
+    /// failed, or it has the wrong length or format version): the row was altered.
+    SealOpenFailed,
+    /// The sealed key opened but is not the row's public key: the row was altered.
+    PublicKeyMismatch,
+    /// A newly sealed row did not open again (attested `Decrypt`, open, compare) before it
+    /// was handed out, so it was discarded; the stored row is unchanged.
+    RoundTripFailed,
+    /// Attestation could not be produced.
     Attestation,
     /// Anything else; the message has details.
     Internal,
+}
+
+impl ErrorCode {
+    /// Every code (the property tests check each one round-trips).
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::BadRequest,
+        ErrorCode::HandshakeRequired,
+        ErrorCode::VersionMismatch,
+        ErrorCode::Unauthenticated,
+        ErrorCode::TooManyConnections,
+        ErrorCode::Busy,
+        ErrorCode::NotReady,
+        ErrorCode::AlreadyProvisioned,
+        ErrorCode::ConfigMismatch,
+        ErrorCode::KmsDenied,
+        ErrorCode::KmsUnavailable,
+        ErrorCode::KmsInvalidCiphertext,
+        ErrorCode::KmsAnswerRefused,
+        ErrorCode::KmsKeyMismatch,
+        ErrorCode::SealOpenFailed,
+        ErrorCode::PublicKeyMismatch,
+        ErrorCode::RoundTripFailed,
+        ErrorCode::Attestation,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable name, as the HTTP API and `/v1/health` report it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::HandshakeRequired => "handshake_required",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::Busy => "busy",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::AlreadyProvisioned => "already_provisioned",
+            ErrorCode::ConfigMismatch => "config_mismatch",
+            ErrorCode::KmsDenied => "kms_denied",
+            ErrorCode::KmsUnavailable => "kms_unavailable",
+            ErrorCode::KmsInvalidCiphertext => "kms_invalid_ciphertext",
+            ErrorCode::KmsAnswerRefused => "kms_answer_refused",
+            ErrorCode::KmsKeyMismatch => "kms_key_mismatch",
+            ErrorCode::SealOpenFailed => "seal_open_failed",
+            ErrorCode::PublicKeyMismatch => "public_key_mismatch",
+            ErrorCode::RoundTripFailed => "round_trip_failed",
+            ErrorCode::Attestation => "attestation",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +446,14 @@ mod tests {
         let signature =
             Response::Signature(SignatureReply { scheme: Scheme::Ecdsa, signature: [9u8; 64], recovery_id: Some(1) });
         assert_eq!(signature.kind(), "Signature");
+    }
+
+    #[test]
+    fn error_code_names_are_their_wire_names() {
+        for code in ErrorCode::ALL {
+            let wire: String = serde_cbor::from_slice(&serde_cbor::to_vec(&code).unwrap()).unwrap();
+            assert_eq!(wire, code.as_str());
+        }
     }
 
     #[test]

@@ -97,35 +97,31 @@ fn status() -> impl Strategy<Value = Status> {
         .prop_map(|(state, enclave_id, public_key, key_epoch)| Status { state, enclave_id, public_key, key_epoch })
 }
 
-/// Every error code; the match makes a new code a compile error here until it is listed.
+/// Every error code; the match makes a new code a compile error here, a reminder to add it to
+/// `ErrorCode::ALL`.
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    const ALL: [ErrorCode; 11] = [
-        ErrorCode::BadRequest,
-        ErrorCode::HandshakeRequired,
-        ErrorCode::VersionMismatch,
-        ErrorCode::NotReady,
-        ErrorCode::AlreadyProvisioned,
-        ErrorCode::ConfigMismatch,
-        ErrorCode::KmsDenied,
-        ErrorCode::KmsUnavailable,
-        ErrorCode::UnsealFailed,
-        ErrorCode::Attestation,
-        ErrorCode::Internal,
-    ];
     let _exhaustive = |code: ErrorCode| match code {
         ErrorCode::BadRequest
         | ErrorCode::HandshakeRequired
         | ErrorCode::VersionMismatch
+        | ErrorCode::Unauthenticated
+        | ErrorCode::TooManyConnections
+        | ErrorCode::Busy
         | ErrorCode::NotReady
         | ErrorCode::AlreadyProvisioned
         | ErrorCode::ConfigMismatch
         | ErrorCode::KmsDenied
         | ErrorCode::KmsUnavailable
-        | ErrorCode::UnsealFailed
+        | ErrorCode::KmsInvalidCiphertext
+        | ErrorCode::KmsAnswerRefused
+        | ErrorCode::KmsKeyMismatch
+        | ErrorCode::SealOpenFailed
+        | ErrorCode::PublicKeyMismatch
+        | ErrorCode::RoundTripFailed
         | ErrorCode::Attestation
         | ErrorCode::Internal => (),
     };
-    proptest::sample::select(&ALL[..])
+    proptest::sample::select(&ErrorCode::ALL[..])
 }
 
 fn error_reply() -> impl Strategy<Value = ErrorReply> {
@@ -145,6 +141,8 @@ fn signature_reply() -> impl Strategy<Value = SignatureReply> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         any::<u16>().prop_map(|protocol_version| Request::Hello(Hello { protocol_version })),
+        (bytes_n::<32>(), bytes_n::<64>())
+            .prop_map(|(public_key, signature)| Request::Authenticate(Authenticate { public_key, signature })),
         (any::<u32>(), text(), text(), credentials()).prop_map(|(id, kms_key_id, region, credentials)| {
             Request::Provision(Provision { enclave_id: EnclaveId(id), kms_key_id, region, credentials })
         }),
@@ -166,6 +164,7 @@ fn request() -> impl Strategy<Value = Request> {
 fn request_variant(request: &Request) -> &'static str {
     match request {
         Request::Hello(_) => "Hello",
+        Request::Authenticate(_) => "Authenticate",
         Request::Provision(_) => "Provision",
         Request::Commit(_) => "Commit",
         Request::Unseal(_) => "Unseal",
@@ -190,11 +189,9 @@ fn reply() -> impl Strategy<Value = Reply> {
             attestation,
         });
     let response = prop_oneof![
-        (any::<u16>(), info, status()).prop_map(|(protocol_version, info, status)| Response::Hello(HelloReply {
-            protocol_version,
-            info,
-            status
-        })),
+        (any::<u16>(), info, bytes_n::<32>()).prop_map(|(protocol_version, info, challenge)| Response::Hello(
+            HelloReply { protocol_version, info, challenge }
+        )),
         sealed_key().prop_map(Response::Provisioned),
         status().prop_map(Response::Status),
         signature_reply().prop_map(Response::Signature),

@@ -18,17 +18,25 @@ pub struct MasterKey {
     xonly: [u8; 32],
 }
 
+/// Draws [`MasterKey::generate`] makes before it declares the random source broken.
+pub const MAX_KEY_DRAWS: usize = 16;
+
 impl MasterKey {
     /// Generates a key from `fill`, a source of uniformly random bytes (the NSM in an
-    /// enclave). Draws again in the negligible case that 32 bytes are not a valid scalar.
+    /// enclave). Draws again in the negligible case (below 2^-127) that 32 bytes are not a
+    /// valid scalar; a source that keeps producing invalid scalars is broken (all zeros, all
+    /// ones), and after [`MAX_KEY_DRAWS`] draws that is an error rather than an endless loop.
     pub fn generate<E: fmt::Display>(mut fill: impl FnMut(&mut [u8]) -> Result<(), E>) -> Result<Self, SealError> {
-        loop {
+        for _ in 0..MAX_KEY_DRAWS {
             let mut bytes = Zeroizing::new([0u8; 32]);
             fill(bytes.as_mut()).map_err(|e| SealError::Randomness(e.to_string()))?;
             if let Ok(key) = Self::from_secret_bytes(&bytes) {
                 return Ok(key);
             }
         }
+        Err(SealError::Randomness(format!(
+            "{MAX_KEY_DRAWS} draws in a row were not a valid secp256k1 scalar; the random source is broken"
+        )))
     }
 
     /// Builds the key from its 32 secret bytes (after opening a seal).
@@ -178,6 +186,19 @@ mod tests {
     fn randomness_failure_is_an_error_not_a_weak_key() {
         let err = MasterKey::generate(|_: &mut [u8]| Err("nsm unavailable")).unwrap_err();
         assert!(matches!(err, SealError::Randomness(ref m) if m == "nsm unavailable"), "{err}");
+    }
+
+    #[test]
+    fn a_source_of_only_invalid_scalars_is_an_error_after_a_bounded_number_of_draws() {
+        let mut draws = 0;
+        let err = MasterKey::generate(|buf: &mut [u8]| -> Result<(), String> {
+            draws += 1;
+            buf.fill(0);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(err, SealError::Randomness(ref m) if m.contains("random source is broken")), "{err}");
+        assert_eq!(draws, MAX_KEY_DRAWS);
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub enum StoreError {
         /// Database file.
         path: PathBuf,
     },
+    /// The file exists but is not an initialised keyward database (an empty file, or another
+    /// program's SQLite database); it is left untouched.
+    #[error(
+        "{path} is not an initialised keyward database ({found}); refusing to use it, because a database without keyward's rows would mean generating new keys: point database.path at the right file or restore it, or for a first installation remove the file and run `gateway init-db`"
+    )]
+    NotKeyward {
+        /// Database file.
+        path: PathBuf,
+        /// What the file holds instead.
+        found: String,
+    },
     /// The database was written by a newer keyward.
     #[error(
         "database {path} has schema version {found}, newer than the {known} this build knows; refusing to touch it (upgrade keyward)"
@@ -135,13 +146,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if absent) the database at `path` and applies pending migrations.
+    /// Opens (creating if absent) the database at `path` and applies pending migrations. An
+    /// existing file that is not a keyward database is refused ([`StoreError::NotKeyward`]).
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with(path, Create::IfMissing)
     }
 
-    /// Opens an existing database; a missing file is [`StoreError::Missing`], never a new
-    /// empty database (which, for a custodian, would mean generating a new key).
+    /// Opens an existing keyward database; a missing file is [`StoreError::Missing`] and a
+    /// file that is not an initialised keyward database is [`StoreError::NotKeyward`], never a
+    /// new empty database (which, for a custodian, would mean generating a new key).
     pub fn open_existing(path: &Path) -> Result<Self> {
         Self::open_with(path, Create::Never)
     }
@@ -149,13 +162,21 @@ impl Store {
     fn open_with(path: &Path, create: Create) -> Result<Self> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let existed = path.exists();
         match create {
-            Create::IfMissing => flags |= OpenFlags::SQLITE_OPEN_CREATE,
-            Create::Never if !path.exists() => return Err(StoreError::Missing { path: path.to_owned() }),
-            Create::Never => {}
+            Create::IfMissing if !existed => flags |= OpenFlags::SQLITE_OPEN_CREATE,
+            Create::Never if !existed => return Err(StoreError::Missing { path: path.to_owned() }),
+            Create::IfMissing | Create::Never => {}
         }
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        // Only a file this call creates becomes a keyward database; an existing file must be
+        // one already. Checked before anything could write to it.
+        if existed {
+            check_is_keyward(&conn, path)?;
+        } else {
+            conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(open_err)?;
+        }
         // Reading the header here turns "file is not a database" into an open error.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
@@ -280,6 +301,34 @@ impl Store {
             .map(|_| ())
             .map_err(|source| StoreError::Sqlite { op: "health read", source })
     }
+}
+
+/// SQLite's `application_id` header field of every database keyward creates ("KWRD").
+pub const APPLICATION_ID: i32 = 0x4B57_5244;
+
+/// An existing file is keyward's if its header says so, or (databases created before the
+/// header was set) if it holds keyward's own two tables and no application id of another
+/// program. An empty file has neither.
+fn check_is_keyward(conn: &Connection, path: &Path) -> Result<()> {
+    let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+    let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(open_err)?;
+    if application_id == APPLICATION_ID {
+        return Ok(());
+    }
+    let mut statement = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(open_err)?;
+    let tables: Vec<String> = statement.query_map([], |r| r.get(0)).and_then(Iterator::collect).map_err(open_err)?;
+    let ours = ["enclave_master_keys", "schema_migrations"].iter().all(|t| tables.iter().any(|found| found == t));
+    if application_id == 0 && ours {
+        return Ok(());
+    }
+    let found = match (application_id, tables.is_empty()) {
+        (0, true) => "an empty database without tables".to_owned(),
+        (0, false) => format!("tables {}", tables.iter().take(8).cloned().collect::<Vec<_>>().join(", ")),
+        (other, _) => format!("application id {other:#x} of another program"),
+    };
+    Err(StoreError::NotKeyward { path: path.to_owned(), found })
 }
 
 /// Whether a write transaction can start. SQLite reports a database on a read-only filesystem

@@ -166,3 +166,52 @@ fn open_existing_never_creates_a_database() {
     Store::open(&path).unwrap().insert(&row(1, 1)).unwrap();
     assert_eq!(Store::open_existing(&path).unwrap().get(1).unwrap(), Some(row(1, 1)));
 }
+
+#[test]
+fn an_empty_file_is_not_a_keyward_database_and_is_left_empty() {
+    for open in [Store::open_existing as fn(&Path) -> Result<Store>, Store::open] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.db");
+        std::fs::write(&path, b"").unwrap();
+        let err = open(&path).unwrap_err();
+        assert!(matches!(&err, StoreError::NotKeyward { found, .. } if found.contains("empty")), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"", "nothing was written");
+        assert!(!dir.path().join("keyward.db-wal").exists());
+    }
+}
+
+#[test]
+fn another_programs_sqlite_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        // Rails keeps a table of this very name; keyward's other table is what is missing.
+        conn.execute_batch("CREATE TABLE schema_migrations (version TEXT); CREATE TABLE users (id INTEGER);").unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    for open in [Store::open_existing as fn(&Path) -> Result<Store>, Store::open] {
+        let err = open(&path).unwrap_err();
+        assert!(matches!(&err, StoreError::NotKeyward { found, .. } if found.contains("users")), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file is untouched");
+    }
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE enclave_master_keys (x); PRAGMA application_id = 1234;").unwrap();
+    }
+    let err = Store::open_existing(&path).unwrap_err();
+    assert!(matches!(&err, StoreError::NotKeyward { found, .. } if found.contains("0x4d2")), "{err}");
+}
+
+#[test]
+fn a_database_keyward_created_carries_its_application_id_and_older_ones_still_open() {
+    let (dir, store) = temp_store();
+    let id: i32 = store.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+    assert_eq!(id, APPLICATION_ID);
+    drop(store);
+    let path = dir.path().join("keyward.db");
+    // A database from before the header was set: keyward's tables, application id 0.
+    Connection::open(&path).unwrap().pragma_update(None, "application_id", 0).unwrap();
+    let reopened = Store::open_existing(&path).unwrap();
+    assert_eq!(reopened.schema_version().unwrap(), 1);
+}

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod address;
+mod link_key;
 mod listener;
 mod relay;
 
@@ -9,8 +10,9 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use address::{Address, VSOCK_CID_ANY, VSOCK_CID_PARENT};
+pub use link_key::{LinkKey, LinkKeyError, LinkPublicKey};
 pub use listener::{Listener, connect};
-pub use relay::{relay_accept, relay_connect, relay_deny, relay_read_target};
+pub use relay::{relay_accept, relay_connect, relay_copy, relay_deny, relay_read_target};
 
 /// A connected byte stream over vsock, TCP or a Unix socket.
 pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

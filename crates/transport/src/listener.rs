@@ -57,10 +57,8 @@ impl Listener {
             }
             Address::Unix(path) => {
                 remove_stale_socket(path).await.map_err(failed)?;
-                let listener = UnixListener::bind(path).map_err(failed)?;
-                let guard = UnixSocketFile(path.clone());
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
-                (Kind::Unix(listener, guard), address.clone())
+                let listener = bind_private_unix(path).map_err(failed)?;
+                (Kind::Unix(listener, UnixSocketFile(path.clone())), address.clone())
             }
         };
         Ok(Listener { kind, address: bound })
@@ -90,6 +88,30 @@ impl Listener {
             }
         }
     }
+}
+
+/// Binds a Unix socket at `path` that no other user can ever connect to. Binding creates the
+/// socket file with the process's umask, so a chmod after `bind` would leave a moment in which
+/// anyone could connect. Instead the socket is bound inside a new directory only this user can
+/// enter, made mode 0600 there, and then renamed into place (atomically, on one filesystem).
+fn bind_private_unix(path: &std::path::Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name =
+        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "socket path has no file name"))?;
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| io::Error::other("no randomness for a private directory name"))?;
+    let private = parent.join(format!(".{}.{}", name.to_string_lossy(), hex::encode(nonce)));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Removes the socket file when the listener is dropped.
@@ -154,6 +176,30 @@ mod tests {
         drop(listener);
         assert!(!path.exists(), "socket file is removed with the listener");
         round_trip(Address::Unix(path)).await;
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_appears_at_its_path_only_by_rename_never_by_bind() {
+        // bind() creates the socket file with the umask's mode; were it created at its final
+        // path, anyone could connect until a chmod. The listener binds in a private directory
+        // and renames the socket in: the directory sees a move, never a create.
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sock");
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+        inotify.add_watch(dir.path(), AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO).unwrap();
+        let _listener = Listener::bind(&Address::Unix(path.clone())).await.unwrap();
+        let events: Vec<_> = inotify
+            .read_events()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("e.sock")))
+            .map(|e| e.mask)
+            .collect();
+        assert_eq!(events, vec![AddWatchFlags::IN_MOVED_TO], "the socket must arrive by rename");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("e.sock")], "the private directory is removed");
     }
 
     #[tokio::test]

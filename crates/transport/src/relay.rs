@@ -75,6 +75,61 @@ pub async fn relay_deny<S: AsyncWrite + Unpin>(conn: &mut S, reason: &str) -> io
     conn.flush().await
 }
 
+/// Copies bytes both ways between `a` and `b` until both sides have finished, and gives up
+/// with [`io::ErrorKind::TimedOut`] when nothing moves in either direction for `idle` (a peer
+/// that connects and then holds the connection open without traffic does not keep it).
+/// Returns the bytes copied from `a` to `b` and from `b` to `a`.
+pub async fn relay_copy<A, B>(a: A, b: B, idle: std::time::Duration) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let (mut a_buf, mut b_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut a_open, mut b_open) = (true, true);
+    let (mut up, mut down) = (0u64, 0u64);
+    enum From {
+        A(io::Result<usize>),
+        B(io::Result<usize>),
+    }
+    while a_open || b_open {
+        // Reads are cancel-safe: the branch that loses the race has read nothing.
+        let next = tokio::time::timeout(idle, async {
+            tokio::select! {
+                n = a_read.read(&mut a_buf), if a_open => From::A(n),
+                n = b_read.read(&mut b_buf), if b_open => From::B(n),
+            }
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no traffic for {idle:?}")))?;
+        match next {
+            From::A(n) => match n? {
+                0 => {
+                    a_open = false;
+                    b_write.shutdown().await?;
+                }
+                n => {
+                    b_write.write_all(&a_buf[..n]).await?;
+                    up += n as u64;
+                }
+            },
+            From::B(n) => match n? {
+                0 => {
+                    b_open = false;
+                    a_write.shutdown().await?;
+                }
+                n => {
+                    a_write.write_all(&b_buf[..n]).await?;
+                    down += n as u64;
+                }
+            },
+        }
+    }
+    Ok((up, down))
+}
+
 async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> io::Result<String> {
     let mut line = Vec::new();
     let mut limited = tokio::io::AsyncReadExt::take(&mut *reader, MAX_LINE as u64);
@@ -104,6 +159,32 @@ mod tests {
         } else {
             relay_deny(&mut conn, &format!("only {allowed} is allowed")).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn relay_copy_carries_both_ways_and_ends_when_both_sides_do() {
+        let (mut client, near) = tokio::io::duplex(64);
+        let (far, mut server) = tokio::io::duplex(64);
+        let copy = tokio::spawn(relay_copy(near, far, std::time::Duration::from_secs(5)));
+        client.write_all(b"request").await.unwrap();
+        let mut got = [0u8; 7];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"request");
+        server.write_all(b"answer!!").await.unwrap();
+        let mut back = [0u8; 8];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"answer!!");
+        drop(client);
+        drop(server);
+        assert_eq!(copy.await.unwrap().unwrap(), (7, 8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relay_copy_gives_up_on_an_idle_connection() {
+        let (_client, near) = tokio::io::duplex(64);
+        let (far, _server) = tokio::io::duplex(64);
+        let err = relay_copy(near, far, std::time::Duration::from_secs(30)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

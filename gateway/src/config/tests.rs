@@ -42,6 +42,20 @@ fn production_refuses_each_unsafe_setting() {
             base.replace("key_id: arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "key_id: alias/k"),
             "full key ARN",
         ),
+        (
+            base.replace(
+                "key_id: arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                "key_id: arn:aws:kms:us-east-1:111122223333:alias/x",
+            ),
+            "resource \"alias/x\" is not key/<key id>",
+        ),
+        (
+            base.replace(
+                "key_id: arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                "key_id: arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            ),
+            "key ARN is in region eu-west-1, but the configured region is us-east-1",
+        ),
         (base.replace("attestation:\n", "attestation:\n  root_pem: /tmp/dev-root.pem\n"), "refuses attestation.root_pem"),
         (
             base.replace(
@@ -62,11 +76,24 @@ fn production_refuses_each_unsafe_setting() {
             base.replace(&dir.path().join("keyward.db").display().to_string(), "/nonexistent/keyward/keyward.db"),
             "missing database directory /nonexistent/keyward",
         ),
+        (base.replace("address: vsock://16:5000", "address: tcp://10.0.0.5:5000"), "production refuses enclave 1 at tcp://"),
+        (base.replace("listen: vsock://any:8000", "listen: tcp://0.0.0.0:8000"), "production refuses relay.listen tcp://"),
+        (base.replace("public_key: d75a98", "public_key: zz5a98"), "link.public_key"),
     ];
     for (text, needle) in cases {
         let err = format!("{:#}", Config::parse(&text).unwrap_err());
         assert!(err.contains(needle), "expected {needle:?} in: {err}");
     }
+}
+
+#[test]
+fn production_accepts_unix_socket_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = production(dir.path())
+        .replace("address: vsock://16:5000", "address: unix:///run/keyward/enclave.sock")
+        .replace("listen: vsock://any:8000", "listen: unix:///run/keyward/relay.sock");
+    let config = Config::parse(&text).unwrap();
+    assert_eq!(config.relay_listen.to_string(), "unix:///run/keyward/relay.sock");
 }
 
 #[test]

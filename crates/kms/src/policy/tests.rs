@@ -176,6 +176,37 @@ fn key_policy_adds_key_administrators_without_data_key_actions() {
     assert!(!actions.iter().any(|a| a.contains("Decrypt") || a.contains("GenerateDataKey") || *a == "kms:*"));
 }
 
+/// Whether an IAM action pattern (`kms:Put*`) matches an action (`kms:PutKeyPolicy`).
+fn matches_action(pattern: &str, action: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    }
+}
+
+#[test]
+fn key_administrators_can_neither_rewrite_the_policy_nor_grant_themselves_access() {
+    let admin = "arn:aws:iam::111122223333:role/key-admin".to_owned();
+    let policy = key_policy(
+        &KeyPolicyParams::new(ACCOUNT, GATEWAY_ROLE, vec![sample_set()]).key_administrators(vec![admin.clone()]),
+    )
+    .unwrap();
+    let allowed = statement(&policy, "KeyAdministrators")["Action"].as_array().unwrap().clone();
+    for action in ["kms:PutKeyPolicy", "kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"] {
+        assert!(
+            !allowed.iter().any(|p| matches_action(p.as_str().unwrap(), action)),
+            "key administrators are allowed {action}"
+        );
+    }
+    // And denied outright, so an IAM grant of kms:* gives neither back.
+    let denied = statement(&policy, "KeyAdministratorsCannotChangeThisPolicyOrGrantAccess");
+    assert_eq!(denied["Effect"], "Deny");
+    assert_eq!(denied["Principal"]["AWS"], json!([admin]));
+    for action in ["kms:PutKeyPolicy", "kms:CreateGrant"] {
+        assert!(denied["Action"].as_array().unwrap().iter().any(|p| matches_action(p.as_str().unwrap(), action)));
+    }
+}
+
 #[test]
 fn key_policy_takes_the_partition_from_the_gateway_role() {
     let role = "arn:aws-cn:iam::111122223333:role/keyward-gateway";

@@ -44,8 +44,9 @@ enum Command {
         enclave_id: Option<u32>,
     },
     /// Verify an attestation document (fresh from the gateway, or --document FILE): COSE
-    /// signature, certificate chain to the root, validity, PCRs, nonce and key binding.
-    /// Prints the verified fields as JSON; exits non-zero on any mismatch.
+    /// signature, certificate chain to the root, validity, the image (PCR0-2 of a listed
+    /// build), nonce and key binding. Prints the verified fields as JSON; on any refusal
+    /// prints `{"verified": false, "code", "message"}` and exits with status 1.
     VerifyAttestation(verify::VerifyArgs),
 }
 
@@ -78,7 +79,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&client.sign(&bytes, &scheme, enclave_id).await?)
         }
         Command::PublicKey { enclave_id } => print_json(&client.public_key(enclave_id).await?),
-        Command::VerifyAttestation(args) => print_json(&verify::verify_attestation(&client, args).await?),
+        Command::VerifyAttestation(args) => match verify::verify_attestation(&client, args).await {
+            Ok(verified) => print_json(&verified),
+            Err(refused) => {
+                print_json(&refused)?;
+                bail!("{}: {}", refused.code, refused.message)
+            }
+        },
     }
 }
 

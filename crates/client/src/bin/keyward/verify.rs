@@ -1,10 +1,14 @@
 //! `keyward verify-attestation`: check an enclave's attestation document offline or live.
+//!
+//! An image is pinned by whole PCR0-2 sets (`--pcrs PCR0,PCR1,PCR2`, one per build, as
+//! `gateway key-policy --pcrs` takes them): a document passes only if its three values are
+//! those of one listed build. Without a build, or for a debug-mode (all-zero) document, it is
+//! refused unless `--insecure-any-image` says, by name, that any image will do.
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use anyhow::{Context, bail};
 use base64::Engine;
-use keyward_attest::{Pcr, RootCertificate, UnixTime, VerifyOptions};
+use keyward_attest::{Measurements, Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_client::Client;
 
 #[derive(Debug, clap::Args)]
@@ -18,9 +22,18 @@ pub struct VerifyArgs {
     /// Verify as of this Unix time in seconds (default: now).
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
-    /// Expected PCR value, `N=HEX`; repeat for several PCRs, or the same N for alternatives.
+    /// PCR0, PCR1 and PCR2 of one acceptable build, comma-separated hex; repeat for several
+    /// builds (during an upgrade). The document must match one build in all three.
+    #[arg(long = "pcrs", value_name = "PCR0,PCR1,PCR2")]
+    builds: Vec<String>,
+    /// A further expected PCR (3 and up, such as PCR8), `N=HEX`; the same N again for
+    /// alternatives. PCR0-2 go in --pcrs.
     #[arg(long = "pcr", value_name = "N=HEX")]
     pcrs: Vec<String>,
+    /// INSECURE: accept any image: no --pcrs needed, and debug-mode documents (all-zero
+    /// PCR0-2, whose enclave memory the host can read) pass.
+    #[arg(long)]
+    insecure_any_image: bool,
     /// Expected nonce (hex). Live: sent to the enclave (default: 32 random bytes).
     #[arg(long, value_name = "HEX")]
     nonce: Option<String>,
@@ -42,11 +55,38 @@ pub struct Verified {
     nonce_hex: Option<String>,
 }
 
-pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Result<Verified> {
-    let expected_nonce = args.nonce.as_deref().map(|n| hex::decode(n).context("--nonce is not hex")).transpose()?;
+/// Why a document was not verified: a stable code and a message. Printed as JSON with
+/// `"verified": false`; the exit status is non-zero.
+#[derive(Debug, serde::Serialize)]
+pub struct Refused {
+    verified: bool,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refused { verified: false, code, message: message.into() }
+    }
+}
+
+pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Verified, Refused> {
+    let usage = |message: String| Refused::new("usage", message);
+    let extra = parse_pcrs(&args.pcrs)?;
+    let builds = parse_builds(&args.builds, args.insecure_any_image)?;
+    let expected_nonce =
+        args.nonce.as_deref().map(|n| hex::decode(n).map_err(|_| usage("--nonce is not hex".into()))).transpose()?;
+    let root = match &args.root {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
+            RootCertificate::from_pem(&pem)
+                .map_err(|e| Refused::new(e.code(), format!("root certificate {}: {e}", path.display())))?
+        }
+        None => RootCertificate::aws_nitro_root_g1(),
+    };
     let (document, nonce, claimed_key) = match &args.document {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = std::fs::read(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
             (bytes, expected_nonce, None)
         }
         None => {
@@ -54,28 +94,32 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Re
                 Some(n) => n,
                 None => {
                     let mut n = vec![0u8; 32];
-                    getrandom::fill(&mut n).map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;
+                    getrandom::fill(&mut n)
+                        .map_err(|e| Refused::new("internal", format!("no randomness for a nonce: {e}")))?;
                     n
                 }
             };
-            let answer = client.attestation(&nonce, args.enclave_id).await?;
+            let answer = client
+                .attestation(&nonce, args.enclave_id)
+                .await
+                .map_err(|e| Refused::new("gateway_error", e.to_string()))?;
             let document = base64::engine::general_purpose::STANDARD
                 .decode(&answer.document_b64)
-                .context("gateway sent a document that is not base64")?;
-            let key = hex::decode(&answer.public_key_hex).context("gateway sent a public key that is not hex")?;
+                .map_err(|_| Refused::new("gateway_error", "gateway sent a document that is not base64"))?;
+            let key = hex::decode(&answer.public_key_hex)
+                .map_err(|_| Refused::new("gateway_error", "gateway sent a public key that is not hex"))?;
             (document, Some(nonce), Some(key))
         }
     };
-    let root = match &args.root {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            RootCertificate::from_pem(&pem).with_context(|| format!("root certificate {}", path.display()))?
-        }
-        None => RootCertificate::aws_nitro_root_g1(),
-    };
     let at = args.at.map_or_else(UnixTime::now, UnixTime::from_secs);
     let mut options = VerifyOptions::new(root, at);
-    for (index, values) in parse_pcrs(&args.pcrs)? {
+    if let Some(builds) = builds {
+        options = options.expect_builds(builds);
+    }
+    if !args.insecure_any_image {
+        options = options.refuse_debug_mode();
+    }
+    for (index, values) in extra {
         options = options.expect_pcr(index, values);
     }
     if let Some(nonce) = nonce {
@@ -85,7 +129,8 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Re
     if let Some(key) = claimed_key {
         options = options.expect_user_data(key);
     }
-    let verified = keyward_attest::verify(&document, &options).context("attestation document rejected")?;
+    let verified = keyward_attest::verify(&document, &options)
+        .map_err(|e| Refused::new(e.code(), format!("attestation document rejected: {e}")))?;
     let payload = verified.payload();
     Ok(Verified {
         verified: true,
@@ -99,16 +144,90 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> anyhow::Re
     })
 }
 
-fn parse_pcrs(specs: &[String]) -> anyhow::Result<BTreeMap<u16, Vec<Pcr>>> {
+/// The listed builds; `None` only when any image is explicitly allowed.
+fn parse_builds(specs: &[String], any_image: bool) -> Result<Option<Vec<Measurements>>, Refused> {
+    if specs.is_empty() {
+        if any_image {
+            return Ok(None);
+        }
+        return Err(Refused::new(
+            "pcrs_required",
+            "name the image: --pcrs PCR0,PCR1,PCR2 of each acceptable build (from `nitro-cli describe-eif`), \
+             or --insecure-any-image to accept any enclave image",
+        ));
+    }
+    let mut builds = Vec::new();
+    for spec in specs {
+        let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+        let [pcr0, pcr1, pcr2] = parts[..] else {
+            return Err(Refused::new("usage", format!("--pcrs {spec:?}: expected PCR0,PCR1,PCR2")));
+        };
+        let parse =
+            |value: &str| Pcr::from_hex(value).map_err(|e| Refused::new("usage", format!("--pcrs {spec:?}: {e}")));
+        let build = Measurements { pcr0: parse(pcr0)?, pcr1: parse(pcr1)?, pcr2: parse(pcr2)? };
+        if !any_image && build.iter().all(|(_, pcr)| pcr.is_zero()) {
+            return Err(Refused::new(
+                "debug_mode",
+                format!(
+                    "--pcrs {spec:?} is a debug-mode build (all zero), whose enclave memory the host can read; refused without --insecure-any-image"
+                ),
+            ));
+        }
+        builds.push(build);
+    }
+    Ok(Some(builds))
+}
+
+fn parse_pcrs(specs: &[String]) -> Result<BTreeMap<u16, Vec<Pcr>>, Refused> {
+    let usage = |message: String| Refused::new("usage", message);
     let mut expected: BTreeMap<u16, Vec<Pcr>> = BTreeMap::new();
     for spec in specs {
-        let Some((index, value)) = spec.split_once('=') else { bail!("--pcr {spec:?}: expected N=HEX") };
-        let index: u16 = index.trim().parse().with_context(|| format!("--pcr {spec:?}: N must be a number"))?;
-        if index > 31 {
-            bail!("--pcr {spec:?}: PCR index must be 0-31");
+        let Some((index, value)) = spec.split_once('=') else {
+            return Err(usage(format!("--pcr {spec:?}: expected N=HEX")));
+        };
+        let index: u16 = index.trim().parse().map_err(|_| usage(format!("--pcr {spec:?}: N must be a number")))?;
+        if index < 3 {
+            return Err(usage(format!(
+                "--pcr {spec:?}: PCR0-2 identify a build and go together in --pcrs PCR0,PCR1,PCR2 (one value alone lets builds mix)"
+            )));
         }
-        let pcr = Pcr::from_hex(value.trim()).with_context(|| format!("--pcr {spec:?}"))?;
+        if index > 31 {
+            return Err(usage(format!("--pcr {spec:?}: PCR index must be 3-31")));
+        }
+        let pcr = Pcr::from_hex(value.trim()).map_err(|e| usage(format!("--pcr {spec:?}: {e}")))?;
         expected.entry(index).or_default().push(pcr);
     }
     Ok(expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(byte: u8) -> String {
+        format!("{byte:02x}").repeat(48)
+    }
+
+    #[test]
+    fn an_image_must_be_named_unless_any_image_is_allowed_by_name() {
+        assert_eq!(parse_builds(&[], false).unwrap_err().code, "pcrs_required");
+        assert!(parse_builds(&[], true).unwrap().is_none());
+        let one = parse_builds(&[format!("{},{},{}", hex(1), hex(2), hex(3))], false).unwrap().unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].pcr2.to_hex(), hex(3));
+    }
+
+    #[test]
+    fn all_zero_builds_are_debug_mode_and_refused_without_the_insecure_flag() {
+        let zero = [format!("{},{},{}", hex(0), hex(0), hex(0))];
+        assert_eq!(parse_builds(&zero, false).unwrap_err().code, "debug_mode");
+        assert!(parse_builds(&zero, true).is_ok());
+    }
+
+    #[test]
+    fn pcr0_to_2_alone_are_refused_and_sets_need_three_values() {
+        assert_eq!(parse_pcrs(&[format!("0={}", hex(1))]).unwrap_err().code, "usage");
+        assert!(parse_pcrs(&[format!("8={}", hex(1))]).unwrap().contains_key(&8));
+        assert_eq!(parse_builds(&[format!("{},{}", hex(1), hex(2))], false).unwrap_err().code, "usage");
+    }
 }
