@@ -34,6 +34,13 @@ test:
             echo "note: not root and no user namespaces: the tmpfs database fault tests will fail" >&2
         fi
     fi
+    # The end-to-end tests need a KMS emulator; say once which one they will get.
+    kind=$(scripts/dev-kms install)
+    if [ "$kind" = moto ]; then
+        echo "note: LocalStack is unavailable here (it needs Python 3.13); the KMS tests run against moto instead" >&2
+    else
+        echo "dev KMS for the end-to-end tests: $kind" >&2
+    fi
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
 

@@ -73,6 +73,20 @@ pub struct ServerSection {
 pub struct RelaySection {
     /// Where enclaves reach the KMS relay: `vsock://any:8000` in production.
     pub listen: String,
+    /// Relay connections at once (default 64); more are dropped.
+    #[serde(default = "default_relay_connections")]
+    pub max_connections: usize,
+    /// Seconds a relayed connection may carry no traffic before it is closed (default 60).
+    #[serde(default = "default_relay_idle_seconds")]
+    pub idle_timeout_seconds: u64,
+}
+
+fn default_relay_connections() -> usize {
+    64
+}
+
+fn default_relay_idle_seconds() -> u64 {
+    60
 }
 
 /// `link:` — how the gateway proves to its enclaves that it is their gateway.
@@ -152,6 +166,7 @@ pub struct Config {
     pub api_token_file: PathBuf,
     pub admin_token_file: Option<PathBuf>,
     pub relay_listen: Address,
+    pub relay_limits: crate::relay::Limits,
     pub link_key_file: PathBuf,
     pub link_public_key: Option<LinkPublicKey>,
     pub attestation_root_pem: Option<PathBuf>,
@@ -228,6 +243,9 @@ impl Config {
         let endpoint_url =
             file.kms.endpoint_url.clone().unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", file.kms.region));
         let kms_endpoint = KmsEndpoint::parse(&endpoint_url)?;
+        if file.relay.max_connections == 0 || file.relay.idle_timeout_seconds == 0 {
+            bail!("relay.max_connections and relay.idle_timeout_seconds must be at least 1");
+        }
         if file.enclaves.is_empty() {
             bail!("enclaves: at least one enclave is required");
         }
@@ -274,6 +292,10 @@ impl Config {
             api_token_file: file.server.api_token_file,
             admin_token_file: file.server.admin_token_file,
             relay_listen: file.relay.listen.parse().context("relay.listen")?,
+            relay_limits: crate::relay::Limits {
+                max_connections: file.relay.max_connections,
+                idle_timeout: std::time::Duration::from_secs(file.relay.idle_timeout_seconds),
+            },
             link_key_file: file.link.key_file,
             link_public_key: file
                 .link

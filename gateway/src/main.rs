@@ -147,7 +147,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let relay_listener = Listener::bind(&config.relay_listen).await?;
     let relay_target = config.kms_endpoint.relay_target();
     tracing::info!(event = event::RELAY_LISTENING, listen = %relay_listener.local_address(), target = %relay_target, "KMS relay listening");
-    tokio::spawn(relay::serve(relay_listener, relay_target));
+    tokio::spawn(relay::serve(relay_listener, relay_target, config.relay_limits));
 
     let expect = Expectations {
         environment: config.environment,

@@ -2,9 +2,9 @@
 //! configured KMS endpoint, and never parses or logs what passes through (in production it
 //! is TLS that ends inside the enclave).
 //!
-//! Anyone on the instance can connect to its listener, so connections are capped
-//! ([`MAX_CONNECTIONS`]) and one that carries no traffic for [`IDLE_TIMEOUT`] is closed. A
-//! refused target is logged quoted and shortened: it is the connecting peer's text.
+//! Anyone on the instance can connect to its listener, so connections are capped and one that
+//! carries no traffic for a while is closed ([`Limits`], `relay:` in the config). A refused
+//! target is logged quoted and shortened: it is the connecting peer's text.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,14 +16,19 @@ use tokio::{net::TcpStream, sync::Semaphore};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed to reach the KMS endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Relay connections at once. An enclave uses one per KMS call in flight.
-pub const MAX_CONNECTIONS: usize = 64;
-/// A relayed connection with no traffic either way for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much the relay takes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections at once (an enclave uses one per KMS call in flight); more are dropped.
+    pub max_connections: usize,
+    /// A relayed connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+}
 
-pub async fn serve(listener: Listener, target: String) {
+pub async fn serve(listener: Listener, target: String, limits: Limits) {
     let target = Arc::new(target);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (max, idle) = (limits.max_connections, limits.idle_timeout);
     loop {
         let (mut conn, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -34,7 +39,7 @@ pub async fn serve(listener: Listener, target: String) {
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(event = event::RELAY_REFUSED, reason = "capacity", %peer, "relay: {MAX_CONNECTIONS} connections are open already; connection dropped");
+            tracing::warn!(event = event::RELAY_REFUSED, reason = "capacity", %peer, "relay: {max} connections are open already; connection dropped");
             drop(conn);
             continue;
         };
@@ -76,10 +81,10 @@ pub async fn serve(listener: Listener, target: String) {
             if relay_accept(&mut conn).await.is_err() {
                 return;
             }
-            match relay_copy(conn, upstream, IDLE_TIMEOUT).await {
+            match relay_copy(conn, upstream, idle).await {
                 Ok((up, down)) => tracing::debug!(%peer, up, down, "relay: connection finished"),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    tracing::info!(event = event::RELAY_REFUSED, reason = "idle", %peer, "relay: closed a connection idle for {IDLE_TIMEOUT:?}")
+                    tracing::info!(event = event::RELAY_REFUSED, reason = "idle", %peer, "relay: closed a connection idle for {idle:?}")
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "relay: connection ended"),
             }

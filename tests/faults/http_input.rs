@@ -311,3 +311,39 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, Value)> {
     let body = bytes.get(head_len..head_len + length)?;
     Some((response.code.expect("status"), serde_json::from_slice(body).expect("error body is JSON")))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_attestation_requests_is_rate_limited_and_signing_is_unaffected() {
+    // /v1/attestation needs no token and costs the enclave an NSM call each: past its burst
+    // the gateway answers 429 rate_limited instead of passing the flood on.
+    let stack = Stack::start(StackOptions::default()).await;
+    let key = stack.client.public_key(None).await.expect("key").public_key_hex;
+    let requests = (0..120u32).map(|i| {
+        let client = stack.client.clone();
+        async move { client.attestation(&i.to_be_bytes(), None).await }
+    });
+    let answers = futures_join_all(requests).await;
+    let limited = answers
+        .iter()
+        .filter(
+            |a| matches!(a, Err(keyward_client::ClientError::Api { status: 429, code, .. }) if code == "rate_limited"),
+        )
+        .count();
+    let served = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(limited + served, answers.len(), "every answer is a document or a rate limit");
+    assert!(served >= 20 && limited >= 20, "{served} served, {limited} limited");
+    keyward_e2e::assert_signs(&stack, None, &key).await;
+}
+
+/// Runs the futures concurrently and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.expect("task"));
+    }
+    out
+}

@@ -233,3 +233,61 @@ async fn a_reply_that_never_comes_is_a_timeout_not_a_hang() {
     let (status, _) = stack.client.health().await.expect("the gateway keeps serving");
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kms_relay_caps_its_connections_and_closes_idle_ones() {
+    use tokio::io::AsyncReadExt;
+    let mut stack = Stack::prepare(StackOptions::default()).await;
+    let config = std::fs::read_to_string(stack.config_path()).expect("config");
+    let relay_line = format!("relay:\n  listen: {}\n", stack.relay_address());
+    assert!(config.contains(&relay_line), "{config}");
+    stack.write_config_text(
+        &config.replace(&relay_line, &format!("{relay_line}  max_connections: 4\n  idle_timeout_seconds: 2\n")),
+    );
+    stack.start_enclave(1);
+    stack.start_gateway();
+    stack.wait_ready().await;
+    let row = stack.row(1).expect("row");
+    let relay: keyward_transport::Address = stack.relay_address().parse().expect("relay address");
+    let target = stack.kms_url.trim_start_matches("http://").to_owned();
+    // The relay logs a refusal just after closing the connection: wait for the line.
+    let refusals = |reason: &str| {
+        let gateway = stack.gateway.as_ref().expect("gateway");
+        let wait = Duration::from_secs(10);
+        gateway.wait_events(keyward_e2e::event::RELAY_REFUSED, 1, |e| e["reason"] == reason, wait).len()
+    };
+
+    // Accepted for the configured target, then silent: closed once idle for 2 s.
+    let started = Instant::now();
+    let mut idle = keyward_transport::relay_connect(&relay, &target).await.expect("the configured target");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut buf)).await.expect("closed, not held");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before the idle timeout");
+    assert_eq!(refusals("idle"), 1);
+
+    // Four connections that say nothing hold every slot; the fifth is dropped at once, long
+    // before the 5 s handshake deadline would have freed a slot.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(keyward_transport::connect(&relay).await.expect("connect"));
+    }
+    // The relay accepts in arrival order, so the four take their slots before the fifth asks.
+    let mut fifth = keyward_transport::connect(&relay).await.expect("connect");
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), fifth.read(&mut buf)).await.expect("dropped");
+    assert!(matches!(read, Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(2), "{read:?}");
+    assert_eq!(refusals("capacity"), 1);
+
+    // Slots come back: with the holders gone, the enclave's KMS traffic flows again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rotated = loop {
+        match stack.admin_client().rotate(None).await {
+            Ok(rotated) => break rotated,
+            Err(e) => assert!(Instant::now() < deadline, "no rotation through the relay: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((rotated.key_epoch, rotated.public_key_hex), (2, hex::encode(&row.public_key)));
+}

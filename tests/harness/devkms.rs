@@ -23,6 +23,10 @@ impl DevKms {
         let install = Command::new(&script).arg("install").output().expect("run scripts/dev-kms install");
         assert!(install.status.success(), "dev KMS install failed: {}", String::from_utf8_lossy(&install.stderr));
         let kind = String::from_utf8_lossy(&install.stdout).trim().to_owned();
+        if kind == "moto" {
+            static NOTED: std::sync::Once = std::sync::Once::new();
+            NOTED.call_once(|| eprintln!("note: LocalStack is unavailable; this test runs against moto"));
+        }
         let port = free_port();
         let state = dir.join("devkms-state");
         let proc = Proc::spawn(

@@ -137,29 +137,33 @@ impl Proc {
     /// Waits up to `timeout` until the log holds an `event` line (a process's start-up is
     /// asynchronous to the test); panics with the log otherwise.
     pub fn wait_event(&self, name: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_events(name, 1, |_| true, timeout).pop().expect("one event")
+    }
+
+    /// Waits up to `timeout` until at least `count` `event` lines satisfy `accept` (a process
+    /// logs after it acts, so a test may see the effect before the line); returns them.
+    pub fn wait_events(
+        &self,
+        name: &str,
+        count: usize,
+        accept: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(found) = self.events(name).pop() {
+            let found: Vec<_> = self.events(name).into_iter().filter(|e| accept(e)).collect();
+            if found.len() >= count {
                 return found;
             }
             assert!(
                 Instant::now() < deadline,
-                "{} logged no {name} within {timeout:?}:\n{}",
+                "{} logged {} of {count} {name} within {timeout:?}:\n{}",
                 self.name,
+                found.len(),
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// How many structured log lines of any event there are: a check that a log is not
-    /// silent for some unrelated reason (a format change) before counting an absence.
-    pub fn event_count(&self) -> usize {
-        self.log_text()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|v| v.get("event").is_some())
-            .count()
     }
 }
 

@@ -64,6 +64,11 @@ impl TlsRoots {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The DER-encoded subject name of each trust anchor.
+    pub fn anchor_subjects(&self) -> Vec<Vec<u8>> {
+        self.0.roots.iter().map(|anchor| anchor.subject.as_ref().to_vec()).collect()
+    }
 }
 
 impl fmt::Debug for TlsRoots {
