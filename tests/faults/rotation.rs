@@ -215,7 +215,7 @@ async fn signing_continues_while_the_data_key_rotates() {
         let mut i = 0u32;
         while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
             let d = digest((i % 251) as u8);
-            let scheme = if i % 2 == 0 { "ecdsa" } else { "bip340" };
+            let scheme = if i.is_multiple_of(2) { "ecdsa" } else { "bip340" };
             let started = Instant::now();
             let result = client.sign(&d, scheme, None).await;
             signed.push((d, scheme, started, Instant::now(), result));

@@ -7,13 +7,17 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use keyward_bench::{
+    flood::{FloodOutcome, attestation_flood},
     load::{self, Endpoint, Outcome, Window, Workload},
     procfs::{self, CpuProbe},
     raw::{self, RawRate, Scheme},
@@ -53,6 +57,10 @@ struct Args {
     /// Offered loads (requests per second) of the latency points.
     #[arg(long, value_delimiter = ',', default_value = "200,1000,5000")]
     rates: Vec<f64>,
+    /// `/v1/attestation` requests per second sent beside signing at 1,000 req/s (the gateway
+    /// serves 20 per second and answers the rest 429).
+    #[arg(long, default_value_t = 1000.0)]
+    attestation_flood: f64,
     /// Enclave restarts to time.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
@@ -132,7 +140,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_cpu_cores = idle.finish().cores.into_iter().collect();
 
-    let points = load_points(args, window, &endpoint, &pids, &mut builds).await;
+    let mut points = load_points(args, window, &endpoint, &pids, &mut builds).await;
+    let flood = flooded_point(args, window, &endpoint, &pids, &mut points).await?;
 
     // The enclave that served all the load; the restarts below replace it.
     let enclave_peak_rss_mib = procfs::peak_rss_mib(enclave_pid);
@@ -180,6 +189,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         single_connections: best_single.connections,
         batch_connections: args.batch_connections,
         open_loop_connections: args.open_connections,
+        p99_ms_at_1000_attestation_flood: at_named(&points, FLOODED_POINT, |p| p.p99_ms),
+        ratio_p99_flood_to_quiet: at_named(&points, FLOODED_POINT, |p| p.p99_ms)
+            .zip(at(1000.0, |p| p.p99_ms))
+            .map(|(flooded, quiet)| flooded / quiet),
+        attestation_flood_offered_per_s: args.attestation_flood,
+        attestation_flood: flood,
         restart_runs: restarts,
         restarted_enclave_peak_rss_mib,
         load_generator: LOAD_GENERATOR.to_owned(),
@@ -210,6 +225,37 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
 
 const LOAD_GENERATOR: &str = "this process: one OS thread (tokio current-thread runtime), not pinned; hyper \
                               HTTP/1.1 keep-alive connections, one request in flight per connection";
+
+/// The name of the point that signs at 1,000 req/s while `/v1/attestation` is flooded.
+const FLOODED_POINT: &str = "single open 1000 + attestation flood";
+
+fn at_named(points: &[PointReport], name: &str, pick: fn(&PointReport) -> Option<f64>) -> Option<f64> {
+    points.iter().find(|p| p.name == name).and_then(pick)
+}
+
+/// Signing at 1,000 req/s (open loop, as the quiet point) while `--attestation-flood`
+/// attestation requests per second arrive beside it.
+async fn flooded_point(
+    args: &Args,
+    window: Window,
+    endpoint: &Arc<Endpoint>,
+    pids: &[(&str, u32)],
+    points: &mut Vec<PointReport>,
+) -> anyhow::Result<FloodOutcome> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn(attestation_flood(endpoint.clone(), 4, args.attestation_flood, stop.clone()));
+    let load = load::open_loop(endpoint, Workload::Single, args.open_connections, 1000.0, window);
+    points.push(measured(FLOODED_POINT, pids, window, load).await);
+    stop.store(true, Ordering::Relaxed);
+    let flood = flood.await.context("the attestation flood task")?;
+    eprintln!(
+        "[bench] attestation flood: {:.0}/s served, {:.0}/s rate-limited, {} other",
+        flood.served_per_s(),
+        flood.limited_per_s(),
+        flood.other
+    );
+    Ok(flood)
+}
 
 /// Throughput (closed loop) and then latency (open loop) points, in that order.
 async fn load_points(

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod flood;
 pub mod load;
 pub mod procfs;
 pub mod raw;

@@ -60,6 +60,11 @@ impl Endpoint {
         })
     }
 
+    /// The `Host` header value.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
     /// Opens one connection, to check that the gateway listens.
     pub async fn probe(&self) -> Result<(), BenchError> {
         connect(self).await.map(drop)
@@ -392,7 +397,8 @@ fn check_answer(workload: Workload, status: StatusCode, body: &[u8]) -> Result<(
     Ok(())
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, BenchError> {
+/// One keep-alive HTTP/1.1 connection to the gateway.
+pub(crate) async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, BenchError> {
     let failed = |e: &dyn std::fmt::Display| BenchError::Connect { addr: endpoint.addr, reason: e.to_string() };
     let stream = TcpStream::connect(endpoint.addr).await.map_err(|e| failed(&e))?;
     stream.set_nodelay(true).map_err(|e| failed(&e))?;
