@@ -57,10 +57,9 @@ pub struct RunArgs {
     #[arg(long, env = "KEYWARD_NSM", value_enum, default_value_t = NsmChoice::Nitro)]
     pub nsm: NsmChoice,
     /// The gateway's link public key (64 hex digits, `gateway link-key public`): only a peer
-    /// that proves it holds the matching private key may use this enclave. Several keys,
-    /// comma-separated, while the link key is being replaced. Required.
-    #[arg(long, env = "KEYWARD_GATEWAY_PUBLIC_KEY", value_delimiter = ',')]
-    pub gateway_public_key: Vec<String>,
+    /// that proves it holds the matching private key may use this enclave. Required.
+    #[arg(long, env = "KEYWARD_GATEWAY_PUBLIC_KEY")]
+    pub gateway_public_key: Option<String>,
     /// Data folder of the development NSM's PKI (created on first use).
     #[arg(long, env = "KEYWARD_MOCK_NSM_DIR", default_value = ".dev/mock-nsm")]
     pub mock_nsm_dir: PathBuf,
@@ -76,7 +75,7 @@ pub struct Config {
     pub kms_key_id: String,
     pub attestation: bool,
     pub nsm: NsmChoice,
-    pub gateway_keys: Vec<LinkPublicKey>,
+    pub gateway_key: LinkPublicKey,
     // Read only by the development NSM, which production builds leave out.
     #[cfg_attr(not(feature = "mock-nsm"), allow(dead_code))]
     pub mock_nsm_dir: PathBuf,
@@ -95,20 +94,10 @@ impl Config {
         if kms_key_id.trim().is_empty() || kms_key_id.len() > 2048 {
             bail!("--kms-key-id must be a key ARN, key id or alias");
         }
-        if args.gateway_public_key.is_empty() {
-            bail!(
-                "--gateway-public-key is required: the enclave serves only a gateway that proves it holds the link key (`gateway link-key public` prints it)"
-            );
-        }
-        if args.gateway_public_key.len() > 8 {
-            bail!("--gateway-public-key lists {} keys; at most 8 are accepted", args.gateway_public_key.len());
-        }
-        let gateway_keys = args
-            .gateway_public_key
-            .iter()
-            .map(|key| LinkPublicKey::from_hex(key))
-            .collect::<Result<Vec<_>, _>>()
-            .context("--gateway-public-key")?;
+        let gateway_key = args.gateway_public_key.as_deref().context(
+            "--gateway-public-key is required: the enclave serves only a gateway that proves it holds the link key (`gateway link-key public` prints it)",
+        )?;
+        let gateway_key = LinkPublicKey::from_hex(gateway_key).context("--gateway-public-key")?;
         let config = Config {
             listen,
             kms_relay,
@@ -117,7 +106,7 @@ impl Config {
             kms_key_id,
             attestation: args.attestation,
             nsm: args.nsm,
-            gateway_keys,
+            gateway_key,
             mock_nsm_dir: args.mock_nsm_dir,
         };
         config.check_production()?;
@@ -129,6 +118,11 @@ impl Config {
     fn check_production(&self) -> anyhow::Result<()> {
         if self.nsm != NsmChoice::Nitro {
             return Ok(());
+        }
+        if self.gateway_key.is_published_test_key() {
+            bail!(
+                "refusing to start: --gateway-public-key is a published test key (RFC 8032), whose private key anyone has"
+            );
         }
         if !self.attestation {
             bail!(
@@ -155,7 +149,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const GATEWAY_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const GATEWAY_KEY: &str = "5c0b1f1fd4ba2c2f9e6a1b5a3d0b6f0e8d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a";
 
     fn args(extra: &[&str]) -> RunArgs {
         let mut argv = vec![
@@ -206,26 +200,17 @@ mod tests {
     #[test]
     fn the_gateway_link_key_is_required_and_must_be_a_public_key() {
         let config = Config::from_args(args(&[])).unwrap();
-        assert_eq!(config.gateway_keys, vec![LinkPublicKey::from_hex(GATEWAY_KEY).unwrap()]);
+        assert_eq!(config.gateway_key, LinkPublicKey::from_hex(GATEWAY_KEY).unwrap());
         let mut none = args(&[]);
-        none.gateway_public_key.clear();
+        none.gateway_public_key = None;
         assert!(format!("{:#}", Config::from_args(none).unwrap_err()).contains("--gateway-public-key is required"));
         let mut bad = args(&[]);
-        bad.gateway_public_key = vec!["abcd".into()];
+        bad.gateway_public_key = Some("abcd".into());
         assert!(format!("{:#}", Config::from_args(bad).unwrap_err()).contains("not 64 hex digits"));
-        let two = Cli::try_parse_from([
-            "enclave",
-            "--kms-region",
-            "us-east-1",
-            "--kms-key-id",
-            "alias/k",
-            "--nsm",
-            "mock",
-            "--gateway-public-key",
-            &format!("{GATEWAY_KEY},{}", "ab".repeat(32)),
-        ])
-        .unwrap();
-        assert_eq!(Config::from_args(two.run).unwrap().gateway_keys.len(), 2, "comma-separated keys during a change");
+        // RFC 8032's first test vector: its private key is in the RFC.
+        let mut published = args(&[]);
+        published.gateway_public_key = Some("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into());
+        assert!(format!("{:#}", Config::from_args(published).unwrap_err()).contains("published test key"));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //!
 //! Anyone on the parent instance can open a vsock connection, so unauthenticated connections
 //! are bounded and short-lived: at most [`MAX_PENDING`] at once, each with a deadline, and when
-//! another arrives the oldest waiting one is evicted. A flood of connections therefore cannot
-//! lock the gateway out (its connection authenticates within a round trip of arriving) and
-//! never touches established, authenticated connections, of which there are at most
-//! [`MAX_AUTHENTICATED`] (only holders of the link key get one).
+//! another arrives a *randomly chosen* waiting one is evicted. A flood never touches
+//! established, authenticated connections, of which there are at most [`MAX_AUTHENTICATED`]
+//! (only holders of the link key get one). A gateway that connects during a flood needs about
+//! two round trips to authenticate; with random eviction it survives each later arrival with
+//! probability 7/8, and it retries at once when evicted, so a flood delays its reconnection
+//! but cannot shut it out for good (with oldest-first eviction, eight quick connections would).
 
 use std::{
     collections::VecDeque,
@@ -58,8 +60,9 @@ impl Gate {
         let id = queue.next_id;
         queue.next_id += 1;
         while queue.waiting.len() >= self.max_pending {
-            if let Some((_, oldest)) = queue.waiting.pop_front() {
-                let _ = oldest.send(());
+            let victim = random_index(queue.waiting.len());
+            if let Some((_, evicted)) = queue.waiting.remove(victim) {
+                let _ = evicted.send(());
             }
         }
         queue.waiting.push_back((id, tx));
@@ -83,6 +86,14 @@ impl Gate {
     }
 }
 
+/// A uniformly random index below `len` (which is at most a few).
+fn random_index(len: usize) -> usize {
+    let mut bytes = [0u8; 8];
+    // Without randomness the first waiter goes: still a bounded queue, only more predictable.
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) % len.max(1) as u64) as usize
+}
+
 impl Pending {
     /// Resolves when this connection is evicted to make room for a newer one.
     pub async fn evicted(&mut self) {
@@ -101,23 +112,42 @@ impl Drop for Pending {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    #[tokio::test]
-    async fn the_oldest_waiter_is_evicted_when_the_queue_is_full() {
+    /// Whether `pending` has been told to leave.
+    fn was_evicted(pending: &mut Pending) -> bool {
+        !matches!(pending.evicted.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+
+    #[test]
+    fn a_full_queue_evicts_one_waiter_per_arrival_and_never_grows() {
         let gate = Gate::new(2, 1);
         let mut first = gate.admit();
         let mut second = gate.admit();
         assert_eq!(gate.waiting(), 2);
-        let _third = gate.admit();
-        tokio::time::timeout(Duration::from_secs(1), first.evicted()).await.expect("the oldest is evicted");
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), second.evicted()).await.is_err(),
-            "the second is still waiting"
-        );
+        let mut third = gate.admit();
+        let evicted = usize::from(was_evicted(&mut first)) + usize::from(was_evicted(&mut second));
+        assert_eq!(evicted, 1, "exactly one of the two earlier waiters made room");
+        assert!(!was_evicted(&mut third), "the newcomer waits");
         assert_eq!(gate.waiting(), 2);
+    }
+
+    #[test]
+    fn any_waiter_may_be_evicted_not_only_the_oldest() {
+        // Under a flood, oldest-first would always evict a gateway that arrived just before
+        // eight attacker connections; a random choice lets it stay with probability 7/8 each.
+        let mut oldest_survived = 0;
+        for _ in 0..200 {
+            let gate = Gate::new(8, 1);
+            let mut oldest = gate.admit();
+            let _rest: Vec<_> = (0..7).map(|_| gate.admit()).collect();
+            let _newcomer = gate.admit();
+            if !was_evicted(&mut oldest) {
+                oldest_survived += 1;
+            }
+        }
+        // Expected 175 of 200; the chance of fewer than 140 is negligible.
+        assert!(oldest_survived > 140, "the oldest survived only {oldest_survived} of 200 times");
     }
 
     #[tokio::test]

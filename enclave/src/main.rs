@@ -1,5 +1,6 @@
 //! keyward enclave binary: configuration, wiring and the main loop.
 
+mod attestations;
 mod config;
 mod datakey;
 mod gate;
@@ -64,10 +65,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         kms_key_id = %config.kms_key_id,
         attestation = config.attestation,
         nsm = ?info.nsm,
-        gateway_keys = config.gateway_keys.len(),
+        gateway_key = %config.gateway_key,
         "enclave ready for the gateway"
     );
-    let link = server::Link { vault, info, gateway_keys: config.gateway_keys };
+    let link = server::Link { vault, info, gateway_key: config.gateway_key };
     tokio::select! {
         result = server::serve(listener, link) => result,
         _ = shutdown_signal() => {

@@ -39,14 +39,17 @@ const MAX_IN_FLIGHT: usize = 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time from connecting to a successful `Authenticate`.
 pub const AUTH_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest frame before authentication (`Hello` and `Authenticate` take about a hundred
+/// bytes): an unauthenticated peer cannot make the enclave buffer a megabyte.
+const MAX_UNAUTHENTICATED_FRAME_LEN: usize = 4096;
 
 /// What every connection needs.
 #[derive(Debug)]
 pub struct Link {
     pub vault: Arc<Vault>,
     pub info: EnclaveInfo,
-    /// The gateway link keys this enclave accepts (from its measured configuration).
-    pub gateway_keys: Vec<LinkPublicKey>,
+    /// The gateway link key this enclave accepts (from its measured configuration).
+    pub gateway_key: LinkPublicKey,
 }
 
 pub async fn serve(listener: Listener, link: Link) -> anyhow::Result<()> {
@@ -108,9 +111,10 @@ async fn authenticate(
     let mut challenge: Option<[u8; 32]> = None;
     loop {
         let incoming = tokio::select! {
-            incoming = tokio::time::timeout_at(deadline, next_request(reader, tx)) => incoming,
+            incoming = tokio::time::timeout_at(deadline, next_request(reader, tx, MAX_UNAUTHENTICATED_FRAME_LEN)) => incoming,
             () = pending.evicted() => {
-                let message = "too many connections are waiting to authenticate; this one, the oldest, is closed";
+                let message = "too many connections are waiting to authenticate; this one was closed to make room";
+                tracing::warn!(event = event::LINK_REFUSED, code = ErrorCode::TooManyConnections.as_str(), "{message}");
                 refuse(tx, CONNECTION_ERROR_ID, ErrorCode::TooManyConnections, message).await;
                 return Err(message.to_owned());
             }
@@ -118,6 +122,7 @@ async fn authenticate(
         let frame = match incoming {
             Err(_) => {
                 let message = format!("not authenticated within {AUTH_DEADLINE:?}");
+                tracing::warn!(event = event::LINK_REFUSED, code = ErrorCode::Unauthenticated.as_str(), "{message}");
                 refuse(tx, CONNECTION_ERROR_ID, ErrorCode::Unauthenticated, &message).await;
                 return Err(message);
             }
@@ -154,12 +159,12 @@ async fn authenticate(
             }
             (Request::Authenticate(proof), Some(challenge)) => {
                 let key = LinkPublicKey(proof.public_key);
-                let listed = link.gateway_keys.contains(&key);
+                let listed = key == link.gateway_key;
                 if !(listed && key.verifies(&link_auth_message(&challenge), &proof.signature)) {
                     let why = if listed {
                         "its signature does not verify"
                     } else {
-                        "its key is not a gateway key this enclave accepts"
+                        "its key is not the gateway key this enclave accepts"
                     };
                     tracing::warn!(event = event::LINK_REFUSED, code = ErrorCode::Unauthenticated.as_str(), public_key = %key, "refused a link authentication: {why}");
                     let message = format!("link authentication failed: {why}");
@@ -214,7 +219,7 @@ async fn serve_requests(
 ) -> String {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        let frame = match next_request(reader, tx).await {
+        let frame = match next_request(reader, tx, MAX_FRAME_LEN).await {
             Incoming::Request(frame) => frame,
             Incoming::Unreadable { id, error } => {
                 let reply = Reply::Err(ErrorReply::new(ErrorCode::BadRequest, format!("unreadable request: {error}")));
@@ -253,9 +258,9 @@ enum Incoming {
     End(String),
 }
 
-async fn next_request(reader: &mut ReadHalf<BoxConnection>, tx: &Replies) -> Incoming {
+async fn next_request(reader: &mut ReadHalf<BoxConnection>, tx: &Replies, max_len: usize) -> Incoming {
     let read = tokio::select! {
-        read = read_frame_within(reader, MAX_FRAME_LEN, FRAME_STALL_LIMIT) => read,
+        read = read_frame_within(reader, max_len, FRAME_STALL_LIMIT) => read,
         () = tx.closed() => return Incoming::End("reply writer stopped".to_owned()),
     };
     let body = match read {

@@ -7,10 +7,7 @@
 //! `Decrypt`, a context-encoding change...) is discarded here, before it can replace the only
 //! row that opens.
 
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::sync::{Arc, RwLock};
 
 use keyward_attest::{AttestationRequest, Nsm};
 use keyward_proto::{
@@ -19,20 +16,17 @@ use keyward_proto::{
 };
 use keyward_seal::{MasterKey, SealBinding, SealError};
 use keyward_telemetry::event;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
-use crate::datakey::{DataKeys, encryption_context};
+use crate::{
+    attestations::Attestations,
+    datakey::{DataKeys, encryption_context},
+};
 
 type Reply<T> = Result<T, ErrorReply>;
 
 /// Largest nonce accepted for an attestation document.
 pub const MAX_NONCE_LEN: usize = 512;
-/// Attestation documents made at once. Each is a blocking NSM call, so it runs on the blocking
-/// pool, never on the async workers that serve signing; the limit keeps a flood of attestation
-/// requests from taking every CPU.
-pub const MAX_CONCURRENT_ATTESTATIONS: usize = 2;
-/// How long an attestation request waits for a free slot before the answer is `busy`.
-const ATTESTATION_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct Vault {
@@ -40,7 +34,7 @@ pub struct Vault {
     lifecycle: Mutex<()>,
     keys: DataKeys,
     nsm: Arc<dyn Nsm>,
-    attestations: Arc<Semaphore>,
+    attestations: Attestations,
 }
 
 #[derive(Debug, Default)]
@@ -66,8 +60,8 @@ impl Vault {
             state: RwLock::default(),
             lifecycle: Mutex::new(()),
             keys,
+            attestations: Attestations::new(nsm.clone()),
             nsm,
-            attestations: Arc::new(Semaphore::new(MAX_CONCURRENT_ATTESTATIONS)),
         }
     }
 
@@ -236,9 +230,8 @@ impl Vault {
     }
 
     /// A fresh attestation document whose `nonce` is the caller's and whose `user_data` is
-    /// the 33-byte compressed master public key once one is committed. The NSM call runs on the
-    /// blocking pool, at most [`MAX_CONCURRENT_ATTESTATIONS`] at once; a request that cannot get
-    /// a slot within a short wait is answered `busy`.
+    /// the 33-byte compressed master public key once one is committed (made by
+    /// [`Attestations`], off the async workers).
     pub async fn attest(&self, request: AttestRequest) -> Reply<Vec<u8>> {
         if request.nonce.len() > MAX_NONCE_LEN {
             return Err(ErrorReply::new(
@@ -252,26 +245,7 @@ impl Vault {
             State::Ready(l) => Some(l.key.public_key().to_vec()),
             _ => None,
         };
-        let permit = tokio::time::timeout(ATTESTATION_QUEUE_WAIT, self.attestations.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| {
-                ErrorReply::new(
-                    ErrorCode::Busy,
-                    format!(
-                        "{MAX_CONCURRENT_ATTESTATIONS} attestation documents are being made already; retry shortly"
-                    ),
-                )
-            })?;
-        let nsm = self.nsm.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            nsm.attest(&AttestationRequest { public_key: None, user_data, nonce: Some(request.nonce) })
-        })
-        .await
-        .map_err(|_| ErrorReply::new(ErrorCode::Internal, "attestation task failed"))?
-        .map_err(|e| ErrorReply::new(ErrorCode::Attestation, e.to_string()))
+        self.attestations.attest(AttestationRequest { public_key: None, user_data, nonce: Some(request.nonce) }).await
     }
 
     /// Recovers the data key of a stored row with attested `Decrypt`, checks the row's KMS

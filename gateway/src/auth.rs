@@ -21,18 +21,6 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// A secret file (a token) must be readable by its owner only: a token others can read lets
-/// any local user sign.
-pub fn check_private_file(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode =
-        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!("{} has mode {mode:o}: group and others must have no access (chmod 600)", path.display());
-    }
-    Ok(())
-}
-
 impl Token {
     /// Whether two tokens are the same secret (compared in constant time).
     pub fn same_as(&self, other: &Token) -> bool {
@@ -42,12 +30,7 @@ impl Token {
     /// Reads a token file. With `require_private_file` (production) a file that group or
     /// others can access is refused.
     pub fn load(path: &Path, require_private_file: bool) -> anyhow::Result<Self> {
-        if require_private_file {
-            check_private_file(path).context("production refuses this token file")?;
-        }
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path).with_context(|| format!("reading API token file {}", path.display()))?,
-        );
+        let text = keyward_transport::read_secret_file(path, require_private_file).context("token file")?;
         let token = text.trim();
         if token.len() < MIN_TOKEN_LEN {
             bail!("API token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display());
@@ -108,14 +91,15 @@ mod tests {
     }
 
     #[test]
-    fn token_files_others_can_read_are_not_private() {
+    fn token_files_others_can_read_are_refused_when_they_must_be_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "0123456789abcdef0123456789abcdef").unwrap();
         for (mode, private) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-            assert_eq!(check_private_file(&path).is_ok(), private, "{mode:o}");
+            assert_eq!(Token::load(&path, true).is_ok(), private, "{mode:o}");
+            assert!(Token::load(&path, false).is_ok(), "development takes any mode");
         }
     }
 

@@ -153,6 +153,21 @@ pub const DEFAULT_ENCLAVE_MEMORY_MIB: u32 = 512;
 /// The Nitro Enclaves driver refuses to start an enclave with less.
 const MIN_ENCLAVE_MEMORY_MIB: u32 = 64;
 
+/// A relayed connection (one KMS call) ends after this, however busy.
+const RELAY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The CIDs of vsock enclaves, whom the relay serves when it listens on vsock.
+fn enclave_cids(enclaves: &[EnclaveTarget]) -> Option<Vec<u32>> {
+    let cids: Vec<u32> = enclaves
+        .iter()
+        .filter_map(|e| match e.address {
+            Address::Vsock { cid, .. } => Some(cid),
+            _ => None,
+        })
+        .collect();
+    (!cids.is_empty()).then_some(cids)
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -295,6 +310,8 @@ impl Config {
             relay_limits: crate::relay::Limits {
                 max_connections: file.relay.max_connections,
                 idle_timeout: std::time::Duration::from_secs(file.relay.idle_timeout_seconds),
+                lifetime: RELAY_LIFETIME,
+                vsock_cids: enclave_cids(&enclaves),
             },
             link_key_file: file.link.key_file,
             link_public_key: file
@@ -335,6 +352,11 @@ impl Config {
         }
         keyward_kms::KeyArn::parse_in_region(&self.kms_key_id, &self.kms_region)
             .context("production needs kms.key_id as a full key ARN (aliases can be re-pointed)")?;
+        if self.link_public_key.is_some_and(|key| key.is_published_test_key()) {
+            bail!(
+                "production refuses link.public_key: it is a published test key (RFC 8032), whose private key anyone has"
+            );
+        }
         Ok(())
     }
 

@@ -12,8 +12,8 @@ use std::{
 
 use keyward_attest::{Measurements, Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_proto::{
-    AttestRequest, Commit, EnclaveId, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status, Unseal,
-    fault::crash_point,
+    AttestRequest, Commit, EnclaveId, ErrorCode, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status,
+    Unseal, fault::crash_point,
 };
 use keyward_store::StoreError;
 use keyward_telemetry::event;
@@ -25,7 +25,7 @@ use crate::{
     config::{Environment, PcrSet},
     credentials::CredentialSource,
     db::{Db, row_from_sealed, sealed_from_row, store_code},
-    link::{EnclaveLink, LinkError},
+    link::{EnclaveLink, LinkError, unexpected_reply},
 };
 
 /// Deadline for lifecycle requests, which include a KMS round trip (two for a provision or
@@ -217,7 +217,7 @@ impl From<LinkError> for BringUpError {
 }
 
 fn unexpected(request: &str, answer: &Response) -> BringUpError {
-    BringUpError::Link(LinkError::Protocol(format!("{request} answered with {}", answer.kind())))
+    BringUpError::Link(unexpected_reply(request, answer))
 }
 
 pub struct Supervisor {
@@ -235,9 +235,18 @@ impl Supervisor {
         loop {
             let (link, hello, status) = match EnclaveLink::connect(&self.slot.address, &self.link_key).await {
                 Ok(connected) => connected,
+                Err(LinkError::Remote(reply)) if reply.code == ErrorCode::TooManyConnections => {
+                    // Evicted while waiting to authenticate (something floods the enclave's
+                    // port), or the authenticated slots are taken: try again soon, without
+                    // growing the delay, since each attempt has a fair chance.
+                    let detail = format!("enclave at {}: {}", self.slot.address, reply.message);
+                    self.slot.set(Phase::Connecting, Some(Problem::new(reply.code.as_str(), detail)));
+                    tokio::time::sleep(FIRST_RETRY).await;
+                    continue;
+                }
                 Err(LinkError::Remote(reply)) => {
                     // The enclave answered, and refused: a link key it does not accept, another
-                    // protocol version, no free connection slot.
+                    // protocol version.
                     let detail = format!("enclave at {} refused the link: {}", self.slot.address, reply.message);
                     self.slot.set(Phase::Refused, Some(Problem::new(reply.code.as_str(), detail)));
                     tokio::time::sleep(MAX_RETRY).await;

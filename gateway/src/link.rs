@@ -77,14 +77,14 @@ impl EnclaveLink {
                 WriterEnd::Failed(e) => format!("write failed: {e}"),
                 WriterEnd::Stalled(t) => format!("enclave stopped reading for {t:?}"),
             };
-            shut(&writer_pending, &writer_closed, reason);
+            shut(&writer_pending, &writer_closed, reason, None);
         });
 
         let reader_pending = pending.clone();
         let reader_closed = closed_tx.clone();
         tokio::spawn(async move {
-            let reason = read_replies(&mut reader, &reader_pending).await;
-            shut(&reader_pending, &reader_closed, reason);
+            let (reason, refusal) = read_replies(&mut reader, &reader_pending).await;
+            shut(&reader_pending, &reader_closed, reason, refusal);
         });
 
         let link = Arc::new(EnclaveLink { frames, pending, next_id: AtomicU64::new(1), closed });
@@ -147,23 +147,27 @@ impl EnclaveLink {
     }
 }
 
-async fn read_replies<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, pending: &Pending) -> String {
+/// Reads replies until the connection ends; returns why, and the enclave's error when it
+/// closed the connection with one (so waiting requests see its code, not just "closed").
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    pending: &Pending,
+) -> (String, Option<ErrorReply>) {
     loop {
         let body = match read_frame_within(reader, MAX_FRAME_LEN, FRAME_STALL_LIMIT).await {
             Ok(body) => body,
-            Err(FrameError::Closed) => return "closed by the enclave".to_owned(),
-            Err(e) => return e.to_string(),
+            Err(FrameError::Closed) => return ("closed by the enclave".to_owned(), None),
+            Err(e) => return (e.to_string(), None),
         };
         let frame: ResponseFrame = match decode(&body) {
             Ok(frame) => frame,
-            Err(e) => return format!("undecodable reply: {e}"),
+            Err(e) => return (format!("undecodable reply: {e}"), None),
         };
         if frame.id == CONNECTION_ERROR_ID {
-            let message = match frame.reply {
-                Reply::Err(e) => e.to_string(),
-                Reply::Ok(_) => "connection-level reply without an error".to_owned(),
+            return match frame.reply {
+                Reply::Err(e) => (format!("enclave closed the connection: {e}"), Some(e)),
+                Reply::Ok(_) => ("enclave closed the connection with a reply that is not an error".to_owned(), None),
             };
-            return format!("enclave closed the connection: {message}");
         }
         let Some(waiter) = lock(pending).remove(&frame.id) else {
             // The request already timed out and gave up; its late reply is dropped.
@@ -177,7 +181,7 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, pending: 
     }
 }
 
-fn shut(pending: &Pending, closed: &watch::Sender<Option<String>>, reason: String) {
+fn shut(pending: &Pending, closed: &watch::Sender<Option<String>>, reason: String, refusal: Option<ErrorReply>) {
     closed.send_if_modified(|current| {
         if current.is_none() {
             *current = Some(reason.clone());
@@ -187,8 +191,17 @@ fn shut(pending: &Pending, closed: &watch::Sender<Option<String>>, reason: Strin
         }
     });
     for (_, waiter) in lock(pending).drain() {
-        let _ = waiter.send(Err(LinkError::Closed(reason.clone())));
+        let error = match &refusal {
+            Some(reply) => LinkError::Remote(reply.clone()),
+            None => LinkError::Closed(reason.clone()),
+        };
+        let _ = waiter.send(Err(error));
     }
+}
+
+/// The error for an answer that does not fit the request.
+pub fn unexpected_reply(request: &str, answer: &Response) -> LinkError {
+    LinkError::Protocol(format!("{request} answered with {}", answer.kind()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -147,7 +147,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let relay_listener = Listener::bind(&config.relay_listen).await?;
     let relay_target = config.kms_endpoint.relay_target();
     tracing::info!(event = event::RELAY_LISTENING, listen = %relay_listener.local_address(), target = %relay_target, "KMS relay listening");
-    tokio::spawn(relay::serve(relay_listener, relay_target, config.relay_limits));
+    tokio::spawn(relay::serve(relay_listener, relay_target, config.relay_limits.clone()));
 
     let expect = Expectations {
         environment: config.environment,
@@ -199,6 +199,11 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
 fn load_link_key(config: &Config, production: bool) -> anyhow::Result<LinkKey> {
     let key = LinkKey::load(&config.link_key_file, production)
         .with_context(|| format!("link.key_file {}", config.link_key_file.display()))?;
+    if production && key.public_key().is_published_test_key() {
+        anyhow::bail!(
+            "production refuses link.key_file: it holds a published test key (RFC 8032), whose private key anyone has"
+        );
+    }
     if let Some(public) = config.link_public_key
         && public != key.public_key()
     {
@@ -216,7 +221,7 @@ fn link_key_cmd(config_path: &std::path::Path, command: LinkKeyCommand) -> anyho
         LinkKeyCommand::New { out } => {
             let path = match out {
                 Some(path) => path,
-                None => config::Config::load(config_path)?.link_key_file,
+                None => Config::load_without_production_checks(config_path)?.link_key_file,
             };
             let key = LinkKey::create(&path)?;
             eprintln!("wrote the link key to {} (mode 0600); give the enclave its public key:", path.display());

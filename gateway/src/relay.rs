@@ -2,33 +2,41 @@
 //! configured KMS endpoint, and never parses or logs what passes through (in production it
 //! is TLS that ends inside the enclave).
 //!
-//! Anyone on the instance can connect to its listener, so connections are capped and one that
-//! carries no traffic for a while is closed ([`Limits`], `relay:` in the config). A refused
-//! target is logged quoted and shortened: it is the connecting peer's text.
+//! Over vsock the relay takes connections only from the configured enclaves' CIDs, so no
+//! process on the instance can hold its slots. On any transport the connections are capped,
+//! and one that is idle, stops reading or simply lasts too long is closed ([`Limits`],
+//! `relay:` in the config). A refused target is logged quoted and shortened: it is the
+//! connecting peer's text.
 
 use std::{sync::Arc, time::Duration};
 
 use keyward_telemetry::event;
-use keyward_transport::{Listener, relay_accept, relay_copy, relay_deny, relay_read_target};
+use keyward_transport::{CopyLimits, Listener, relay_accept, relay_copy, relay_deny, relay_read_target};
 use tokio::{net::TcpStream, sync::Semaphore};
 
 /// Time an enclave has to name its target after connecting.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed to reach the KMS endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much the relay takes on.
-#[derive(Debug, Clone, Copy)]
+/// How much the relay takes on, and from whom.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections at once (an enclave uses one per KMS call in flight); more are dropped.
     pub max_connections: usize,
-    /// A relayed connection with no traffic either way for this long is closed.
+    /// A relayed connection with no traffic either way (or a write not taken) for this long is
+    /// closed.
     pub idle_timeout: Duration,
+    /// A relayed connection is closed after this long, busy or not.
+    pub lifetime: Duration,
+    /// vsock CIDs that may connect (the configured enclaves'); `None` on TCP and Unix sockets.
+    pub vsock_cids: Option<Vec<u32>>,
 }
 
 pub async fn serve(listener: Listener, target: String, limits: Limits) {
     let target = Arc::new(target);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let (max, idle) = (limits.max_connections, limits.idle_timeout);
+    let max = limits.max_connections;
+    let copy_limits = CopyLimits { idle: limits.idle_timeout, lifetime: limits.lifetime };
     loop {
         let (mut conn, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -38,6 +46,13 @@ pub async fn serve(listener: Listener, target: String, limits: Limits) {
                 continue;
             }
         };
+        if let (Some(allowed), Some(cid)) = (&limits.vsock_cids, peer.vsock_cid())
+            && !allowed.contains(&cid)
+        {
+            tracing::warn!(event = event::RELAY_REFUSED, reason = "peer", %peer, "relay: a peer that is not a configured enclave connected; dropped");
+            drop(conn);
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(event = event::RELAY_REFUSED, reason = "capacity", %peer, "relay: {max} connections are open already; connection dropped");
             drop(conn);
@@ -81,10 +96,10 @@ pub async fn serve(listener: Listener, target: String, limits: Limits) {
             if relay_accept(&mut conn).await.is_err() {
                 return;
             }
-            match relay_copy(conn, upstream, idle).await {
+            match relay_copy(conn, upstream, copy_limits).await {
                 Ok((up, down)) => tracing::debug!(%peer, up, down, "relay: connection finished"),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    tracing::info!(event = event::RELAY_REFUSED, reason = "idle", %peer, "relay: closed a connection idle for {idle:?}")
+                    tracing::info!(event = event::RELAY_REFUSED, reason = "idle", %peer, "relay: closed a connection: {e}")
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "relay: connection ended"),
             }

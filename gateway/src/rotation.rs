@@ -14,7 +14,7 @@ use crate::{
     db::{Db, row_from_sealed, sealed_from_row, store_code},
     enclaves::{EnclaveSlot, LIFECYCLE_TIMEOUT},
     errors::ApiError,
-    link::LinkError,
+    link::{LinkError, unexpected_reply},
 };
 
 /// Why a rotation did not happen.
@@ -55,8 +55,9 @@ impl RotateError {
             RotateError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
             RotateError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, store_code(e)),
             RotateError::Conflict(_) => (StatusCode::CONFLICT, "rotation_conflict"),
-            RotateError::Enclave(LinkError::Remote(reply)) => (StatusCode::BAD_GATEWAY, reply.code.as_str()),
             RotateError::Enclave(e) => {
+                // The enclave's own code and status (`round_trip_failed`, `kms_denied`,
+                // `enclave_not_ready`...), or the link's.
                 let link = ApiError::from_link(e.clone());
                 (link.status, link.code)
             }
@@ -98,7 +99,7 @@ pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource)
     let new = match link.call(request, LIFECYCLE_TIMEOUT).await {
         Ok(Response::Rotated(new)) => new,
         Ok(other) => {
-            return Err(RotateError::Enclave(LinkError::Protocol(format!("Rotate answered with {}", other.kind()))));
+            return Err(RotateError::Enclave(unexpected_reply("Rotate", &other)));
         }
         Err(e) => return Err(RotateError::Enclave(e)),
     };

@@ -16,6 +16,8 @@ use serde_json::Value;
 const ACCOUNT: &str = "111122223333";
 const ROLE: &str = "arn:aws:iam::111122223333:role/keyward-gateway";
 const KEY_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+/// The link public key the tests put into the production config (no one holds its private key).
+const LINK_PUBLIC_KEY: &str = "6a1f0c2b3d4e5f60718293a4b5c6d7e8f9010a1b2c3d4e5f60718293a4b5c6d7";
 
 // The samples' PCRs (crates/kms/testdata/README.md says how they were made).
 const OLD_PCR0: &str =
@@ -152,7 +154,9 @@ fn key_policy_refuses_debug_mode_and_non_nitro_cli_files() {
 /// A production config whose database directory exists, with the given enclaves section.
 fn production_config(dir: &Path, enclaves: &str) -> String {
     let text = std::fs::read_to_string(repo().join("config/production.yaml")).unwrap();
-    let text = text.replace("/var/lib/keyward/keyward.db", &dir.join("keyward.db").display().to_string());
+    let text = text
+        .replace("/var/lib/keyward/keyward.db", &dir.join("keyward.db").display().to_string())
+        .replace("  # public_key: <64 hex digits>", &format!("  public_key: {LINK_PUBLIC_KEY}"));
     let start = text.find("enclaves:\n").unwrap();
     let path = dir.join("production.yaml");
     std::fs::write(&path, format!("{}enclaves:\n{enclaves}", &text[..start])).unwrap();
@@ -167,7 +171,7 @@ fn nitro_build_args_prints_one_setting_per_line() {
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
-            "KEYWARD_GATEWAY_PUBLIC_KEY=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            &*format!("KEYWARD_GATEWAY_PUBLIC_KEY={LINK_PUBLIC_KEY}"),
             "KEYWARD_LISTEN=vsock://any:5000",
             "KEYWARD_KMS_RELAY=vsock://3:8000",
             "KEYWARD_KMS_ENDPOINT=https://kms.us-east-1.amazonaws.com",

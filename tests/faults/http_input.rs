@@ -318,11 +318,32 @@ async fn a_flood_of_attestation_requests_is_rate_limited_and_signing_is_unaffect
     // the gateway answers 429 rate_limited instead of passing the flood on.
     let stack = Stack::start(StackOptions::default()).await;
     let key = stack.client.public_key(None).await.expect("key").public_key_hex;
+    // Signatures asked for while the flood runs, interleaved with it.
+    let signer = {
+        let client = stack.client.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in 0..40u8 {
+                results.push((i, client.sign(&keyward_e2e::digest(i), "ecdsa", None).await));
+            }
+            results
+        })
+    };
     let requests = (0..120u32).map(|i| {
         let client = stack.client.clone();
         async move { client.attestation(&i.to_be_bytes(), None).await }
     });
     let answers = futures_join_all(requests).await;
+    for (i, signed) in signer.await.expect("signer") {
+        let signed = signed.unwrap_or_else(|e| panic!("signature {i} during the flood: {e}"));
+        keyward_e2e::assert_signature_verifies(
+            "ecdsa",
+            &keyward_e2e::digest(i),
+            &signed.signature.signature_hex,
+            &key,
+            &signed.xonly_public_key_hex,
+        );
+    }
     let limited = answers
         .iter()
         .filter(

@@ -58,6 +58,7 @@ async fn a_rotation_whose_new_row_would_not_open_fails_and_leaves_the_old_row() 
     assert!(decisions(&stack, "Decrypt", "denied") >= 1);
     let enclave = stack.enclaves.get(&1).expect("enclave");
     assert_eq!(enclave.events(event::ROUND_TRIP_FAILED).len(), 1);
+    assert_eq!(enclave.events(event::KEY_COMMITTED).len(), 1, "the first start's commit, in the same log");
     assert!(enclave.events(event::KEY_RESEALED).is_empty(), "nothing was handed out to store");
     // The enclave keeps signing with its key and epoch.
     assert_signs(&stack, None, &hex::encode(&before.public_key)).await;

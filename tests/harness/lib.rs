@@ -18,7 +18,7 @@ pub use mitm::{Tamper, start_mitm};
 pub use mount::TmpfsMount;
 pub use process::{Proc, binary, events_in, free_port, workspace_root};
 pub use raw_link::{RawLink, error_of};
-pub use secrets::assert_no_secrets;
+pub use secrets::{assert_no_secrets, assert_secret_absent};
 pub use stack::{Measured, Stack, StackOptions, read_rows, run_tool};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the

@@ -51,6 +51,27 @@ pub fn assert_no_secrets(label: &str, haystack: &[u8], row: &MasterKeyRow) {
     }
 }
 
+/// Panics if `haystack` contains `secret` (bytes a test knows: the link key's seed, a token)
+/// raw, as hex in either case, or as standard or URL-safe base64 at any alignment.
+pub fn assert_secret_absent(label: &str, haystack: &[u8], what: &str, secret: &[u8]) {
+    let contains = |needle: &[u8]| !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle);
+    let mut forms = vec![secret.to_vec(), hex::encode(secret).into_bytes(), hex::encode_upper(secret).into_bytes()];
+    for engine in [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD]
+    {
+        for shift in 0..3 {
+            // The secret's bytes after `shift` leading bytes encode to a stable middle part.
+            let encoded = engine.encode([vec![0u8; shift], secret.to_vec()].concat());
+            let skip = (shift * 4).div_ceil(3) + 1;
+            if encoded.len() > skip + 8 {
+                forms.push(encoded.as_bytes()[skip..encoded.len() - 2].to_vec());
+            }
+        }
+    }
+    for form in forms {
+        assert!(!contains(&form), "{label} contains the {what}");
+    }
+}
+
 /// Decoders that take any run of base64 characters: no padding required, trailing bits ignored.
 const LENIENT: base64::engine::GeneralPurposeConfig = base64::engine::GeneralPurposeConfig::new()
     .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
@@ -155,6 +176,15 @@ mod tests {
                 }
             }
         }
+        let seed = [0x3c; 32];
+        let found = |bytes: Vec<u8>| catch_unwind(move || assert_secret_absent("test", &bytes, "seed", &seed)).is_err();
+        assert!(found(pad(hex::encode(seed).as_bytes())), "hex seed");
+        for shift in 0..3 {
+            let blob = base64::engine::general_purpose::STANDARD
+                .encode([vec![1u8; shift], seed.to_vec(), vec![2; 5]].concat());
+            assert!(found(pad(blob.as_bytes())), "base64 seed at offset {shift}");
+        }
+        assert!(!found(pad(b"no seed here, just text")));
         let clean = row();
         assert!(!leaks([clean.encrypted_private_key.clone(), clean.public_key.clone(), b"log line".to_vec()].concat()));
     }

@@ -95,6 +95,7 @@ async fn the_gateway_gives_no_credentials_to_an_enclave_it_does_not_recognise() 
     // was reached (a second authenticated link) and never unsealed.
     let enclave = stack.enclaves.get(&1).expect("enclave");
     assert_eq!(enclave.events(keyward_e2e::event::LINK_AUTHENTICATED).len(), 2, "the modified image was reached");
+    assert_eq!(enclave.events(keyward_e2e::event::KEY_PROVISIONED).len(), 1, "the original build's key work is logged");
     assert!(enclave.events(keyward_e2e::event::KEY_UNSEALED).is_empty(), "the unknown image never unsealed");
     assert_eq!(kms_decisions(&stack, "Decrypt").len(), decrypts_before, "no KMS call with its credentials");
 }

@@ -53,8 +53,16 @@ async fn first_start_generates_a_kms_backed_key_that_signs_both_schemes() {
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path} must exist while the gateway runs: {e}"));
         assert_no_secrets(&path, &bytes, &row);
     }
+    // Nor the link key's seed or the bearer tokens, which let whoever holds them use the key.
+    let seed =
+        hex::decode(std::fs::read_to_string(stack.path().join("link.key")).expect("link key").trim()).expect("hex");
+    let admin_token = std::fs::read_to_string(stack.path().join("admin-token")).expect("admin token");
     for (path, bytes) in stack.log_bytes() {
-        assert_no_secrets(&path.display().to_string(), &bytes, &row);
+        let label = path.display().to_string();
+        assert_no_secrets(&label, &bytes, &row);
+        keyward_e2e::assert_secret_absent(&label, &bytes, "link key", &seed);
+        keyward_e2e::assert_secret_absent(&label, &bytes, "API token", stack.token.as_bytes());
+        keyward_e2e::assert_secret_absent(&label, &bytes, "admin token", admin_token.trim().as_bytes());
     }
 }
 

@@ -10,9 +10,9 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use address::{Address, VSOCK_CID_ANY, VSOCK_CID_PARENT};
-pub use link_key::{LinkKey, LinkKeyError, LinkPublicKey};
-pub use listener::{Listener, connect};
-pub use relay::{relay_accept, relay_connect, relay_copy, relay_deny, relay_read_target};
+pub use link_key::{LinkKey, LinkKeyError, LinkPublicKey, SecretFileError, read_secret_file};
+pub use listener::{Listener, Peer, connect};
+pub use relay::{CopyLimits, relay_accept, relay_connect, relay_copy, relay_deny, relay_read_target};
 
 /// A connected byte stream over vsock, TCP or a Unix socket.
 pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

@@ -9,11 +9,54 @@ use std::{fmt, path::Path};
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use zeroize::Zeroizing;
 
+/// Why a secret file (the link key, a bearer token) could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretFileError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file can be read by other users.
+    #[error(
+        "{path} has mode {mode:o}: group and others must have no access (chmod 600), or any local user could use it"
+    )]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Reads a secret file. With `require_private` (production) a file that group or others can
+/// access is refused. The mode is checked on the open file, the very one then read, so the
+/// file cannot be swapped between the check and the read.
+pub fn read_secret_file(path: &Path, require_private: bool) -> Result<Zeroizing<String>, SecretFileError> {
+    use std::{io::Read, os::unix::fs::PermissionsExt};
+    let io = |source| SecretFileError::Io { path: path.display().to_string(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+    if require_private && mode & 0o077 != 0 {
+        return Err(SecretFileError::Permissions { path: path.display().to_string(), mode });
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(io)?;
+    Ok(text)
+}
+
 /// Why a link key could not be loaded, made or parsed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkKeyError {
-    /// The key file could not be read or written.
+    /// The key file could not be read, or others can read it.
+    #[error("link key file {0}")]
+    File(#[from] SecretFileError),
+    /// The key file could not be written.
     #[error("link key file {path}: {source}")]
     Io {
         /// The file.
@@ -24,16 +67,6 @@ pub enum LinkKeyError {
     /// The key file does not hold 64 hex digits (a 32-byte Ed25519 seed).
     #[error("link key file {0} must hold one Ed25519 seed as 64 hex digits (make one with `gateway link-key new`)")]
     Malformed(String),
-    /// The key file can be read by other users.
-    #[error(
-        "link key file {path} has mode {mode:o}: group and others must have no access (chmod 600), or any local user could talk to the enclave"
-    )]
-    Permissions {
-        /// The file.
-        path: String,
-        /// Its permission bits.
-        mode: u32,
-    },
     /// A public key is not 64 hex digits.
     #[error("gateway public key {0:?} is not 64 hex digits (an Ed25519 public key)")]
     PublicKey(String),
@@ -57,13 +90,7 @@ impl LinkKey {
     /// Reads the key from `path`. With `require_private_file`, a file that group or others
     /// can access is refused (production).
     pub fn load(path: &Path, require_private_file: bool) -> Result<Self, LinkKeyError> {
-        use std::os::unix::fs::PermissionsExt;
-        let io = |source| LinkKeyError::Io { path: path.display().to_string(), source };
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-        if require_private_file && mode & 0o077 != 0 {
-            return Err(LinkKeyError::Permissions { path: path.display().to_string(), mode });
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        let text = read_secret_file(path, require_private_file)?;
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), seed.as_mut())
             .map_err(|_| LinkKeyError::Malformed(path.display().to_string()))?;
@@ -116,6 +143,17 @@ impl LinkPublicKey {
         Ok(LinkPublicKey(key))
     }
 
+    /// Whether this is the public key of one of RFC 8032's Ed25519 test vectors, whose private
+    /// keys are published: fine in a unit test, never as a deployment's link key.
+    pub fn is_published_test_key(&self) -> bool {
+        const RFC_8032_TEST_KEYS: [&str; 3] = [
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+        ];
+        RFC_8032_TEST_KEYS.contains(&hex::encode(self.0).as_str())
+    }
+
     /// Whether `signature` is this key's signature over `message`.
     pub fn verifies(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         UnparsedPublicKey::new(&ED25519, &self.0).verify(message, signature).is_ok()
@@ -162,7 +200,10 @@ mod tests {
         let path = dir.path().join("link.key");
         LinkKey::create(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(LinkKey::load(&path, true), Err(LinkKeyError::Permissions { mode: 0o640, .. })));
+        assert!(matches!(
+            LinkKey::load(&path, true),
+            Err(LinkKeyError::File(SecretFileError::Permissions { mode: 0o640, .. }))
+        ));
         assert!(LinkKey::load(&path, false).is_ok(), "development accepts it");
     }
 
@@ -175,6 +216,16 @@ mod tests {
         assert!(LinkPublicKey::from_hex("abcd").is_err());
         assert!(LinkPublicKey::from_hex(&"zz".repeat(32)).is_err());
         assert_eq!(LinkPublicKey::from_hex(&"ab".repeat(32)).unwrap().0, [0xab; 32]);
+    }
+
+    #[test]
+    fn the_rfc_8032_test_keys_are_recognised() {
+        // Test vector 1's seed gives test vector 1's public key: the list is the real one.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vector1.key");
+        std::fs::write(&path, "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        assert!(LinkKey::load(&path, false).unwrap().public_key().is_published_test_key());
+        assert!(!LinkKey::create(&dir.path().join("fresh.key")).unwrap().public_key().is_published_test_key());
     }
 
     #[test]

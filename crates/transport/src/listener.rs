@@ -69,23 +69,59 @@ impl Listener {
         &self.address
     }
 
-    /// Waits for the next connection; returns it with a printable peer description.
-    pub async fn accept(&self) -> Result<(BoxConnection, String), TransportError> {
+    /// Waits for the next connection; returns it with who connected.
+    pub async fn accept(&self) -> Result<(BoxConnection, Peer), TransportError> {
         let failed = |source| TransportError::Accept { address: self.address.to_string(), source };
         match &self.kind {
             Kind::Vsock(l) => {
                 let (stream, peer) = l.accept().await.map_err(failed)?;
-                Ok((Box::new(stream), format!("vsock://{}:{}", peer.cid(), peer.port())))
+                Ok((Box::new(stream), Peer::Vsock { cid: peer.cid(), port: peer.port() }))
             }
             Kind::Tcp(l) => {
                 let (stream, peer) = l.accept().await.map_err(failed)?;
                 stream.set_nodelay(true).map_err(failed)?;
-                Ok((Box::new(stream), format!("tcp://{peer}")))
+                Ok((Box::new(stream), Peer::Tcp(peer)))
             }
             Kind::Unix(l, _) => {
                 let (stream, _) = l.accept().await.map_err(failed)?;
-                Ok((Box::new(stream), self.address.to_string()))
+                Ok((Box::new(stream), Peer::Unix(self.address.to_string())))
             }
+        }
+    }
+}
+
+/// Who connected to a [`Listener`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A vsock peer: the enclave's CID (or the parent's, 3) and its source port.
+    Vsock {
+        /// Context id of the peer.
+        cid: u32,
+        /// Its source port.
+        port: u32,
+    },
+    /// A TCP peer.
+    Tcp(std::net::SocketAddr),
+    /// A Unix-socket peer (the socket's own address: Unix peers are anonymous).
+    Unix(String),
+}
+
+impl Peer {
+    /// The vsock context id, for a vsock peer.
+    pub fn vsock_cid(&self) -> Option<u32> {
+        match self {
+            Peer::Vsock { cid, .. } => Some(*cid),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Vsock { cid, port } => write!(f, "vsock://{cid}:{port}"),
+            Peer::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Peer::Unix(address) => f.write_str(address),
         }
     }
 }

@@ -75,11 +75,32 @@ pub async fn relay_deny<S: AsyncWrite + Unpin>(conn: &mut S, reason: &str) -> io
     conn.flush().await
 }
 
-/// Copies bytes both ways between `a` and `b` until both sides have finished, and gives up
-/// with [`io::ErrorKind::TimedOut`] when nothing moves in either direction for `idle` (a peer
-/// that connects and then holds the connection open without traffic does not keep it).
-/// Returns the bytes copied from `a` to `b` and from `b` to `a`.
-pub async fn relay_copy<A, B>(a: A, b: B, idle: std::time::Duration) -> io::Result<(u64, u64)>
+/// How long a relayed connection may last, and how long it may stand still.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyLimits {
+    /// Nothing read in either direction, or a write not accepted, for this long ends it.
+    pub idle: std::time::Duration,
+    /// The whole connection ends after this, busy or not (a KMS call takes seconds).
+    pub lifetime: std::time::Duration,
+}
+
+/// Copies bytes both ways between `a` and `b` until both sides have finished. Gives up with
+/// [`io::ErrorKind::TimedOut`] when nothing is read in either direction for `limits.idle`, when
+/// a write is not taken for as long (a peer that stops reading), or when the connection has
+/// lasted `limits.lifetime` (a peer that trickles a byte now and then). So no peer keeps a
+/// connection, and the slot it holds, for long. Returns the bytes copied from `a` to `b` and
+/// from `b` to `a`.
+pub async fn relay_copy<A, B>(a: A, b: B, limits: CopyLimits) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(limits.lifetime, copy_both_ways(a, b, limits.idle))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connection lasted {:?}", limits.lifetime)))?
+}
+
+async fn copy_both_ways<A, B>(a: A, b: B, idle: std::time::Duration) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -104,24 +125,25 @@ where
         })
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no traffic for {idle:?}")))?;
+        let stuck = || io::Error::new(io::ErrorKind::TimedOut, format!("a write not taken for {idle:?}"));
         match next {
             From::A(n) => match n? {
                 0 => {
                     a_open = false;
-                    b_write.shutdown().await?;
+                    tokio::time::timeout(idle, b_write.shutdown()).await.map_err(|_| stuck())??;
                 }
                 n => {
-                    b_write.write_all(&a_buf[..n]).await?;
+                    tokio::time::timeout(idle, b_write.write_all(&a_buf[..n])).await.map_err(|_| stuck())??;
                     up += n as u64;
                 }
             },
             From::B(n) => match n? {
                 0 => {
                     b_open = false;
-                    a_write.shutdown().await?;
+                    tokio::time::timeout(idle, a_write.shutdown()).await.map_err(|_| stuck())??;
                 }
                 n => {
-                    a_write.write_all(&b_buf[..n]).await?;
+                    tokio::time::timeout(idle, a_write.write_all(&b_buf[..n])).await.map_err(|_| stuck())??;
                     down += n as u64;
                 }
             },
@@ -165,7 +187,9 @@ mod tests {
     async fn relay_copy_carries_both_ways_and_ends_when_both_sides_do() {
         let (mut client, near) = tokio::io::duplex(64);
         let (far, mut server) = tokio::io::duplex(64);
-        let copy = tokio::spawn(relay_copy(near, far, std::time::Duration::from_secs(5)));
+        let limits =
+            CopyLimits { idle: std::time::Duration::from_secs(5), lifetime: std::time::Duration::from_secs(60) };
+        let copy = tokio::spawn(relay_copy(near, far, limits));
         client.write_all(b"request").await.unwrap();
         let mut got = [0u8; 7];
         server.read_exact(&mut got).await.unwrap();
@@ -179,12 +203,48 @@ mod tests {
         assert_eq!(copy.await.unwrap().unwrap(), (7, 8));
     }
 
+    fn limits(idle: u64, lifetime: u64) -> CopyLimits {
+        CopyLimits { idle: std::time::Duration::from_secs(idle), lifetime: std::time::Duration::from_secs(lifetime) }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn relay_copy_gives_up_on_an_idle_connection() {
         let (_client, near) = tokio::io::duplex(64);
         let (far, _server) = tokio::io::duplex(64);
-        let err = relay_copy(near, far, std::time::Duration::from_secs(30)).await.unwrap_err();
+        let err = relay_copy(near, far, limits(30, 600)).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("no traffic"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relay_copy_gives_up_on_a_peer_that_stops_reading() {
+        // The far side never reads: its 64-byte buffer fills and the write stalls.
+        let (mut client, near) = tokio::io::duplex(64 * 1024);
+        let (far, _server) = tokio::io::duplex(64);
+        let copy = tokio::spawn(relay_copy(near, far, limits(30, 600)));
+        client.write_all(&[7u8; 32 * 1024]).await.unwrap();
+        let err = copy.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("a write not taken"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relay_copy_ends_a_connection_that_trickles_past_its_lifetime() {
+        let (mut client, near) = tokio::io::duplex(64);
+        let (far, mut server) = tokio::io::duplex(64);
+        let copy = tokio::spawn(relay_copy(near, far, limits(30, 120)));
+        // One byte every 20 s: never idle for 30 s, but never done either.
+        let trickle = tokio::spawn(async move {
+            let mut got = [0u8; 1];
+            loop {
+                if client.write_all(b"x").await.is_err() || server.read_exact(&mut got).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+            }
+        });
+        let err = copy.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("connection lasted"), "{err}");
+        trickle.abort();
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ fn shipped_production_config_is_valid_once_its_directory_exists() {
     assert_eq!(config.kms_endpoint.url(), "https://kms.us-east-1.amazonaws.com");
     assert_eq!(config.relay_listen.to_string(), "vsock://any:8000");
     assert_eq!(config.enclaves[0].address.to_string(), "vsock://16:5000");
+    assert_eq!(config.relay_limits.vsock_cids, Some(vec![16]), "the relay serves the configured enclave only");
 }
 
 #[test]
@@ -78,7 +79,17 @@ fn production_refuses_each_unsafe_setting() {
         ),
         (base.replace("address: vsock://16:5000", "address: tcp://10.0.0.5:5000"), "production refuses enclave 1 at tcp://"),
         (base.replace("listen: vsock://any:8000", "listen: tcp://0.0.0.0:8000"), "production refuses relay.listen tcp://"),
-        (base.replace("public_key: d75a98", "public_key: zz5a98"), "link.public_key"),
+        (
+            base.replace("  # public_key: <64 hex digits>", "  public_key: zz"),
+            "link.public_key",
+        ),
+        (
+            base.replace(
+                "  # public_key: <64 hex digits>",
+                "  public_key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            ),
+            "published test key",
+        ),
     ];
     for (text, needle) in cases {
         let err = format!("{:#}", Config::parse(&text).unwrap_err());
