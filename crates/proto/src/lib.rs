@@ -2,6 +2,7 @@
 
 pub mod fault;
 mod frame;
+mod keys;
 mod message;
 #[cfg(test)]
 mod properties;
@@ -11,6 +12,10 @@ mod writer;
 pub use frame::{
     FRAME_STALL_LIMIT, FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, read_frame_within,
     write_frame,
+};
+pub use keys::{
+    KeyFlags, KeyIdentity, KeyName, KeyNameError, KeyType, KeyVersion, MAX_KEY_NAME_LEN, MAX_PUBLIC_KEY_LEN,
+    MAX_WRAPPED_LEN, Origin, RootId, SealedRoot, WrappedKey,
 };
 pub use message::{
     AttestRequest, Authenticate, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind,

@@ -39,8 +39,8 @@ impl MasterKey {
         )))
     }
 
-    /// Builds the key from its 32 secret bytes (after opening a seal).
-    pub(crate) fn from_secret_bytes(bytes: &[u8; 32]) -> Result<Self, SealError> {
+    /// Builds the key from its 32 secret bytes (after opening a seal or a wrapped keyring row).
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> Result<Self, SealError> {
         let secret = SecretKey::from_secret_bytes(*bytes).map_err(|_| SealError::InvalidKey)?;
         let keypair = Keypair::from_secret_key(&secret);
         let public_key = keypair.public_key().serialize();
@@ -48,8 +48,9 @@ impl MasterKey {
         Ok(Self { secret, keypair, public_key, xonly })
     }
 
-    /// The secret bytes, for sealing. Zeroized when the returned value drops.
-    pub(crate) fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+    /// The secret bytes, for sealing or wrapping, inside the enclave only. Zeroized when the
+    /// returned value drops.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.secret.to_secret_bytes())
     }
 
@@ -104,7 +105,8 @@ impl DataKey {
         Some(DataKey(Zeroizing::new(array)))
     }
 
-    pub(crate) fn bytes(&self) -> &[u8; 32] {
+    /// The key bytes, for sealing (the master key, the keyring root), inside the enclave only.
+    pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }

@@ -1,0 +1,68 @@
+#![doc = include_str!("../README.md")]
+
+mod material;
+mod root;
+mod sign;
+mod wrap;
+
+use keyward_proto::{KeyType, RootId};
+
+pub use material::{KeyMaterial, SECRET_LEN};
+pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
+pub use sign::{Algorithm, MAX_MESSAGE_LEN, MessageHash, SignInput, SignatureFormat, Signed, sign, verify};
+pub use wrap::{WRAP_VERSION, WRAPPED_LEN, unwrap, wrap};
+
+/// What can go wrong with keyring material. No variant carries secret bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// The randomness source failed or kept producing unusable values.
+    #[error("randomness source failed: {0}")]
+    Randomness(String),
+    /// 32 bytes that are not a valid secret of the type (a scalar out of range).
+    #[error("not a valid {0} secret")]
+    InvalidSecret(KeyType),
+    /// A key type this build does not handle.
+    #[error("key type {0} is not supported here")]
+    UnsupportedType(KeyType),
+    /// A symmetric key was asked to sign.
+    #[error("a {0} key does not sign")]
+    NotASigningKey(KeyType),
+    /// The request cannot be done with this key (the message says why).
+    #[error("{0}")]
+    BadInput(String),
+    /// The row names another keyring root than the one loaded.
+    #[error(
+        "key {name} is wrapped under keyring root {row}, but this enclave holds root {loaded}; the row belongs to another deployment"
+    )]
+    WrongRoot {
+        /// The key's name.
+        name: String,
+        /// The row's root id.
+        row: RootId,
+        /// The loaded root's id.
+        loaded: RootId,
+    },
+    /// The row does not open: it was moved to another name, version, type or flags, or its
+    /// public key or blob was altered.
+    #[error(
+        "key {name} version {version} does not open under the keyring root: the row was altered or moved from another key"
+    )]
+    RowDoesNotOpen {
+        /// The key's name.
+        name: String,
+        /// The version.
+        version: u32,
+    },
+    /// The row's blob has the wrong length or format.
+    #[error("key {name}: the stored row is damaged ({reason})")]
+    RowDamaged {
+        /// The key's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sealed root does not open.
+    #[error("the keyring root does not open: {0}")]
+    RootDoesNotOpen(String),
+}

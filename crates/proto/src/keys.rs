@@ -1,0 +1,372 @@
+//! The keyring's values as they cross the link and the store: names, types, versions, flags,
+//! and the wrapped rows themselves. Every one is checked when it is decoded, so code that holds
+//! one never checks it again.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A key's name: 1 to 128 characters from `A-Z a-z 0-9 . _ -`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyName(String);
+
+/// Longest key name.
+pub const MAX_KEY_NAME_LEN: usize = 128;
+
+/// Why a string is not a key name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyNameError {
+    /// Empty.
+    #[error("a key name must not be empty (1 to 128 characters from A-Z a-z 0-9 . _ -)")]
+    Empty,
+    /// Longer than [`MAX_KEY_NAME_LEN`].
+    #[error("a key name is at most 128 characters, this one has {0}")]
+    TooLong(usize),
+    /// A character outside the allowed set.
+    #[error("a key name may hold only A-Z a-z 0-9 . _ - ; character {position} is {character:?}")]
+    InvalidCharacter {
+        /// Position, from 0.
+        position: usize,
+        /// The character.
+        character: char,
+    },
+}
+
+impl KeyName {
+    /// Checks `name` against the rule.
+    pub fn parse(name: &str) -> Result<Self, KeyNameError> {
+        if name.is_empty() {
+            return Err(KeyNameError::Empty);
+        }
+        let length = name.chars().count();
+        if length > MAX_KEY_NAME_LEN {
+            return Err(KeyNameError::TooLong(length));
+        }
+        if let Some((position, character)) =
+            name.chars().enumerate().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(KeyNameError::InvalidCharacter { position, character });
+        }
+        Ok(KeyName(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyName {
+    type Error = KeyNameError;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        KeyName::parse(&name)
+    }
+}
+
+impl From<KeyName> for String {
+    fn from(name: KeyName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyName({})", self.0)
+    }
+}
+
+/// What a key is and does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// secp256k1: ECDSA (low-S, with a recovery id) and BIP340 Schnorr.
+    #[serde(rename = "secp256k1")]
+    Secp256k1,
+    /// Ed25519 (RFC 8032, pure): signs messages.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+    /// NIST P-256: ECDSA.
+    #[serde(rename = "p256")]
+    P256,
+    /// AES-256-GCM: encryption (next issue).
+    #[serde(rename = "aes256-gcm")]
+    Aes256Gcm,
+    /// HMAC-SHA256: message authentication (next issue).
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+impl KeyType {
+    /// Every type.
+    pub const ALL: [KeyType; 5] =
+        [KeyType::Secp256k1, KeyType::Ed25519, KeyType::P256, KeyType::Aes256Gcm, KeyType::HmacSha256];
+
+    /// The name the API and the store use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Secp256k1 => "secp256k1",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::P256 => "p256",
+            KeyType::Aes256Gcm => "aes256-gcm",
+            KeyType::HmacSha256 => "hmac-sha256",
+        }
+    }
+
+    /// Parses [`KeyType::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Whether keys of this type have a public key (and sign).
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self, KeyType::Secp256k1 | KeyType::Ed25519 | KeyType::P256)
+    }
+
+    /// A stable number for the type, bound into every wrapped row's AAD.
+    pub fn code(self) -> u8 {
+        match self {
+            KeyType::Secp256k1 => 1,
+            KeyType::Ed25519 => 2,
+            KeyType::P256 => 3,
+            KeyType::Aes256Gcm => 4,
+            KeyType::HmacSha256 => 5,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a key's material came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Generated inside an enclave.
+    Generated,
+    /// Imported, encrypted to an enclave-held key.
+    Imported,
+}
+
+impl Origin {
+    /// The name the API and the store use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Generated => "generated",
+            Origin::Imported => "imported",
+        }
+    }
+}
+
+/// A key's fixed properties, bound into every wrapped row of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyFlags {
+    /// Whether the key may leave the enclave (encrypted to a key the caller supplies).
+    pub exportable: bool,
+    /// Where its material came from.
+    pub origin: Origin,
+}
+
+impl KeyFlags {
+    /// One byte for the AAD: bit 0 exportable, bit 1 imported.
+    pub fn bits(self) -> u8 {
+        u8::from(self.exportable) | (u8::from(self.origin == Origin::Imported) << 1)
+    }
+}
+
+/// A key version: 1, 2, ... (rotation adds one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct KeyVersion(u32);
+
+impl KeyVersion {
+    /// The first version of every key.
+    pub const FIRST: KeyVersion = KeyVersion(1);
+
+    /// `version` if it is at least 1.
+    pub fn new(version: u32) -> Option<Self> {
+        (version >= 1).then_some(KeyVersion(version))
+    }
+
+    /// The number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The next version, if there is one.
+    pub fn next(self) -> Option<Self> {
+        self.0.checked_add(1).map(KeyVersion)
+    }
+}
+
+impl TryFrom<u32> for KeyVersion {
+    type Error = &'static str;
+
+    fn try_from(version: u32) -> Result<Self, Self::Error> {
+        KeyVersion::new(version).ok_or("a key version is at least 1")
+    }
+}
+
+impl From<KeyVersion> for u32 {
+    fn from(version: KeyVersion) -> u32 {
+        version.0
+    }
+}
+
+impl fmt::Display for KeyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Which key version a wrapped row is: everything its AAD binds besides the root and the
+/// public key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyIdentity {
+    /// The key's name.
+    pub name: KeyName,
+    /// The version.
+    pub version: KeyVersion,
+    /// The key's type.
+    pub key_type: KeyType,
+    /// Its fixed properties.
+    pub flags: KeyFlags,
+}
+
+/// Identifies a keyring root: 16 random bytes chosen when the root is born, bound into every
+/// row wrapped under it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RootId(#[serde(with = "serde_bytes")] pub [u8; 16]);
+
+impl fmt::Debug for RootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RootId({})", crate::types::hex_lower(&self.0))
+    }
+}
+
+impl fmt::Display for RootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::types::hex_lower(&self.0))
+    }
+}
+
+/// Longest public key of any type (P-256 and secp256k1 compressed: 33; Ed25519: 32).
+pub const MAX_PUBLIC_KEY_LEN: usize = 65;
+/// Longest wrapped key row blob.
+pub const MAX_WRAPPED_LEN: usize = 256;
+
+/// One key version as stored: ciphertext and public values only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    /// Which key version.
+    pub identity: KeyIdentity,
+    /// The root it is wrapped under.
+    pub root_id: RootId,
+    /// The public key (asymmetric types); bound into the AAD.
+    #[serde(with = "serde_bytes")]
+    pub public_key: Vec<u8>,
+    /// The key material, AES-256-GCM under the root.
+    #[serde(with = "serde_bytes")]
+    pub wrapped: Vec<u8>,
+}
+
+impl fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("identity", &self.identity)
+            .field("root_id", &self.root_id)
+            .field("public_key", &crate::types::hex_lower(&self.public_key))
+            .field("wrapped_len", &self.wrapped.len())
+            .finish()
+    }
+}
+
+/// The keyring root as stored: sealed under a KMS data key, exactly like the master key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRoot {
+    /// The root's id.
+    pub root_id: RootId,
+    /// The data key as encrypted by KMS.
+    #[serde(with = "serde_bytes")]
+    pub kms_encrypted_dek: Vec<u8>,
+    /// The root key, AES-256-GCM under the data key.
+    #[serde(with = "serde_bytes")]
+    pub sealed_root: Vec<u8>,
+    /// ARN of the KMS key.
+    pub kms_key_id: String,
+    /// Data-key generation; bumped by every root rotation.
+    pub root_epoch: u32,
+}
+
+impl fmt::Debug for SealedRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedRoot")
+            .field("root_id", &self.root_id)
+            .field("kms_encrypted_dek_len", &self.kms_encrypted_dek.len())
+            .field("sealed_root_len", &self.sealed_root.len())
+            .field("kms_key_id", &self.kms_key_id)
+            .field("root_epoch", &self.root_epoch)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule_and_errors_name_it() {
+        for good in ["a", "wallet-1", "A.b_c-9", &"x".repeat(128)] {
+            assert_eq!(KeyName::parse(good).unwrap().as_str(), good);
+        }
+        assert_eq!(KeyName::parse(""), Err(KeyNameError::Empty));
+        assert_eq!(KeyName::parse(&"x".repeat(129)), Err(KeyNameError::TooLong(129)));
+        assert_eq!(KeyName::parse("a/b"), Err(KeyNameError::InvalidCharacter { position: 1, character: '/' }));
+        assert!(matches!(KeyName::parse("é"), Err(KeyNameError::InvalidCharacter { position: 0, .. })));
+        assert!(KeyNameError::Empty.to_string().contains("A-Z a-z 0-9 . _ -"));
+    }
+
+    #[test]
+    fn names_are_checked_when_decoded() {
+        let bad = serde_cbor::to_vec(&"no spaces allowed").unwrap();
+        assert!(serde_cbor::from_slice::<KeyName>(&bad).is_err());
+        let good = serde_cbor::to_vec(&"ok").unwrap();
+        assert_eq!(serde_cbor::from_slice::<KeyName>(&good).unwrap().as_str(), "ok");
+        assert!(serde_cbor::from_slice::<KeyVersion>(&serde_cbor::to_vec(&0u32).unwrap()).is_err());
+    }
+
+    #[test]
+    fn type_names_and_codes_are_distinct_and_round_trip() {
+        let mut codes = std::collections::BTreeSet::new();
+        for t in KeyType::ALL {
+            assert_eq!(KeyType::parse(t.as_str()), Some(t));
+            assert!(codes.insert(t.code()), "{t}");
+            let wire: String = serde_cbor::from_slice(&serde_cbor::to_vec(&t).unwrap()).unwrap();
+            assert_eq!(wire, t.as_str());
+        }
+        assert_eq!(KeyType::parse("rsa"), None);
+    }
+
+    #[test]
+    fn flag_bits_distinguish_every_combination() {
+        let bits: std::collections::BTreeSet<u8> = [false, true]
+            .into_iter()
+            .flat_map(|exportable| {
+                [Origin::Generated, Origin::Imported].map(move |origin| KeyFlags { exportable, origin }.bits())
+            })
+            .collect();
+        assert_eq!(bits.len(), 4);
+    }
+}
