@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+mod keyring;
 mod migrations;
+
+pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
 
 use std::{
     path::{Path, PathBuf},
@@ -96,6 +99,22 @@ pub enum StoreError {
         /// The epoch the rotation started from.
         expected_epoch: i64,
     },
+    /// A keyring root is stored already; nothing was written (unseal the stored one).
+    #[error("a keyring root is stored already; refusing to store another")]
+    RootExists,
+    /// The root's compare-and-swap found another epoch (or root); nothing was written.
+    #[error("the keyring root is no longer at epoch {expected_epoch}; root rotation not applied")]
+    RootEpochConflict {
+        /// The epoch the rotation started from.
+        expected_epoch: i64,
+    },
+    /// A key of this name exists; nothing was written.
+    #[error("a key named {0} exists already")]
+    KeyExists(String),
+    /// The key changed since it was read (another gateway rotated it, or changed its
+    /// state); nothing was written.
+    #[error("key {0} changed meanwhile; nothing was written (read it again)")]
+    KeyConflict(String),
     /// The database file was deleted or replaced while open; writes are refused because they
     /// would be lost.
     #[error(
@@ -354,3 +373,12 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_support {
+    pub(crate) fn temp_store() -> (tempfile::TempDir, crate::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(&dir.path().join("keyward.db")).unwrap();
+        (dir, store)
+    }
+}

@@ -7,10 +7,11 @@ use rusqlite::{Connection, params};
 use crate::{Result, StoreError};
 
 /// `(version, description, SQL)`, in order. Version numbers are contiguous from 1.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "enclave_master_keys as in the KMS integration design",
-    "CREATE TABLE enclave_master_keys (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "enclave_master_keys as in the KMS integration design",
+        "CREATE TABLE enclave_master_keys (
         enclave_id INTEGER PRIMARY KEY,
         kms_encrypted_dek BLOB NOT NULL,
         encrypted_private_key BLOB NOT NULL,
@@ -18,7 +19,41 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         kms_key_id TEXT NOT NULL,
         key_epoch INTEGER DEFAULT 1
     );",
-)];
+    ),
+    (
+        2,
+        "the keyring: one root, named keys, key versions",
+        "CREATE TABLE keyring_root (
+        slot INTEGER PRIMARY KEY CHECK (slot = 1),
+        root_id BLOB NOT NULL,
+        kms_encrypted_dek BLOB NOT NULL,
+        sealed_root BLOB NOT NULL,
+        kms_key_id TEXT NOT NULL,
+        root_epoch INTEGER NOT NULL
+    );
+    CREATE TABLE keys (
+        name TEXT PRIMARY KEY,
+        key_type TEXT NOT NULL,
+        exportable INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        state TEXT NOT NULL,
+        latest_version INTEGER NOT NULL,
+        deletion_due INTEGER,
+        created_at INTEGER NOT NULL,
+        revision INTEGER NOT NULL
+    );
+    CREATE TABLE key_versions (
+        name TEXT NOT NULL REFERENCES keys (name),
+        version INTEGER NOT NULL,
+        root_id BLOB NOT NULL,
+        public_key BLOB NOT NULL,
+        wrapped BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE INDEX key_versions_by_public_key ON key_versions (public_key);",
+    ),
+];
 
 /// Highest schema version this build knows.
 pub(crate) fn latest() -> i64 {
