@@ -9,7 +9,7 @@ use keyward_proto::{KeyType, RootId};
 
 pub use material::{KeyMaterial, SECRET_LEN};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
-pub use sign::{Algorithm, MAX_MESSAGE_LEN, MessageHash, SignInput, SignatureFormat, Signed, sign, verify};
+pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, default_algorithm, sign, verify};
 pub use wrap::{WRAP_VERSION, WRAPPED_LEN, unwrap, wrap};
 
 /// What can go wrong with keyring material. No variant carries secret bytes.

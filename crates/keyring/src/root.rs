@@ -45,6 +45,11 @@ impl RootKey {
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Whether `other` is the same root (compared in constant time).
+    pub fn same_as(&self, other: &RootKey) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.0.as_ref(), other.0.as_ref()).is_ok()
+    }
 }
 
 impl fmt::Debug for RootKey {

@@ -5,7 +5,7 @@
 //! the message itself (RFC 8032, pure). How it is encoded: compact `r‖s` (ECDSA on secp256k1
 //! is low-S and comes with its recovery id), DER, or Ethereum's 65-byte `r‖s‖v` (secp256k1).
 
-use keyward_proto::KeyType;
+use keyward_proto::{KeyType, MessageHash, SignAlgorithm, SignFormat};
 use secp256k1::{Message, PublicKey, XOnlyPublicKey, ecdsa, schnorr};
 use sha3::{Digest as _, Keccak256};
 
@@ -13,17 +13,6 @@ use crate::{KeyMaterial, KeyringError};
 
 /// Longest message accepted for signing (Ed25519 signs messages whole).
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
-
-/// How a message becomes the bytes that are signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageHash {
-    /// SHA-256.
-    Sha256,
-    /// Keccak-256 (Ethereum's).
-    Keccak256,
-    /// None: the message is signed as it is (32 bytes for ECDSA and BIP340).
-    None,
-}
 
 /// What to sign.
 #[derive(Debug, Clone, Copy)]
@@ -39,37 +28,23 @@ pub enum SignInput<'a> {
     },
 }
 
-/// The signature scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// ECDSA (secp256k1, P-256).
-    Ecdsa,
-    /// BIP340 Schnorr (secp256k1).
-    Bip340,
-    /// Ed25519.
-    Ed25519,
-}
-
-impl Algorithm {
-    /// The scheme a key type signs with when the request names none.
-    pub fn default_for(key_type: KeyType) -> Option<Self> {
-        match key_type {
-            KeyType::Secp256k1 | KeyType::P256 => Some(Algorithm::Ecdsa),
-            KeyType::Ed25519 => Some(Algorithm::Ed25519),
-            _ => None,
+impl<'a> SignInput<'a> {
+    /// A view of a request's payload.
+    pub fn from_payload(payload: &'a keyward_proto::SignPayload) -> Self {
+        match payload {
+            keyward_proto::SignPayload::Digest(digest) => SignInput::Digest(&digest.0),
+            keyward_proto::SignPayload::Message { bytes, hash } => SignInput::Message { bytes, hash: *hash },
         }
     }
 }
 
-/// How the signature is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureFormat {
-    /// `r‖s` (64 bytes), or the 64-byte BIP340 / Ed25519 signature.
-    Compact,
-    /// ASN.1 DER (ECDSA only).
-    Der,
-    /// `r‖s‖v`, `v = 27 + recovery id` (ECDSA on secp256k1 only).
-    Ethereum,
+/// The scheme a key type signs with when the request names none.
+pub fn default_algorithm(key_type: KeyType) -> Option<SignAlgorithm> {
+    match key_type {
+        KeyType::Secp256k1 | KeyType::P256 => Some(SignAlgorithm::Ecdsa),
+        KeyType::Ed25519 => Some(SignAlgorithm::Ed25519),
+        _ => None,
+    }
 }
 
 /// A signature.
@@ -115,50 +90,50 @@ fn check_length(input: SignInput<'_>) -> Result<(), KeyringError> {
     }
 }
 
-fn unsupported(key_type: KeyType, algorithm: Algorithm, format: SignatureFormat) -> KeyringError {
+fn unsupported(key_type: KeyType, algorithm: SignAlgorithm, format: SignFormat) -> KeyringError {
     KeyringError::BadInput(format!("a {key_type} key does not sign {algorithm:?} in {format:?} format"))
 }
 
 /// Signs `input` with `material`. `aux_rand` is fresh randomness for BIP340.
 pub fn sign(
     material: &KeyMaterial,
-    algorithm: Algorithm,
+    algorithm: SignAlgorithm,
     input: SignInput<'_>,
-    format: SignatureFormat,
+    format: SignFormat,
     aux_rand: &[u8; 32],
 ) -> Result<Signed, KeyringError> {
     check_length(input)?;
     let key_type = material.key_type();
     match (material.secp256k1(), material.p256(), material.ed25519(), algorithm) {
-        (Some(key), _, _, Algorithm::Ecdsa) => {
+        (Some(key), _, _, SignAlgorithm::Ecdsa) => {
             let digest = thirty_two(input)?;
             let (compact, recovery_id) = key.sign_ecdsa(&digest);
             let signature = match format {
-                SignatureFormat::Compact => compact.to_vec(),
-                SignatureFormat::Der => ecdsa::Signature::from_compact(&compact)
+                SignFormat::Compact => compact.to_vec(),
+                SignFormat::Der => ecdsa::Signature::from_compact(&compact)
                     .map_err(|_| KeyringError::InvalidSecret(key_type))?
                     .serialize_der()
                     .to_vec(),
-                SignatureFormat::Ethereum => [&compact[..], &[27 + recovery_id]].concat(),
+                SignFormat::Ethereum => [&compact[..], &[27 + recovery_id]].concat(),
             };
             Ok(Signed { signature, recovery_id: Some(recovery_id) })
         }
-        (Some(key), _, _, Algorithm::Bip340) if format == SignatureFormat::Compact => {
+        (Some(key), _, _, SignAlgorithm::Bip340) if format == SignFormat::Compact => {
             let digest = thirty_two(input)?;
             Ok(Signed { signature: key.sign_bip340(&digest, aux_rand).to_vec(), recovery_id: None })
         }
-        (_, Some(key), _, Algorithm::Ecdsa) if format != SignatureFormat::Ethereum => {
+        (_, Some(key), _, SignAlgorithm::Ecdsa) if format != SignFormat::Ethereum => {
             use p256::ecdsa::signature::hazmat::PrehashSigner;
             let digest = thirty_two(input)?;
             let signature: p256::ecdsa::Signature =
                 key.sign_prehash(&digest).map_err(|e| KeyringError::BadInput(format!("P-256 signing: {e}")))?;
             let signature = match format {
-                SignatureFormat::Der => signature.to_der().as_bytes().to_vec(),
+                SignFormat::Der => signature.to_der().as_bytes().to_vec(),
                 _ => signature.to_bytes().to_vec(),
             };
             Ok(Signed { signature, recovery_id: None })
         }
-        (_, _, Some(pair), Algorithm::Ed25519) if format == SignatureFormat::Compact => {
+        (_, _, Some(pair), SignAlgorithm::Ed25519) if format == SignFormat::Compact => {
             let message = whole_message(input)?;
             Ok(Signed { signature: pair.sign(message).as_ref().to_vec(), recovery_id: None })
         }
@@ -172,20 +147,20 @@ pub fn sign(
 pub fn verify(
     key_type: KeyType,
     public_key: &[u8],
-    algorithm: Algorithm,
+    algorithm: SignAlgorithm,
     input: SignInput<'_>,
-    format: SignatureFormat,
+    format: SignFormat,
     signature: &[u8],
 ) -> Result<bool, KeyringError> {
     check_length(input)?;
     match (key_type, algorithm) {
-        (KeyType::Secp256k1, Algorithm::Ecdsa) => {
+        (KeyType::Secp256k1, SignAlgorithm::Ecdsa) => {
             let digest = Message::from_digest(thirty_two(input)?);
             let Ok(key) = PublicKey::from_slice(public_key) else { return Ok(false) };
             let parsed = match format {
-                SignatureFormat::Compact => ecdsa::Signature::from_compact(signature).ok(),
-                SignatureFormat::Der => ecdsa::Signature::from_der(signature).ok(),
-                SignatureFormat::Ethereum => match signature {
+                SignFormat::Compact => ecdsa::Signature::from_compact(signature).ok(),
+                SignFormat::Der => ecdsa::Signature::from_der(signature).ok(),
+                SignFormat::Ethereum => match signature {
                     [rs @ .., v] if rs.len() == 64 && (27..=30).contains(v) => ecdsa::Signature::from_compact(rs).ok(),
                     _ => None,
                 },
@@ -198,7 +173,7 @@ pub fn verify(
                 normal == sig && sig.verify(digest, &key).is_ok()
             }))
         }
-        (KeyType::Secp256k1, Algorithm::Bip340) if format == SignatureFormat::Compact => {
+        (KeyType::Secp256k1, SignAlgorithm::Bip340) if format == SignFormat::Compact => {
             let digest = thirty_two(input)?;
             let xonly = match public_key.len() {
                 33 => PublicKey::from_slice(public_key).ok().map(|k| k.x_only_public_key().0),
@@ -208,17 +183,17 @@ pub fn verify(
             let Ok(sig) = <[u8; 64]>::try_from(signature) else { return Ok(false) };
             Ok(xonly.is_some_and(|key| schnorr::Signature::from_byte_array(sig).verify(&digest, &key).is_ok()))
         }
-        (KeyType::P256, Algorithm::Ecdsa) if format != SignatureFormat::Ethereum => {
+        (KeyType::P256, SignAlgorithm::Ecdsa) if format != SignFormat::Ethereum => {
             use p256::ecdsa::signature::hazmat::PrehashVerifier;
             let digest = thirty_two(input)?;
             let Ok(key) = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key) else { return Ok(false) };
             let parsed = match format {
-                SignatureFormat::Der => p256::ecdsa::Signature::from_der(signature).ok(),
+                SignFormat::Der => p256::ecdsa::Signature::from_der(signature).ok(),
                 _ => p256::ecdsa::Signature::from_slice(signature).ok(),
             };
             Ok(parsed.is_some_and(|sig| key.verify_prehash(&digest, &sig).is_ok()))
         }
-        (KeyType::Ed25519, Algorithm::Ed25519) if format == SignatureFormat::Compact => {
+        (KeyType::Ed25519, SignAlgorithm::Ed25519) if format == SignFormat::Compact => {
             let message = whole_message(input)?;
             let key = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public_key);
             Ok(key.verify(message, signature).is_ok())

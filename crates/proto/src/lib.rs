@@ -2,6 +2,7 @@
 
 pub mod fault;
 mod frame;
+mod keyring;
 mod keys;
 mod message;
 #[cfg(test)]
@@ -12,6 +13,10 @@ mod writer;
 pub use frame::{
     FRAME_STALL_LIMIT, FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, read_frame_within,
     write_frame,
+};
+pub use keyring::{
+    KeyCreate, KeySign, KeySignature, KeyringPhase, KeyringStatus, MAX_KEYS_PER_BATCH, MessageHash, RootCommit,
+    RootProvision, RootRotate, RootUnseal, SignAlgorithm, SignFormat, SignPayload,
 };
 pub use keys::{
     KeyFlags, KeyIdentity, KeyName, KeyNameError, KeyType, KeyVersion, MAX_KEY_NAME_LEN, MAX_PUBLIC_KEY_LEN,
@@ -27,7 +32,8 @@ pub use writer::{WriterEnd, write_frames};
 
 /// The protocol version this build speaks. Bumped on any incompatible message change.
 /// Version 2: the gateway proves its link key (`Authenticate`) before any other request.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: the keyring (root lifecycle, key creation and signing).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

@@ -4,7 +4,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
+use crate::{
+    keyring::{KeyCreate, KeySign, KeySignature, KeyringStatus, RootCommit, RootProvision, RootRotate, RootUnseal},
+    keys::{SealedRoot, WrappedKey},
+    types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey},
+};
 
 /// A request with the id its reply will carry.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +64,22 @@ pub enum Request {
     Attest(AttestRequest),
     /// Reseal the master key under a new data key (`key_epoch + 1`).
     Rotate(Rotate),
+    /// Keyring: a new root, sealed; answered with `RootSealed`.
+    RootProvision(RootProvision),
+    /// Keyring: the new root (or root rotation) is stored; use it.
+    RootCommit(RootCommit),
+    /// Keyring: open the stored root.
+    RootUnseal(RootUnseal),
+    /// Keyring: reseal the root under a new data key; answered with `RootSealed`.
+    RootRotate(RootRotate),
+    /// Keyring: its state.
+    KeyringStatus,
+    /// Keyring: generate key versions; answered with `WrappedKeys`, one per identity.
+    KeyCreate(KeyCreate),
+    /// Keyring: sign with a key version.
+    KeySign(Box<KeySign>),
+    /// Keyring: several signatures in one round trip, each with its own result.
+    KeySignBatch(Vec<KeySign>),
 }
 
 /// Version handshake.
@@ -163,6 +183,16 @@ pub enum Response {
     Attestation(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Answer to `Rotate`: the new row to compare-and-swap in before committing it.
     Rotated(SealedKey),
+    /// Answer to `RootProvision` and `RootRotate`: the row to store before `RootCommit`.
+    RootSealed(SealedRoot),
+    /// Answer to `RootCommit`, `RootUnseal` and `KeyringStatus`.
+    Keyring(KeyringStatus),
+    /// Answer to `KeyCreate`, in request order.
+    WrappedKeys(Vec<WrappedKey>),
+    /// Answer to `KeySign`.
+    KeySignature(KeySignature),
+    /// Answer to `KeySignBatch`, one entry per item in order.
+    KeySignatures(Vec<Result<KeySignature, ErrorReply>>),
 }
 
 impl Response {
@@ -178,6 +208,11 @@ impl Response {
             Response::PublicKey(_) => "PublicKey",
             Response::Attestation(_) => "Attestation",
             Response::Rotated(_) => "Rotated",
+            Response::RootSealed(_) => "RootSealed",
+            Response::Keyring(_) => "Keyring",
+            Response::WrappedKeys(_) => "WrappedKeys",
+            Response::KeySignature(_) => "KeySignature",
+            Response::KeySignatures(_) => "KeySignatures",
         }
     }
 }
@@ -350,13 +385,26 @@ pub enum ErrorCode {
     RoundTripFailed,
     /// Attestation could not be produced.
     Attestation,
+    /// The keyring has no committed root yet.
+    KeyringNotReady,
+    /// The stored keyring root does not open under its data key: the row was altered.
+    RootDoesNotOpen,
+    /// A key row names another keyring root than the loaded one.
+    WrongKeyringRoot,
+    /// A key row does not open under the root: it was altered, or moved to another name,
+    /// version, type or flags.
+    KeyRowDoesNotOpen,
+    /// A key row has the wrong length or format.
+    KeyRowDamaged,
+    /// A symmetric key was asked to sign.
+    NotASigningKey,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -375,6 +423,12 @@ impl ErrorCode {
         ErrorCode::PublicKeyMismatch,
         ErrorCode::RoundTripFailed,
         ErrorCode::Attestation,
+        ErrorCode::KeyringNotReady,
+        ErrorCode::RootDoesNotOpen,
+        ErrorCode::WrongKeyringRoot,
+        ErrorCode::KeyRowDoesNotOpen,
+        ErrorCode::KeyRowDamaged,
+        ErrorCode::NotASigningKey,
         ErrorCode::Internal,
     ];
 
@@ -399,6 +453,12 @@ impl ErrorCode {
             ErrorCode::PublicKeyMismatch => "public_key_mismatch",
             ErrorCode::RoundTripFailed => "round_trip_failed",
             ErrorCode::Attestation => "attestation",
+            ErrorCode::KeyringNotReady => "keyring_not_ready",
+            ErrorCode::RootDoesNotOpen => "root_does_not_open",
+            ErrorCode::WrongKeyringRoot => "wrong_keyring_root",
+            ErrorCode::KeyRowDoesNotOpen => "key_row_does_not_open",
+            ErrorCode::KeyRowDamaged => "key_row_damaged",
+            ErrorCode::NotASigningKey => "not_a_signing_key",
             ErrorCode::Internal => "internal",
         }
     }

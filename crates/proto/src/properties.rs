@@ -119,6 +119,12 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::PublicKeyMismatch
         | ErrorCode::RoundTripFailed
         | ErrorCode::Attestation
+        | ErrorCode::KeyringNotReady
+        | ErrorCode::RootDoesNotOpen
+        | ErrorCode::WrongKeyringRoot
+        | ErrorCode::KeyRowDoesNotOpen
+        | ErrorCode::KeyRowDamaged
+        | ErrorCode::NotASigningKey
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
@@ -134,6 +140,85 @@ fn signature_reply() -> impl Strategy<Value = SignatureReply> {
         signature,
         recovery_id,
     })
+}
+
+fn key_name() -> impl Strategy<Value = KeyName> {
+    "[A-Za-z0-9._-]{1,40}".prop_map(|name| KeyName::parse(&name).unwrap_or_else(|_| KeyName::parse("k").unwrap()))
+}
+
+fn key_type() -> impl Strategy<Value = KeyType> {
+    proptest::sample::select(&KeyType::ALL[..])
+}
+
+fn identity() -> impl Strategy<Value = KeyIdentity> {
+    (key_name(), 1..u32::MAX, key_type(), any::<bool>(), any::<bool>()).prop_map(
+        |(name, version, key_type, exportable, imported)| KeyIdentity {
+            name,
+            version: KeyVersion::new(version).unwrap_or(KeyVersion::FIRST),
+            key_type,
+            flags: KeyFlags { exportable, origin: if imported { Origin::Imported } else { Origin::Generated } },
+        },
+    )
+}
+
+fn wrapped_key() -> impl Strategy<Value = WrappedKey> {
+    (
+        identity(),
+        bytes_n::<16>(),
+        proptest::collection::vec(any::<u8>(), 0..66),
+        proptest::collection::vec(any::<u8>(), 0..80),
+    )
+        .prop_map(|(identity, root, public_key, wrapped)| WrappedKey {
+            identity,
+            root_id: RootId(root),
+            public_key,
+            wrapped,
+        })
+}
+
+fn sealed_root() -> impl Strategy<Value = SealedRoot> {
+    (
+        bytes_n::<16>(),
+        proptest::collection::vec(any::<u8>(), 0..200),
+        proptest::collection::vec(any::<u8>(), 0..80),
+        text(),
+        any::<u32>(),
+    )
+        .prop_map(|(root, kms_encrypted_dek, sealed_root, kms_key_id, root_epoch)| SealedRoot {
+            root_id: RootId(root),
+            kms_encrypted_dek,
+            sealed_root,
+            kms_key_id,
+            root_epoch,
+        })
+}
+
+fn key_sign() -> impl Strategy<Value = KeySign> {
+    let algorithm = prop_oneof![Just(SignAlgorithm::Ecdsa), Just(SignAlgorithm::Bip340), Just(SignAlgorithm::Ed25519)];
+    let hash = prop_oneof![Just(MessageHash::Sha256), Just(MessageHash::Keccak256), Just(MessageHash::None)];
+    let payload = prop_oneof![
+        bytes_n::<32>().prop_map(|d| SignPayload::Digest(Digest(d))),
+        (proptest::collection::vec(any::<u8>(), 0..100), hash)
+            .prop_map(|(bytes, hash)| SignPayload::Message { bytes, hash }),
+    ];
+    let format = prop_oneof![Just(SignFormat::Compact), Just(SignFormat::Der), Just(SignFormat::Ethereum)];
+    (wrapped_key(), algorithm, payload, format).prop_map(|(row, algorithm, payload, format)| KeySign {
+        row,
+        algorithm,
+        payload,
+        format,
+    })
+}
+
+fn keyring_status() -> impl Strategy<Value = KeyringStatus> {
+    let phase = prop_oneof![Just(KeyringPhase::Empty), Just(KeyringPhase::AwaitingCommit), Just(KeyringPhase::Ready)];
+    (phase, proptest::option::of(bytes_n::<16>()), any::<Option<u32>>())
+        .prop_map(|(phase, root, root_epoch)| KeyringStatus { phase, root_id: root.map(RootId), root_epoch })
+}
+
+fn key_signature() -> impl Strategy<Value = KeySignature> {
+    (proptest::collection::vec(any::<u8>(), 0..72), any::<Option<u8>>())
+        .prop_map(|(signature, recovery_id)| KeySignature { signature, recovery_id })
 }
 
 /// Every request variant. The match in `request_variant` fails to compile when a variant is
@@ -158,6 +243,19 @@ fn request() -> impl Strategy<Value = Request> {
         LazyJust::new(|| Request::Status),
         proptest::collection::vec(any::<u8>(), 0..600).prop_map(|nonce| Request::Attest(AttestRequest { nonce })),
         (sealed_key(), credentials()).prop_map(|(sealed, credentials)| Request::Rotate(Rotate { sealed, credentials })),
+        (text(), text(), credentials()).prop_map(|(kms_key_id, region, credentials)| Request::RootProvision(
+            RootProvision { kms_key_id, region, credentials }
+        )),
+        (bytes_n::<16>(), any::<u32>())
+            .prop_map(|(root, root_epoch)| Request::RootCommit(RootCommit { root_id: RootId(root), root_epoch })),
+        (sealed_root(), credentials())
+            .prop_map(|(sealed, credentials)| Request::RootUnseal(RootUnseal { sealed, credentials })),
+        (sealed_root(), credentials())
+            .prop_map(|(sealed, credentials)| Request::RootRotate(RootRotate { sealed, credentials })),
+        LazyJust::new(|| Request::KeyringStatus),
+        proptest::collection::vec(identity(), 0..4).prop_map(|keys| Request::KeyCreate(KeyCreate { keys })),
+        key_sign().prop_map(|sign| Request::KeySign(Box::new(sign))),
+        proptest::collection::vec(key_sign(), 0..3).prop_map(Request::KeySignBatch),
     ]
 }
 
@@ -174,6 +272,14 @@ fn request_variant(request: &Request) -> &'static str {
         Request::Status => "Status",
         Request::Attest(_) => "Attest",
         Request::Rotate(_) => "Rotate",
+        Request::RootProvision(_) => "RootProvision",
+        Request::RootCommit(_) => "RootCommit",
+        Request::RootUnseal(_) => "RootUnseal",
+        Request::RootRotate(_) => "RootRotate",
+        Request::KeyringStatus => "KeyringStatus",
+        Request::KeyCreate(_) => "KeyCreate",
+        Request::KeySign(_) => "KeySign",
+        Request::KeySignBatch(_) => "KeySignBatch",
     }
 }
 
@@ -207,6 +313,12 @@ fn reply() -> impl Strategy<Value = Reply> {
         ),
         proptest::collection::vec(any::<u8>(), 0..2000).prop_map(Response::Attestation),
         sealed_key().prop_map(Response::Rotated),
+        sealed_root().prop_map(Response::RootSealed),
+        keyring_status().prop_map(Response::Keyring),
+        proptest::collection::vec(wrapped_key(), 0..4).prop_map(Response::WrappedKeys),
+        key_signature().prop_map(Response::KeySignature),
+        proptest::collection::vec(prop_oneof![key_signature().prop_map(Ok), error_reply().prop_map(Err)], 0..4)
+            .prop_map(Response::KeySignatures),
     ];
     prop_oneof![response.prop_map(Reply::Ok), error_reply().prop_map(Reply::Err)]
 }

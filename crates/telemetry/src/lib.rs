@@ -20,6 +20,12 @@ pub mod event {
     pub const KEY_UNSEALED: &str = "key_unsealed";
     /// The enclave resealed its key under a new data key (awaiting commit).
     pub const KEY_RESEALED: &str = "key_resealed";
+    /// The enclave made a new keyring root (awaiting commit).
+    pub const ROOT_PROVISIONED: &str = "root_provisioned";
+    /// The enclave committed the keyring root (or a root rotation).
+    pub const ROOT_COMMITTED: &str = "root_committed";
+    /// The enclave opened the stored keyring root.
+    pub const ROOT_UNSEALED: &str = "root_unsealed";
     /// A newly sealed row did not open again and was discarded.
     pub const ROUND_TRIP_FAILED: &str = "round_trip_failed";
     /// The gateway's view of an enclave changed (`state`, `code`).

@@ -27,13 +27,13 @@ fn secp256k1_ecdsa_in_every_format_verifies_with_k256_and_recovers_the_key() {
         (SignInput::Message { bytes: message, hash: MessageHash::Sha256 }, sha256(message)),
         (SignInput::Message { bytes: message, hash: MessageHash::Keccak256 }, keccak),
     ] {
-        for format in [SignatureFormat::Compact, SignatureFormat::Der, SignatureFormat::Ethereum] {
-            let signed = sign(&key, Algorithm::Ecdsa, input, format, &AUX).unwrap();
+        for format in [SignFormat::Compact, SignFormat::Der, SignFormat::Ethereum] {
+            let signed = sign(&key, SignAlgorithm::Ecdsa, input, format, &AUX).unwrap();
             let id = signed.recovery_id.expect("secp256k1 ECDSA has a recovery id");
             let sig = match format {
-                SignatureFormat::Compact => Signature::from_slice(&signed.signature).unwrap(),
-                SignatureFormat::Der => Signature::from_der(&signed.signature).unwrap(),
-                SignatureFormat::Ethereum => {
+                SignFormat::Compact => Signature::from_slice(&signed.signature).unwrap(),
+                SignFormat::Der => Signature::from_der(&signed.signature).unwrap(),
+                SignFormat::Ethereum => {
                     assert_eq!(signed.signature.len(), 65);
                     assert_eq!(signed.signature[64], 27 + id, "v = 27 + recovery id");
                     Signature::from_slice(&signed.signature[..64]).unwrap()
@@ -45,7 +45,7 @@ fn secp256k1_ecdsa_in_every_format_verifies_with_k256_and_recovers_the_key() {
                 VerifyingKey::recover_from_prehash(&digest, &sig, RecoveryId::from_byte(id).unwrap()).unwrap();
             assert_eq!(recovered, k256_key, "{format:?}: the recovery id names the key");
             assert!(
-                verify(KeyType::Secp256k1, key.public_key(), Algorithm::Ecdsa, input, format, &signed.signature)
+                verify(KeyType::Secp256k1, key.public_key(), SignAlgorithm::Ecdsa, input, format, &signed.signature)
                     .unwrap()
             );
         }
@@ -56,7 +56,7 @@ fn secp256k1_ecdsa_in_every_format_verifies_with_k256_and_recovers_the_key() {
 fn secp256k1_bip340_verifies_with_k256() {
     use k256::schnorr::{Signature, VerifyingKey, signature::hazmat::PrehashVerifier};
     let key = material(KeyType::Secp256k1);
-    let signed = sign(&key, Algorithm::Bip340, SignInput::Digest(&[0x22; 32]), SignatureFormat::Compact, &AUX).unwrap();
+    let signed = sign(&key, SignAlgorithm::Bip340, SignInput::Digest(&[0x22; 32]), SignFormat::Compact, &AUX).unwrap();
     assert_eq!(signed.recovery_id, None);
     let xonly = VerifyingKey::from_bytes(&key.public_key()[1..]).unwrap();
     xonly.verify_prehash(&[0x22; 32], &Signature::try_from(signed.signature.as_slice()).unwrap()).unwrap();
@@ -65,14 +65,14 @@ fn secp256k1_bip340_verifies_with_k256() {
         verify(
             KeyType::Secp256k1,
             key.public_key(),
-            Algorithm::Bip340,
+            SignAlgorithm::Bip340,
             input,
-            SignatureFormat::Compact,
+            SignFormat::Compact,
             &signed.signature
         )
         .unwrap()
     );
-    assert!(sign(&key, Algorithm::Bip340, input, SignatureFormat::Der, &AUX).is_err(), "BIP340 has no DER form");
+    assert!(sign(&key, SignAlgorithm::Bip340, input, SignFormat::Der, &AUX).is_err(), "BIP340 has no DER form");
 }
 
 #[test]
@@ -85,17 +85,18 @@ fn p256_ecdsa_verifies_with_aws_lc_over_the_message() {
     for input in [SignInput::Digest(&sha256(message)), SignInput::Message { bytes: message, hash: MessageHash::Sha256 }]
     {
         for (format, algorithm) in
-            [(SignatureFormat::Compact, &ECDSA_P256_SHA256_FIXED), (SignatureFormat::Der, &ECDSA_P256_SHA256_ASN1)]
+            [(SignFormat::Compact, &ECDSA_P256_SHA256_FIXED), (SignFormat::Der, &ECDSA_P256_SHA256_ASN1)]
         {
-            let signed = sign(&key, Algorithm::Ecdsa, input, format, &AUX).unwrap();
+            let signed = sign(&key, SignAlgorithm::Ecdsa, input, format, &AUX).unwrap();
             assert_eq!(signed.recovery_id, None);
             UnparsedPublicKey::new(algorithm, key.public_key()).verify(message, &signed.signature).unwrap();
             assert!(
-                verify(KeyType::P256, key.public_key(), Algorithm::Ecdsa, input, format, &signed.signature).unwrap()
+                verify(KeyType::P256, key.public_key(), SignAlgorithm::Ecdsa, input, format, &signed.signature)
+                    .unwrap()
             );
         }
     }
-    assert!(sign(&key, Algorithm::Ecdsa, SignInput::Digest(&[1; 32]), SignatureFormat::Ethereum, &AUX).is_err());
+    assert!(sign(&key, SignAlgorithm::Ecdsa, SignInput::Digest(&[1; 32]), SignFormat::Ethereum, &AUX).is_err());
 }
 
 #[test]
@@ -103,23 +104,23 @@ fn ed25519_signs_the_message_itself_and_verifies_with_dalek() {
     let key = material(KeyType::Ed25519);
     let message = b"an ed25519 message of any length";
     let input = SignInput::Message { bytes: message, hash: MessageHash::None };
-    let signed = sign(&key, Algorithm::Ed25519, input, SignatureFormat::Compact, &AUX).unwrap();
+    let signed = sign(&key, SignAlgorithm::Ed25519, input, SignFormat::Compact, &AUX).unwrap();
     let dalek = ed25519_dalek::VerifyingKey::from_bytes(key.public_key().try_into().unwrap()).unwrap();
     dalek.verify_strict(message, &ed25519_dalek::Signature::from_slice(&signed.signature).unwrap()).unwrap();
     assert!(
         verify(
             KeyType::Ed25519,
             key.public_key(),
-            Algorithm::Ed25519,
+            SignAlgorithm::Ed25519,
             input,
-            SignatureFormat::Compact,
+            SignFormat::Compact,
             &signed.signature
         )
         .unwrap()
     );
     let digest = SignInput::Digest(&[3; 32]);
     assert!(matches!(
-        sign(&key, Algorithm::Ed25519, digest, SignatureFormat::Compact, &AUX),
+        sign(&key, SignAlgorithm::Ed25519, digest, SignFormat::Compact, &AUX),
         Err(KeyringError::BadInput(_))
     ));
 }
@@ -127,19 +128,19 @@ fn ed25519_signs_the_message_itself_and_verifies_with_dalek() {
 #[test]
 fn a_changed_message_key_or_signature_does_not_verify() {
     for (key_type, algorithm) in [
-        (KeyType::Secp256k1, Algorithm::Ecdsa),
-        (KeyType::Secp256k1, Algorithm::Bip340),
-        (KeyType::P256, Algorithm::Ecdsa),
-        (KeyType::Ed25519, Algorithm::Ed25519),
+        (KeyType::Secp256k1, SignAlgorithm::Ecdsa),
+        (KeyType::Secp256k1, SignAlgorithm::Bip340),
+        (KeyType::P256, SignAlgorithm::Ecdsa),
+        (KeyType::Ed25519, SignAlgorithm::Ed25519),
     ] {
         let key = material(key_type);
         let other = material(key_type);
         let hash = if key_type == KeyType::Ed25519 { MessageHash::None } else { MessageHash::Sha256 };
         let input = SignInput::Message { bytes: b"original", hash };
         let changed = SignInput::Message { bytes: b"originaL", hash };
-        let signed = sign(&key, algorithm, input, SignatureFormat::Compact, &AUX).unwrap();
+        let signed = sign(&key, algorithm, input, SignFormat::Compact, &AUX).unwrap();
         let check = |public_key: &[u8], input, signature: &[u8]| {
-            verify(key_type, public_key, algorithm, input, SignatureFormat::Compact, signature).unwrap()
+            verify(key_type, public_key, algorithm, input, SignFormat::Compact, signature).unwrap()
         };
         assert!(check(key.public_key(), input, &signed.signature), "{key_type} {algorithm:?}");
         assert!(!check(key.public_key(), changed, &signed.signature), "{key_type}: another message");
@@ -154,7 +155,7 @@ fn a_changed_message_key_or_signature_does_not_verify() {
 fn a_high_s_secp256k1_signature_does_not_verify() {
     let key = material(KeyType::Secp256k1);
     let input = SignInput::Digest(&[5; 32]);
-    let signed = sign(&key, Algorithm::Ecdsa, input, SignatureFormat::Compact, &AUX).unwrap();
+    let signed = sign(&key, SignAlgorithm::Ecdsa, input, SignFormat::Compact, &AUX).unwrap();
     // s' = n - s verifies mathematically but is not the canonical form.
     let sig = k256::ecdsa::Signature::from_slice(&signed.signature).unwrap();
     let (r, s) = sig.split_scalars();
@@ -163,9 +164,9 @@ fn a_high_s_secp256k1_signature_does_not_verify() {
         !verify(
             KeyType::Secp256k1,
             key.public_key(),
-            Algorithm::Ecdsa,
+            SignAlgorithm::Ecdsa,
             input,
-            SignatureFormat::Compact,
+            SignFormat::Compact,
             &high.to_bytes()
         )
         .unwrap()
@@ -176,20 +177,19 @@ fn a_high_s_secp256k1_signature_does_not_verify() {
 fn symmetric_keys_do_not_sign_and_oversized_or_unhashed_inputs_are_refused() {
     for key_type in [KeyType::Aes256Gcm, KeyType::HmacSha256] {
         let key = material(key_type);
-        let err =
-            sign(&key, Algorithm::Ecdsa, SignInput::Digest(&[1; 32]), SignatureFormat::Compact, &AUX).unwrap_err();
+        let err = sign(&key, SignAlgorithm::Ecdsa, SignInput::Digest(&[1; 32]), SignFormat::Compact, &AUX).unwrap_err();
         assert!(matches!(err, KeyringError::NotASigningKey(t) if t == key_type), "{err}");
     }
     let key = material(KeyType::Secp256k1);
     let short = SignInput::Message { bytes: b"not 32 bytes", hash: MessageHash::None };
     assert!(matches!(
-        sign(&key, Algorithm::Ecdsa, short, SignatureFormat::Compact, &AUX),
+        sign(&key, SignAlgorithm::Ecdsa, short, SignFormat::Compact, &AUX),
         Err(KeyringError::BadInput(_))
     ));
     let huge = vec![0u8; MAX_MESSAGE_LEN + 1];
     let huge = SignInput::Message { bytes: &huge, hash: MessageHash::Sha256 };
     assert!(matches!(
-        sign(&key, Algorithm::Ecdsa, huge, SignatureFormat::Compact, &AUX),
+        sign(&key, SignAlgorithm::Ecdsa, huge, SignFormat::Compact, &AUX),
         Err(KeyringError::BadInput(_))
     ));
 }

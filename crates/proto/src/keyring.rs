@@ -1,0 +1,153 @@
+//! Keyring requests and replies on the link: the root's lifecycle (provision, commit, unseal,
+//! rotate) and the key operations. The gateway sends the stored row with every key request;
+//! the enclave opens it only if it names the loaded root and its AAD matches.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AwsCredentials, Digest, KeyIdentity, RootId, SealedRoot, WrappedKey};
+
+/// Most keys created in one request.
+pub const MAX_KEYS_PER_BATCH: usize = 1000;
+
+/// First start of the keyring: a new root, sealed under a new data key.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootProvision {
+    /// The KMS key the gateway expects (checked against the enclave's pinned key).
+    pub kms_key_id: String,
+    /// The region the gateway expects (checked the same way).
+    pub region: String,
+    /// Credentials for the KMS calls.
+    pub credentials: AwsCredentials,
+}
+
+/// The root (or a root rotation) is stored: use it.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCommit {
+    /// The stored root's id.
+    pub root_id: RootId,
+    /// The stored epoch.
+    pub root_epoch: u32,
+}
+
+/// Open the stored root.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootUnseal {
+    /// The stored row.
+    pub sealed: SealedRoot,
+    /// Credentials for the KMS call.
+    pub credentials: AwsCredentials,
+}
+
+/// Reseal the root under a new data key (`root_epoch + 1`).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRotate {
+    /// The stored row the rotation starts from.
+    pub sealed: SealedRoot,
+    /// Credentials for the KMS calls.
+    pub credentials: AwsCredentials,
+}
+
+/// Where the keyring is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyringPhase {
+    /// No root in memory.
+    Empty,
+    /// A new root awaits `RootCommit`; no key is made or used yet.
+    AwaitingCommit,
+    /// The root is loaded: keys are made and used.
+    Ready,
+}
+
+/// The keyring's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyringStatus {
+    /// Its phase.
+    pub phase: KeyringPhase,
+    /// The loaded root.
+    pub root_id: Option<RootId>,
+    /// Its data-key epoch.
+    pub root_epoch: Option<u32>,
+}
+
+/// A signature scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignAlgorithm {
+    /// ECDSA (secp256k1, P-256).
+    Ecdsa,
+    /// BIP340 Schnorr (secp256k1).
+    Bip340,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// How a message becomes the bytes that are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageHash {
+    /// SHA-256.
+    Sha256,
+    /// Keccak-256.
+    Keccak256,
+    /// Signed as it is.
+    None,
+}
+
+/// How a signature is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignFormat {
+    /// `r‖s`, or the 64-byte BIP340 / Ed25519 signature.
+    Compact,
+    /// ASN.1 DER (ECDSA).
+    Der,
+    /// `r‖s‖v` with `v = 27 + recovery id` (ECDSA on secp256k1).
+    Ethereum,
+}
+
+/// What to sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignPayload {
+    /// A 32-byte digest.
+    Digest(Digest),
+    /// A message, hashed as asked.
+    Message {
+        /// The message (at most 64 KiB).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// How it is hashed.
+        hash: MessageHash,
+    },
+}
+
+/// Sign with one key version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySign {
+    /// The stored row of the version to sign with.
+    pub row: WrappedKey,
+    /// The scheme.
+    pub algorithm: SignAlgorithm,
+    /// What to sign.
+    pub payload: SignPayload,
+    /// The encoding.
+    pub format: SignFormat,
+}
+
+/// A keyring signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySignature {
+    /// The encoded signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    /// ECDSA recovery id on secp256k1.
+    pub recovery_id: Option<u8>,
+}
+
+/// New key versions to generate: each identity names the key, its version (1 for a new key,
+/// `n + 1` for a rotation), type and flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCreate {
+    /// What to make (1 to [`MAX_KEYS_PER_BATCH`]).
+    pub keys: Vec<KeyIdentity>,
+}
