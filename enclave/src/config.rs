@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// that proves it holds the matching private key may use this enclave. Required.
     #[arg(long, env = "KEYWARD_GATEWAY_PUBLIC_KEY")]
     pub gateway_public_key: Option<String>,
+    /// Unwrapped keyring keys kept in enclave memory (about half a KiB each); more are
+    /// unwrapped again when used.
+    #[arg(long, env = "KEYWARD_KEY_CACHE", default_value_t = 16_384)]
+    pub key_cache: usize,
     /// Data folder of the development NSM's PKI (created on first use).
     #[arg(long, env = "KEYWARD_MOCK_NSM_DIR", default_value = ".dev/mock-nsm")]
     pub mock_nsm_dir: PathBuf,
@@ -76,6 +80,7 @@ pub struct Config {
     pub attestation: bool,
     pub nsm: NsmChoice,
     pub gateway_key: LinkPublicKey,
+    pub key_cache: usize,
     // Read only by the development NSM, which production builds leave out.
     #[cfg_attr(not(feature = "mock-nsm"), allow(dead_code))]
     pub mock_nsm_dir: PathBuf,
@@ -107,6 +112,7 @@ impl Config {
             attestation: args.attestation,
             nsm: args.nsm,
             gateway_key,
+            key_cache: args.key_cache,
             mock_nsm_dir: args.mock_nsm_dir,
         };
         config.check_production()?;

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use keyward_attest::{AttestationRequest, Nsm};
+use keyward_custody::{DataKeySource, NewDataKey};
 use keyward_kms::{
     Credentials, DataKeyResponse, EncryptionContext, KmsClient, KmsError,
     cms::{self, RecipientKey},
@@ -25,13 +26,6 @@ pub struct DataKeys {
     pub key_id: String,
     pub attestation: bool,
     pub nsm: Arc<dyn Nsm>,
-}
-
-/// A new data key and its KMS ciphertext.
-pub struct NewDataKey {
-    pub dek: DataKey,
-    pub ciphertext_blob: Vec<u8>,
-    pub key_arn: String,
 }
 
 /// The KMS encryption context of a master key's data key. KMS authenticates it and logs it
@@ -106,6 +100,35 @@ impl DataKeys {
         .map_err(|_| ErrorReply::new(ErrorCode::Internal, "recipient key task failed"))?
         .map_err(|message| ErrorReply::new(ErrorCode::Attestation, message))?;
         Ok(Some(made))
+    }
+}
+
+impl DataKeySource for DataKeys {
+    async fn generate(
+        &self,
+        credentials: &AwsCredentials,
+        context: &EncryptionContext,
+    ) -> Result<NewDataKey, ErrorReply> {
+        DataKeys::generate(self, credentials, context).await
+    }
+
+    async fn decrypt(
+        &self,
+        credentials: &AwsCredentials,
+        ciphertext_blob: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, String), ErrorReply> {
+        DataKeys::decrypt(self, credentials, ciphertext_blob, context).await
+    }
+}
+
+/// The NSM's randomness, for the keyring.
+#[derive(Debug)]
+pub struct NsmRandom(pub Arc<dyn Nsm>);
+
+impl keyward_custody::Randomness for NsmRandom {
+    fn fill(&self, out: &mut [u8]) -> Result<(), String> {
+        self.0.random(out).map_err(|e| e.to_string())
     }
 }
 

@@ -53,8 +53,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         kms_endpoint: config.kms_endpoint.url().to_owned(),
         attestation: config.attestation,
     };
-    let keys =
-        datakey::DataKeys { kms, key_id: config.kms_key_id.clone(), attestation: config.attestation, nsm: nsm.clone() };
+    let keys = Arc::new(datakey::DataKeys {
+        kms,
+        key_id: config.kms_key_id.clone(),
+        attestation: config.attestation,
+        nsm: nsm.clone(),
+    });
+    let keyring = Arc::new(keyward_custody::Keyring::new(
+        keys.clone(),
+        Arc::new(datakey::NsmRandom(nsm.clone())),
+        config.kms_key_id.clone(),
+        config.kms_region.clone(),
+        config.key_cache,
+    ));
     let vault = Arc::new(vault::Vault::new(keys, nsm));
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(
@@ -68,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         gateway_key = %config.gateway_key,
         "enclave ready for the gateway"
     );
-    let link = server::Link { vault, info, gateway_key: config.gateway_key };
+    let link = server::Link { vault, keyring, info, gateway_key: config.gateway_key };
     tokio::select! {
         result = server::serve(listener, link) => result,
         _ = shutdown_signal() => {

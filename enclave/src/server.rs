@@ -44,9 +44,13 @@ pub const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_UNAUTHENTICATED_FRAME_LEN: usize = 4096;
 
 /// What every connection needs.
+/// The enclave's keyring, with its KMS seam.
+pub type EnclaveKeyring = keyward_custody::Keyring<Arc<crate::datakey::DataKeys>>;
+
 #[derive(Debug)]
 pub struct Link {
     pub vault: Arc<Vault>,
+    pub keyring: Arc<EnclaveKeyring>,
     pub info: EnclaveInfo,
     /// The gateway link key this enclave accepts (from its measured configuration).
     pub gateway_key: LinkPublicKey,
@@ -231,12 +235,12 @@ async fn serve_requests(
             Incoming::End(reason) => return reason,
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return "shutting down".to_owned() };
-        let vault = link.vault.clone();
+        let (vault, keyring) = (link.vault.clone(), link.keyring.clone());
         let tx = tx.clone();
         tokio::spawn(async move {
             let id = frame.id;
             // The handler runs in its own task so that even a panic produces a reply.
-            let reply = match tokio::spawn(handle(vault, frame.request)).await {
+            let reply = match tokio::spawn(handle(vault, keyring, frame.request)).await {
                 Ok(Ok(response)) => Reply::Ok(response),
                 Ok(Err(error)) => Reply::Err(error),
                 Err(_) => Reply::Err(ErrorReply::new(ErrorCode::Internal, "request handler failed unexpectedly")),
@@ -284,8 +288,21 @@ async fn next_request(reader: &mut ReadHalf<BoxConnection>, tx: &Replies, max_le
     }
 }
 
-async fn handle(vault: Arc<Vault>, request: Request) -> Result<Response, ErrorReply> {
+async fn handle(vault: Arc<Vault>, keyring: Arc<EnclaveKeyring>, request: Request) -> Result<Response, ErrorReply> {
     match request {
+        Request::RootProvision(p) => {
+            keyring.provision_root(&p.kms_key_id, &p.region, &p.credentials).await.map(Response::RootSealed)
+        }
+        Request::RootCommit(c) => keyring.commit_root(c.root_id, c.root_epoch).await.map(Response::Keyring),
+        Request::RootUnseal(u) => keyring.unseal_root(&u.sealed, &u.credentials).await.map(Response::Keyring),
+        Request::RootRotate(r) => keyring.rotate_root(&r.sealed, &r.credentials).await.map(Response::RootSealed),
+        Request::KeyringStatus => Ok(Response::Keyring(keyring.status())),
+        // Key generation and signing are CPU work: off the async workers, like the NSM calls.
+        Request::KeyCreate(c) => blocking(move || keyring.create(&c.keys).map(Response::WrappedKeys)).await,
+        Request::KeySign(s) => blocking(move || keyring.sign(&s).map(Response::KeySignature)).await,
+        Request::KeySignBatch(items) => {
+            blocking(move || Ok(Response::KeySignatures(items.iter().map(|s| keyring.sign(s)).collect()))).await
+        }
         Request::Hello(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "Hello was already exchanged")),
         Request::Authenticate(_) => {
             Err(ErrorReply::new(ErrorCode::BadRequest, "this connection is already authenticated"))
@@ -301,6 +318,14 @@ async fn handle(vault: Arc<Vault>, request: Request) -> Result<Response, ErrorRe
         Request::Attest(a) => vault.attest(a).await.map(Response::Attestation),
         _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
     }
+}
+
+async fn blocking(
+    work: impl FnOnce() -> Result<Response, ErrorReply> + Send + 'static,
+) -> Result<Response, ErrorReply> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err(ErrorReply::new(ErrorCode::Internal, "request handler failed unexpectedly")))
 }
 
 async fn send(tx: &Replies, id: u64, reply: Reply) -> Result<(), ()> {

@@ -32,7 +32,7 @@ pub const MAX_NONCE_LEN: usize = 512;
 pub struct Vault {
     state: RwLock<State>,
     lifecycle: Mutex<()>,
-    keys: DataKeys,
+    keys: Arc<DataKeys>,
     nsm: Arc<dyn Nsm>,
     attestations: Attestations,
 }
@@ -55,7 +55,7 @@ struct Loaded {
 }
 
 impl Vault {
-    pub fn new(keys: DataKeys, nsm: Arc<dyn Nsm>) -> Self {
+    pub fn new(keys: Arc<DataKeys>, nsm: Arc<dyn Nsm>) -> Self {
         Vault {
             state: RwLock::default(),
             lifecycle: Mutex::new(()),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub credentials: Arc<CredentialSource>,
     /// `/v1/attestation` is unauthenticated and each call costs the enclave an NSM call.
     pub attestation_limit: Arc<RateLimit>,
+    /// How long a deleted key stays recoverable (`keyring.deletion_waiting_days`).
+    pub key_deletion_waiting_seconds: i64,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/attestation", get(attestation))
         .route("/v1/health", get(health))
         .route("/v1/admin/rotate", post(rotate).layer(DefaultBodyLimit::max(4 * 1024)))
+        .route("/v1/admin/keyring/rotate", post(rotate_keyring_root))
+        .merge(crate::keys_api::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
@@ -227,6 +231,37 @@ async fn rotate(
         previous_key_epoch: rotated.previous_epoch,
         key_epoch: rotated.epoch,
     }))
+}
+
+/// Keyring root rotation (admin token): a new data key for the same root, `root_epoch + 1`.
+async fn rotate_keyring_root(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<crate::keyring::RootRotated>, ApiError> {
+    let Some(admin) = &app.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "the admin API is off (no server.admin_token_file)",
+        ));
+    };
+    admin.authorize(&headers)?;
+    let (slot, link) =
+        app.enclaves.values().find_map(|slot| slot.keyring_link().map(|link| (slot.clone(), link))).ok_or_else(
+            || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keyring_not_ready", "no enclave has its keyring ready"),
+        )?;
+    let _one_at_a_time = slot.rotation.lock().await;
+    let rotated = crate::keyring::rotate_root(&link, &app.db, &app.credentials).await.map_err(|p| {
+        let status = match p.code {
+            "rotation_conflict" => StatusCode::CONFLICT,
+            "keyring_not_ready" | "database_unavailable" | "database_busy" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::new(status, p.code, format!("keyring root rotation: {}", p.detail))
+    })?;
+    slot.set_root_epoch(rotated.root_epoch);
+    tracing::info!(previous = rotated.previous_root_epoch, root_epoch = rotated.root_epoch, "keyring root rotated");
+    Ok(Json(rotated))
 }
 
 async fn health(State(app): State<AppState>) -> Response {

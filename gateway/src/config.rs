@@ -25,6 +25,8 @@ pub struct ConfigFile {
     pub relay: RelaySection,
     pub link: LinkSection,
     #[serde(default)]
+    pub keyring: KeyringSection,
+    #[serde(default)]
     pub attestation: AttestationSection,
     pub enclaves: Vec<EnclaveSection>,
 }
@@ -87,6 +89,25 @@ fn default_relay_connections() -> usize {
 
 fn default_relay_idle_seconds() -> u64 {
     60
+}
+
+/// `keyring:` — the named keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringSection {
+    /// Days a deleted key stays recoverable (`cancel-deletion`) before it is gone (default 7).
+    #[serde(default = "default_deletion_waiting_days")]
+    pub deletion_waiting_days: u32,
+}
+
+impl Default for KeyringSection {
+    fn default() -> Self {
+        KeyringSection { deletion_waiting_days: default_deletion_waiting_days() }
+    }
+}
+
+fn default_deletion_waiting_days() -> u32 {
+    7
 }
 
 /// `link:` — how the gateway proves to its enclaves that it is their gateway.
@@ -184,6 +205,7 @@ pub struct Config {
     pub relay_limits: crate::relay::Limits,
     pub link_key_file: PathBuf,
     pub link_public_key: Option<LinkPublicKey>,
+    pub key_deletion_waiting_days: u32,
     pub attestation_root_pem: Option<PathBuf>,
     pub expected_pcrs: Vec<PcrSet>,
     pub enclaves: Vec<EnclaveTarget>,
@@ -313,6 +335,7 @@ impl Config {
                 lifetime: RELAY_LIFETIME,
                 vsock_cids: enclave_cids(&enclaves),
             },
+            key_deletion_waiting_days: file.keyring.deletion_waiting_days,
             link_key_file: file.link.key_file,
             link_public_key: file
                 .link

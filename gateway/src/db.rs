@@ -7,7 +7,7 @@ use std::{
 };
 
 use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
-use keyward_store::{MasterKeyRow, Store, StoreError};
+use keyward_store::{KeyRow, MasterKeyRow, NewKey, RootRow, Store, StoreError, VersionRow};
 
 #[derive(Debug, Clone)]
 pub struct Db(Arc<Mutex<Store>>);
@@ -49,6 +49,96 @@ impl Db {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.with(|s| s.ping()).await
     }
+
+    pub async fn root(&self) -> Result<Option<RootRow>, StoreError> {
+        self.with(|s| s.root()).await
+    }
+
+    pub async fn insert_root(&self, row: RootRow) -> Result<(), StoreError> {
+        self.with(move |s| s.insert_root(&row)).await
+    }
+
+    pub async fn rotate_root(&self, row: RootRow, expected_epoch: i64) -> Result<(), StoreError> {
+        self.with(move |s| s.rotate_root(&row, expected_epoch)).await
+    }
+
+    pub async fn insert_keys(&self, keys: Vec<NewKey>) -> Result<(), StoreError> {
+        self.with(move |s| s.insert_keys(&keys)).await
+    }
+
+    /// A key's metadata and every version of it.
+    pub async fn key(&self, name: String) -> Result<Option<(KeyRow, Vec<VersionRow>)>, StoreError> {
+        self.with(move |s| match s.key(&name)? {
+            Some(key) => Ok(Some((key, s.key_versions(&name)?))),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// A key's metadata and one version of it.
+    pub async fn key_with_version(
+        &self,
+        name: String,
+        version: Option<i64>,
+    ) -> Result<Option<(KeyRow, Option<VersionRow>)>, StoreError> {
+        self.with(move |s| match s.key(&name)? {
+            Some(key) => {
+                let row = s.key_version(&name, version.unwrap_or(key.latest_version))?;
+                Ok(Some((key, row)))
+            }
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// A page of keys with their versions.
+    pub async fn list_keys(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<(KeyRow, Vec<VersionRow>)>, StoreError> {
+        self.with(move |s| {
+            s.list_keys(after.as_deref(), limit)?
+                .into_iter()
+                .map(|key| {
+                    let versions = s.key_versions(&key.name)?;
+                    Ok((key, versions))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The keys (with their versions) holding a version with this public key.
+    pub async fn keys_by_public_key(&self, public_key: Vec<u8>) -> Result<Vec<(KeyRow, Vec<VersionRow>)>, StoreError> {
+        self.with(move |s| {
+            let mut names: Vec<String> = s.versions_by_public_key(&public_key)?.into_iter().map(|v| v.name).collect();
+            names.dedup();
+            names
+                .into_iter()
+                .filter_map(|name| match s.key(&name) {
+                    Ok(Some(key)) => Some(s.key_versions(&name).map(|v| (key, v))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn add_version(&self, version: VersionRow, expected_revision: i64) -> Result<(), StoreError> {
+        self.with(move |s| s.add_version(&version, expected_revision)).await
+    }
+
+    pub async fn set_key_state(
+        &self,
+        name: String,
+        state: &'static str,
+        deletion_due: Option<i64>,
+        expected_revision: i64,
+    ) -> Result<(), StoreError> {
+        self.with(move |s| s.set_key_state(&name, state, deletion_due, expected_revision)).await
+    }
 }
 
 /// The stable code `/v1/health` and API errors report for a store failure; the message (with
@@ -61,6 +151,10 @@ pub fn store_code(error: &StoreError) -> &'static str {
         StoreError::FileGone { .. } => "database_file_gone",
         StoreError::ReadOnly { .. } => "database_read_only",
         StoreError::AlreadyExists(_) => "row_exists",
+        StoreError::RootExists => "root_exists",
+        StoreError::RootEpochConflict { .. } => "rotation_conflict",
+        StoreError::KeyExists(_) => "key_exists",
+        StoreError::KeyConflict(_) => "key_conflict",
         StoreError::EpochConflict { .. } => "rotation_conflict",
         StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {
             rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database_busy",

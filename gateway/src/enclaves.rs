@@ -25,6 +25,7 @@ use crate::{
     config::{Environment, PcrSet},
     credentials::CredentialSource,
     db::{Db, row_from_sealed, sealed_from_row, store_code},
+    keyring,
     link::{EnclaveLink, LinkError, unexpected_reply},
 };
 
@@ -95,6 +96,29 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_epoch: Option<u32>,
     pub since_unix: u64,
+    /// The keyring in this enclave.
+    pub keyring: KeyringHealth,
+}
+
+/// The keyring of one enclave, as `/v1/health` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyringHealth {
+    /// `connecting` (the enclave is not up yet), `ready` or `failed`.
+    pub state: &'static str,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// The root, hex, and its data-key epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_epoch: Option<u32>,
+}
+
+impl KeyringHealth {
+    fn connecting() -> Self {
+        KeyringHealth { state: "connecting", code: None, root_id: None, root_epoch: None }
+    }
 }
 
 /// The shared view of one enclave.
@@ -121,6 +145,7 @@ impl EnclaveSlot {
                 public_key_hex: None,
                 key_epoch: None,
                 since_unix: now_unix(),
+                keyring: KeyringHealth::connecting(),
             }),
             link: RwLock::new(None),
             rotation: tokio::sync::Mutex::new(()),
@@ -134,6 +159,26 @@ impl EnclaveSlot {
     /// The link, if the enclave is ready to sign.
     pub fn ready_link(&self) -> Option<Arc<EnclaveLink>> {
         read(&self.link).clone().filter(|l| !l.is_closed())
+    }
+
+    /// The link, if the enclave's keyring is ready.
+    pub fn keyring_link(&self) -> Option<Arc<EnclaveLink>> {
+        (read(&self.health).keyring.state == "ready").then(|| self.ready_link()).flatten()
+    }
+
+    fn set_keyring(&self, keyring: KeyringHealth, problem: Option<&Problem>) {
+        let mut health = write(&self.health);
+        if health.keyring.state != keyring.state || health.keyring.code != keyring.code {
+            match problem {
+                Some(p) => {
+                    tracing::error!(event = event::KEYRING_STATE, enclave_id = %self.id, state = keyring.state, code = p.code, "{}", p.detail)
+                }
+                None => {
+                    tracing::info!(event = event::KEYRING_STATE, enclave_id = %self.id, state = keyring.state, root_id = ?keyring.root_id, "keyring state")
+                }
+            }
+        }
+        health.keyring = keyring;
     }
 
     fn set(&self, state: Phase, problem: Option<Problem>) {
@@ -173,8 +218,14 @@ impl EnclaveSlot {
         write(&self.health).key_epoch = Some(epoch);
     }
 
+    /// Records a committed root rotation's new epoch.
+    pub fn set_root_epoch(&self, epoch: u32) {
+        write(&self.health).keyring.root_epoch = Some(epoch);
+    }
+
     fn clear_link(&self) {
         *write(&self.link) = None;
+        write(&self.health).keyring = KeyringHealth::connecting();
     }
 }
 
@@ -274,7 +325,10 @@ impl Supervisor {
                 Ok(status) => {
                     retry = FIRST_RETRY;
                     self.slot.set_ready(link.clone(), &status);
-                    let reason = link.closed().await;
+                    let reason = tokio::select! {
+                        reason = link.closed() => reason,
+                        () = self.keep_keyring_up(&link) => "keyring supervision ended".to_owned(),
+                    };
                     self.slot.clear_link();
                     let detail = format!("connection lost ({reason}); reconnecting");
                     self.slot.set(Phase::Connecting, Some(Problem::new("link_lost", detail)));
@@ -291,6 +345,35 @@ impl Supervisor {
                 }
                 Err(BringUpError::Failed(problem)) => {
                     self.slot.set(Phase::Failed, Some(problem));
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Brings the enclave's keyring up, retrying with backoff while it fails; then waits for
+    /// ever (the caller stops it when the link closes). The master key signs meanwhile.
+    async fn keep_keyring_up(&self, link: &EnclaveLink) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            match keyring::bring_up(link, &self.db, &self.credentials, &self.expect.kms_key_id, &self.expect.kms_region)
+                .await
+            {
+                Ok(status) => {
+                    let ready = KeyringHealth {
+                        state: "ready",
+                        code: None,
+                        root_id: status.root_id.map(|id| id.to_string()),
+                        root_epoch: status.root_epoch,
+                    };
+                    self.slot.set_keyring(ready, None);
+                    return std::future::pending().await;
+                }
+                Err(problem) => {
+                    let failed =
+                        KeyringHealth { state: "failed", code: Some(problem.code), root_id: None, root_epoch: None };
+                    self.slot.set_keyring(failed, Some(&problem));
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                 }

@@ -8,6 +8,9 @@ mod credentials;
 mod db;
 mod enclaves;
 mod errors;
+mod keyring;
+mod keys_api;
+mod keys_sign;
 mod limit;
 mod link;
 mod nitro_cmd;
@@ -181,6 +184,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         admin_token,
         credentials,
         attestation_limit: Arc::new(limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
+        key_deletion_waiting_seconds: i64::from(config.key_deletion_waiting_days) * 86_400,
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

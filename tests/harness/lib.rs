@@ -19,7 +19,7 @@ pub use mount::TmpfsMount;
 pub use process::{Proc, binary, events_in, free_port, workspace_root};
 pub use raw_link::{RawLink, error_of};
 pub use secrets::{assert_no_secrets, assert_secret_absent};
-pub use stack::{Measured, Stack, StackOptions, read_rows, run_tool};
+pub use stack::{Measured, Pair, Stack, StackOptions, read_rows, run_tool};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
 /// gateway returned, with RustCrypto's `k256` (not the `secp256k1` crate keyward signs with).

@@ -54,6 +54,16 @@ pub struct Measured {
     pub pcr2: String,
 }
 
+/// A second gateway and enclave on a stack's database (see [`Stack::start_second_pair`]).
+#[derive(Debug)]
+pub struct Pair {
+    // Field order is drop order: the gateway stops before its enclave.
+    pub gateway: Proc,
+    pub enclave: Proc,
+    pub api_port: u16,
+    pub admin_token: String,
+}
+
 #[derive(Debug)]
 pub struct Stack {
     // Field order is drop order: processes stop before the dev KMS and the directory.
@@ -239,17 +249,23 @@ impl Stack {
     }
 
     pub fn write_config(&self) {
-        let enclaves: String = self
-            .enclave_ports
-            .keys()
-            .map(|id| format!("  - enclave_id: {id}\n    address: {}\n", self.enclave_address(*id)))
-            .collect();
+        let enclaves: Vec<(u32, String)> =
+            self.enclave_ports.keys().map(|id| (*id, self.enclave_address(*id))).collect();
+        let config = self.config_text(self.api_port, &self.relay_address(), &enclaves);
+        std::fs::write(self.config_path(), config).expect("write gateway config");
+    }
+
+    /// A gateway configuration of this stack's environment (KMS, database, tokens, link key)
+    /// with its own API port, relay and enclaves.
+    fn config_text(&self, api_port: u16, relay: &str, enclaves: &[(u32, String)]) -> String {
+        let enclaves: String =
+            enclaves.iter().map(|(id, address)| format!("  - enclave_id: {id}\n    address: {address}\n")).collect();
         let dir = self.path().display();
-        let config = format!(
+        format!(
             "environment: development\n\
              kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {key_id}\n  enable_attestation: {att}\n  region: {REGION}\n\
              database:\n  path: {db}\n\
-             server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
+             server:\n  listen: 127.0.0.1:{api_port}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
              relay:\n  listen: {relay}\n\
              link:\n  key_file: {dir}/link.key\n\
              {attestation}\
@@ -257,8 +273,6 @@ impl Stack {
             kms = self.kms_url,
             key_id = self.pinned_key_id(),
             att = self.options.attestation,
-            api = self.api_port,
-            relay = self.relay_address(),
             db = self.db_path().display(),
             attestation = if self.options.gateway_pins_pcrs {
                 format!(
@@ -268,8 +282,36 @@ impl Stack {
             } else {
                 String::new()
             },
+        )
+    }
+
+    /// A second gateway and enclave (enclave id `enclave_id`, its own master key) on this
+    /// stack's database, KMS and link key, with their own ports: another node of a fleet.
+    /// Waits until its gateway answers; both stop when the pair is dropped.
+    pub async fn start_second_pair(&self, enclave_id: u32) -> Pair {
+        let (api_port, relay_port, enclave_port) = (free_port(), free_port(), free_port());
+        let relay = format!("tcp://127.0.0.1:{relay_port}");
+        let listen = format!("tcp://127.0.0.1:{enclave_port}");
+        let name = format!("pair-{enclave_id}");
+        let config = self.path().join(format!("{name}.yaml"));
+        std::fs::write(&config, self.config_text(api_port, &relay, &[(enclave_id, listen.clone())]))
+            .expect("write config");
+        let enclave = Proc::spawn(
+            &format!("{name}-enclave"),
+            &binary("enclave"),
+            &self.enclave_args_for(&listen, &relay),
+            &enclave_env(),
+            &self.path().join(format!("{name}-enclave.log")),
         );
-        std::fs::write(self.config_path(), config).expect("write gateway config");
+        let gateway = self.spawn_gateway(&format!("{name}-gateway"), &config, &[]);
+        let admin_token = std::fs::read_to_string(self.path().join("admin-token")).expect("admin token");
+        let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(self.token.clone())).expect("client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.health().await.is_err() {
+            assert!(Instant::now() < deadline, "the second gateway never answered:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Pair { gateway, enclave, api_port, admin_token: admin_token.trim().to_owned() }
     }
 
     fn aws_env(&self) -> Vec<(&'static str, String)> {
@@ -337,11 +379,16 @@ impl Stack {
 
     /// The enclave's command line; `program` lets a test run a modified copy of the binary.
     pub fn enclave_args(&self, id: u32) -> Vec<String> {
+        self.enclave_args_for(&self.enclave_address(id), &self.relay_address())
+    }
+
+    /// The enclave command line with its own listen address and relay.
+    pub fn enclave_args_for(&self, listen: &str, relay: &str) -> Vec<String> {
         vec![
             "--listen".into(),
-            self.enclave_address(id),
+            listen.to_owned(),
             "--kms-relay".into(),
-            self.relay_address(),
+            relay.to_owned(),
             "--kms-endpoint".into(),
             self.kms_url.clone(),
             "--kms-region".into(),

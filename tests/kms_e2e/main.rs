@@ -5,6 +5,7 @@
 
 mod attestation;
 mod dev_stack;
+mod keyring;
 mod lifecycle;
 mod production;
 

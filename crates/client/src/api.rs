@@ -138,6 +138,24 @@ pub struct EnclaveHealth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_epoch: Option<u32>,
     pub since_unix: u64,
+    /// The keyring in this enclave.
+    pub keyring: KeyringHealth,
+}
+
+/// One enclave's keyring in `/v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyringHealth {
+    /// `connecting`, `ready` or `failed`.
+    pub state: String,
+    /// Why it is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The keyring root's id, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<String>,
+    /// Its data-key epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_epoch: Option<u32>,
 }
 
 /// Data-key rotation (admin).

@@ -8,6 +8,10 @@ use crate::api::{
     AttestationResponse, ErrorResponse, HealthResponse, PublicKeyResponse, RotateRequest, RotateResponse,
     SignBatchRequest, SignBatchResponse, SignItem, SignRequest, SignResponse,
 };
+use crate::keys::{
+    CreateKey, CreateKeys, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch, KeySignatureInfo, SignWithKey,
+    SignWithKeyBatch, Verified, VerifyWithKey,
+};
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,75 @@ impl Client {
         self.send(self.authorized(self.http.post(self.url("/v1/admin/rotate"))).json(&body)).await
     }
 
+    /// Creates a key (admin token).
+    pub async fn create_key(&self, name: &str, key_type: &str, exportable: bool) -> Result<KeyInfo, ClientError> {
+        let body = CreateKey { name: name.to_owned(), key_type: key_type.to_owned(), exportable };
+        self.send(self.authorized(self.http.post(self.url("/v1/keys"))).json(&body)).await
+    }
+
+    /// Creates many keys at once, all or none (admin token).
+    pub async fn create_keys(&self, keys: Vec<CreateKey>) -> Result<KeyInfos, ClientError> {
+        self.send(self.authorized(self.http.post(self.url("/v1/keys/batch"))).json(&CreateKeys { keys })).await
+    }
+
+    /// A page of keys in name order, after `after`.
+    pub async fn list_keys(&self, after: Option<&str>, limit: Option<u32>) -> Result<KeyPage, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.send(self.authorized(self.http.get(self.url("/v1/keys"))).query(&query)).await
+    }
+
+    /// The keys holding a version with this public key.
+    pub async fn find_key(&self, public_key: &[u8]) -> Result<KeyPage, ClientError> {
+        let query = [("public_key_hex", hex::encode(public_key))];
+        self.send(self.authorized(self.http.get(self.url("/v1/keys"))).query(&query)).await
+    }
+
+    /// A key's metadata.
+    pub async fn key(&self, name: &str) -> Result<KeyInfo, ClientError> {
+        self.send(self.authorized(self.http.get(self.url(&key_path(name, ""))))).await
+    }
+
+    /// A new version of a key (admin token).
+    pub async fn rotate_key(&self, name: &str) -> Result<KeyInfo, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/rotate"))))).await
+    }
+
+    /// `disable`, `enable` or `cancel-deletion` (admin token).
+    pub async fn set_key_state(&self, name: &str, action: &str) -> Result<KeyInfo, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, &format!("/{action}")))))).await
+    }
+
+    /// Schedules a key's deletion (admin token).
+    pub async fn delete_key(&self, name: &str) -> Result<KeyInfo, ClientError> {
+        self.send(self.authorized(self.http.delete(self.url(&key_path(name, ""))))).await
+    }
+
+    /// Signs with a key.
+    pub async fn sign_with_key(&self, name: &str, request: &SignWithKey) -> Result<KeySignatureInfo, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/sign")))).json(request)).await
+    }
+
+    /// Signs several items with a key.
+    pub async fn sign_batch_with_key(
+        &self,
+        name: &str,
+        items: Vec<SignWithKey>,
+    ) -> Result<KeySignatureBatch, ClientError> {
+        let body = SignWithKeyBatch { items };
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/sign-batch")))).json(&body)).await
+    }
+
+    /// Checks a signature by a key.
+    pub async fn verify_with_key(&self, name: &str, request: &VerifyWithKey) -> Result<Verified, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/verify")))).json(request)).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -158,6 +231,19 @@ fn enclave_query(enclave_id: Option<u32>) -> Vec<(&'static str, String)> {
 /// `reqwest::Client` in the same process needs this first.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// `/v1/keys/<name><suffix>`, the name percent-encoded (key names are URL-safe by rule, but a
+/// caller's typo must not become another path).
+fn key_path(name: &str, suffix: &str) -> String {
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("/v1/keys/{encoded}{suffix}")
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 pub mod api;
 #[cfg(feature = "http")]
 mod client;
+pub mod keys;
 #[cfg(feature = "http")]
 pub use client::{Client, ClientError, install_crypto_provider};

@@ -11,11 +11,14 @@ use std::{
 use keyward_keyring::KeyMaterial;
 use keyward_proto::{KeyName, KeyVersion, WrappedKey};
 
+/// Each cached version: the row it was unwrapped from and its material.
+type Entries = HashMap<(KeyName, KeyVersion), (WrappedKey, Arc<KeyMaterial>)>;
+
 /// The bounded cache.
 #[derive(Debug)]
 pub struct KeyCache {
     capacity: usize,
-    entries: Mutex<HashMap<(KeyName, KeyVersion), (WrappedKey, Arc<KeyMaterial>)>>,
+    entries: Mutex<Entries>,
 }
 
 impl KeyCache {
@@ -63,7 +66,7 @@ impl KeyCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(KeyName, KeyVersion), (WrappedKey, Arc<KeyMaterial>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // Each operation is a single get, insert or remove: a poisoned map is still whole.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

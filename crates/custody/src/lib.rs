@@ -46,6 +46,25 @@ pub trait DataKeySource: Send + Sync {
     ) -> impl Future<Output = Result<(DataKey, String), ErrorReply>> + Send;
 }
 
+impl<T: DataKeySource> DataKeySource for std::sync::Arc<T> {
+    fn generate(
+        &self,
+        credentials: &AwsCredentials,
+        context: &EncryptionContext,
+    ) -> impl Future<Output = Result<NewDataKey, ErrorReply>> + Send {
+        T::generate(self, credentials, context)
+    }
+
+    fn decrypt(
+        &self,
+        credentials: &AwsCredentials,
+        ciphertext_blob: &[u8],
+        context: &EncryptionContext,
+    ) -> impl Future<Output = Result<(DataKey, String), ErrorReply>> + Send {
+        T::decrypt(self, credentials, ciphertext_blob, context)
+    }
+}
+
 /// Randomness for keys, roots and nonces: the NSM in an enclave.
 pub trait Randomness: Send + Sync {
     /// Fills `out`.

@@ -30,6 +30,8 @@ pub mod event {
     pub const ROUND_TRIP_FAILED: &str = "round_trip_failed";
     /// The gateway's view of an enclave changed (`state`, `code`).
     pub const ENCLAVE_STATE: &str = "enclave_state";
+    /// The gateway's view of an enclave's keyring changed (`state`, `code`).
+    pub const KEYRING_STATE: &str = "keyring_state";
     /// The gateway stored a row (first start or rotation).
     pub const ROW_STORED: &str = "row_stored";
     /// The gateway's KMS relay listens.

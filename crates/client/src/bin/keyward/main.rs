@@ -6,13 +6,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use keyward_client::Client;
 
+mod keys;
 mod verify;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "keyward",
     version,
-    about = "Client for a keyward gateway: sign, fetch the public key, verify attestation"
+    about = "Client for a keyward gateway: sign, fetch the public key, verify attestation, manage and use keyring keys"
 )]
 struct Cli {
     /// Gateway base URL.
@@ -48,6 +49,9 @@ enum Command {
     /// build), nonce and key binding. Prints the verified fields as JSON; on any refusal
     /// prints `{"verified": false, "code", "message"}` and exits with status 1.
     VerifyAttestation(verify::VerifyArgs),
+    /// The keyring: named keys of several types (create, list, sign, rotate, ...).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[tokio::main]
@@ -79,6 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&client.sign(&bytes, &scheme, enclave_id).await?)
         }
         Command::PublicKey { enclave_id } => print_json(&client.public_key(enclave_id).await?),
+        Command::Keys(command) => print_json(&keys::run(&client, command).await?),
         Command::VerifyAttestation(args) => match verify::verify_attestation(&client, args).await {
             Ok(verified) => print_json(&verified),
             Err(refused) => {

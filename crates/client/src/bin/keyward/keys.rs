@@ -1,0 +1,170 @@
+//! `keyward keys ...`: the keyring API from the command line. Management (create, batch,
+//! rotate, disable, enable, delete, cancel-deletion) needs the admin token as `--token-file`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use keyward_client::{
+    Client,
+    keys::{CreateKey, SignWithKey, VerifyWithKey},
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key: secp256k1, ed25519, p256, aes256-gcm or hmac-sha256.
+    Create {
+        name: String,
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: String,
+        /// The key may ever be exported (encrypted to a key you supply). Fixed at creation.
+        #[arg(long)]
+        exportable: bool,
+    },
+    /// Create many keys at once, all or none: PREFIX-0 .. PREFIX-(COUNT-1).
+    Batch {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: String,
+    },
+    /// List keys in name order (one page; --after for the next).
+    List {
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Find the keys with this public key instead.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
+    /// A key's metadata and versions.
+    Show { name: String },
+    /// A new version (signing uses it; older versions still verify).
+    Rotate { name: String },
+    /// Stop a key from being used.
+    Disable { name: String },
+    /// Use a disabled key again.
+    Enable { name: String },
+    /// Schedule the key's deletion (unusable at once; gone after the waiting period).
+    Delete { name: String },
+    /// Undo a scheduled deletion (the key stays disabled until enabled).
+    CancelDeletion { name: String },
+    /// Sign with a key.
+    Sign {
+        name: String,
+        #[command(flatten)]
+        what: Signed,
+    },
+    /// Check a signature by a key.
+    Verify {
+        name: String,
+        #[command(flatten)]
+        what: Signed,
+        #[arg(long, value_name = "HEX")]
+        signature: String,
+    },
+}
+
+/// What is (or was) signed, and how.
+#[derive(Debug, clap::Args)]
+pub struct Signed {
+    /// A 32-byte digest, hex.
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["message", "message_file"])]
+    digest: Option<String>,
+    /// A message, as text.
+    #[arg(long, conflicts_with = "message_file")]
+    message: Option<String>,
+    /// A message, from a file.
+    #[arg(long, value_name = "PATH")]
+    message_file: Option<PathBuf>,
+    /// sha256, keccak256 or none (for a message).
+    #[arg(long)]
+    hash: Option<String>,
+    /// ecdsa, bip340 or ed25519.
+    #[arg(long)]
+    algorithm: Option<String>,
+    /// compact, der or ethereum.
+    #[arg(long)]
+    format: Option<String>,
+    /// The version (default: the latest).
+    #[arg(long)]
+    version: Option<u32>,
+}
+
+impl Signed {
+    fn request(&self) -> anyhow::Result<SignWithKey> {
+        let message = match (&self.message, &self.message_file) {
+            (Some(text), _) => Some(text.as_bytes().to_vec()),
+            (None, Some(path)) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+            (None, None) => None,
+        };
+        if message.is_none() && self.digest.is_none() {
+            bail!("give --digest, --message or --message-file");
+        }
+        Ok(SignWithKey {
+            digest_hex: self.digest.clone(),
+            message_b64: message.map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
+            hash: self.hash.clone(),
+            algorithm: self.algorithm.clone(),
+            format: self.format.clone(),
+            version: self.version,
+        })
+    }
+}
+
+/// Runs one command; returns the JSON answer.
+pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_json::Value> {
+    let json = |value: &dyn erased::Json| value.to_json();
+    Ok(match command {
+        KeysCommand::Create { name, key_type, exportable } => {
+            json(&client.create_key(&name, &key_type, exportable).await?)
+        }
+        KeysCommand::Batch { prefix, count, key_type } => {
+            let keys = (0..count)
+                .map(|i| CreateKey { name: format!("{prefix}-{i}"), key_type: key_type.clone(), exportable: false })
+                .collect();
+            json(&client.create_keys(keys).await?)
+        }
+        KeysCommand::List { public_key: Some(hex_key), .. } => {
+            let key = hex::decode(&hex_key).context("--public-key is not hex")?;
+            json(&client.find_key(&key).await?)
+        }
+        KeysCommand::List { after, limit, public_key: None } => json(&client.list_keys(after.as_deref(), limit).await?),
+        KeysCommand::Show { name } => json(&client.key(&name).await?),
+        KeysCommand::Rotate { name } => json(&client.rotate_key(&name).await?),
+        KeysCommand::Disable { name } => json(&client.set_key_state(&name, "disable").await?),
+        KeysCommand::Enable { name } => json(&client.set_key_state(&name, "enable").await?),
+        KeysCommand::CancelDeletion { name } => json(&client.set_key_state(&name, "cancel-deletion").await?),
+        KeysCommand::Delete { name } => json(&client.delete_key(&name).await?),
+        KeysCommand::Sign { name, what } => json(&client.sign_with_key(&name, &what.request()?).await?),
+        KeysCommand::Verify { name, what, signature } => {
+            let signed = what.request()?;
+            let request = VerifyWithKey {
+                digest_hex: signed.digest_hex,
+                message_b64: signed.message_b64,
+                hash: signed.hash,
+                algorithm: signed.algorithm,
+                format: signed.format,
+                version: signed.version,
+                signature_hex: signature,
+            };
+            json(&client.verify_with_key(&name, &request).await?)
+        }
+    })
+}
+
+/// Any answer as JSON, without naming every type.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> serde_json::Value;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The keyring API's JSON shapes.
+//!
+//! | method | path | auth | body → answer |
+//! |---|---|---|---|
+//! | POST | `/v1/keys` | admin | [`CreateKey`] → 201 [`KeyInfo`] (409 `key_exists`) |
+//! | POST | `/v1/keys/batch` | admin | [`CreateKeys`] → 201 [`KeyInfos`], all or nothing |
+//! | GET | `/v1/keys?limit=&after=` | API | [`KeyPage`] (name order; `next_after` for the next page) |
+//! | GET | `/v1/keys?public_key_hex=` | API | [`KeyPage`] of the keys with that public key |
+//! | GET | `/v1/keys/{name}` | API | [`KeyInfo`] |
+//! | POST | `/v1/keys/{name}/rotate` | admin | → [`KeyInfo`] (a new latest version) |
+//! | POST | `/v1/keys/{name}/disable`, `/enable`, `/cancel-deletion` | admin | → [`KeyInfo`] |
+//! | DELETE | `/v1/keys/{name}` | admin | → [`KeyInfo`] (`pending_deletion`, `deletion_due`) |
+//! | POST | `/v1/keys/{name}/sign` | API | [`SignWithKey`] → [`KeySignatureInfo`] |
+//! | POST | `/v1/keys/{name}/sign-batch` | API | [`SignWithKeyBatch`] → [`KeySignatureBatch`] |
+//! | POST | `/v1/keys/{name}/verify` | API | [`VerifyWithKey`] → [`Verified`] |
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::ErrorBody;
+
+/// Create one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// 1 to 128 characters from `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// `secp256k1`, `ed25519`, `p256`, `aes256-gcm` or `hmac-sha256`.
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// Whether the key may ever be exported (encrypted to a key the caller supplies).
+    #[serde(default)]
+    pub exportable: bool,
+}
+
+/// Create many keys at once, all or nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeys {
+    /// 1 to 1,000 keys.
+    pub keys: Vec<CreateKey>,
+}
+
+/// One version of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// 1, 2, ...
+    pub version: u32,
+    /// The public key (SEC1 compressed for secp256k1 and P-256, 32 bytes for Ed25519);
+    /// absent for symmetric keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_hex: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A key's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// `enabled`, `disabled` or `pending_deletion` (`deleted` once the deletion is due).
+    pub state: String,
+    /// The version signing uses.
+    pub latest_version: u32,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionInfo>,
+    /// Whether it may be exported.
+    pub exportable: bool,
+    /// `generated` or `imported`.
+    pub origin: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// When a scheduled deletion takes effect (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_due: Option<u64>,
+}
+
+/// Several keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyInfos {
+    /// In request order.
+    pub keys: Vec<KeyInfo>,
+}
+
+/// A page of keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyPage {
+    /// In name order.
+    pub keys: Vec<KeyInfo>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Sign with a key: a digest (`digest_hex`) or a message (`message_b64` with `hash`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignWithKey {
+    /// A 32-byte digest, 64 hex characters (ECDSA, BIP340).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_hex: Option<String>,
+    /// A message, base64 (at most 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_b64: Option<String>,
+    /// For a message: `sha256`, `keccak256` or `none` (Ed25519 signs the message itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// `ecdsa` (default for secp256k1 and P-256), `bip340` (secp256k1) or `ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// `compact` (default), `der` or `ethereum` (secp256k1 ECDSA: `r‖s‖v`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The version to sign with (default: the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+/// A signature by a keyring key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeySignatureInfo {
+    /// The key.
+    pub name: String,
+    /// The version that signed.
+    pub version: u32,
+    /// The scheme.
+    pub algorithm: String,
+    /// The encoding.
+    pub format: String,
+    /// The signature, hex.
+    pub signature_hex: String,
+    /// The version's public key, hex.
+    pub public_key_hex: String,
+    /// ECDSA recovery id (secp256k1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<u8>,
+}
+
+/// Several signatures with one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignWithKeyBatch {
+    /// 1 to 1,000 items.
+    pub items: Vec<SignWithKey>,
+}
+
+/// One item's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeySignatureResult {
+    /// Signed.
+    Ok(KeySignatureInfo),
+    /// This item failed; the others are unaffected.
+    Err {
+        /// Why.
+        error: ErrorBody,
+    },
+}
+
+/// Answer to [`SignWithKeyBatch`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeySignatureBatch {
+    /// One per item, in order.
+    pub results: Vec<KeySignatureResult>,
+}
+
+/// Check a signature: what was signed and how (the fields of [`SignWithKey`]), and the
+/// signature.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyWithKey {
+    /// As in [`SignWithKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_hex: Option<String>,
+    /// As in [`SignWithKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_b64: Option<String>,
+    /// As in [`SignWithKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// As in [`SignWithKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// As in [`SignWithKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The version to check against (default: the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// The signature, hex.
+    pub signature_hex: String,
+}
+
+impl VerifyWithKey {
+    /// The signing fields, to parse as a [`SignWithKey`] is parsed.
+    pub fn signed(&self) -> SignWithKey {
+        SignWithKey {
+            digest_hex: self.digest_hex.clone(),
+            message_b64: self.message_b64.clone(),
+            hash: self.hash.clone(),
+            algorithm: self.algorithm.clone(),
+            format: self.format.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// Answer to [`VerifyWithKey`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verified {
+    /// Whether the signature is valid for that version (which must be enabled).
+    pub valid: bool,
+    /// The version checked.
+    pub version: u32,
+}

@@ -1,0 +1,461 @@
+//! The keyring API (`/v1/keys...`; shapes in `keyward_client::keys`). Management needs the
+//! admin token, use the API token. Key material is made and used only in an enclave: the
+//! gateway stores the wrapped rows and hands each back with the request that uses it.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
+    http::{HeaderMap, StatusCode},
+    routing::{get, post},
+};
+use keyward_client::keys::{
+    CreateKey, CreateKeys, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch, KeySignatureInfo, KeySignatureResult,
+    SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
+};
+use keyward_proto::{
+    KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin, Request, Response,
+    WrappedKey,
+};
+use keyward_store::{KeyRow, NewKey, StoreError, VersionRow};
+use serde::Deserialize;
+
+use crate::{
+    api::AppState,
+    db::store_code,
+    errors::ApiError,
+    keyring::{key_identity, now_unix, version_row, wrapped_key},
+    keys_sign::{key_info, parse_create, parse_sign, signature_info},
+    link::{EnclaveLink, unexpected_reply},
+};
+
+/// Deadline for a keyring request to the enclave.
+const KEY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest page of keys.
+const MAX_PAGE: u32 = 1000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/batch", post(create_keys).layer(DefaultBodyLimit::max(512 * 1024)))
+        .route("/v1/keys/{name}", get(get_key).delete(delete_key))
+        .route("/v1/keys/{name}/rotate", post(rotate_key))
+        .route("/v1/keys/{name}/disable", post(disable_key))
+        .route("/v1/keys/{name}/enable", post(enable_key))
+        .route("/v1/keys/{name}/cancel-deletion", post(cancel_deletion))
+        .route("/v1/keys/{name}/sign", post(sign).layer(DefaultBodyLimit::max(128 * 1024)))
+        .route("/v1/keys/{name}/sign-batch", post(sign_batch).layer(DefaultBodyLimit::max(1024 * 1024)))
+        .route("/v1/keys/{name}/verify", post(verify).layer(DefaultBodyLimit::max(128 * 1024)))
+}
+
+fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(admin) = &app.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "the admin API is off (no server.admin_token_file)",
+        ));
+    };
+    admin.authorize(headers)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    let status = match &e {
+        StoreError::KeyExists(_) | StoreError::KeyConflict(_) => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, store_code(&e), e.to_string())
+}
+
+fn key_name(name: &str) -> Result<KeyName, ApiError> {
+    KeyName::parse(name).map_err(|e| ApiError::invalid("invalid_key_name", e.to_string()))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "key_not_found", format!("no key named {name}"))
+}
+
+/// The effective state: a pending deletion whose time has come is `deleted`.
+pub fn effective_state(key: &KeyRow, now: i64) -> &str {
+    match (key.state.as_str(), key.deletion_due) {
+        ("pending_deletion", Some(due)) if due <= now => "deleted",
+        (state, _) => state,
+    }
+}
+
+/// A key may be used only while enabled.
+fn usable(key: &KeyRow) -> Result<(), ApiError> {
+    match effective_state(key, now_unix()) {
+        "enabled" => Ok(()),
+        state => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            match state {
+                "disabled" => "key_disabled",
+                "pending_deletion" => "key_pending_deletion",
+                "deleted" => "key_deleted",
+                _ => "key_unusable",
+            },
+            format!("key {} is {state}; it cannot be used", key.name),
+        )),
+    }
+}
+
+/// An enclave whose keyring is ready (any: they all hold the same root).
+fn keyring_link(app: &AppState) -> Result<Arc<EnclaveLink>, ApiError> {
+    app.enclaves.values().find_map(|slot| slot.keyring_link()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "keyring_not_ready",
+            "no enclave has its keyring ready; /v1/health says why",
+        )
+    })
+}
+
+/// Has an enclave generate `identities` and returns the wrapped rows, checked against the
+/// request.
+async fn generate(app: &AppState, identities: Vec<KeyIdentity>) -> Result<Vec<WrappedKey>, ApiError> {
+    let link = keyring_link(app)?;
+    let wanted = identities.clone();
+    let rows = match link.call(Request::KeyCreate(KeyCreate { keys: identities }), KEY_TIMEOUT).await {
+        Ok(Response::WrappedKeys(rows)) => rows,
+        Ok(other) => return Err(ApiError::from_link(unexpected_reply("KeyCreate", &other))),
+        Err(e) => return Err(ApiError::from_link(e)),
+    };
+    if rows.len() != wanted.len() || rows.iter().zip(&wanted).any(|(row, identity)| row.identity != *identity) {
+        return Err(ApiError::internal("the enclave's keys do not match the request"));
+    }
+    Ok(rows)
+}
+
+async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, ApiError> {
+    if keys.is_empty() || keys.len() > MAX_KEYS_PER_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_batch_size",
+            format!("keys must hold 1 to {MAX_KEYS_PER_BATCH} entries, got {}", keys.len()),
+        ));
+    }
+    let mut identities = Vec::with_capacity(keys.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        let (name, key_type) = parse_create(key).map_err(|e| e.at_item(i))?;
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::invalid("duplicate_key_name", format!("keys[{i}]: {name} appears twice")));
+        }
+        identities.push(KeyIdentity {
+            name,
+            version: KeyVersion::FIRST,
+            key_type,
+            flags: KeyFlags { exportable: key.exportable, origin: Origin::Generated },
+        });
+    }
+    let rows = generate(app, identities).await?;
+    let now = now_unix();
+    let new: Vec<NewKey> = rows
+        .iter()
+        .map(|row| NewKey {
+            key: KeyRow {
+                name: row.identity.name.to_string(),
+                key_type: row.identity.key_type.as_str().to_owned(),
+                exportable: row.identity.flags.exportable,
+                origin: row.identity.flags.origin.as_str().to_owned(),
+                state: "enabled".into(),
+                latest_version: 1,
+                deletion_due: None,
+                created_at: now,
+                revision: 1,
+            },
+            version: version_row(row, now),
+        })
+        .collect();
+    app.db.insert_keys(new.clone()).await.map_err(store_error)?;
+    tracing::info!(keys = new.len(), "created keys");
+    Ok(new.into_iter().map(|k| key_info(&k.key, std::slice::from_ref(&k.version), now)).collect())
+}
+
+async fn create_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
+    admin(&app, &headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    let mut created = create(&app, vec![body]).await?;
+    let info = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn create_keys(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateKeys>, JsonRejection>,
+) -> Result<(StatusCode, Json<KeyInfos>), ApiError> {
+    admin(&app, &headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    Ok((StatusCode::CREATED, Json(KeyInfos { keys: create(&app, body.keys).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    public_key_hex: Option<String>,
+}
+
+async fn list_keys(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<KeyPage>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let Query(query) = query.map_err(ApiError::from_query)?;
+    let now = now_unix();
+    if let Some(public_key_hex) = query.public_key_hex {
+        let public_key = hex::decode(&public_key_hex)
+            .ok()
+            .filter(|k| (32..=65).contains(&k.len()))
+            .ok_or_else(|| ApiError::invalid("invalid_public_key", "public_key_hex must be 32 to 65 bytes of hex"))?;
+        let keys = app.db.keys_by_public_key(public_key).await.map_err(store_error)?;
+        return Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after: None }));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
+    }
+    if let Some(after) = &query.after {
+        key_name(after)?;
+    }
+    let keys = app.db.list_keys(query.after, limit).await.map_err(store_error)?;
+    let next_after = (keys.len() == limit as usize).then(|| keys.last().map(|(k, _)| k.name.clone())).flatten();
+    Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after }))
+}
+
+async fn load(app: &AppState, name: &str) -> Result<(KeyRow, Vec<VersionRow>), ApiError> {
+    let name = key_name(name)?;
+    app.db.key(name.to_string()).await.map_err(store_error)?.ok_or_else(|| not_found(name.as_str()))
+}
+
+async fn get_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let (key, versions) = load(&app, &name).await?;
+    Ok(Json(key_info(&key, &versions, now_unix())))
+}
+
+async fn rotate_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    admin(&app, &headers)?;
+    let (key, _) = load(&app, &name).await?;
+    usable(&key)?;
+    let next = key_identity(&key, key.latest_version + 1).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "key_row_damaged",
+            format!("stored key {} is damaged: {e}", key.name),
+        )
+    })?;
+    let version = next.version;
+    let mut rows = generate(&app, vec![next]).await?;
+    let row = rows.pop().ok_or_else(|| ApiError::internal("no key version made"))?;
+    app.db.add_version(version_row(&row, now_unix()), key.revision).await.map_err(store_error)?;
+    tracing::info!(key = %name, version = version.get(), "rotated key");
+    let (key, versions) = load(&app, &name).await?;
+    Ok(Json(key_info(&key, &versions, now_unix())))
+}
+
+/// Moves a key from one of `from` to `to`, by compare-and-swap on its revision.
+async fn change_state(
+    app: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    from: &[&str],
+    to: &'static str,
+    deletion_due: Option<i64>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    admin(app, headers)?;
+    let (key, _) = load(app, name).await?;
+    let now = now_unix();
+    let state = effective_state(&key, now);
+    if !from.contains(&state) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_key_state",
+            format!("key {name} is {state}; this needs it {}", from.join(" or ")),
+        ));
+    }
+    app.db.set_key_state(key.name.clone(), to, deletion_due, key.revision).await.map_err(store_error)?;
+    tracing::info!(key = %name, state = to, "key state changed");
+    let (key, versions) = load(app, name).await?;
+    Ok(Json(key_info(&key, &versions, now)))
+}
+
+async fn disable_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    change_state(&app, &headers, &name, &["enabled"], "disabled", None).await
+}
+
+async fn enable_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    change_state(&app, &headers, &name, &["disabled"], "enabled", None).await
+}
+
+async fn delete_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    let due = now_unix() + app.key_deletion_waiting_seconds;
+    change_state(&app, &headers, &name, &["enabled", "disabled"], "pending_deletion", Some(due)).await
+}
+
+/// A cancelled deletion leaves the key disabled (enable it to use it again).
+async fn cancel_deletion(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    change_state(&app, &headers, &name, &["pending_deletion"], "disabled", None).await
+}
+
+/// The key, the row of the version asked for (default: the latest), ready to sign with.
+async fn signing_row(app: &AppState, name: &str, version: Option<u32>) -> Result<(KeyRow, WrappedKey), ApiError> {
+    let name = key_name(name)?;
+    let (key, row) = app
+        .db
+        .key_with_version(name.to_string(), version.map(i64::from))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(name.as_str()))?;
+    usable(&key)?;
+    let row = row.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "version_not_found",
+            format!("key {name} has no version {}", version.unwrap_or(0)),
+        )
+    })?;
+    let wrapped = wrapped_key(&key, row).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "key_row_damaged",
+            format!("stored key {name} is damaged: {e}"),
+        )
+    })?;
+    Ok((key, wrapped))
+}
+
+async fn sign(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<SignWithKey>, JsonRejection>,
+) -> Result<Json<KeySignatureInfo>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    let (_, row) = signing_row(&app, &name, body.version).await?;
+    let (algorithm, payload, format) = parse_sign(&body, row.identity.key_type)?;
+    let request = KeySign { row, algorithm, payload, format };
+    let link = keyring_link(&app)?;
+    let identity = request.row.identity.clone();
+    let public_key = request.row.public_key.clone();
+    match link.call(Request::KeySign(Box::new(request)), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
+        Response::KeySignature(signature) => {
+            Ok(Json(signature_info(&identity, &public_key, algorithm, format, &signature)))
+        }
+        other => Err(ApiError::from_link(unexpected_reply("KeySign", &other))),
+    }
+}
+
+async fn sign_batch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<SignWithKeyBatch>, JsonRejection>,
+) -> Result<Json<KeySignatureBatch>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    if body.items.is_empty() || body.items.len() > MAX_KEYS_PER_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_batch_size",
+            format!("items must hold 1 to {MAX_KEYS_PER_BATCH} entries, got {}", body.items.len()),
+        ));
+    }
+    let mut rows: std::collections::HashMap<Option<u32>, WrappedKey> = std::collections::HashMap::new();
+    let mut requests = Vec::with_capacity(body.items.len());
+    for (i, item) in body.items.iter().enumerate() {
+        let row = match rows.get(&item.version) {
+            Some(row) => row.clone(),
+            None => {
+                let (_, row) = signing_row(&app, &name, item.version).await.map_err(|e| e.at_item(i))?;
+                rows.insert(item.version, row.clone());
+                row
+            }
+        };
+        let (algorithm, payload, format) = parse_sign(item, row.identity.key_type).map_err(|e| e.at_item(i))?;
+        requests.push(KeySign { row, algorithm, payload, format });
+    }
+    let described: Vec<_> =
+        requests.iter().map(|r| (r.row.identity.clone(), r.row.public_key.clone(), r.algorithm, r.format)).collect();
+    let link = keyring_link(&app)?;
+    let replies = match link.call(Request::KeySignBatch(requests), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
+        Response::KeySignatures(replies) if replies.len() == described.len() => replies,
+        other => return Err(ApiError::from_link(unexpected_reply("KeySignBatch", &other))),
+    };
+    let results = replies
+        .into_iter()
+        .zip(described)
+        .map(|(reply, (identity, public_key, algorithm, format))| match reply {
+            Ok(signature) => {
+                KeySignatureResult::Ok(signature_info(&identity, &public_key, algorithm, format, &signature))
+            }
+            Err(e) => KeySignatureResult::Err { error: ApiError::from_remote(e).body() },
+        })
+        .collect();
+    Ok(Json(KeySignatureBatch { results }))
+}
+
+/// Verification needs no secret: the gateway checks against the stored public key, with the
+/// same code the enclave signs with.
+async fn verify(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<VerifyWithKey>, JsonRejection>,
+) -> Result<Json<Verified>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    let signed = body.signed();
+    let (_, row) = signing_row(&app, &name, signed.version).await?;
+    let (algorithm, payload, format) = parse_sign(&signed, row.identity.key_type)?;
+    let signature = hex::decode(&body.signature_hex)
+        .map_err(|_| ApiError::invalid("invalid_signature", "signature_hex is not hex"))?;
+    let valid = keyward_keyring::verify(
+        row.identity.key_type,
+        &row.public_key,
+        algorithm,
+        keyward_keyring::SignInput::from_payload(&payload),
+        format,
+        &signature,
+    )
+    .map_err(|e| ApiError::invalid("invalid_sign_request", e.to_string()))?;
+    Ok(Json(Verified { valid, version: row.identity.version.get() }))
+}

@@ -1,0 +1,219 @@
+//! Parsing keyring requests into typed values once, at the boundary, and shaping the answers.
+
+use base64::Engine;
+use keyward_client::keys::{CreateKey, KeyInfo, KeySignatureInfo, SignWithKey, VersionInfo};
+use keyward_keyring::{MAX_MESSAGE_LEN, default_algorithm};
+use keyward_proto::{
+    Digest, KeyIdentity, KeyName, KeySignature, KeyType, MessageHash, SignAlgorithm, SignFormat, SignPayload,
+};
+use keyward_store::{KeyRow, VersionRow};
+
+use crate::{errors::ApiError, keys_api::effective_state};
+
+/// The name and type of a key to create.
+pub fn parse_create(key: &CreateKey) -> Result<(KeyName, KeyType), ApiError> {
+    let name = KeyName::parse(&key.name).map_err(|e| ApiError::invalid("invalid_key_name", e.to_string()))?;
+    let key_type = KeyType::parse(&key.key_type).ok_or_else(|| {
+        let shown: String = key.key_type.chars().take(32).collect();
+        ApiError::invalid(
+            "invalid_key_type",
+            format!("unknown key type {shown:?}: use secp256k1, ed25519, p256, aes256-gcm or hmac-sha256"),
+        )
+    })?;
+    Ok((name, key_type))
+}
+
+fn algorithm_name(algorithm: SignAlgorithm) -> &'static str {
+    match algorithm {
+        SignAlgorithm::Ecdsa => "ecdsa",
+        SignAlgorithm::Bip340 => "bip340",
+        SignAlgorithm::Ed25519 => "ed25519",
+    }
+}
+
+fn format_name(format: SignFormat) -> &'static str {
+    match format {
+        SignFormat::Compact => "compact",
+        SignFormat::Der => "der",
+        SignFormat::Ethereum => "ethereum",
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::invalid("invalid_sign_request", message)
+}
+
+/// The scheme, what to sign and the encoding, for a key of `key_type`.
+pub fn parse_sign(body: &SignWithKey, key_type: KeyType) -> Result<(SignAlgorithm, SignPayload, SignFormat), ApiError> {
+    if !key_type.is_asymmetric() {
+        return Err(ApiError::invalid("not_a_signing_key", format!("a {key_type} key does not sign")));
+    }
+    let algorithm = match body.algorithm.as_deref() {
+        None => default_algorithm(key_type).ok_or_else(|| invalid(format!("a {key_type} key does not sign")))?,
+        Some("ecdsa") => SignAlgorithm::Ecdsa,
+        Some("bip340") => SignAlgorithm::Bip340,
+        Some("ed25519") => SignAlgorithm::Ed25519,
+        Some(other) => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(invalid(format!("unknown algorithm {shown:?}: use ecdsa, bip340 or ed25519")));
+        }
+    };
+    let format = match body.format.as_deref() {
+        None | Some("compact") => SignFormat::Compact,
+        Some("der") => SignFormat::Der,
+        Some("ethereum") => SignFormat::Ethereum,
+        Some(other) => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(invalid(format!("unknown format {shown:?}: use compact, der or ethereum")));
+        }
+    };
+    let payload = match (&body.digest_hex, &body.message_b64) {
+        (Some(digest_hex), None) => {
+            if body.hash.is_some() {
+                return Err(invalid("hash goes with message_b64, not with digest_hex"));
+            }
+            let mut digest = [0u8; 32];
+            if digest_hex.len() != 64 || hex::decode_to_slice(digest_hex, &mut digest).is_err() {
+                return Err(ApiError::invalid(
+                    "invalid_digest",
+                    "digest_hex must be 64 hex characters (a 32-byte digest)",
+                ));
+            }
+            SignPayload::Digest(Digest(digest))
+        }
+        (None, Some(message_b64)) => {
+            if message_b64.len() > MAX_MESSAGE_LEN * 4 / 3 + 4 {
+                return Err(invalid(format!("a message is at most {MAX_MESSAGE_LEN} bytes")));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(message_b64)
+                .map_err(|_| ApiError::invalid("invalid_message", "message_b64 is not base64"))?;
+            let hash = match body.hash.as_deref() {
+                None if algorithm == SignAlgorithm::Ed25519 => MessageHash::None,
+                None => MessageHash::Sha256,
+                Some("sha256") => MessageHash::Sha256,
+                Some("keccak256") => MessageHash::Keccak256,
+                Some("none") => MessageHash::None,
+                Some(other) => {
+                    let shown: String = other.chars().take(32).collect();
+                    return Err(invalid(format!("unknown hash {shown:?}: use sha256, keccak256 or none")));
+                }
+            };
+            SignPayload::Message { bytes, hash }
+        }
+        (Some(_), Some(_)) => return Err(invalid("send digest_hex or message_b64, not both")),
+        (None, None) => return Err(invalid("send digest_hex (a 32-byte digest) or message_b64 (a message)")),
+    };
+    Ok((algorithm, payload, format))
+}
+
+/// A key's metadata as the API shows it.
+pub fn key_info(key: &KeyRow, versions: &[VersionRow], now: i64) -> KeyInfo {
+    KeyInfo {
+        name: key.name.clone(),
+        key_type: key.key_type.clone(),
+        state: effective_state(key, now).to_owned(),
+        latest_version: u32::try_from(key.latest_version).unwrap_or(0),
+        versions: versions
+            .iter()
+            .map(|v| VersionInfo {
+                version: u32::try_from(v.version).unwrap_or(0),
+                public_key_hex: (!v.public_key.is_empty()).then(|| hex::encode(&v.public_key)),
+                created_at: u64::try_from(v.created_at).unwrap_or(0),
+            })
+            .collect(),
+        exportable: key.exportable,
+        origin: key.origin.clone(),
+        created_at: u64::try_from(key.created_at).unwrap_or(0),
+        deletion_due: key.deletion_due.and_then(|d| u64::try_from(d).ok()),
+    }
+}
+
+/// A signature as the API shows it.
+pub fn signature_info(
+    identity: &KeyIdentity,
+    public_key: &[u8],
+    algorithm: SignAlgorithm,
+    format: SignFormat,
+    signature: &KeySignature,
+) -> KeySignatureInfo {
+    KeySignatureInfo {
+        name: identity.name.to_string(),
+        version: identity.version.get(),
+        algorithm: algorithm_name(algorithm).to_owned(),
+        format: format_name(format).to_owned(),
+        signature_hex: hex::encode(&signature.signature),
+        public_key_hex: hex::encode(public_key),
+        recovery_id: signature.recovery_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(f: impl FnOnce(&mut SignWithKey)) -> SignWithKey {
+        let mut body = SignWithKey::default();
+        f(&mut body);
+        body
+    }
+
+    #[test]
+    fn defaults_follow_the_key_type() {
+        let digest = request(|b| b.digest_hex = Some("ab".repeat(32)));
+        let (algorithm, _, format) = parse_sign(&digest, KeyType::Secp256k1).unwrap();
+        assert_eq!((algorithm, format), (SignAlgorithm::Ecdsa, SignFormat::Compact));
+        let message = request(|b| b.message_b64 = Some("aGVsbG8=".into()));
+        let (algorithm, payload, _) = parse_sign(&message, KeyType::Ed25519).unwrap();
+        assert_eq!(algorithm, SignAlgorithm::Ed25519);
+        assert_eq!(payload, SignPayload::Message { bytes: b"hello".to_vec(), hash: MessageHash::None });
+        let (_, payload, _) = parse_sign(&message, KeyType::P256).unwrap();
+        assert_eq!(payload, SignPayload::Message { bytes: b"hello".to_vec(), hash: MessageHash::Sha256 });
+    }
+
+    #[test]
+    fn each_bad_request_has_its_code() {
+        let cases: Vec<(SignWithKey, KeyType, &str)> = vec![
+            (request(|_| {}), KeyType::Secp256k1, "invalid_sign_request"),
+            (
+                request(|b| {
+                    b.digest_hex = Some("ab".repeat(32));
+                    b.message_b64 = Some("aA==".into())
+                }),
+                KeyType::Secp256k1,
+                "invalid_sign_request",
+            ),
+            (request(|b| b.digest_hex = Some("zz".repeat(32))), KeyType::Secp256k1, "invalid_digest"),
+            (request(|b| b.message_b64 = Some("***".into())), KeyType::Secp256k1, "invalid_message"),
+            (
+                request(|b| {
+                    b.digest_hex = Some("ab".repeat(32));
+                    b.algorithm = Some("rsa".into())
+                }),
+                KeyType::Secp256k1,
+                "invalid_sign_request",
+            ),
+            (
+                request(|b| {
+                    b.digest_hex = Some("ab".repeat(32));
+                    b.format = Some("pem".into())
+                }),
+                KeyType::Secp256k1,
+                "invalid_sign_request",
+            ),
+            (request(|b| b.digest_hex = Some("ab".repeat(32))), KeyType::Aes256Gcm, "not_a_signing_key"),
+        ];
+        for (body, key_type, code) in cases {
+            assert_eq!(parse_sign(&body, key_type).unwrap_err().code, code, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn create_requests_name_the_rule_they_break() {
+        let key =
+            |name: &str, key_type: &str| CreateKey { name: name.into(), key_type: key_type.into(), exportable: false };
+        assert_eq!(parse_create(&key("a b", "ed25519")).unwrap_err().code, "invalid_key_name");
+        assert_eq!(parse_create(&key("ok", "rsa")).unwrap_err().code, "invalid_key_type");
+        assert_eq!(parse_create(&key("ok", "p256")).unwrap().1, KeyType::P256);
+    }
+}
