@@ -59,14 +59,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         attestation: config.attestation,
         nsm: nsm.clone(),
     });
-    let keyring = Arc::new(keyward_custody::Keyring::new(
-        keys.clone(),
-        Arc::new(datakey::NsmRandom(nsm.clone())),
-        config.kms_key_id.clone(),
-        config.kms_region.clone(),
-        config.key_cache,
-    ));
-    let vault = Arc::new(vault::Vault::new(keys, nsm));
+    let keyring = Arc::new(
+        keyward_custody::Keyring::new(
+            keys.clone(),
+            Arc::new(datakey::NsmRandom(nsm.clone())),
+            config.kms_key_id.clone(),
+            config.kms_region.clone(),
+            config.key_cache,
+        )
+        .map_err(|e| anyhow::anyhow!("no randomness for the transfer key: {e}"))?,
+    );
+    let vault = Arc::new(vault::Vault::new(keys, nsm, keyring.transfer_public_key()));
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(
         event = keyward_telemetry::event::ENCLAVE_LISTENING,

@@ -300,6 +300,8 @@ async fn handle(vault: Arc<Vault>, keyring: Arc<EnclaveKeyring>, request: Reques
         // Key generation and signing are CPU work: off the async workers, like the NSM calls.
         Request::KeyCreate(c) => blocking(move || keyring.create(&c.keys).map(Response::WrappedKeys)).await,
         Request::KeySign(s) => blocking(move || keyring.sign(&s).map(Response::KeySignature)).await,
+        Request::KeyImport(i) => blocking(move || keyring.import(&i).map(|row| Response::WrappedKeys(vec![row]))).await,
+        Request::KeyExport(e) => blocking(move || keyring.export(&e).map(Response::ExportedKey)).await,
         Request::KeySignBatch(items) => {
             blocking(move || Ok(Response::KeySignatures(items.iter().map(|s| keyring.sign(s)).collect()))).await
         }

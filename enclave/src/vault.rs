@@ -35,6 +35,8 @@ pub struct Vault {
     keys: Arc<DataKeys>,
     nsm: Arc<dyn Nsm>,
     attestations: Attestations,
+    /// The keyring's transfer key, the `public_key` of every `/v1/attestation` document.
+    transfer_public_key: [u8; 32],
 }
 
 #[derive(Debug, Default)]
@@ -55,13 +57,14 @@ struct Loaded {
 }
 
 impl Vault {
-    pub fn new(keys: Arc<DataKeys>, nsm: Arc<dyn Nsm>) -> Self {
+    pub fn new(keys: Arc<DataKeys>, nsm: Arc<dyn Nsm>, transfer_public_key: [u8; 32]) -> Self {
         Vault {
             state: RwLock::default(),
             lifecycle: Mutex::new(()),
             keys,
             attestations: Attestations::new(nsm.clone()),
             nsm,
+            transfer_public_key,
         }
     }
 
@@ -229,9 +232,10 @@ impl Vault {
         }
     }
 
-    /// A fresh attestation document whose `nonce` is the caller's and whose `user_data` is
-    /// the 33-byte compressed master public key once one is committed (made by
-    /// [`Attestations`], off the async workers).
+    /// A fresh attestation document whose `nonce` is the caller's, whose `user_data` is the
+    /// 33-byte compressed master public key once one is committed, and whose `public_key` is
+    /// the keyring's transfer key, for imports (made by [`Attestations`], off the async
+    /// workers).
     pub async fn attest(&self, request: AttestRequest) -> Reply<Vec<u8>> {
         if request.nonce.len() > MAX_NONCE_LEN {
             return Err(ErrorReply::new(
@@ -245,7 +249,8 @@ impl Vault {
             State::Ready(l) => Some(l.key.public_key().to_vec()),
             _ => None,
         };
-        self.attestations.attest(AttestationRequest { public_key: None, user_data, nonce: Some(request.nonce) }).await
+        let public_key = Some(self.transfer_public_key.to_vec());
+        self.attestations.attest(AttestationRequest { public_key, user_data, nonce: Some(request.nonce) }).await
     }
 
     /// Recovers the data key of a stored row with attested `Decrypt`, checks the row's KMS

@@ -75,7 +75,13 @@ impl ApiError {
     /// client sees is the one the enclave chose.
     pub fn from_remote(reply: ErrorReply) -> Self {
         let status = match reply.code {
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest
+            | ErrorCode::NotASigningKey
+            | ErrorCode::UnsupportedScheme
+            | ErrorCode::TransferDoesNotOpen
+            | ErrorCode::InvalidKeyMaterial => StatusCode::BAD_REQUEST,
+            ErrorCode::KeyNotExportable | ErrorCode::UnknownTransferKey => StatusCode::CONFLICT,
+            ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => {
                 return Self::new(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", reply.message);
             }

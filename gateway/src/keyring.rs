@@ -202,13 +202,7 @@ async fn provision(
     }
 }
 
-/// What a root rotation did.
-#[derive(Debug, serde::Serialize)]
-pub struct RootRotated {
-    pub root_id: String,
-    pub previous_root_epoch: u32,
-    pub root_epoch: u32,
-}
+pub use keyward_client::keys::RootRotated;
 
 /// Root rotation: a new data key for the same root (`epoch + 1`), stored by compare-and-swap,
 /// then committed. Keys keep working throughout.

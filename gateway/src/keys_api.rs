@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// Deadline for a keyring request to the enclave.
-const KEY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const KEY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest page of keys.
 const MAX_PAGE: u32 = 1000;
 
@@ -52,7 +52,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/keys/{name}/verify", post(verify).layer(DefaultBodyLimit::max(128 * 1024)))
 }
 
-fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(admin) = &app.admin_token else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -63,7 +63,7 @@ fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     admin.authorize(headers)
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     let status = match &e {
         StoreError::KeyExists(_) | StoreError::KeyConflict(_) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,7 +71,7 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::new(status, store_code(&e), e.to_string())
 }
 
-fn key_name(name: &str) -> Result<KeyName, ApiError> {
+pub(crate) fn key_name(name: &str) -> Result<KeyName, ApiError> {
     KeyName::parse(name).map_err(|e| ApiError::invalid("invalid_key_name", e.to_string()))
 }
 
@@ -237,7 +237,7 @@ async fn list_keys(
     Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after }))
 }
 
-async fn load(app: &AppState, name: &str) -> Result<(KeyRow, Vec<VersionRow>), ApiError> {
+pub(crate) async fn load(app: &AppState, name: &str) -> Result<(KeyRow, Vec<VersionRow>), ApiError> {
     let name = key_name(name)?;
     app.db.key(name.to_string()).await.map_err(store_error)?.ok_or_else(|| not_found(name.as_str()))
 }
@@ -260,6 +260,17 @@ async fn rotate_key(
     admin(&app, &headers)?;
     let (key, _) = load(&app, &name).await?;
     usable(&key)?;
+    if key.origin == Origin::Imported.as_str() {
+        // New material would be generated, not imported: the key would stop being the one
+        // its owner holds a copy of. Import a new key instead.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot_rotate_imported_key",
+            format!(
+                "key {name} was imported; rotation would generate material its owner does not hold. Import a new key instead"
+            ),
+        ));
+    }
     let next = key_identity(&key, key.latest_version + 1).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -337,7 +348,11 @@ async fn cancel_deletion(
 }
 
 /// The key, the row of the version asked for (default: the latest), ready to sign with.
-async fn signing_row(app: &AppState, name: &str, version: Option<u32>) -> Result<(KeyRow, WrappedKey), ApiError> {
+pub(crate) async fn signing_row(
+    app: &AppState,
+    name: &str,
+    version: Option<u32>,
+) -> Result<(KeyRow, WrappedKey), ApiError> {
     let name = key_name(name)?;
     let (key, row) = app
         .db
@@ -456,6 +471,7 @@ async fn verify(
         format,
         &signature,
     )
-    .map_err(|e| ApiError::invalid("invalid_sign_request", e.to_string()))?;
+    // parse_sign already checked the request fits the key type, so this cannot refuse it.
+    .map_err(|e| ApiError::invalid("invalid_payload", e.to_string()))?;
     Ok(Json(Verified { valid, version: row.identity.version.get() }))
 }

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use keyward_client::keys::{CreateKey, KeyInfo, KeySignatureInfo, SignWithKey, VersionInfo};
-use keyward_keyring::{MAX_MESSAGE_LEN, default_algorithm};
+use keyward_keyring::{KeyringError, MAX_MESSAGE_LEN, SignInput, check_request, default_algorithm};
 use keyward_proto::{
     Digest, KeyIdentity, KeyName, KeySignature, KeyType, MessageHash, SignAlgorithm, SignFormat, SignPayload,
 };
@@ -40,7 +40,17 @@ fn format_name(format: SignFormat) -> &'static str {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::invalid("invalid_sign_request", message)
+    ApiError::invalid("invalid_payload", message)
+}
+
+fn unknown(field: &'static str, value: &str, choices: &str) -> ApiError {
+    let shown: String = value.chars().take(32).collect();
+    let code = match field {
+        "algorithm" => "unknown_algorithm",
+        "format" => "unknown_format",
+        _ => "unknown_hash",
+    };
+    ApiError::invalid(code, format!("unknown {field} {shown:?}: use {choices}"))
 }
 
 /// The scheme, what to sign and the encoding, for a key of `key_type`.
@@ -53,19 +63,13 @@ pub fn parse_sign(body: &SignWithKey, key_type: KeyType) -> Result<(SignAlgorith
         Some("ecdsa") => SignAlgorithm::Ecdsa,
         Some("bip340") => SignAlgorithm::Bip340,
         Some("ed25519") => SignAlgorithm::Ed25519,
-        Some(other) => {
-            let shown: String = other.chars().take(32).collect();
-            return Err(invalid(format!("unknown algorithm {shown:?}: use ecdsa, bip340 or ed25519")));
-        }
+        Some(other) => return Err(unknown("algorithm", other, "ecdsa, bip340 or ed25519")),
     };
     let format = match body.format.as_deref() {
         None | Some("compact") => SignFormat::Compact,
         Some("der") => SignFormat::Der,
         Some("ethereum") => SignFormat::Ethereum,
-        Some(other) => {
-            let shown: String = other.chars().take(32).collect();
-            return Err(invalid(format!("unknown format {shown:?}: use compact, der or ethereum")));
-        }
+        Some(other) => return Err(unknown("format", other, "compact, der or ethereum")),
     };
     let payload = match (&body.digest_hex, &body.message_b64) {
         (Some(digest_hex), None) => {
@@ -83,7 +87,10 @@ pub fn parse_sign(body: &SignWithKey, key_type: KeyType) -> Result<(SignAlgorith
         }
         (None, Some(message_b64)) => {
             if message_b64.len() > MAX_MESSAGE_LEN * 4 / 3 + 4 {
-                return Err(invalid(format!("a message is at most {MAX_MESSAGE_LEN} bytes")));
+                return Err(ApiError::invalid(
+                    "message_too_large",
+                    format!("a message is at most {MAX_MESSAGE_LEN} bytes"),
+                ));
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(message_b64)
@@ -94,16 +101,19 @@ pub fn parse_sign(body: &SignWithKey, key_type: KeyType) -> Result<(SignAlgorith
                 Some("sha256") => MessageHash::Sha256,
                 Some("keccak256") => MessageHash::Keccak256,
                 Some("none") => MessageHash::None,
-                Some(other) => {
-                    let shown: String = other.chars().take(32).collect();
-                    return Err(invalid(format!("unknown hash {shown:?}: use sha256, keccak256 or none")));
-                }
+                Some(other) => return Err(unknown("hash", other, "sha256, keccak256 or none")),
             };
             SignPayload::Message { bytes, hash }
         }
         (Some(_), Some(_)) => return Err(invalid("send digest_hex or message_b64, not both")),
         (None, None) => return Err(invalid("send digest_hex (a 32-byte digest) or message_b64 (a message)")),
     };
+    check_request(key_type, algorithm, SignInput::from_payload(&payload), format).map_err(|e| match e {
+        KeyringError::MessageTooLarge { .. } => ApiError::invalid("message_too_large", e.to_string()),
+        KeyringError::UnsupportedScheme(_) => ApiError::invalid("unsupported_scheme", e.to_string()),
+        KeyringError::NotASigningKey(_) => ApiError::invalid("not_a_signing_key", e.to_string()),
+        _ => invalid(e.to_string()),
+    })?;
     Ok((algorithm, payload, format))
 }
 
@@ -174,14 +184,14 @@ mod tests {
     #[test]
     fn each_bad_request_has_its_code() {
         let cases: Vec<(SignWithKey, KeyType, &str)> = vec![
-            (request(|_| {}), KeyType::Secp256k1, "invalid_sign_request"),
+            (request(|_| {}), KeyType::Secp256k1, "invalid_payload"),
             (
                 request(|b| {
                     b.digest_hex = Some("ab".repeat(32));
                     b.message_b64 = Some("aA==".into())
                 }),
                 KeyType::Secp256k1,
-                "invalid_sign_request",
+                "invalid_payload",
             ),
             (request(|b| b.digest_hex = Some("zz".repeat(32))), KeyType::Secp256k1, "invalid_digest"),
             (request(|b| b.message_b64 = Some("***".into())), KeyType::Secp256k1, "invalid_message"),
@@ -191,7 +201,7 @@ mod tests {
                     b.algorithm = Some("rsa".into())
                 }),
                 KeyType::Secp256k1,
-                "invalid_sign_request",
+                "unknown_algorithm",
             ),
             (
                 request(|b| {
@@ -199,7 +209,37 @@ mod tests {
                     b.format = Some("pem".into())
                 }),
                 KeyType::Secp256k1,
-                "invalid_sign_request",
+                "unknown_format",
+            ),
+            (
+                request(|b| {
+                    b.message_b64 = Some("aA==".into());
+                    b.hash = Some("md5".into())
+                }),
+                KeyType::P256,
+                "unknown_hash",
+            ),
+            (
+                request(|b| {
+                    b.digest_hex = Some("ab".repeat(32));
+                    b.algorithm = Some("bip340".into())
+                }),
+                KeyType::P256,
+                "unsupported_scheme",
+            ),
+            (
+                request(|b| {
+                    b.digest_hex = Some("ab".repeat(32));
+                    b.format = Some("ethereum".into())
+                }),
+                KeyType::Ed25519,
+                "unsupported_scheme",
+            ),
+            (request(|b| b.digest_hex = Some("ab".repeat(32))), KeyType::Ed25519, "invalid_payload"),
+            (
+                request(|b| b.message_b64 = Some("A".repeat(MAX_MESSAGE_LEN * 4 / 3 + 8))),
+                KeyType::Ed25519,
+                "message_too_large",
             ),
             (request(|b| b.digest_hex = Some("ab".repeat(32))), KeyType::Aes256Gcm, "not_a_signing_key"),
         ];

@@ -11,6 +11,7 @@ mod errors;
 mod keyring;
 mod keys_api;
 mod keys_sign;
+mod keys_transfer;
 mod limit;
 mod link;
 mod nitro_cmd;

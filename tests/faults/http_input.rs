@@ -4,67 +4,11 @@
 use keyward_e2e::{Stack, StackOptions};
 use serde_json::Value;
 
-struct Case {
-    what: &'static str,
-    method: &'static str,
-    path: String,
-    auth: Auth,
-    content_type: Option<&'static str>,
-    body: Vec<u8>,
-    status: u16,
-    /// The stable error code the answer must carry.
-    code: &'static str,
-    /// A part of the message that names the problem for a person.
-    message: &'static str,
-}
-
-enum Auth {
-    None,
-    Api,
-    Admin,
-    Wrong,
-}
-
-fn json_case(
-    what: &'static str,
-    path: &str,
-    body: &str,
-    status: u16,
-    code: &'static str,
-    message: &'static str,
-) -> Case {
-    Case {
-        what,
-        method: "POST",
-        path: path.to_owned(),
-        auth: Auth::Api,
-        content_type: Some("application/json"),
-        body: body.as_bytes().to_vec(),
-        status,
-        code,
-        message,
-    }
-}
-
-fn get_case(what: &'static str, path: &str, status: u16, code: &'static str, message: &'static str) -> Case {
-    Case {
-        what,
-        method: "GET",
-        path: path.to_owned(),
-        auth: Auth::None,
-        content_type: None,
-        body: vec![],
-        status,
-        code,
-        message,
-    }
-}
+use crate::http_cases::{Auth, Case, get_case, json_case, run_cases};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
     let stack = Stack::start(StackOptions::default()).await;
-    let base = format!("http://127.0.0.1:{}", stack.api_port);
-    let admin_token = std::fs::read_to_string(stack.path().join("admin-token")).expect("admin token");
     let digest = "ab".repeat(32);
     let many = format!(
         r#"{{"items":[{}]}}"#,
@@ -195,36 +139,12 @@ async fn every_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
             auth: Auth::Admin,
             ..json_case("rotate with bad JSON", "/v1/admin/rotate", "[1,2", 400, "invalid_json", "line 1")
         },
-        get_case("unknown path", "/v1/keys/private", 404, "not_found", "no such endpoint"),
+        get_case("unknown path", "/v1/no-such-endpoint", 404, "not_found", "no such endpoint"),
         get_case("wrong method", "/v1/sign", 405, "method_not_allowed", "method not allowed"),
     ];
 
     keyward_client::install_crypto_provider();
-    let http = reqwest::Client::new();
-    for case in cases {
-        let mut request = match case.method {
-            "GET" => http.get(format!("{base}{}", case.path)),
-            _ => http.post(format!("{base}{}", case.path)).body(case.body.clone()),
-        };
-        if let Some(ct) = case.content_type {
-            request = request.header("Content-Type", ct);
-        }
-        request = match case.auth {
-            Auth::None => request,
-            Auth::Api => request.bearer_auth(&stack.token),
-            Auth::Admin => request.bearer_auth(admin_token.trim()),
-            Auth::Wrong => request.bearer_auth("0".repeat(48)),
-        };
-        let response = request.send().await.unwrap_or_else(|e| panic!("{}: {e}", case.what));
-        let status = response.status().as_u16();
-        let body: Value = serde_json::from_slice(&response.bytes().await.expect("body"))
-            .unwrap_or_else(|e| panic!("{}: error body is not JSON: {e}", case.what));
-        assert_eq!(status, case.status, "{}: {body}", case.what);
-        assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.what);
-        let message =
-            body["error"]["message"].as_str().unwrap_or_else(|| panic!("{}: no error.message in {body}", case.what));
-        assert!(message.contains(case.message), "{}: {message:?} lacks {:?}", case.what, case.message);
-    }
+    run_cases(&stack, &cases).await;
 
     // Oversized bodies go over a raw socket: the gateway answers 413 after reading just past
     // the limit and closes the connection, so a client still writing the rest of a 2 MiB body

@@ -8,7 +8,9 @@
 mod bringup;
 mod database;
 mod first_start;
+mod http_cases;
 mod http_input;
+mod keys_input;
 mod kms_outage;
 mod link;
 mod link_auth;

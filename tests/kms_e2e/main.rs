@@ -6,6 +6,7 @@
 mod attestation;
 mod dev_stack;
 mod keyring;
+mod keyring_transfer;
 mod lifecycle;
 mod production;
 

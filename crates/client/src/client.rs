@@ -9,8 +9,8 @@ use crate::api::{
     SignBatchRequest, SignBatchResponse, SignItem, SignRequest, SignResponse,
 };
 use crate::keys::{
-    CreateKey, CreateKeys, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch, KeySignatureInfo, SignWithKey,
-    SignWithKeyBatch, Verified, VerifyWithKey,
+    CreateKey, CreateKeys, ExportKey, ExportedKey, ImportKey, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch,
+    KeySignatureInfo, RootRotated, SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
 };
 
 /// Client errors.
@@ -192,6 +192,21 @@ impl Client {
     /// Checks a signature by a key.
     pub async fn verify_with_key(&self, name: &str, request: &VerifyWithKey) -> Result<Verified, ClientError> {
         self.send(self.authorized(self.http.post(self.url(&key_path(name, "/verify")))).json(request)).await
+    }
+
+    /// Imports a key sealed to an enclave's transfer key (admin token).
+    pub async fn import_key(&self, name: &str, request: &ImportKey) -> Result<KeyInfo, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/import")))).json(request)).await
+    }
+
+    /// Exports a version of an exportable key, sealed to the caller's key (admin token).
+    pub async fn export_key(&self, name: &str, request: &ExportKey) -> Result<ExportedKey, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/export")))).json(request)).await
+    }
+
+    /// Reseals the keyring root under a new KMS data key (admin token).
+    pub async fn rotate_keyring_root(&self) -> Result<RootRotated, ClientError> {
+        self.send(self.authorized(self.http.post(self.url("/v1/admin/keyring/rotate")))).await
     }
 
     fn url(&self, path: &str) -> String {

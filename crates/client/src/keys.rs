@@ -13,6 +13,9 @@
 //! | POST | `/v1/keys/{name}/sign` | API | [`SignWithKey`] → [`KeySignatureInfo`] |
 //! | POST | `/v1/keys/{name}/sign-batch` | API | [`SignWithKeyBatch`] → [`KeySignatureBatch`] |
 //! | POST | `/v1/keys/{name}/verify` | API | [`VerifyWithKey`] → [`Verified`] |
+//! | POST | `/v1/keys/{name}/import` | admin | [`ImportKey`] → 201 [`KeyInfo`] (`origin: imported`) |
+//! | POST | `/v1/keys/{name}/export` | admin | [`ExportKey`] → [`ExportedKey`] (exportable keys only) |
+//! | POST | `/v1/admin/keyring/rotate` | admin | → [`RootRotated`] (the root under a new KMS data key) |
 
 use serde::{Deserialize, Serialize};
 
@@ -215,4 +218,73 @@ pub struct Verified {
     pub valid: bool,
     /// The version checked.
     pub version: u32,
+}
+
+/// Import a key whose 32 secret bytes the client sealed (HPKE, RFC 9180: DHKEM(X25519,
+/// HKDF-SHA256), HKDF-SHA256, AES-256-GCM, base mode) to the enclave's transfer key: the
+/// `public_key` of an attestation document the client verified. The `info` binds the key's
+/// name, type and exportability (`keyward_keyring::import_info`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportKey {
+    /// The key type.
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// Whether the key may be exported later. Bound into the sealed material.
+    #[serde(default)]
+    pub exportable: bool,
+    /// The transfer key the material is sealed to (from the verified document), hex.
+    pub transfer_public_key_hex: String,
+    /// HPKE's encapsulated key, base64.
+    pub encapsulated_key_b64: String,
+    /// The sealed secret, base64.
+    pub ciphertext_b64: String,
+}
+
+/// Export a version of an exportable key, sealed to the caller's X25519 public key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportKey {
+    /// The caller's X25519 public key (32 bytes), hex.
+    pub public_key_hex: String,
+    /// The version (default: the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+/// An exported key version: its 32 secret bytes sealed to the caller's key (HPKE, the same
+/// suite as imports; `info` from `keyward_keyring::export_info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedKey {
+    /// The key.
+    pub name: String,
+    /// The version.
+    pub version: u32,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// Whether it was created exportable (always true here) — bound into `info`.
+    pub exportable: bool,
+    /// `generated` or `imported` — bound into `info`.
+    pub origin: String,
+    /// The version's public key (absent for symmetric keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_hex: Option<String>,
+    /// The HPKE suite.
+    pub suite: String,
+    /// HPKE's encapsulated key, base64.
+    pub encapsulated_key_b64: String,
+    /// The sealed secret, base64.
+    pub ciphertext_b64: String,
+}
+
+/// The keyring root sealed under a new KMS data key (the root itself is unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRotated {
+    /// The root's id.
+    pub root_id: String,
+    /// The epoch before.
+    pub previous_root_epoch: u32,
+    /// The epoch now.
+    pub root_epoch: u32,
 }

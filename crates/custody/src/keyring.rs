@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use keyward_keyring::{KeyMaterial, KeyringError, RootBinding, RootKey, SignInput, open_root, seal_root};
+use keyward_keyring::{KeyMaterial, KeyringError, RootBinding, RootKey, SignInput, TransferKey, open_root, seal_root};
 use keyward_proto::{
     AwsCredentials, ErrorCode, ErrorReply, KeyIdentity, KeySign, KeySignature, KeyringPhase, KeyringStatus,
     MAX_KEYS_PER_BATCH, RootId, SealedRoot, WrappedKey,
@@ -57,6 +57,8 @@ pub struct Keyring<D> {
     pinned_key_id: String,
     pinned_region: String,
     cache: KeyCache,
+    /// Receives imported keys; its public half goes into every attestation document.
+    transfer: TransferKey,
 }
 
 impl<D: DataKeySource> std::fmt::Debug for Keyring<D> {
@@ -65,34 +67,43 @@ impl<D: DataKeySource> std::fmt::Debug for Keyring<D> {
     }
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
     ErrorReply::new(code, message)
 }
 
 /// The stable code of a keyring error.
-fn from_keyring(e: KeyringError) -> ErrorReply {
+pub(crate) fn from_keyring(e: KeyringError) -> ErrorReply {
     let code = match &e {
         KeyringError::WrongRoot { .. } => ErrorCode::WrongKeyringRoot,
         KeyringError::RowDoesNotOpen { .. } => ErrorCode::KeyRowDoesNotOpen,
         KeyringError::RowDamaged { .. } => ErrorCode::KeyRowDamaged,
         KeyringError::RootDoesNotOpen(_) => ErrorCode::RootDoesNotOpen,
         KeyringError::NotASigningKey(_) => ErrorCode::NotASigningKey,
-        KeyringError::BadInput(_) | KeyringError::UnsupportedType(_) => ErrorCode::BadRequest,
+        KeyringError::BadInput(_) | KeyringError::UnsupportedType(_) | KeyringError::MessageTooLarge { .. } => {
+            ErrorCode::BadRequest
+        }
+        KeyringError::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,
+        KeyringError::TransferDoesNotOpen => ErrorCode::TransferDoesNotOpen,
+        KeyringError::InvalidSecret(_) => ErrorCode::InvalidKeyMaterial,
         _ => ErrorCode::Internal,
     };
     ErrorReply::new(code, e.to_string())
 }
 
 impl<D: DataKeySource> Keyring<D> {
-    /// A keyring with no root yet. `cache_capacity` bounds the unwrapped keys kept.
+    /// A keyring with no root yet, and a new transfer key. `cache_capacity` bounds the
+    /// unwrapped keys kept. Fails only if `random` does.
     pub fn new(
         data_keys: D,
         random: Arc<dyn Randomness>,
         pinned_key_id: String,
         pinned_region: String,
         cache_capacity: usize,
-    ) -> Self {
-        Keyring {
+    ) -> Result<Self, String> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        random.fill(seed.as_mut())?;
+        let transfer = TransferKey::derive(&seed);
+        Ok(Keyring {
             state: RwLock::new(State::Empty),
             lifecycle: Mutex::new(()),
             data_keys,
@@ -100,7 +111,8 @@ impl<D: DataKeySource> Keyring<D> {
             pinned_key_id,
             pinned_region,
             cache: KeyCache::new(cache_capacity),
-        }
+            transfer,
+        })
     }
 
     /// The keyring's state.
@@ -251,6 +263,15 @@ impl<D: DataKeySource> Keyring<D> {
         let (root, root_id) = self.ready_root()?;
         keys.iter()
             .map(|identity| {
+                if identity.flags.origin != keyward_proto::Origin::Generated {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "{}: only generated keys are made here; imported ones come with KeyImport",
+                            identity.name
+                        ),
+                    ));
+                }
                 let material = KeyMaterial::generate(identity.key_type, |out: &mut [u8]| self.random.fill(out))
                     .map_err(from_keyring)?;
                 let mut nonce = [0u8; 12];
@@ -277,7 +298,7 @@ impl<D: DataKeySource> Keyring<D> {
     }
 
     /// The material of a row: from the cache, or unwrapped (and then cached).
-    fn material(&self, row: &WrappedKey) -> Reply<Arc<KeyMaterial>> {
+    pub(crate) fn material(&self, row: &WrappedKey) -> Reply<Arc<KeyMaterial>> {
         if let Some(material) = self.cache.get(row) {
             return Ok(material);
         }
@@ -287,7 +308,7 @@ impl<D: DataKeySource> Keyring<D> {
         Ok(material)
     }
 
-    fn ready_root(&self) -> Reply<(Arc<RootKey>, RootId)> {
+    pub(crate) fn ready_root(&self) -> Reply<(Arc<RootKey>, RootId)> {
         match &*self.read() {
             State::Ready(l) => Ok((l.root.clone(), l.root_id)),
             _ => Err(error(ErrorCode::KeyringNotReady, "the keyring has no committed root yet")),
@@ -371,7 +392,7 @@ impl<D: DataKeySource> Keyring<D> {
         KeyringStatus { phase: KeyringPhase::Ready, root_id: Some(l.root_id), root_epoch: Some(l.epoch) }
     }
 
-    fn fill(&self, out: &mut [u8]) -> Reply<()> {
+    pub(crate) fn fill(&self, out: &mut [u8]) -> Reply<()> {
         self.random.fill(out).map_err(|e| error(ErrorCode::Internal, format!("randomness: {e}")))
     }
 
@@ -385,5 +406,9 @@ impl<D: DataKeySource> Keyring<D> {
     }
 }
 
+mod transfer;
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;

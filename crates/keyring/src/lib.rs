@@ -3,13 +3,18 @@
 mod material;
 mod root;
 mod sign;
+mod transfer;
 mod wrap;
 
 use keyward_proto::{KeyType, RootId};
 
 pub use material::{KeyMaterial, SECRET_LEN};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
-pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, default_algorithm, sign, verify};
+pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, check_request, default_algorithm, sign, verify};
+pub use transfer::{
+    Sealed, TRANSFER_CIPHERTEXT_LEN, TRANSFER_PUBLIC_KEY_LEN, TRANSFER_SUITE, TransferKey, export_info, import_info,
+    seal,
+};
 pub use wrap::{WRAP_VERSION, WRAPPED_LEN, unwrap, wrap};
 
 /// What can go wrong with keyring material. No variant carries secret bytes.
@@ -31,6 +36,23 @@ pub enum KeyringError {
     /// The request cannot be done with this key (the message says why).
     #[error("{0}")]
     BadInput(String),
+    /// The key type does not sign with this scheme, or not in this format.
+    #[error("{0}")]
+    UnsupportedScheme(String),
+    /// A message longer than [`MAX_MESSAGE_LEN`].
+    #[error("a message is at most {max} bytes, this one has {len}")]
+    MessageTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Transferred key material does not open: sealed to another key, for another key name,
+    /// type or flags, or altered.
+    #[error(
+        "the transferred key does not open: it was sealed to another transfer key (the enclave restarted since the attestation?), for another name, type or exportability, or altered"
+    )]
+    TransferDoesNotOpen,
     /// The row names another keyring root than the one loaded.
     #[error(
         "key {name} is wrapped under keyring root {row}, but this enclave holds root {loaded}; the row belongs to another deployment"

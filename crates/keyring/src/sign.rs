@@ -82,16 +82,39 @@ fn whole_message(input: SignInput<'_>) -> Result<&[u8], KeyringError> {
 
 fn check_length(input: SignInput<'_>) -> Result<(), KeyringError> {
     match input {
-        SignInput::Message { bytes, .. } if bytes.len() > MAX_MESSAGE_LEN => Err(KeyringError::BadInput(format!(
-            "a message is at most {MAX_MESSAGE_LEN} bytes, this one has {}",
-            bytes.len()
-        ))),
+        SignInput::Message { bytes, .. } if bytes.len() > MAX_MESSAGE_LEN => {
+            Err(KeyringError::MessageTooLarge { len: bytes.len(), max: MAX_MESSAGE_LEN })
+        }
         _ => Ok(()),
     }
 }
 
 fn unsupported(key_type: KeyType, algorithm: SignAlgorithm, format: SignFormat) -> KeyringError {
-    KeyringError::BadInput(format!("a {key_type} key does not sign {algorithm:?} in {format:?} format"))
+    KeyringError::UnsupportedScheme(format!(
+        "a {key_type} key does not sign {} in {} format",
+        format!("{algorithm:?}").to_lowercase(),
+        format!("{format:?}").to_lowercase()
+    ))
+}
+
+/// Whether a request could be signed by a key of `key_type`, without the key: the scheme,
+/// format and payload fit the type. The gateway checks this at its boundary; [`sign`] and
+/// [`verify`] check it again.
+pub fn check_request(
+    key_type: KeyType,
+    algorithm: SignAlgorithm,
+    input: SignInput<'_>,
+    format: SignFormat,
+) -> Result<(), KeyringError> {
+    check_length(input)?;
+    match (key_type, algorithm) {
+        (KeyType::Secp256k1, SignAlgorithm::Ecdsa) => thirty_two(input).map(drop),
+        (KeyType::Secp256k1, SignAlgorithm::Bip340) if format == SignFormat::Compact => thirty_two(input).map(drop),
+        (KeyType::P256, SignAlgorithm::Ecdsa) if format != SignFormat::Ethereum => thirty_two(input).map(drop),
+        (KeyType::Ed25519, SignAlgorithm::Ed25519) if format == SignFormat::Compact => whole_message(input).map(drop),
+        (t, _) if !t.is_asymmetric() => Err(KeyringError::NotASigningKey(t)),
+        (t, a) => Err(unsupported(t, a, format)),
+    }
 }
 
 /// Signs `input` with `material`. `aux_rand` is fresh randomness for BIP340.

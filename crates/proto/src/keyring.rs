@@ -151,3 +151,38 @@ pub struct KeyCreate {
     /// What to make (1 to [`MAX_KEYS_PER_BATCH`]).
     pub keys: Vec<KeyIdentity>,
 }
+
+/// Key material sealed with HPKE (RFC 9180): the encapsulated key and the ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSealed {
+    /// The encapsulated key (`enc`).
+    #[serde(with = "serde_bytes")]
+    pub encapsulated_key: Vec<u8>,
+    /// The ciphertext and tag.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Import a key: material a client sealed to this enclave's transfer key (the `public_key` of
+/// its attestation documents), with the key's name, type and flags bound in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyImport {
+    /// The key version to make: version 1, origin imported.
+    pub identity: KeyIdentity,
+    /// The transfer public key the client sealed to.
+    #[serde(with = "serde_bytes")]
+    pub transfer_public_key: Vec<u8>,
+    /// The sealed material.
+    pub sealed: TransferSealed,
+}
+
+/// Export a key version, sealed to `recipient_public_key` (X25519, 32 bytes). Only for keys
+/// whose row says exportable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyExport {
+    /// The stored row of the version.
+    pub row: WrappedKey,
+    /// The caller's public key.
+    #[serde(with = "serde_bytes")]
+    pub recipient_public_key: Vec<u8>,
+}

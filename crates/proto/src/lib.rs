@@ -15,8 +15,9 @@ pub use frame::{
     write_frame,
 };
 pub use keyring::{
-    KeyCreate, KeySign, KeySignature, KeyringPhase, KeyringStatus, MAX_KEYS_PER_BATCH, MessageHash, RootCommit,
-    RootProvision, RootRotate, RootUnseal, SignAlgorithm, SignFormat, SignPayload,
+    KeyCreate, KeyExport, KeyImport, KeySign, KeySignature, KeyringPhase, KeyringStatus, MAX_KEYS_PER_BATCH,
+    MessageHash, RootCommit, RootProvision, RootRotate, RootUnseal, SignAlgorithm, SignFormat, SignPayload,
+    TransferSealed,
 };
 pub use keys::{
     KeyFlags, KeyIdentity, KeyName, KeyNameError, KeyType, KeyVersion, MAX_KEY_NAME_LEN, MAX_PUBLIC_KEY_LEN,

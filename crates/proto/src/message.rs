@@ -5,7 +5,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    keyring::{KeyCreate, KeySign, KeySignature, KeyringStatus, RootCommit, RootProvision, RootRotate, RootUnseal},
+    keyring::{
+        KeyCreate, KeyExport, KeyImport, KeySign, KeySignature, KeyringStatus, RootCommit, RootProvision, RootRotate,
+        RootUnseal, TransferSealed,
+    },
     keys::{SealedRoot, WrappedKey},
     types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey},
 };
@@ -80,6 +83,12 @@ pub enum Request {
     KeySign(Box<KeySign>),
     /// Keyring: several signatures in one round trip, each with its own result.
     KeySignBatch(Vec<KeySign>),
+    /// Keyring: a key whose material a client sealed to the enclave's transfer key; answered
+    /// with `WrappedKeys` (one row).
+    KeyImport(Box<KeyImport>),
+    /// Keyring: an exportable key version sealed to the caller's public key; answered with
+    /// `ExportedKey`.
+    KeyExport(Box<KeyExport>),
 }
 
 /// Version handshake.
@@ -193,6 +202,8 @@ pub enum Response {
     KeySignature(KeySignature),
     /// Answer to `KeySignBatch`, one entry per item in order.
     KeySignatures(Vec<Result<KeySignature, ErrorReply>>),
+    /// Answer to `KeyExport`.
+    ExportedKey(TransferSealed),
 }
 
 impl Response {
@@ -213,6 +224,7 @@ impl Response {
             Response::WrappedKeys(_) => "WrappedKeys",
             Response::KeySignature(_) => "KeySignature",
             Response::KeySignatures(_) => "KeySignatures",
+            Response::ExportedKey(_) => "ExportedKey",
         }
     }
 }
@@ -398,13 +410,25 @@ pub enum ErrorCode {
     KeyRowDamaged,
     /// A symmetric key was asked to sign.
     NotASigningKey,
+    /// The key type does not sign with this scheme or format, or the payload does not fit it.
+    UnsupportedScheme,
+    /// An import names a transfer key this enclave does not hold (it restarted since the
+    /// client's attestation, or the document came from another enclave).
+    UnknownTransferKey,
+    /// Imported key material does not open: sealed for another name, type or exportability,
+    /// or altered on the way.
+    TransferDoesNotOpen,
+    /// Imported bytes are not a valid secret of the key type (a scalar out of range).
+    InvalidKeyMaterial,
+    /// An export of a key not created exportable.
+    KeyNotExportable,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -429,6 +453,11 @@ impl ErrorCode {
         ErrorCode::KeyRowDoesNotOpen,
         ErrorCode::KeyRowDamaged,
         ErrorCode::NotASigningKey,
+        ErrorCode::UnsupportedScheme,
+        ErrorCode::UnknownTransferKey,
+        ErrorCode::TransferDoesNotOpen,
+        ErrorCode::InvalidKeyMaterial,
+        ErrorCode::KeyNotExportable,
         ErrorCode::Internal,
     ];
 
@@ -459,6 +488,11 @@ impl ErrorCode {
             ErrorCode::KeyRowDoesNotOpen => "key_row_does_not_open",
             ErrorCode::KeyRowDamaged => "key_row_damaged",
             ErrorCode::NotASigningKey => "not_a_signing_key",
+            ErrorCode::UnsupportedScheme => "unsupported_scheme",
+            ErrorCode::UnknownTransferKey => "unknown_transfer_key",
+            ErrorCode::TransferDoesNotOpen => "transfer_does_not_open",
+            ErrorCode::InvalidKeyMaterial => "invalid_key_material",
+            ErrorCode::KeyNotExportable => "key_not_exportable",
             ErrorCode::Internal => "internal",
         }
     }

@@ -125,6 +125,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::KeyRowDoesNotOpen
         | ErrorCode::KeyRowDamaged
         | ErrorCode::NotASigningKey
+        | ErrorCode::UnsupportedScheme
+        | ErrorCode::UnknownTransferKey
+        | ErrorCode::TransferDoesNotOpen
+        | ErrorCode::InvalidKeyMaterial
+        | ErrorCode::KeyNotExportable
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
@@ -256,7 +261,22 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::collection::vec(identity(), 0..4).prop_map(|keys| Request::KeyCreate(KeyCreate { keys })),
         key_sign().prop_map(|sign| Request::KeySign(Box::new(sign))),
         proptest::collection::vec(key_sign(), 0..3).prop_map(Request::KeySignBatch),
+        (identity(), proptest::collection::vec(any::<u8>(), 0..40), transfer_sealed()).prop_map(
+            |(identity, transfer_public_key, sealed)| Request::KeyImport(Box::new(KeyImport {
+                identity,
+                transfer_public_key,
+                sealed
+            }))
+        ),
+        (wrapped_key(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(row, recipient_public_key)| {
+            Request::KeyExport(Box::new(KeyExport { row, recipient_public_key }))
+        }),
     ]
+}
+
+fn transfer_sealed() -> impl Strategy<Value = TransferSealed> {
+    (proptest::collection::vec(any::<u8>(), 0..40), proptest::collection::vec(any::<u8>(), 0..60))
+        .prop_map(|(encapsulated_key, ciphertext)| TransferSealed { encapsulated_key, ciphertext })
 }
 
 fn request_variant(request: &Request) -> &'static str {
@@ -280,6 +300,8 @@ fn request_variant(request: &Request) -> &'static str {
         Request::KeyCreate(_) => "KeyCreate",
         Request::KeySign(_) => "KeySign",
         Request::KeySignBatch(_) => "KeySignBatch",
+        Request::KeyImport(_) => "KeyImport",
+        Request::KeyExport(_) => "KeyExport",
     }
 }
 
@@ -319,6 +341,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         key_signature().prop_map(Response::KeySignature),
         proptest::collection::vec(prop_oneof![key_signature().prop_map(Ok), error_reply().prop_map(Err)], 0..4)
             .prop_map(Response::KeySignatures),
+        transfer_sealed().prop_map(Response::ExportedKey),
     ];
     prop_oneof![response.prop_map(Reply::Ok), error_reply().prop_map(Reply::Err)]
 }

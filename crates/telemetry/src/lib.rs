@@ -26,6 +26,10 @@ pub mod event {
     pub const ROOT_COMMITTED: &str = "root_committed";
     /// The enclave opened the stored keyring root.
     pub const ROOT_UNSEALED: &str = "root_unsealed";
+    /// Enclave: a key was imported (sealed to the transfer key) and wrapped under the root.
+    pub const KEY_IMPORTED: &str = "key_imported";
+    /// Enclave: an exportable key was sealed to a caller's public key.
+    pub const KEY_EXPORTED: &str = "key_exported";
     /// A newly sealed row did not open again and was discarded.
     pub const ROUND_TRIP_FAILED: &str = "round_trip_failed";
     /// The gateway's view of an enclave changed (`state`, `code`).

@@ -19,7 +19,7 @@ use crate::NewDataKey;
 const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 #[derive(Default)]
-struct FakeKms {
+pub(super) struct FakeKms {
     deny_decrypt: AtomicBool,
     decrypts: AtomicUsize,
 }
@@ -78,8 +78,8 @@ impl Randomness for OsRandom {
     }
 }
 
-fn keyring() -> Keyring<FakeKms> {
-    Keyring::new(FakeKms::default(), Arc::new(OsRandom), ARN.into(), "us-east-1".into(), 16)
+pub(super) fn keyring() -> Keyring<FakeKms> {
+    Keyring::new(FakeKms::default(), Arc::new(OsRandom), ARN.into(), "us-east-1".into(), 16).unwrap()
 }
 
 fn credentials() -> AwsCredentials {
@@ -100,7 +100,7 @@ fn identity(name: &str, key_type: KeyType) -> KeyIdentity {
     }
 }
 
-fn sign_request(row: &WrappedKey) -> KeySign {
+pub(super) fn sign_request(row: &WrappedKey) -> KeySign {
     KeySign {
         row: row.clone(),
         algorithm: SignAlgorithm::Ecdsa,
@@ -109,13 +109,13 @@ fn sign_request(row: &WrappedKey) -> KeySign {
     }
 }
 
-async fn ready(keyring: &Keyring<FakeKms>) -> SealedRoot {
+pub(super) async fn ready(keyring: &Keyring<FakeKms>) -> SealedRoot {
     let sealed = keyring.provision_root(ARN, "us-east-1", &credentials()).await.unwrap();
     keyring.commit_root(sealed.root_id, 1).await.unwrap();
     sealed
 }
 
-fn verifies(row: &WrappedKey, signature: &KeySignature) -> bool {
+pub(super) fn verifies(row: &WrappedKey, signature: &KeySignature) -> bool {
     keyward_keyring::verify(
         row.identity.key_type,
         &row.public_key,

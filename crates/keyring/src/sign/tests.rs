@@ -123,6 +123,10 @@ fn ed25519_signs_the_message_itself_and_verifies_with_dalek() {
         sign(&key, SignAlgorithm::Ed25519, digest, SignFormat::Compact, &AUX),
         Err(KeyringError::BadInput(_))
     ));
+    assert!(matches!(
+        sign(&key, SignAlgorithm::Ecdsa, input, SignFormat::Compact, &AUX),
+        Err(KeyringError::UnsupportedScheme(_))
+    ));
 }
 
 #[test]
@@ -190,6 +194,44 @@ fn symmetric_keys_do_not_sign_and_oversized_or_unhashed_inputs_are_refused() {
     let huge = SignInput::Message { bytes: &huge, hash: MessageHash::Sha256 };
     assert!(matches!(
         sign(&key, SignAlgorithm::Ecdsa, huge, SignFormat::Compact, &AUX),
-        Err(KeyringError::BadInput(_))
+        Err(KeyringError::MessageTooLarge { len, max: MAX_MESSAGE_LEN }) if len == MAX_MESSAGE_LEN + 1
     ));
+}
+
+/// `check_request` (what the gateway checks without the key) accepts exactly what `sign`
+/// can do, for every type, scheme, format and kind of payload.
+#[test]
+fn check_request_agrees_with_sign_everywhere() {
+    let digest = [9u8; 32];
+    let inputs = [
+        SignInput::Digest(&digest),
+        SignInput::Message { bytes: b"a message", hash: MessageHash::Sha256 },
+        SignInput::Message { bytes: b"a message", hash: MessageHash::Keccak256 },
+        SignInput::Message { bytes: b"a message", hash: MessageHash::None },
+        SignInput::Message { bytes: &digest, hash: MessageHash::None },
+    ];
+    let mut accepted = 0;
+    for key_type in [KeyType::Secp256k1, KeyType::Ed25519, KeyType::P256, KeyType::Aes256Gcm, KeyType::HmacSha256] {
+        let key = material(key_type);
+        for algorithm in [SignAlgorithm::Ecdsa, SignAlgorithm::Bip340, SignAlgorithm::Ed25519] {
+            for format in [SignFormat::Compact, SignFormat::Der, SignFormat::Ethereum] {
+                for input in inputs {
+                    let checked = check_request(key_type, algorithm, input, format);
+                    let signed = sign(&key, algorithm, input, format, &AUX);
+                    assert_eq!(
+                        checked.is_ok(),
+                        signed.is_ok(),
+                        "{key_type} {algorithm:?} {format:?} {input:?}: {checked:?} vs {:?}",
+                        signed.as_ref().err()
+                    );
+                    if let (Err(a), Err(b)) = (&checked, &signed) {
+                        assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b), "{a} vs {b}");
+                    }
+                    accepted += usize::from(checked.is_ok());
+                }
+            }
+        }
+    }
+    // secp256k1 ECDSA: 3 formats x 4 payloads of 32 bytes; BIP340: 4; P-256: 2 x 4; Ed25519: 2.
+    assert_eq!(accepted, 12 + 4 + 8 + 2);
 }

@@ -66,6 +66,33 @@ pub enum KeysCommand {
         #[arg(long, value_name = "HEX")]
         signature: String,
     },
+    /// Import a key. Its secret is sealed here, on this machine, to the transfer key of an
+    /// enclave whose attestation document passes every check of `verify-attestation` (root,
+    /// image, fresh nonce); the gateway and the host see only the sealed bytes.
+    Import {
+        name: String,
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: String,
+        /// File holding the 32 secret bytes as 64 hex characters: a secp256k1 or P-256
+        /// scalar, an Ed25519 seed, or an AES or HMAC key.
+        #[arg(long, value_name = "PATH")]
+        secret_file: PathBuf,
+        /// The key may be exported later. Bound into the sealed bytes.
+        #[arg(long)]
+        exportable: bool,
+        #[command(flatten)]
+        image: crate::verify::ImageArgs,
+    },
+    /// Export a version of an exportable key. A fresh X25519 key pair is made here; the
+    /// gateway gets its public half only. The secret is written to --out (a new file, mode
+    /// 0600) as 64 hex characters, after checking it is the key's public key.
+    Export {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
 }
 
 /// What is (or was) signed, and how.
@@ -152,6 +179,12 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
                 signature_hex: signature,
             };
             json(&client.verify_with_key(&name, &request).await?)
+        }
+        KeysCommand::Import { name, key_type, secret_file, exportable, image } => {
+            json(&crate::transfer::import(client, &name, &key_type, &secret_file, exportable, &image).await?)
+        }
+        KeysCommand::Export { name, version, out } => {
+            json(&crate::transfer::export(client, &name, version, &out).await?)
         }
     })
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use keyward_client::Client;
 
 mod keys;
+mod transfer;
 mod verify;
 
 #[derive(Debug, Parser)]

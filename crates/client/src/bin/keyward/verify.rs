@@ -16,12 +16,22 @@ pub struct VerifyArgs {
     /// Raw COSE_Sign1 document to verify instead of asking the gateway for a fresh one.
     #[arg(long, value_name = "PATH")]
     document: Option<PathBuf>,
-    /// PEM root to chain to (default: the built-in AWS Nitro Enclaves Root-G1).
-    #[arg(long, value_name = "PEM")]
-    root: Option<PathBuf>,
     /// Verify as of this Unix time in seconds (default: now).
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
+    /// Expected nonce (hex). Live: sent to the enclave (default: 32 random bytes).
+    #[arg(long, value_name = "HEX")]
+    nonce: Option<String>,
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+/// Which enclaves to trust: the root, the builds, and which enclave to ask.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ImageArgs {
+    /// PEM root to chain to (default: the built-in AWS Nitro Enclaves Root-G1).
+    #[arg(long, value_name = "PEM")]
+    root: Option<PathBuf>,
     /// PCR0, PCR1 and PCR2 of one acceptable build, comma-separated hex; repeat for several
     /// builds (during an upgrade). The document must match one build in all three.
     #[arg(long = "pcrs", value_name = "PCR0,PCR1,PCR2")]
@@ -34,9 +44,6 @@ pub struct VerifyArgs {
     /// PCR0-2, whose enclave memory the host can read) pass.
     #[arg(long)]
     insecure_any_image: bool,
-    /// Expected nonce (hex). Live: sent to the enclave (default: 32 random bytes).
-    #[arg(long, value_name = "HEX")]
-    nonce: Option<String>,
     /// Which enclave to ask (live only).
     #[arg(long, value_name = "N")]
     enclave_id: Option<u32>,
@@ -70,12 +77,25 @@ impl Refused {
     }
 }
 
+/// A live enclave's transfer key (the `public_key` of a fresh attestation document), after
+/// the document passed every check `verify-attestation` makes: what an import seals to.
+pub async fn attested_transfer_key(client: &Client, image: &ImageArgs) -> Result<Vec<u8>, Refused> {
+    let args = VerifyArgs { document: None, at: None, nonce: None, image: image.clone() };
+    let verified = verify_attestation(client, args).await?;
+    verified
+        .public_key_hex
+        .as_deref()
+        .and_then(|k| hex::decode(k).ok())
+        .ok_or_else(|| Refused::new("no_transfer_key", "the enclave's attestation document carries no transfer key"))
+}
+
 pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Verified, Refused> {
     let usage = |message: String| Refused::new("usage", message);
+    let VerifyArgs { document, at, nonce, image: args } = args;
     let extra = parse_pcrs(&args.pcrs)?;
     let builds = parse_builds(&args.builds, args.insecure_any_image)?;
     let expected_nonce =
-        args.nonce.as_deref().map(|n| hex::decode(n).map_err(|_| usage("--nonce is not hex".into()))).transpose()?;
+        nonce.as_deref().map(|n| hex::decode(n).map_err(|_| usage("--nonce is not hex".into()))).transpose()?;
     let root = match &args.root {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
@@ -84,7 +104,7 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Ver
         }
         None => RootCertificate::aws_nitro_root_g1(),
     };
-    let (document, nonce, claimed_key) = match &args.document {
+    let (document, nonce, claimed_key) = match &document {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
             (bytes, expected_nonce, None)
@@ -111,7 +131,7 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Ver
             (document, Some(nonce), Some(key))
         }
     };
-    let at = args.at.map_or_else(UnixTime::now, UnixTime::from_secs);
+    let at = at.map_or_else(UnixTime::now, UnixTime::from_secs);
     let mut options = VerifyOptions::new(root, at);
     if let Some(builds) = builds {
         options = options.expect_builds(builds);
