@@ -298,7 +298,11 @@ async fn handle(vault: Arc<Vault>, keyring: Arc<EnclaveKeyring>, request: Reques
         Request::RootRotate(r) => keyring.rotate_root(&r.sealed, &r.credentials).await.map(Response::RootSealed),
         Request::KeyringStatus => Ok(Response::Keyring(keyring.status())),
         // Key generation and signing are CPU work: off the async workers, like the NSM calls.
-        Request::KeyCreate(c) => blocking(move || keyring.create(&c.keys).map(Response::WrappedKeys)).await,
+        Request::KeyCreate(c) => {
+            let created = blocking(move || keyring.create(&c.keys).map(Response::WrappedKeys)).await;
+            keyward_proto::fault::crash_point("enclave:keys:created");
+            created
+        }
         Request::KeySign(s) => blocking(move || keyring.sign(&s).map(Response::KeySignature)).await,
         Request::KeyImport(i) => blocking(move || keyring.import(&i).map(|row| Response::WrappedKeys(vec![row]))).await,
         Request::KeyExport(e) => blocking(move || keyring.export(&e).map(Response::ExportedKey)).await,

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use keyward_proto::{
     KeyFlags, KeyIdentity, KeyName, KeyType, KeyVersion, KeyringPhase, KeyringStatus, Origin, Request, Response,
     RootCommit, RootId, RootProvision, RootRotate, RootUnseal, SealedRoot, WrappedKey,
+    fault::{crash_point, pause_point},
 };
 use keyward_store::{KeyRow, RootRow, StoreError, VersionRow};
 use keyward_telemetry::event;
@@ -179,8 +180,11 @@ async fn provision(
         Response::RootSealed(sealed) => sealed,
         other => return Err(Problem::new("enclave_protocol", unexpected_reply("RootProvision", &other).to_string())),
     };
+    crash_point("gateway:keyring:before-store");
+    pause_point("gateway:keyring:before-store").await;
     match db.insert_root(root_row(&sealed)).await {
         Ok(()) => {
+            crash_point("gateway:keyring:before-commit");
             tracing::info!(event = event::ROW_STORED, root_id = %sealed.root_id, "stored the new keyring root; committing");
             let commit = RootCommit { root_id: sealed.root_id, root_epoch: sealed.root_epoch };
             expect_status(link, Request::RootCommit(commit), "RootCommit").await

@@ -19,7 +19,7 @@ use keyward_client::keys::{
 };
 use keyward_proto::{
     KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin, Request, Response,
-    WrappedKey,
+    WrappedKey, fault::crash_point,
 };
 use keyward_store::{KeyRow, NewKey, StoreError, VersionRow};
 use serde::Deserialize;
@@ -152,7 +152,9 @@ async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, Ap
             flags: KeyFlags { exportable: key.exportable, origin: Origin::Generated },
         });
     }
+    crash_point("gateway:keys:before-enclave");
     let rows = generate(app, identities).await?;
+    crash_point("gateway:keys:before-store");
     let now = now_unix();
     let new: Vec<NewKey> = rows
         .iter()
@@ -172,6 +174,7 @@ async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, Ap
         })
         .collect();
     app.db.insert_keys(new.clone()).await.map_err(store_error)?;
+    crash_point("gateway:keys:before-reply");
     tracing::info!(keys = new.len(), "created keys");
     Ok(new.into_iter().map(|k| key_info(&k.key, std::slice::from_ref(&k.version), now)).collect())
 }
@@ -281,7 +284,9 @@ async fn rotate_key(
     let version = next.version;
     let mut rows = generate(&app, vec![next]).await?;
     let row = rows.pop().ok_or_else(|| ApiError::internal("no key version made"))?;
+    crash_point("gateway:key-rotate:before-store");
     app.db.add_version(version_row(&row, now_unix()), key.revision).await.map_err(store_error)?;
+    crash_point("gateway:key-rotate:before-reply");
     tracing::info!(key = %name, version = version.get(), "rotated key");
     let (key, versions) = load(&app, &name).await?;
     Ok(Json(key_info(&key, &versions, now_unix())))

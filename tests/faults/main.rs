@@ -10,6 +10,7 @@ mod database;
 mod first_start;
 mod http_cases;
 mod http_input;
+mod keys_crash;
 mod keys_input;
 mod kms_outage;
 mod link;

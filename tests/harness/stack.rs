@@ -449,6 +449,11 @@ impl Stack {
         self.wait_health("every enclave ready", |status, h| status == 200 && h.status == "ok").await
     }
 
+    /// Waits until every enclave's keyring is ready.
+    pub async fn wait_keyring(&mut self) -> HealthResponse {
+        self.wait_health("every keyring ready", |_, h| h.enclaves.iter().all(|e| e.keyring.state == "ready")).await
+    }
+
     /// Waits until health satisfies `accept`; fails with the logs after 60 s.
     pub async fn wait_health(&mut self, what: &str, accept: impl Fn(u16, &HealthResponse) -> bool) -> HealthResponse {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -503,6 +508,12 @@ impl Stack {
         let mut rows = read_rows(&self.db_path());
         rows.retain(|row| row.enclave_id == i64::from(enclave_id));
         rows.pop()
+    }
+
+    /// A count from SQLite (`SELECT COUNT(*) ...`).
+    pub fn count(&self, query: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
+        conn.query_row(query, [], |r| r.get(0)).expect("count")
     }
 
     /// Number of rows in `enclave_master_keys`.

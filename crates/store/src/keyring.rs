@@ -209,7 +209,10 @@ impl Store {
                     "INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                 ))
                 .map_err(|source| StoreError::Sqlite { op: "prepare version insert", source })?;
-            for new in keys {
+            for (i, new) in keys.iter().enumerate() {
+                if i == keys.len() / 2 {
+                    crash_halfway();
+                }
                 let k = &new.key;
                 key_insert
                     .execute(params![
@@ -351,3 +354,17 @@ impl Store {
 #[cfg(test)]
 #[path = "keyring_tests.rs"]
 mod tests;
+
+/// With the `fault-injection` feature and `KEYWARD_FAULT=store:insert-keys:halfway`, aborts
+/// the process with half a batch inserted and the transaction open, as a crash would.
+#[cfg(feature = "fault-injection")]
+fn crash_halfway() {
+    if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == "store:insert-keys:halfway") {
+        eprintln!("KEYWARD_FAULT: aborting at store:insert-keys:halfway");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn crash_halfway() {}
