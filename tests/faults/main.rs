@@ -12,6 +12,7 @@ mod http_cases;
 mod http_input;
 mod keys_crash;
 mod keys_input;
+mod keys_tampering;
 mod kms_outage;
 mod link;
 mod link_auth;
