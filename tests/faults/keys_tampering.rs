@@ -54,14 +54,17 @@ fn code_of(result: Result<(), ClientError>) -> String {
     }
 }
 
+/// A change to the database.
+type Tamper = Box<dyn Fn(&Stack)>;
+
 /// A change to the key rows, and the code that refuses it.
 struct Case {
     what: &'static str,
-    tamper: Box<dyn Fn(&Stack)>,
+    tamper: Tamper,
     code: &'static str,
 }
 
-fn set_version(column: &'static str, name: &'static str, version: i64, value: Vec<u8>) -> Box<dyn Fn(&Stack)> {
+fn set_version(column: &'static str, name: &'static str, version: i64, value: Vec<u8>) -> Tamper {
     Box::new(move |stack: &Stack| {
         stack.sql(
             &format!("UPDATE key_versions SET {column} = ?1 WHERE name = ?2 AND version = ?3"),
@@ -70,7 +73,7 @@ fn set_version(column: &'static str, name: &'static str, version: i64, value: Ve
     })
 }
 
-fn set_key(column: &'static str, name: &'static str, value: Value) -> Box<dyn Fn(&Stack)> {
+fn set_key(column: &'static str, name: &'static str, value: Value) -> Tamper {
     Box::new(move |stack: &Stack| {
         stack.sql(&format!("UPDATE keys SET {column} = ?1 WHERE name = ?2"), rusqlite::params![value, name]);
     })
@@ -95,7 +98,7 @@ async fn every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is() {
         Box::new(move |stack: &Stack| {
             set_version("wrapped", "a", 1, w.clone())(stack);
             set_version("public_key", "a", 1, p.clone())(stack);
-        }) as Box<dyn Fn(&Stack)>
+        }) as Tamper
     };
     let cases = vec![
         Case {
@@ -221,7 +224,7 @@ async fn a_tampered_keyring_root_is_refused_left_as_it_is_and_never_replaced() {
     let set = |column: &'static str, value: Value| {
         move |stack: &Stack| stack.sql(&format!("UPDATE keyring_root SET {column} = ?1"), [value.clone()])
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Stack)>, &str)> = vec![
+    let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "sealed root, one bit",
             Box::new(set("sealed_root", Value::Blob(flipped(sealed.clone(), 20)))),
