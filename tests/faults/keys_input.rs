@@ -86,6 +86,14 @@ async fn every_keyring_endpoint_answers_bad_input_with_its_code_and_keeps_servin
             "at most 128",
         )),
         admin(json_case(
+            "create, a name that is a URL path segment",
+            "/v1/keys",
+            r#"{"name":"..","type":"ed25519"}"#,
+            400,
+            "invalid_key_name",
+            "must not start with '.'",
+        )),
+        admin(json_case(
             "create, empty name",
             "/v1/keys",
             r#"{"name":"","type":"ed25519"}"#,

@@ -18,10 +18,12 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use keyward_bench::{
     flood::{FloodOutcome, attestation_flood},
+    keyring::{KeyringSummary, MULTI_KEY_OPEN_POINT, MULTI_KEY_POINT, SINGLE_KEY_POINT},
     load::{self, Endpoint, Outcome, Window, Workload},
     procfs::{self, CpuProbe},
     raw::{self, RawRate, Scheme},
     report::{PointReport, Summary, median},
+    seed,
     timeline::RestartRun,
 };
 use keyward_client::api::BatchResult;
@@ -61,6 +63,18 @@ struct Args {
     /// serves 20 per second and answers the rest 429).
     #[arg(long, default_value_t = 1000.0)]
     attestation_flood: f64,
+    /// Keys seeded into the keyring through the batch API before the key points.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Keys per seeding request (the API takes at most 1,000).
+    #[arg(long, default_value_t = 1000)]
+    key_batch: u64,
+    /// Seeding requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    key_create_connections: usize,
+    /// Connections for the random-key and one-key signing throughput points.
+    #[arg(long, default_value_t = 16)]
+    key_connections: usize,
     /// Enclave restarts to time.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
@@ -155,6 +169,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let gateway_peak_rss_mib = procfs::peak_rss_mib(gateway_pid);
     let restarted_enclave_peak_rss_mib = stack.enclaves.get(&1).and_then(|p| procfs::peak_rss_mib(p.pid()));
     note_builds(&mut builds);
+    let keyring = keyring_points(args, window, &mut stack, &endpoint, &mut points).await?;
+    note_builds(&mut builds);
     drop(stack);
 
     let best_single = points
@@ -204,6 +220,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         machine_busy_before,
         idle_cpu_cores,
         cpus: procfs::cpu_count(),
+        keyring,
         points,
         targets: Vec::new(),
     };
@@ -284,6 +301,60 @@ async fn load_points(
         }
     }
     points
+}
+
+/// Seeds `--keys` keys through the batch API, then signs through `POST /v1/keys/{name}/sign`
+/// with one key and with a uniformly random key of all of them (closed loop, same
+/// connections), and at 1,000 req/s with random keys (open loop). Runs on the enclave the
+/// restarts left, so its peak RSS covers the seeding and these points only.
+async fn keyring_points(
+    args: &Args,
+    window: Window,
+    stack: &mut Stack,
+    endpoint: &Arc<Endpoint>,
+    points: &mut Vec<PointReport>,
+) -> anyhow::Result<KeyringSummary> {
+    let gateway_pid = stack.gateway.as_ref().map(|p| p.pid()).context("the stack has no gateway")?;
+    let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
+    let pids = [("gateway", gateway_pid), ("enclave", enclave_pid), ("loadgen", std::process::id())];
+    stack.wait_keyring().await;
+    eprintln!(
+        "[bench] seeding {} keys through POST /v1/keys/batch ({} per request, {} at once)",
+        args.keys, args.key_batch, args.key_create_connections
+    );
+    let admin = stack.admin_client();
+    let seeded = seed::seed(&admin, args.keys, args.key_batch, args.key_create_connections).await?;
+    let keys_in_store = stack.count("SELECT COUNT(*) FROM keys");
+    eprintln!(
+        "[bench] seeded {} keys in {:.1} s ({:.0}/s); {keys_in_store} in the store",
+        seeded.keys,
+        seeded.elapsed.as_secs_f64(),
+        seeded.per_s()
+    );
+    let one = Workload::KeySign { keys: 1 };
+    let all = Workload::KeySign { keys: args.keys };
+    let connections = args.key_connections;
+    points.push(measured(SINGLE_KEY_POINT, &pids, window, load::closed_loop(endpoint, one, connections, window)).await);
+    points.push(measured(MULTI_KEY_POINT, &pids, window, load::closed_loop(endpoint, all, connections, window)).await);
+    let open = load::open_loop(endpoint, all, args.open_connections, 1000.0, window);
+    points.push(measured(MULTI_KEY_OPEN_POINT, &pids, window, open).await);
+    let rate = |name: &str| points.iter().find(|p| p.name == name).map_or(0.0, |p| p.achieved_req_per_s);
+    let (multikey_sign_per_s, singlekey_sign_per_s) = (rate(MULTI_KEY_POINT), rate(SINGLE_KEY_POINT));
+    let open_point = points.iter().find(|p| p.name == MULTI_KEY_OPEN_POINT);
+    Ok(KeyringSummary {
+        keys_in_store,
+        key_create_per_s: seeded.per_s(),
+        key_create_batch: args.key_batch,
+        key_create_connections: args.key_create_connections,
+        multikey_sign_per_s,
+        singlekey_sign_per_s,
+        ratio_multikey_to_singlekey: multikey_sign_per_s / singlekey_sign_per_s,
+        key_sign_connections: connections,
+        multikey_p50_ms_at_1000: open_point.and_then(|p| p.p50_ms),
+        multikey_p99_ms_at_1000: open_point.and_then(|p| p.p99_ms),
+        enclave_peak_rss_mib_multikey: procfs::peak_rss_mib(enclave_pid),
+        gateway_peak_rss_mib_multikey: procfs::peak_rss_mib(gateway_pid),
+    })
 }
 
 /// Runs one load point and measures the CPU of the stack's processes over its measured

@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 pub mod flood;
+pub mod keyring;
 pub mod load;
 pub mod procfs;
 pub mod raw;
 pub mod report;
+pub mod seed;
 pub mod stats;
 pub mod timeline;
 
@@ -23,4 +25,7 @@ pub enum BenchError {
     /// A header value (the bearer token) is not valid in HTTP.
     #[error("invalid header value for {0}")]
     Header(&'static str),
+    /// Seeding keys through the API failed.
+    #[error("seeding keys: {0}")]
+    Seed(String),
 }

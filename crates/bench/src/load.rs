@@ -78,20 +78,38 @@ pub enum Workload {
     Single,
     /// `POST /v1/sign-batch` with this many digests.
     Batch(usize),
+    /// `POST /v1/keys/{name}/sign`, one digest, with a key drawn uniformly at random from
+    /// the `keys` keys named [`key_name`]`(0..keys)` for every request (`keys: 1` is one key).
+    KeySign { keys: u64 },
+}
+
+/// The name of the `index`th key the bench seeds.
+pub fn key_name(index: u64) -> String {
+    format!("k{index:07}")
 }
 
 impl Workload {
+    /// The endpoint, as reported.
     pub fn path(self) -> &'static str {
         match self {
             Workload::Single => "/v1/sign",
             Workload::Batch(_) => "/v1/sign-batch",
+            Workload::KeySign { .. } => "/v1/keys/{name}/sign",
+        }
+    }
+
+    /// The path of request number `seq` (distinct per request of a point).
+    fn uri(self, seq: u64) -> String {
+        match self {
+            Workload::KeySign { keys } => format!("/v1/keys/{}/sign", key_name(pick_key(seq, keys))),
+            other => other.path().to_owned(),
         }
     }
 
     /// Signatures per request.
     pub fn signatures(self) -> usize {
         match self {
-            Workload::Single => 1,
+            Workload::Single | Workload::KeySign { .. } => 1,
             Workload::Batch(n) => n,
         }
     }
@@ -99,15 +117,18 @@ impl Workload {
     /// `count` request bodies over distinct digests.
     fn bodies(self, count: usize) -> Vec<Bytes> {
         let mut seed = 0u64;
-        let mut item = || {
+        let mut next_digest = || {
             seed += 1;
-            format!(r#"{{"digest_hex":"{}","scheme":"ecdsa"}}"#, hex::encode(digest(seed)))
+            hex::encode(digest(seed))
         };
+        let item = |digest_hex: String| format!(r#"{{"digest_hex":"{digest_hex}","scheme":"ecdsa"}}"#);
         (0..count)
             .map(|_| match self {
-                Workload::Single => Bytes::from(item()),
+                Workload::Single => Bytes::from(item(next_digest())),
+                // The key endpoint signs ECDSA by default for secp256k1; it takes no `scheme`.
+                Workload::KeySign { .. } => Bytes::from(format!(r#"{{"digest_hex":"{}"}}"#, next_digest())),
                 Workload::Batch(n) => {
-                    let items: Vec<String> = (0..n).map(|_| item()).collect();
+                    let items: Vec<String> = (0..n).map(|_| item(next_digest())).collect();
                     Bytes::from(format!(r#"{{"items":[{}]}}"#, items.join(",")))
                 }
             })
@@ -121,12 +142,21 @@ pub fn digest(seed: u64) -> [u8; 32] {
     let mut x = seed;
     for chunk in out.chunks_mut(8) {
         x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        chunk.copy_from_slice(&mix(x).to_le_bytes());
     }
     out
+}
+
+/// splitmix64's output function.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The key of request `seq`: uniform over `0..keys` (the bias of `%` is below 2^-40 here).
+fn pick_key(seq: u64, keys: u64) -> u64 {
+    if keys <= 1 { 0 } else { mix(seq.wrapping_add(0x9e37_79b9_7f4a_7c15)) % keys }
 }
 
 /// Warm-up (driven but not recorded) and the measured window that follows it.
@@ -174,13 +204,16 @@ pub async fn closed_loop(endpoint: &Arc<Endpoint>, workload: Workload, connectio
         tasks.spawn(async move {
             let mut samples = Samples::default();
             let mut next = k * BODY_POOL / connections.max(1);
+            // Each connection draws its own sequence of keys.
+            let mut seq = (k as u64) << 40;
             loop {
                 let sent = Instant::now();
                 if sent >= end {
                     break;
                 }
-                let result = conn.exchange(workload, bodies[next % bodies.len()].clone()).await;
+                let result = conn.exchange(workload, seq, bodies[next % bodies.len()].clone()).await;
                 next += 1;
+                seq += 1;
                 if sent >= measure_from {
                     match &result {
                         Ok(()) => samples.record_ok(sent.elapsed()),
@@ -231,7 +264,7 @@ pub async fn open_loop(
                 }
                 let sent = Instant::now();
                 let from = sent.min(due);
-                let result = conn.exchange(workload, bodies[i as usize % bodies.len()].clone()).await;
+                let result = conn.exchange(workload, i, bodies[i as usize % bodies.len()].clone()).await;
                 if due >= schedule.measure_from {
                     if sent > due + crate::stats::LATE {
                         samples.late += 1;
@@ -323,8 +356,8 @@ struct Conn {
 
 impl Conn {
     /// One request and its full answer. `Err` names the kind of failure.
-    async fn exchange(&mut self, workload: Workload, body: Bytes) -> Result<(), &'static str> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.try_exchange(workload, body)).await {
+    async fn exchange(&mut self, workload: Workload, seq: u64, body: Bytes) -> Result<(), &'static str> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.try_exchange(workload, seq, body)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(Failure::Answer(kind))) => Err(kind),
             Ok(Err(Failure::Transport(kind))) => {
@@ -338,7 +371,7 @@ impl Conn {
         }
     }
 
-    async fn try_exchange(&mut self, workload: Workload, body: Bytes) -> Result<(), Failure> {
+    async fn try_exchange(&mut self, workload: Workload, seq: u64, body: Bytes) -> Result<(), Failure> {
         if self.sender.is_none() {
             self.sender = Some(connect(&self.endpoint).await.map_err(|_| Failure::Transport("connect"))?);
         }
@@ -346,7 +379,7 @@ impl Conn {
         sender.ready().await.map_err(|_| Failure::Transport("connection closed"))?;
         let request = Request::builder()
             .method(Method::POST)
-            .uri(workload.path())
+            .uri(workload.uri(seq))
             .header(HOST, self.endpoint.host.clone())
             .header(AUTHORIZATION, self.endpoint.authorization.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -424,6 +457,23 @@ mod tests {
         assert_ne!(parsed[0]["digest_hex"], parsed[1]["digest_hex"]);
         let batch: serde_json::Value = serde_json::from_slice(&Workload::Batch(5).bodies(1)[0]).unwrap();
         assert_eq!(batch["items"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn key_requests_draw_every_key_about_equally() {
+        let keys = 10;
+        let mut counts = [0u32; 10];
+        for seq in 0..100_000 {
+            counts[pick_key(seq, keys) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert_eq!(Workload::KeySign { keys: 1 }.uri(12345), "/v1/keys/k0000000/sign");
+        assert_eq!(
+            Workload::KeySign { keys: 2_000_000 }.uri(7),
+            format!("/v1/keys/{}/sign", key_name(pick_key(7, 2_000_000)))
+        );
+        let body: serde_json::Value = serde_json::from_slice(&Workload::KeySign { keys: 3 }.bodies(1)[0]).unwrap();
+        assert_eq!(body["digest_hex"].as_str().unwrap().len(), 64);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::Serialize;
 
 use crate::{
+    keyring::KeyringSummary,
     load::{Outcome, Workload},
     procfs::CpuUse,
     stats::ms,
@@ -125,11 +126,14 @@ pub struct Summary {
     /// Cores each process used over two seconds without load.
     pub idle_cpu_cores: BTreeMap<String, f64>,
     pub cpus: usize,
+    /// Issue 10's keys (top level in the JSON).
+    #[serde(flatten)]
+    pub keyring: KeyringSummary,
     pub points: Vec<PointReport>,
     pub targets: Vec<Target>,
 }
 
-/// One target of issue 5.
+/// One target of an issue.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     pub name: &'static str,
@@ -150,6 +154,7 @@ impl Summary {
         ]
         .into_iter()
         .filter_map(|(key, value)| value.is_none().then_some(key))
+        .chain(self.keyring.missing())
         .collect()
     }
 
@@ -202,6 +207,7 @@ impl Summary {
                 met: self.enclave_peak_rss_mib.is_some_and(|v| v <= 32.0),
             },
         ];
+        self.targets.extend(self.keyring.targets(&self.points));
     }
 
     pub fn point(&self, name: &str) -> Option<&PointReport> {
@@ -264,6 +270,17 @@ impl Summary {
             opt(self.gateway_peak_rss_mib),
             opt(self.enclave_peak_rss_mib),
             opt(self.restarted_enclave_peak_rss_mib),
+        );
+        let k = &self.keyring;
+        let _ = writeln!(
+            out,
+            "keyring: {} keys stored, created at {:.0}/s (batches of {}, {} at once); enclave peak RSS {} MiB, gateway {} MiB",
+            k.keys_in_store,
+            k.key_create_per_s,
+            k.key_create_batch,
+            k.key_create_connections,
+            opt(k.enclave_peak_rss_mib_multikey),
+            opt(k.gateway_peak_rss_mib_multikey),
         );
         let idle: Vec<String> = self.idle_cpu_cores.iter().map(|(n, c)| format!("{n} {:.3}", c)).collect();
         let _ = writeln!(out, "CPU without load (cores): {}", idle.join(", "));

@@ -32,6 +32,10 @@ pub enum KeyNameError {
         /// The character.
         character: char,
     },
+    /// Starts with `.`: `.` and `..` are path segments that HTTP clients remove from a URL,
+    /// so such a key could not be addressed as `/v1/keys/{name}`.
+    #[error("a key name must not start with '.'")]
+    LeadingDot,
 }
 
 impl KeyName {
@@ -48,6 +52,9 @@ impl KeyName {
             name.chars().enumerate().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
             return Err(KeyNameError::InvalidCharacter { position, character });
+        }
+        if name.starts_with('.') {
+            return Err(KeyNameError::LeadingDot);
         }
         Ok(KeyName(name.to_owned()))
     }
@@ -336,6 +343,9 @@ mod tests {
         assert_eq!(KeyName::parse("a/b"), Err(KeyNameError::InvalidCharacter { position: 1, character: '/' }));
         assert!(matches!(KeyName::parse("é"), Err(KeyNameError::InvalidCharacter { position: 0, .. })));
         assert!(KeyNameError::Empty.to_string().contains("A-Z a-z 0-9 . _ -"));
+        for dotted in [".", "..", ".hidden"] {
+            assert_eq!(KeyName::parse(dotted), Err(KeyNameError::LeadingDot), "{dotted}");
+        }
     }
 
     #[test]
