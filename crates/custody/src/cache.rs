@@ -11,8 +11,36 @@ use std::{
 use keyward_keyring::KeyMaterial;
 use keyward_proto::{KeyName, KeyVersion, WrappedKey};
 
-/// Each cached version: the row it was unwrapped from and its material.
-type Entries = HashMap<(KeyName, KeyVersion), (WrappedKey, Arc<KeyMaterial>)>;
+type Key = (KeyName, KeyVersion);
+
+/// One cached version: the row it was unwrapped from and its material.
+#[derive(Debug)]
+struct Slot {
+    key: Key,
+    row: WrappedKey,
+    material: Arc<KeyMaterial>,
+}
+
+/// The entries, in a vector so that a victim is picked in O(1), with an index by key.
+#[derive(Debug, Default)]
+struct Entries {
+    slots: Vec<Slot>,
+    index: HashMap<Key, usize>,
+    /// State of the victim picker (splitmix64); it needs to be spread, not secret.
+    picker: u64,
+}
+
+impl Entries {
+    /// A slot to overwrite, uniformly at random: under uniform load every policy hits
+    /// alike, and random replacement costs O(1) with no bookkeeping per hit.
+    fn victim(&mut self) -> usize {
+        self.picker = self.picker.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.picker;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % self.slots.len() as u64) as usize
+    }
+}
 
 /// The bounded cache.
 #[derive(Debug)]
@@ -24,41 +52,52 @@ pub struct KeyCache {
 impl KeyCache {
     /// A cache of at most `capacity` keys.
     pub fn new(capacity: usize) -> Self {
-        KeyCache { capacity, entries: Mutex::new(HashMap::with_capacity(capacity.min(1 << 16))) }
+        let reserve = capacity.min(1 << 16);
+        let entries = Entries { slots: Vec::with_capacity(reserve), index: HashMap::with_capacity(reserve), picker: 0 };
+        KeyCache { capacity, entries: Mutex::new(entries) }
     }
 
     /// The material of `row`, if it was unwrapped from exactly this row.
     pub fn get(&self, row: &WrappedKey) -> Option<Arc<KeyMaterial>> {
         let entries = self.lock();
-        let (cached_row, material) = entries.get(&(row.identity.name.clone(), row.identity.version))?;
-        (cached_row == row).then(|| material.clone())
+        let slot = &entries.slots[*entries.index.get(&(row.identity.name.clone(), row.identity.version))?];
+        (slot.row == *row).then(|| slot.material.clone())
     }
 
-    /// Remembers `material` for `row`, evicting another entry when full.
+    /// Remembers `material` for `row`, replacing a random entry when full.
     pub fn put(&self, row: &WrappedKey, material: Arc<KeyMaterial>) {
         if self.capacity == 0 {
             return;
         }
         let mut entries = self.lock();
         let key = (row.identity.name.clone(), row.identity.version);
-        if !entries.contains_key(&key) && entries.len() >= self.capacity {
-            // Any entry: HashMap iteration order is arbitrary, which is what a cache under a
-            // uniform load needs, and O(1).
-            if let Some(victim) = entries.keys().next().cloned() {
-                entries.remove(&victim);
-            }
+        let slot = Slot { key: key.clone(), row: row.clone(), material };
+        if let Some(&at) = entries.index.get(&key) {
+            // The same version from another row (a rejected tamper is never put): replace it.
+            entries.slots[at] = slot;
+        } else if entries.slots.len() < self.capacity {
+            let at = entries.slots.len();
+            entries.slots.push(slot);
+            entries.index.insert(key, at);
+        } else {
+            let at = entries.victim();
+            let old = std::mem::replace(&mut entries.slots[at], slot);
+            entries.index.remove(&old.key);
+            entries.index.insert(key, at);
+            // `old` drops here, and its material is zeroized when no signer holds it any more.
         }
-        entries.insert(key, (row.clone(), material));
     }
 
     /// Forgets every key (a new root was loaded).
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut entries = self.lock();
+        entries.slots.clear();
+        entries.index.clear();
     }
 
     /// How many keys are held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().slots.len()
     }
 
     /// Whether none is held.
@@ -67,7 +106,8 @@ impl KeyCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // Each operation is a single get, insert or remove: a poisoned map is still whole.
+        // Each operation leaves the vector and its index in step before it can panic (the
+        // only allocation happens before either changes): a poisoned map is still whole.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -119,5 +159,19 @@ mod tests {
         assert_eq!(cache.len(), 3);
         cache.clear();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn every_entry_held_is_found_and_an_evicted_one_is_not() {
+        let cache = KeyCache::new(8);
+        let rows: Vec<_> = (0..100).map(|i| row(&format!("k{i}"))).collect();
+        for (r, m) in &rows {
+            cache.put(r, m.clone());
+            assert!(cache.get(r).is_some(), "just put");
+        }
+        let held = rows.iter().filter(|(r, _)| cache.get(r).is_some()).count();
+        assert_eq!(held, 8, "exactly the capacity is held, and the index agrees with the slots");
+        // Evictions are spread: over many puts, most early keys are gone.
+        assert!(cache.get(&rows[0].0).is_none() || cache.get(&rows[1].0).is_none());
     }
 }

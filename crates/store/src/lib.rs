@@ -200,6 +200,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        // 16 MiB of page cache (SQLite's default is 2 MiB): with a million keys the B-trees'
+        // inner pages stay cached, so a lookup of a random key reads one leaf.
+        conn.pragma_update(None, "cache_size", -16_384).map_err(open_err)?;
         migrations::apply(&mut conn, path)?;
         let identity = file_identity(path).map_err(|e| StoreError::Open {
             path: path.to_owned(),
