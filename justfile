@@ -23,7 +23,8 @@ status:
 # The whole test suite: unit, property and end-to-end tests, as CI runs it. The database fault
 # tests mount a small tmpfs (a full or read-only disk); for a normal user the test binaries run
 # in a user and mount namespace (`unshare`), where that is allowed and nothing leaks out.
-test:
+[positional-arguments]
+test *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     if [ "$(id -u)" != 0 ]; then
@@ -41,8 +42,8 @@ test:
     else
         echo "dev KMS for the end-to-end tests: $kind" >&2
     fi
-    cargo test --workspace --all-targets --no-fail-fast
-    cargo test --workspace --doc
+    # Builds once, then runs every test binary; the two end-to-end suites run beside the rest.
+    scripts/run-tests "$@"
 
 # Restarts (and then stops) a running dev stack.
 [doc("just start, its printed curl and attestation check, a restart (same key), stop, and a scan of .dev for key material")]
