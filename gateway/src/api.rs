@@ -128,7 +128,7 @@ async fn sign_batch(
         .items
         .iter()
         .enumerate()
-        .map(|(i, item)| parse_item(&item.digest_hex, &item.scheme).map_err(|e| e.at_item(i)))
+        .map(|(i, item)| parse_item(&item.digest_hex, &item.scheme).map_err(|e| e.at_item("items", i)))
         .collect::<Result<Vec<_>, _>>()?;
     let slot = app.slot(body.enclave_id)?;
     let (public_key_hex, _) = ready_key(&slot)?;
@@ -214,14 +214,7 @@ async fn rotate(
     headers: HeaderMap,
     body: Result<Json<RotateRequest>, JsonRejection>,
 ) -> Result<Json<RotateResponse>, ApiError> {
-    let Some(admin) = &app.admin_token else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "admin_disabled",
-            "the admin API is off (no server.admin_token_file)",
-        ));
-    };
-    admin.authorize(&headers)?;
+    app.authorize_admin(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     let slot = app.slot(body.enclave_id)?;
     let rotated = rotation::rotate(&slot, &app.db, &app.credentials).await.map_err(|e| e.to_api(slot.id))?;
@@ -239,14 +232,7 @@ async fn rotate_keyring_root(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<crate::keyring::RootRotated>, ApiError> {
-    let Some(admin) = &app.admin_token else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "admin_disabled",
-            "the admin API is off (no server.admin_token_file)",
-        ));
-    };
-    admin.authorize(&headers)?;
+    app.authorize_admin(&headers)?;
     let (slot, link) =
         app.enclaves.values().find_map(|slot| slot.keyring_link().map(|link| (slot.clone(), link))).ok_or_else(
             || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keyring_not_ready", "no enclave has its keyring ready"),
@@ -287,6 +273,18 @@ async fn health(State(app): State<AppState>) -> Response {
 }
 
 impl AppState {
+    /// Checks the admin token; `admin_disabled` (404) when no admin token is configured.
+    pub(crate) fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(admin) = &self.admin_token else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "admin_disabled",
+                "the admin API is off (no server.admin_token_file)",
+            ));
+        };
+        admin.authorize(headers)
+    }
+
     /// The enclave a request addresses: the given id, or the only one configured.
     fn slot(&self, enclave_id: Option<u32>) -> Result<Arc<EnclaveSlot>, ApiError> {
         match enclave_id {

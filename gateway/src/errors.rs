@@ -34,9 +34,9 @@ impl ApiError {
         ErrorBody { code: self.code.to_owned(), message: self.message.clone() }
     }
 
-    /// Prefixes the message with the batch item it concerns.
-    pub fn at_item(mut self, index: usize) -> Self {
-        self.message = format!("items[{index}]: {}", self.message);
+    /// Prefixes the message with the batch entry it concerns (`field[index]`).
+    pub fn at_item(mut self, field: &str, index: usize) -> Self {
+        self.message = format!("{field}[{index}]: {}", self.message);
         self
     }
 

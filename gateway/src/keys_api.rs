@@ -52,17 +52,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/keys/{name}/verify", post(verify).layer(DefaultBodyLimit::max(128 * 1024)))
 }
 
-pub(crate) fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(admin) = &app.admin_token else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "admin_disabled",
-            "the admin API is off (no server.admin_token_file)",
-        ));
-    };
-    admin.authorize(headers)
-}
-
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     let status = match &e {
         StoreError::KeyExists(_) | StoreError::KeyConflict(_) => StatusCode::CONFLICT,
@@ -141,7 +130,7 @@ async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, Ap
     let mut identities = Vec::with_capacity(keys.len());
     let mut seen = std::collections::HashSet::new();
     for (i, key) in keys.iter().enumerate() {
-        let (name, key_type) = parse_create(key).map_err(|e| e.at_item(i))?;
+        let (name, key_type) = parse_create(key).map_err(|e| e.at_item("keys", i))?;
         if !seen.insert(name.clone()) {
             return Err(ApiError::invalid("duplicate_key_name", format!("keys[{i}]: {name} appears twice")));
         }
@@ -184,7 +173,7 @@ async fn create_key(
     headers: HeaderMap,
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
-    admin(&app, &headers)?;
+    app.authorize_admin(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     let mut created = create(&app, vec![body]).await?;
     let info = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
@@ -196,7 +185,7 @@ async fn create_keys(
     headers: HeaderMap,
     body: Result<Json<CreateKeys>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KeyInfos>), ApiError> {
-    admin(&app, &headers)?;
+    app.authorize_admin(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     Ok((StatusCode::CREATED, Json(KeyInfos { keys: create(&app, body.keys).await? })))
 }
@@ -260,7 +249,7 @@ async fn rotate_key(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    admin(&app, &headers)?;
+    app.authorize_admin(&headers)?;
     let (key, _) = load(&app, &name).await?;
     usable(&key)?;
     if key.origin == Origin::Imported.as_str() {
@@ -301,7 +290,7 @@ async fn change_state(
     to: &'static str,
     deletion_due: Option<i64>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    admin(app, headers)?;
+    app.authorize_admin(headers)?;
     let (key, _) = load(app, name).await?;
     let now = now_unix();
     let state = effective_state(&key, now);
@@ -425,12 +414,13 @@ async fn sign_batch(
         let row = match rows.get(&item.version) {
             Some(row) => row.clone(),
             None => {
-                let (_, row) = signing_row(&app, &name, item.version).await.map_err(|e| e.at_item(i))?;
+                let (_, row) = signing_row(&app, &name, item.version).await.map_err(|e| e.at_item("items", i))?;
                 rows.insert(item.version, row.clone());
                 row
             }
         };
-        let (algorithm, payload, format) = parse_sign(item, row.identity.key_type).map_err(|e| e.at_item(i))?;
+        let (algorithm, payload, format) =
+            parse_sign(item, row.identity.key_type).map_err(|e| e.at_item("items", i))?;
         requests.push(KeySign { row, algorithm, payload, format });
     }
     let described: Vec<_> =

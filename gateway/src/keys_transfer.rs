@@ -23,7 +23,7 @@ use crate::{
     api::AppState,
     errors::ApiError,
     keyring::{now_unix, version_row},
-    keys_api::{KEY_TIMEOUT, admin, key_name, signing_row, store_error},
+    keys_api::{KEY_TIMEOUT, key_name, signing_row, store_error},
     keys_sign::key_info,
     link::{LinkError, unexpected_reply},
 };
@@ -113,7 +113,7 @@ async fn import(
     Path(name): Path<String>,
     body: Result<Json<ImportKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
-    admin(&app, &headers)?;
+    app.authorize_admin(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     let request = parse_import(&name, &body)?;
     if app.db.key(request.identity.name.to_string()).await.map_err(store_error)?.is_some() {
@@ -146,7 +146,7 @@ async fn export(
     Path(name): Path<String>,
     body: Result<Json<ExportKey>, JsonRejection>,
 ) -> Result<Json<ExportedKey>, ApiError> {
-    admin(&app, &headers)?;
+    app.authorize_admin(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     let recipient = fixed_hex::<TRANSFER_PUBLIC_KEY_LEN>("public_key_hex", &body.public_key_hex)?;
     let (key, row) = signing_row(&app, &name, body.version).await?;

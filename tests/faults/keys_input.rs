@@ -119,7 +119,7 @@ async fn every_keyring_endpoint_answers_bad_input_with_its_code_and_keeps_servin
             r#"{"keys":[{"name":"fine","type":"p256"},{"name":"bad","type":"dsa"}]}"#,
             400,
             "invalid_key_type",
-            "[1]",
+            "keys[1]",
         )),
         admin(json_case(
             "a taken name in a batch",

@@ -202,12 +202,17 @@ fn restore(stack: &Stack, snapshot: &[Vec<Value>]) {
     }
 }
 
-/// Restarts the enclave and the gateway; returns the keyring's code once it failed to come up.
-async fn restart_keyring_failed(stack: &mut Stack) -> String {
+/// Restarts the enclave and the gateway.
+async fn restart(stack: &mut Stack) {
     stack.kill_gateway();
     stack.kill_enclave(1).await;
     stack.start_enclave(1);
     stack.start_gateway();
+}
+
+/// Restarts the enclave and the gateway; returns the keyring's code once it failed to come up.
+async fn restart_keyring_failed(stack: &mut Stack) -> String {
+    restart(stack).await;
     let health = stack.wait_health("the keyring refused", |_, h| h.enclaves[0].keyring.state == "failed").await;
     health.enclaves[0].keyring.code.clone().unwrap_or_default()
 }
@@ -271,10 +276,7 @@ async fn a_tampered_keyring_root_is_refused_left_as_it_is_and_never_replaced() {
             "INSERT INTO keyring_root VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params_from_iter(original[0].iter()),
         );
-        stack.kill_gateway();
-        stack.kill_enclave(1).await;
-        stack.start_enclave(1);
-        stack.start_gateway();
+        restart(&mut stack).await;
         stack.wait_keyring().await;
         sign(&stack, "a", 1).await.unwrap_or_else(|e| panic!("{what}: restored, a signs: {e}"));
     }
