@@ -75,6 +75,25 @@ impl KeyMaterial {
         Ok(KeyMaterial { key_type, secret, public_key })
     }
 
+    /// Material from its 32 secret bytes and the public key they were wrapped with
+    /// (unwrapping: the row's AAD authenticated the two together). For secp256k1 the public
+    /// key is taken as given instead of derived again, which halves the cost of signing with
+    /// a key that is not cached; the other types derive it as [`KeyMaterial::from_secret`] does.
+    pub fn from_authenticated(
+        key_type: KeyType,
+        bytes: &[u8; SECRET_LEN],
+        public_key: &[u8],
+    ) -> Result<Self, KeyringError> {
+        match key_type {
+            KeyType::Secp256k1 => {
+                let key = MasterKey::from_authenticated_parts(bytes, public_key)
+                    .map_err(|_| KeyringError::InvalidSecret(key_type))?;
+                Ok(KeyMaterial { key_type, secret: Secret::Secp256k1(key), public_key: public_key.to_vec() })
+            }
+            _ => Self::from_secret(key_type, bytes),
+        }
+    }
+
     /// The key's type.
     pub fn key_type(&self) -> KeyType {
         self.key_type

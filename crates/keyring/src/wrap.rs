@@ -111,7 +111,8 @@ pub fn unwrap(root: &RootKey, root_id: &RootId, row: &WrappedKey) -> Result<KeyM
             .try_into()
             .map_err(|_| KeyringError::RowDamaged { name: name(), reason: "secret length".into() })?,
     );
-    KeyMaterial::from_secret(row.identity.key_type, &secret)
+    // The AAD authenticated the public key with the secret: no need to derive it again.
+    KeyMaterial::from_authenticated(row.identity.key_type, &secret, &row.public_key)
 }
 
 #[cfg(test)]
@@ -149,7 +150,25 @@ mod tests {
             assert_eq!(row.public_key, material.public_key());
             let back = unwrap(&root(), &ROOT_ID, &row).unwrap();
             assert_eq!(*back.secret_bytes(), *material.secret_bytes(), "{key_type}");
+            assert_eq!(back.public_key(), material.public_key(), "{key_type}");
         }
+    }
+
+    #[test]
+    fn an_unwrapped_secp256k1_key_signs_both_schemes_for_its_public_key() {
+        use k256::ecdsa::signature::hazmat::PrehashVerifier;
+        let (_, row) = wrapped(KeyType::Secp256k1);
+        let back = unwrap(&root(), &ROOT_ID, &row).unwrap();
+        let key = back.secp256k1().unwrap();
+        let digest = [0x5a; 32];
+        let (compact, _) = key.sign_ecdsa(&digest);
+        let verifying = k256::ecdsa::VerifyingKey::from_sec1_bytes(&row.public_key).unwrap();
+        let signature = k256::ecdsa::Signature::from_slice(&compact).unwrap();
+        verifying.verify_prehash(&digest, &signature).unwrap();
+        let schnorr = key.sign_bip340(&digest, &[7; 32]);
+        let xonly = k256::schnorr::VerifyingKey::from_bytes(&row.public_key[1..]).unwrap();
+        xonly.verify_raw(&digest, &k256::schnorr::Signature::try_from(&schnorr[..]).unwrap()).unwrap();
+        assert_eq!(key.xonly_public_key(), row.public_key[1..]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The master key and the data key.
 
-use std::fmt;
+use std::{fmt, sync::OnceLock};
 
 use secp256k1::{Keypair, Message, SecretKey, ecdsa::RecoverableSignature, schnorr};
 use zeroize::Zeroizing;
@@ -13,7 +13,8 @@ pub const PUBLIC_KEY_LEN: usize = 33;
 /// The enclave's secp256k1 master key. Lives only in enclave memory.
 pub struct MasterKey {
     secret: SecretKey,
-    keypair: Keypair,
+    /// For BIP340; derived at most once, when first needed.
+    keypair: OnceLock<Keypair>,
     public_key: [u8; PUBLIC_KEY_LEN],
     xonly: [u8; 32],
 }
@@ -45,7 +46,30 @@ impl MasterKey {
         let keypair = Keypair::from_secret_key(&secret);
         let public_key = keypair.public_key().serialize();
         let xonly = keypair.x_only_public_key().0.to_byte_array();
-        Ok(Self { secret, keypair, public_key, xonly })
+        Ok(Self { secret, keypair: OnceLock::from(keypair), public_key, xonly })
+    }
+
+    /// Builds the key from its 32 secret bytes and its SEC1 compressed public key, without
+    /// deriving the public key (a generator multiplication, as costly as a signature). Only
+    /// for a public key that was authenticated together with the secret: a keyring row, whose
+    /// AES-GCM AAD binds the public key that [`MasterKey::from_secret_bytes`] derived when it
+    /// was wrapped. The key pair BIP340 needs is derived on first use.
+    pub fn from_authenticated_parts(bytes: &[u8; 32], public_key: &[u8]) -> Result<Self, SealError> {
+        let secret = SecretKey::from_secret_bytes(*bytes).map_err(|_| SealError::InvalidKey)?;
+        let public_key: [u8; PUBLIC_KEY_LEN] = public_key.try_into().map_err(|_| SealError::InvalidKey)?;
+        if !matches!(public_key[0], 0x02 | 0x03) {
+            return Err(SealError::InvalidKey);
+        }
+        // The x-only key is the x coordinate of the compressed point.
+        let mut xonly = [0u8; 32];
+        xonly.copy_from_slice(&public_key[1..]);
+        let key = Self { secret, keypair: OnceLock::new(), public_key, xonly };
+        debug_assert_eq!(
+            Keypair::from_secret_key(&key.secret).public_key().serialize(),
+            key.public_key,
+            "from_authenticated_parts was given a public key that is not the secret's"
+        );
+        Ok(key)
     }
 
     /// The secret bytes, for sealing or wrapping, inside the enclave only. Zeroized when the
@@ -74,14 +98,17 @@ impl MasterKey {
 
     /// BIP340 Schnorr signature over a 32-byte message with the given auxiliary randomness.
     pub fn sign_bip340(&self, digest: &[u8; 32], aux_rand: &[u8; 32]) -> [u8; 64] {
-        schnorr::sign_with_aux_rand(digest, &self.keypair, aux_rand).to_byte_array()
+        let keypair = self.keypair.get_or_init(|| Keypair::from_secret_key(&self.secret));
+        schnorr::sign_with_aux_rand(digest, keypair, aux_rand).to_byte_array()
     }
 }
 
 impl Drop for MasterKey {
     fn drop(&mut self) {
         self.secret.non_secure_erase();
-        self.keypair.non_secure_erase();
+        if let Some(keypair) = self.keypair.get_mut() {
+            keypair.non_secure_erase();
+        }
     }
 }
 
@@ -212,5 +239,29 @@ mod tests {
         assert!(shown.contains("[redacted]"));
         let dek = DataKey::from_slice(&[0xabu8; 32]).unwrap();
         assert_eq!(format!("{dek:?}"), "DataKey([redacted])");
+    }
+
+    #[test]
+    fn a_key_from_authenticated_parts_is_the_same_key_and_malformed_public_keys_are_refused() {
+        let key = MasterKey::generate(os_random).unwrap();
+        let bytes = key.secret_bytes();
+        let again = MasterKey::from_authenticated_parts(&bytes, &key.public_key()).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        assert_eq!(again.xonly_public_key(), key.xonly_public_key());
+        let digest = [3u8; 32];
+        assert_eq!(again.sign_ecdsa(&digest), key.sign_ecdsa(&digest), "RFC 6979: the same key signs alike");
+        assert_eq!(again.sign_bip340(&digest, &[1; 32]), key.sign_bip340(&digest, &[1; 32]));
+        assert!(MasterKey::from_authenticated_parts(&bytes, &key.public_key()[..32]).is_err(), "short");
+        let mut uncompressed_prefix = key.public_key();
+        uncompressed_prefix[0] = 0x04;
+        assert!(MasterKey::from_authenticated_parts(&bytes, &uncompressed_prefix).is_err(), "prefix");
+    }
+
+    #[test]
+    #[should_panic(expected = "not the secret's")]
+    fn in_debug_builds_another_keys_public_key_is_caught() {
+        let key = MasterKey::generate(os_random).unwrap();
+        let other = MasterKey::generate(os_random).unwrap();
+        let _ = MasterKey::from_authenticated_parts(&key.secret_bytes(), &other.public_key());
     }
 }
