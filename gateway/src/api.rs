@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::{
     auth::Token,
     credentials::CredentialSource,
-    db::{Db, store_code},
+    db::Db,
     enclaves::{EnclaveSlot, Phase},
     errors::ApiError,
     limit::RateLimit,
@@ -258,7 +258,7 @@ async fn health(State(app): State<AppState>) -> Response {
         Ok(()) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "health: database check failed");
-            store_code(&e)
+            e.code()
         }
     };
     let all_ready = enclaves.iter().all(|h| h.state == Phase::Ready);

@@ -7,28 +7,29 @@ use std::{
 };
 
 use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
-use keyward_store::{KeyRow, MasterKeyRow, NewKey, RootRow, Store, StoreError, VersionRow};
+use keyward_store::{KeyRow, KeyStore, MasterKeyRow, NewKey, RootRow, Store, StoreError, VersionRow};
 
+/// The store behind its trait; this is the only place that names the SQLite implementation.
 #[derive(Debug, Clone)]
-pub struct Db(Arc<Mutex<Store>>);
+pub struct Db(Arc<Mutex<Box<dyn KeyStore>>>);
 
 impl Db {
     /// Opens the database; `create` allows making a new, empty one (development).
     pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
         let store = if create { Store::open(path)? } else { Store::open_existing(path)? };
-        Ok(Db(Arc::new(Mutex::new(store))))
+        Ok(Db(Arc::new(Mutex::new(Box::new(store)))))
     }
 
     async fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut dyn KeyStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.0.clone();
         tokio::task::spawn_blocking(move || {
             // The store has no invariant a panicking holder could break mid-way: every
             // write is one SQLite transaction.
             let mut guard = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut guard)
+            f(guard.as_mut())
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -138,30 +139,6 @@ impl Db {
         expected_revision: i64,
     ) -> Result<(), StoreError> {
         self.with(move |s| s.set_key_state(&name, state, deletion_due, expected_revision)).await
-    }
-}
-
-/// The stable code `/v1/health` and API errors report for a store failure; the message (with
-/// paths) stays in the gateway log.
-pub fn store_code(error: &StoreError) -> &'static str {
-    match error {
-        StoreError::Missing { .. } => "database_missing",
-        StoreError::NotKeyward { .. } => "database_not_keyward",
-        StoreError::SchemaTooNew { .. } => "database_schema_too_new",
-        StoreError::FileGone { .. } => "database_file_gone",
-        StoreError::ReadOnly { .. } => "database_read_only",
-        StoreError::AlreadyExists(_) => "row_exists",
-        StoreError::RootExists => "root_exists",
-        StoreError::RootEpochConflict { .. } => "rotation_conflict",
-        StoreError::KeyExists(_) => "key_exists",
-        StoreError::KeyConflict(_) => "key_conflict",
-        StoreError::EpochConflict { .. } => "rotation_conflict",
-        StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {
-            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database_busy",
-            rusqlite::ErrorCode::DiskFull => "database_full",
-            _ => "database_unavailable",
-        },
-        _ => "database_unavailable",
     }
 }
 

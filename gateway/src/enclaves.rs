@@ -24,7 +24,7 @@ use crate::{
     bringup::{Step, next_step},
     config::{Environment, PcrSet},
     credentials::CredentialSource,
-    db::{Db, row_from_sealed, sealed_from_row, store_code},
+    db::{Db, row_from_sealed, sealed_from_row},
     keyring,
     link::{EnclaveLink, LinkError, unexpected_reply},
 };
@@ -460,7 +460,7 @@ impl Supervisor {
         let id = self.slot.id;
         let row = self.db.get(id).await.map_err(|e| {
             BringUpError::Failed(Problem::new(
-                store_code(&e),
+                e.code(),
                 format!("cannot read the key row of enclave {id}: {e}; not generating a key"),
             ))
         })?;
@@ -534,7 +534,7 @@ impl Supervisor {
                     format!("cannot store the new key of enclave {id}: {other}; it was not committed and will never sign")
                 }
             };
-            BringUpError::Failed(Problem::new(store_code(&e), detail))
+            BringUpError::Failed(Problem::new(e.code(), detail))
         })?;
         tracing::info!(event = event::ROW_STORED, enclave_id = %id, key_epoch = sealed.key_epoch, public_key = %sealed.public_key.to_hex(), "stored the sealed key; committing");
         crash_point("gateway:provision:before-commit");

@@ -18,7 +18,7 @@ use keyward_telemetry::event;
 
 use crate::{
     credentials::CredentialSource,
-    db::{Db, store_code},
+    db::Db,
     enclaves::{LIFECYCLE_TIMEOUT, Problem},
     link::{EnclaveLink, LinkError, unexpected_reply},
 };
@@ -132,7 +132,7 @@ pub async fn bring_up(
     let stored = db
         .root()
         .await
-        .map_err(|e| Problem::new(store_code(&e), format!("cannot read the keyring root: {e}; not making another")))?;
+        .map_err(|e| Problem::new(e.code(), format!("cannot read the keyring root: {e}; not making another")))?;
     let stored = stored.map(sealed_root).transpose().map_err(|e| {
         Problem::new("root_row_damaged", format!("the stored keyring root is damaged: {e}; left untouched"))
     })?;
@@ -193,14 +193,14 @@ async fn provision(
             // Another gateway stored its root first: use that one; ours is never committed.
             tracing::info!(root_id = %sealed.root_id, "another gateway stored a keyring root first; unsealing it instead");
             let winner =
-                db.root().await.map_err(|e| Problem::new(store_code(&e), e.to_string()))?.ok_or_else(|| {
+                db.root().await.map_err(|e| Problem::new(e.code(), e.to_string()))?.ok_or_else(|| {
                     Problem::new("database_unavailable", "the keyring root vanished after a conflict")
                 })?;
             let winner = sealed_root(winner).map_err(|e| Problem::new("root_row_damaged", e))?;
             unseal(link, credentials, winner).await
         }
         Err(e) => Err(Problem::new(
-            store_code(&e),
+            e.code(),
             format!("cannot store the new keyring root: {e}; it was not committed and will never wrap a key"),
         )),
     }
@@ -214,7 +214,7 @@ pub async fn rotate_root(link: &EnclaveLink, db: &Db, credentials: &CredentialSo
     let stored = db
         .root()
         .await
-        .map_err(|e| Problem::new(store_code(&e), e.to_string()))?
+        .map_err(|e| Problem::new(e.code(), e.to_string()))?
         .ok_or_else(|| Problem::new("keyring_not_ready", "no keyring root is stored yet"))?;
     let stored = sealed_root(stored).map_err(|e| Problem::new("root_row_damaged", e))?;
     let previous = stored.root_epoch;
@@ -229,9 +229,7 @@ pub async fn rotate_root(link: &EnclaveLink, db: &Db, credentials: &CredentialSo
     if new.root_id != stored.root_id || new.root_epoch != previous + 1 {
         return Err(Problem::new("rotation_invalid", "the enclave's rotated root does not continue the stored one"));
     }
-    db.rotate_root(root_row(&new), i64::from(previous))
-        .await
-        .map_err(|e| Problem::new(store_code(&e), e.to_string()))?;
+    db.rotate_root(root_row(&new), i64::from(previous)).await.map_err(|e| Problem::new(e.code(), e.to_string()))?;
     let commit = RootCommit { root_id: new.root_id, root_epoch: new.root_epoch };
     expect_status(link, Request::RootCommit(commit), "RootCommit").await.map_err(|mut p| {
         p.code = "rotation_not_committed";

@@ -26,7 +26,6 @@ use serde::Deserialize;
 
 use crate::{
     api::AppState,
-    db::store_code,
     errors::ApiError,
     keyring::{key_identity, now_unix, version_row, wrapped_key},
     keys_sign::{key_info, parse_create, parse_sign, signature_info},
@@ -57,7 +56,7 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         StoreError::KeyExists(_) | StoreError::KeyConflict(_) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    ApiError::new(status, store_code(&e), e.to_string())
+    ApiError::new(status, e.code(), e.to_string())
 }
 
 pub(crate) fn key_name(name: &str) -> Result<KeyName, ApiError> {

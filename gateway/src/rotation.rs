@@ -11,7 +11,7 @@ use keyward_telemetry::event;
 
 use crate::{
     credentials::CredentialSource,
-    db::{Db, row_from_sealed, sealed_from_row, store_code},
+    db::{Db, row_from_sealed, sealed_from_row},
     enclaves::{EnclaveSlot, LIFECYCLE_TIMEOUT},
     errors::ApiError,
     link::{LinkError, unexpected_reply},
@@ -53,7 +53,7 @@ impl RotateError {
     pub fn to_api(&self, id: EnclaveId) -> ApiError {
         let (status, code) = match self {
             RotateError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
-            RotateError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, store_code(e)),
+            RotateError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
             RotateError::Conflict(_) => (StatusCode::CONFLICT, "rotation_conflict"),
             RotateError::Enclave(e) => {
                 // The enclave's own code and status (`round_trip_failed`, `kms_denied`,

@@ -112,3 +112,20 @@ fn state_changes_are_compare_and_swap() {
     assert_eq!((key.state.as_str(), key.deletion_due, key.revision), ("pending_deletion", Some(1_800_000_000), 3));
     assert!(matches!(store.set_key_state("missing", "disabled", None, 1), Err(StoreError::KeyConflict(_))));
 }
+
+#[test]
+fn the_keyring_works_through_the_store_trait_alone() {
+    let (_dir, store) = temp_store();
+    let mut store: Box<dyn crate::KeyStore> = Box::new(store);
+    store.insert_root(&root(1)).unwrap();
+    assert!(matches!(store.insert_root(&root(1)), Err(StoreError::RootExists)));
+    store.insert_keys(&[new_key("a"), new_key("b")]).unwrap();
+    let err = store.insert_keys(&[new_key("c"), new_key("a")]).unwrap_err();
+    assert_eq!(err.code(), "key_exists");
+    assert!(store.key("c").unwrap().is_none(), "all or none through the trait too");
+    store.add_version(&version("a", 2, 4), 1).unwrap();
+    assert_eq!(store.add_version(&version("a", 3, 5), 1).unwrap_err().code(), "key_conflict");
+    assert_eq!(store.key_versions("a").unwrap().len(), 2);
+    let page: Vec<String> = store.list_keys(None, 10).unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(page, ["a", "b"]);
+}

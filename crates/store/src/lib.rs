@@ -2,8 +2,10 @@
 
 mod keyring;
 mod migrations;
+mod traits;
 
 pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
+pub use traits::KeyStore;
 
 use std::{
     path::{Path, PathBuf},
@@ -144,6 +146,33 @@ pub enum StoreError {
 
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// The stable code `/v1/health` and API errors report for this failure (the message,
+    /// with paths, stays in the log). The database's own errors are classified here, so
+    /// nothing above the store depends on which database it is.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Missing { .. } => "database_missing",
+            StoreError::NotKeyward { .. } => "database_not_keyward",
+            StoreError::SchemaTooNew { .. } => "database_schema_too_new",
+            StoreError::FileGone { .. } => "database_file_gone",
+            StoreError::ReadOnly { .. } => "database_read_only",
+            StoreError::AlreadyExists(_) => "row_exists",
+            StoreError::RootExists => "root_exists",
+            StoreError::RootEpochConflict { .. } => "rotation_conflict",
+            StoreError::KeyExists(_) => "key_exists",
+            StoreError::KeyConflict(_) => "key_conflict",
+            StoreError::EpochConflict { .. } => "rotation_conflict",
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database_busy",
+                rusqlite::ErrorCode::DiskFull => "database_full",
+                _ => "database_unavailable",
+            },
+            _ => "database_unavailable",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Create {

@@ -1,0 +1,106 @@
+//! The store as its users see it: the rows of the master keys and of the keyring, and the
+//! compare-and-swap updates on them. [`crate::Store`] (SQLite) implements it today; nothing
+//! above this trait depends on SQLite, so another database (PostgreSQL, a later issue) can
+//! implement it with the same SQL. Every method is one transaction: a write is whole or absent.
+
+use std::fmt;
+
+use crate::{KeyRow, MasterKeyRow, NewKey, Result, RootRow, VersionRow};
+
+/// The keyward database behind the gateway.
+pub trait KeyStore: Send + fmt::Debug {
+    /// Checks the database is still reachable and the file it opened is still in place.
+    fn ping(&self) -> Result<()>;
+
+    /// The master-key row of an enclave.
+    fn get(&self, enclave_id: i64) -> Result<Option<MasterKeyRow>>;
+    /// Stores a new master-key row; an existing row for the enclave id is an error, never
+    /// overwritten.
+    fn insert(&mut self, row: &MasterKeyRow) -> Result<()>;
+    /// Replaces the row if it is still at `expected_epoch` with the same public key.
+    fn rotate(&mut self, new: &MasterKeyRow, expected_epoch: i64) -> Result<()>;
+
+    /// The keyring root, if one is stored.
+    fn root(&self) -> Result<Option<RootRow>>;
+    /// Stores the first root; a second is an error ([`crate::StoreError::RootExists`]).
+    fn insert_root(&mut self, row: &RootRow) -> Result<()>;
+    /// Replaces the root if it is still at `expected_epoch`.
+    fn rotate_root(&mut self, new: &RootRow, expected_epoch: i64) -> Result<()>;
+
+    /// Stores keys with their first versions, all or none.
+    fn insert_keys(&mut self, keys: &[NewKey]) -> Result<()>;
+    /// A key.
+    fn key(&self, name: &str) -> Result<Option<KeyRow>>;
+    /// One version of a key.
+    fn key_version(&self, name: &str, version: i64) -> Result<Option<VersionRow>>;
+    /// Every version of a key, oldest first.
+    fn key_versions(&self, name: &str) -> Result<Vec<VersionRow>>;
+    /// Up to `limit` keys in name order, after `after`.
+    fn list_keys(&self, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>>;
+    /// The versions whose public key is `public_key`.
+    fn versions_by_public_key(&self, public_key: &[u8]) -> Result<Vec<VersionRow>>;
+    /// Adds a version if the key is still at `expected_revision`.
+    fn add_version(&mut self, version: &VersionRow, expected_revision: i64) -> Result<()>;
+    /// Changes a key's state if it is still at `expected_revision`.
+    fn set_key_state(
+        &mut self,
+        name: &str,
+        state: &str,
+        deletion_due: Option<i64>,
+        expected_revision: i64,
+    ) -> Result<()>;
+}
+
+impl KeyStore for crate::Store {
+    fn ping(&self) -> Result<()> {
+        crate::Store::ping(self)
+    }
+    fn get(&self, enclave_id: i64) -> Result<Option<MasterKeyRow>> {
+        crate::Store::get(self, enclave_id)
+    }
+    fn insert(&mut self, row: &MasterKeyRow) -> Result<()> {
+        crate::Store::insert(self, row)
+    }
+    fn rotate(&mut self, new: &MasterKeyRow, expected_epoch: i64) -> Result<()> {
+        crate::Store::rotate(self, new, expected_epoch)
+    }
+    fn root(&self) -> Result<Option<RootRow>> {
+        crate::Store::root(self)
+    }
+    fn insert_root(&mut self, row: &RootRow) -> Result<()> {
+        crate::Store::insert_root(self, row)
+    }
+    fn rotate_root(&mut self, new: &RootRow, expected_epoch: i64) -> Result<()> {
+        crate::Store::rotate_root(self, new, expected_epoch)
+    }
+    fn insert_keys(&mut self, keys: &[NewKey]) -> Result<()> {
+        crate::Store::insert_keys(self, keys)
+    }
+    fn key(&self, name: &str) -> Result<Option<KeyRow>> {
+        crate::Store::key(self, name)
+    }
+    fn key_version(&self, name: &str, version: i64) -> Result<Option<VersionRow>> {
+        crate::Store::key_version(self, name, version)
+    }
+    fn key_versions(&self, name: &str) -> Result<Vec<VersionRow>> {
+        crate::Store::key_versions(self, name)
+    }
+    fn list_keys(&self, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
+        crate::Store::list_keys(self, after, limit)
+    }
+    fn versions_by_public_key(&self, public_key: &[u8]) -> Result<Vec<VersionRow>> {
+        crate::Store::versions_by_public_key(self, public_key)
+    }
+    fn add_version(&mut self, version: &VersionRow, expected_revision: i64) -> Result<()> {
+        crate::Store::add_version(self, version, expected_revision)
+    }
+    fn set_key_state(
+        &mut self,
+        name: &str,
+        state: &str,
+        deletion_due: Option<i64>,
+        expected_revision: i64,
+    ) -> Result<()> {
+        crate::Store::set_key_state(self, name, state, deletion_due, expected_revision)
+    }
+}
