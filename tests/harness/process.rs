@@ -46,11 +46,43 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (the listener is closed before returning, so another
-/// process could in principle take it; tests pick many, never reuse one).
+/// Ports [`free_port`] hands out: below Linux's ephemeral range (32768 and up), so no port
+/// the kernel picks for a connection or a `:0` bind can take one between its choice and its use.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1, reserved for this test process: a file named after the port
+/// under `$TMPDIR/keyward-test-ports` holds the pid that claimed it, so the test binaries
+/// that run at the same time (faults and kms_e2e) never hand out the same port, and a
+/// process never reuses one. A claim by a process that is gone is taken over.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::{
+        io::{Read, Write},
+        sync::atomic::{AtomicU32, Ordering},
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join("keyward-test-ports");
+    std::fs::create_dir_all(&dir).expect("port claims directory");
+    let pid = std::process::id();
+    let span = PORTS.end - PORTS.start;
+    let start = pid.wrapping_mul(7919);
+    for _ in 0..span {
+        let port = (PORTS.start + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let claim = dir.join(port.to_string());
+        let claimed = match std::fs::OpenOptions::new().write(true).create_new(true).open(&claim) {
+            Ok(mut file) => file.write_all(pid.to_string().as_bytes()).is_ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut holder = String::new();
+                let _ = File::open(&claim).and_then(|mut f| f.read_to_string(&mut holder));
+                let alive = holder.trim().parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                !alive && std::fs::write(&claim, pid.to_string()).is_ok()
+            }
+            Err(_) => false,
+        };
+        if claimed && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 /// A started process in its own process group, logging to a file.
