@@ -7,9 +7,11 @@
 use std::{sync::Arc, time::Duration};
 
 use keyward_attest::{AttestationRequest, Nsm};
-use keyward_proto::{ErrorCode, ErrorReply};
+use keyward_proto::{AttestRequest, ErrorCode, ErrorReply};
 use tokio::sync::Semaphore;
 
+/// Largest nonce accepted for an attestation document.
+pub const MAX_NONCE_LEN: usize = 512;
 /// Attestation documents made at once.
 pub const MAX_CONCURRENT: usize = 2;
 /// How long a request waits for a free slot before the answer is `busy`.
@@ -29,6 +31,30 @@ impl Attestations {
 
     fn with_limits(nsm: Arc<dyn Nsm>, slots: usize, queue_wait: Duration) -> Self {
         Attestations { nsm, slots: Arc::new(Semaphore::new(slots)), queue_wait }
+    }
+
+    /// A fresh document for the gateway: its `nonce` is the caller's, its `user_data` the
+    /// 33-byte compressed master public key once one is committed (before that the document
+    /// still proves the image, which the gateway checks before trusting an enclave), and its
+    /// `public_key` the keyring's transfer key, for imports.
+    pub async fn for_gateway(
+        &self,
+        request: AttestRequest,
+        master_public_key: Option<[u8; 33]>,
+        transfer_public_key: [u8; 32],
+    ) -> Result<Vec<u8>, ErrorReply> {
+        if request.nonce.len() > MAX_NONCE_LEN {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("nonce is {} bytes; at most {MAX_NONCE_LEN}", request.nonce.len()),
+            ));
+        }
+        self.attest(AttestationRequest {
+            public_key: Some(transfer_public_key.to_vec()),
+            user_data: master_public_key.map(|k| k.to_vec()),
+            nonce: Some(request.nonce),
+        })
+        .await
     }
 
     /// A document for `request`, made on the blocking pool.

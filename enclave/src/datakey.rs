@@ -15,27 +15,17 @@ use keyward_kms::{
     Credentials, DataKeyResponse, EncryptionContext, KmsClient, KmsError,
     cms::{self, RecipientKey},
 };
-use keyward_proto::{AwsCredentials, EnclaveId, ErrorCode, ErrorReply};
+use keyward_proto::{AwsCredentials, ErrorCode, ErrorReply};
 use keyward_seal::DataKey;
 use zeroize::Zeroize;
 
-/// Talks to KMS on behalf of the vault.
+/// Talks to KMS on behalf of the master key and the keyring.
 #[derive(Debug)]
 pub struct DataKeys {
     pub kms: KmsClient,
     pub key_id: String,
     pub attestation: bool,
     pub nsm: Arc<dyn Nsm>,
-}
-
-/// The KMS encryption context of a master key's data key. KMS authenticates it and logs it
-/// in CloudTrail, so a data key only decrypts for the row it was made for.
-pub fn encryption_context(enclave_id: EnclaveId, key_epoch: u32, public_key_hex: &str) -> EncryptionContext {
-    EncryptionContext::from([
-        ("keyward:enclave_id".to_owned(), enclave_id.to_string()),
-        ("keyward:key_epoch".to_owned(), key_epoch.to_string()),
-        ("keyward:public_key".to_owned(), public_key_hex.to_owned()),
-    ])
 }
 
 /// The RSA key and the document that names it, for one KMS call.

@@ -5,7 +5,6 @@ mod config;
 mod datakey;
 mod gate;
 mod server;
-mod vault;
 
 use std::sync::Arc;
 
@@ -69,7 +68,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("no randomness for the transfer key: {e}"))?,
     );
-    let vault = Arc::new(vault::Vault::new(keys, nsm, keyring.transfer_public_key()));
+    let master = Arc::new(keyward_custody::Master::new(
+        keys,
+        Arc::new(datakey::NsmRandom(nsm.clone())),
+        config.kms_key_id.clone(),
+        config.kms_region.clone(),
+    ));
+    let attestations = attestations::Attestations::new(nsm);
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(
         event = keyward_telemetry::event::ENCLAVE_LISTENING,
@@ -82,7 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         gateway_key = %config.gateway_key,
         "enclave ready for the gateway"
     );
-    let link = server::Link { vault, keyring, info, gateway_key: config.gateway_key };
+    let link = server::Link {
+        core: keyward_custody::EnclaveCore { master, keyring },
+        attestations,
+        info,
+        gateway_key: config.gateway_key,
+    };
     tokio::select! {
         result = server::serve(listener, link) => result,
         _ = shutdown_signal() => {

@@ -16,6 +16,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use keyward_custody::EnclaveCore;
 use keyward_proto::{
     CONNECTION_ERROR_ID, EnclaveInfo, ErrorCode, ErrorReply, FRAME_STALL_LIMIT, FrameError, HelloReply, MAX_FRAME_LEN,
     PROTOCOL_VERSION, Reply, Request, RequestFrame, Response, ResponseFrame, WriterEnd, decode, decode_request_id,
@@ -29,8 +30,8 @@ use tokio::{
 };
 
 use crate::{
+    attestations::Attestations,
     gate::{Gate, MAX_AUTHENTICATED, MAX_PENDING, Pending},
-    vault::Vault,
 };
 
 /// Requests one connection may have in flight.
@@ -43,14 +44,13 @@ pub const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 /// bytes): an unauthenticated peer cannot make the enclave buffer a megabyte.
 const MAX_UNAUTHENTICATED_FRAME_LEN: usize = 4096;
 
-/// What every connection needs.
-/// The enclave's keyring, with its KMS seam.
-pub type EnclaveKeyring = keyward_custody::Keyring<Arc<crate::datakey::DataKeys>>;
+/// The enclave's master key and keyring, with their KMS seam.
+pub type Core = EnclaveCore<Arc<crate::datakey::DataKeys>>;
 
-#[derive(Debug)]
+/// What every connection needs.
 pub struct Link {
-    pub vault: Arc<Vault>,
-    pub keyring: Arc<EnclaveKeyring>,
+    pub core: Core,
+    pub attestations: Attestations,
     pub info: EnclaveInfo,
     /// The gateway link key this enclave accepts (from its measured configuration).
     pub gateway_key: LinkPublicKey,
@@ -186,7 +186,7 @@ async fn authenticate(
                     return Err(message);
                 };
                 tracing::info!(event = event::LINK_AUTHENTICATED, public_key = %key, "gateway authenticated");
-                if send(tx, frame.id, Reply::Ok(Response::Status(link.vault.status()))).await.is_err() {
+                if send(tx, frame.id, Reply::Ok(Response::Status(link.core.master.status()))).await.is_err() {
                     return Err("writer gone".to_owned());
                 }
                 return Ok(slot);
@@ -235,12 +235,12 @@ async fn serve_requests(
             Incoming::End(reason) => return reason,
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return "shutting down".to_owned() };
-        let (vault, keyring) = (link.vault.clone(), link.keyring.clone());
+        let link = link.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let id = frame.id;
             // The handler runs in its own task so that even a panic produces a reply.
-            let reply = match tokio::spawn(handle(vault, keyring, frame.request)).await {
+            let reply = match tokio::spawn(async move { handle(&link, frame.request).await }).await {
                 Ok(Ok(response)) => Reply::Ok(response),
                 Ok(Err(error)) => Reply::Err(error),
                 Err(_) => Reply::Err(ErrorReply::new(ErrorCode::Internal, "request handler failed unexpectedly")),
@@ -288,50 +288,15 @@ async fn next_request(reader: &mut ReadHalf<BoxConnection>, tx: &Replies, max_le
     }
 }
 
-async fn handle(vault: Arc<Vault>, keyring: Arc<EnclaveKeyring>, request: Request) -> Result<Response, ErrorReply> {
+async fn handle(link: &Link, request: Request) -> Result<Response, ErrorReply> {
     match request {
-        Request::RootProvision(p) => {
-            keyring.provision_root(&p.kms_key_id, &p.region, &p.credentials).await.map(Response::RootSealed)
-        }
-        Request::RootCommit(c) => keyring.commit_root(c.root_id, c.root_epoch).await.map(Response::Keyring),
-        Request::RootUnseal(u) => keyring.unseal_root(&u.sealed, &u.credentials).await.map(Response::Keyring),
-        Request::RootRotate(r) => keyring.rotate_root(&r.sealed, &r.credentials).await.map(Response::RootSealed),
-        Request::KeyringStatus => Ok(Response::Keyring(keyring.status())),
-        // Key generation and signing are CPU work: off the async workers, like the NSM calls.
-        Request::KeyCreate(c) => {
-            let created = blocking(move || keyring.create(&c.keys).map(Response::WrappedKeys)).await;
-            keyward_proto::fault::crash_point("enclave:keys:created");
-            created
-        }
-        Request::KeySign(s) => blocking(move || keyring.sign(&s).map(Response::KeySignature)).await,
-        Request::KeyImport(i) => blocking(move || keyring.import(&i).map(|row| Response::WrappedKeys(vec![row]))).await,
-        Request::KeyExport(e) => blocking(move || keyring.export(&e).map(Response::ExportedKey)).await,
-        Request::KeySignBatch(items) => {
-            blocking(move || Ok(Response::KeySignatures(items.iter().map(|s| keyring.sign(s)).collect()))).await
-        }
-        Request::Hello(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "Hello was already exchanged")),
-        Request::Authenticate(_) => {
-            Err(ErrorReply::new(ErrorCode::BadRequest, "this connection is already authenticated"))
-        }
-        Request::Provision(p) => vault.provision(p).await.map(Response::Provisioned),
-        Request::Commit(c) => vault.commit(c).await.map(Response::Status),
-        Request::Unseal(u) => vault.unseal(u).await.map(Response::Status),
-        Request::Rotate(r) => vault.rotate(r).await.map(Response::Rotated),
-        Request::Sign(s) => vault.sign(&s).map(Response::Signature),
-        Request::SignBatch(items) => vault.sign_batch(&items).map(Response::Signatures),
-        Request::PublicKey => vault.public_key().map(Response::PublicKey),
-        Request::Status => Ok(Response::Status(vault.status())),
-        Request::Attest(a) => vault.attest(a).await.map(Response::Attestation),
-        _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
+        Request::Attest(a) => link
+            .attestations
+            .for_gateway(a, link.core.master.committed_public_key(), link.core.keyring.transfer_public_key())
+            .await
+            .map(Response::Attestation),
+        other => link.core.handle(other).await,
     }
-}
-
-async fn blocking(
-    work: impl FnOnce() -> Result<Response, ErrorReply> + Send + 'static,
-) -> Result<Response, ErrorReply> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|_| Err(ErrorReply::new(ErrorCode::Internal, "request handler failed unexpectedly")))
 }
 
 async fn send(tx: &Replies, id: u64, reply: Reply) -> Result<(), ()> {

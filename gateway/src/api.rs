@@ -16,6 +16,7 @@ use axum::{
 use keyward_proto::{Digest, EnclaveId, Request, Response as EnclaveResponse, Scheme, SignRequest, SignatureReply};
 
 use base64::Engine;
+use keyward_admission::Db;
 use keyward_client::api::{
     AttestationResponse, BatchResult, PublicKeyResponse, RotateRequest, RotateResponse, SignBatchRequest,
     SignBatchResponse, SignRequest as SignBody, SignResponse, Signature as SignatureJson,
@@ -25,11 +26,9 @@ use serde::Deserialize;
 use crate::{
     auth::Token,
     credentials::CredentialSource,
-    db::Db,
     enclaves::{EnclaveSlot, Phase},
     errors::ApiError,
     limit::RateLimit,
-    rotation,
 };
 
 /// Deadline for a signature round trip to the enclave.
@@ -217,7 +216,7 @@ async fn rotate(
     app.authorize_admin(&headers)?;
     let Json(body) = body.map_err(ApiError::from_json)?;
     let slot = app.slot(body.enclave_id)?;
-    let rotated = rotation::rotate(&slot, &app.db, &app.credentials).await.map_err(|e| e.to_api(slot.id))?;
+    let rotated = slot.rotate(&app.db, &app.credentials).await.map_err(|e| ApiError::from_rotation(&e, slot.id))?;
     tracing::info!(enclave_id = %slot.id, previous = rotated.previous_epoch, key_epoch = rotated.epoch, "data key rotated");
     Ok(Json(RotateResponse {
         enclave_id: slot.id.0,
@@ -231,14 +230,13 @@ async fn rotate(
 async fn rotate_keyring_root(
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<crate::keyring::RootRotated>, ApiError> {
+) -> Result<Json<keyward_admission::keyring::RootRotated>, ApiError> {
     app.authorize_admin(&headers)?;
     let (slot, link) =
         app.enclaves.values().find_map(|slot| slot.keyring_link().map(|link| (slot.clone(), link))).ok_or_else(
             || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keyring_not_ready", "no enclave has its keyring ready"),
         )?;
-    let _one_at_a_time = slot.rotation.lock().await;
-    let rotated = crate::keyring::rotate_root(&link, &app.db, &app.credentials).await.map_err(|p| {
+    let rotated = slot.rotate_root(&link, &app.db, &app.credentials).await.map_err(|p| {
         let status = match p.code {
             "rotation_conflict" => StatusCode::CONFLICT,
             "keyring_not_ready" | "database_unavailable" | "database_busy" => StatusCode::SERVICE_UNAVAILABLE,
@@ -246,7 +244,6 @@ async fn rotate_keyring_root(
         };
         ApiError::new(status, p.code, format!("keyring root rotation: {}", p.detail))
     })?;
-    slot.set_root_epoch(rotated.root_epoch);
     tracing::info!(previous = rotated.previous_root_epoch, root_epoch = rotated.root_epoch, "keyring root rotated");
     Ok(Json(rotated))
 }

@@ -31,13 +31,7 @@ pub struct ConfigFile {
     pub enclaves: Vec<EnclaveSection>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    #[default]
-    Development,
-    Production,
-}
+pub use keyward_admission::Environment;
 
 /// `kms:` — the block of the KMS integration design.
 #[derive(Debug, Deserialize)]
@@ -146,6 +140,20 @@ pub struct PcrSet {
     pub pcr1: String,
     #[serde(rename = "PCR2")]
     pub pcr2: String,
+}
+
+impl PcrSet {
+    /// The set as the attestation check takes it.
+    pub fn measurements(&self) -> anyhow::Result<keyward_attest::Measurements> {
+        let pcr = |name: &str, hex: &str| {
+            keyward_attest::Pcr::from_hex(hex).with_context(|| format!("attestation.expected_pcrs: {name}"))
+        };
+        Ok(keyward_attest::Measurements {
+            pcr0: pcr("PCR0", &self.pcr0)?,
+            pcr1: pcr("PCR1", &self.pcr1)?,
+            pcr2: pcr("PCR2", &self.pcr2)?,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,6 +65,12 @@ impl CredentialSource {
     }
 }
 
+impl keyward_admission::Credentials for CredentialSource {
+    async fn get(&self) -> Result<AwsCredentials, String> {
+        CredentialSource::get(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{

@@ -1,5 +1,5 @@
-//! One supervisor per configured enclave: connect and authenticate, check who answers, bring
-//! the key up (the decision is [`crate::bringup::next_step`]), keep the health current, and
+//! One supervisor per configured enclave: connect and authenticate, admit who answers, bring
+//! the key and keyring up (all three in `keyward_admission`), keep the health current, and
 //! start over when the connection drops.
 //!
 //! Health reports a stable code for every state that is not `ready`; the details (KMS's
@@ -10,28 +10,21 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use keyward_attest::{Measurements, Pcr, RootCertificate, UnixTime, VerifyOptions};
-use keyward_proto::{
-    AttestRequest, Commit, EnclaveId, ErrorCode, HelloReply, NsmKind, Provision, Request, Response, SealedKey, Status,
-    Unseal, fault::crash_point,
+use keyward_admission::{
+    Db, Expectations, Problem, check_identity, check_image, keyring,
+    master::{BringUpError, MasterBringUp, Progress},
+    rotation::{RotateError, Rotated},
 };
-use keyward_store::StoreError;
+use keyward_attest::UnixTime;
+use keyward_proto::{EnclaveId, ErrorCode, Status};
 use keyward_telemetry::event;
 use keyward_transport::{Address, LinkKey};
 use serde::Serialize;
 
 use crate::{
-    bringup::{Step, next_step},
-    config::{Environment, PcrSet},
     credentials::CredentialSource,
-    db::{Db, row_from_sealed, sealed_from_row},
-    keyring,
-    link::{EnclaveLink, LinkError, unexpected_reply},
+    link::{EnclaveLink, LinkError},
 };
-
-/// Deadline for lifecycle requests, which include a KMS round trip (two for a provision or
-/// rotation, which proves its new row opens).
-pub const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// First reconnect delay. Short, because the usual cause is an enclave restart that is listening
 /// again within tens of milliseconds; the delay doubles up to `MAX_RETRY`.
 const FIRST_RETRY: Duration = Duration::from_millis(25);
@@ -67,19 +60,6 @@ impl Phase {
             Phase::Failed => "failed",
             Phase::Refused => "refused",
         }
-    }
-}
-
-/// Why an enclave is not ready: a stable code for callers, the details for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub code: &'static str,
-    pub detail: String,
-}
-
-impl Problem {
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
-        Problem { code, detail: detail.into() }
     }
 }
 
@@ -128,9 +108,8 @@ pub struct EnclaveSlot {
     pub address: Address,
     health: RwLock<Health>,
     link: RwLock<Option<Arc<EnclaveLink>>>,
-    /// One rotation at a time per enclave through this gateway (the database's
-    /// compare-and-swap guards against anything else).
-    pub(crate) rotation: tokio::sync::Mutex<()>,
+    /// One rotation at a time per enclave through this gateway.
+    rotation: tokio::sync::Mutex<()>,
 }
 
 impl EnclaveSlot {
@@ -213,62 +192,33 @@ impl EnclaveSlot {
         self.set(Phase::Ready, None);
     }
 
-    /// Records a committed rotation's new epoch.
-    pub fn set_epoch(&self, epoch: u32) {
-        write(&self.health).key_epoch = Some(epoch);
+    /// Data-key rotation of this enclave's master key, one at a time through this gateway
+    /// (the database's compare-and-swap guards against anything else).
+    pub async fn rotate(&self, db: &Db, credentials: &CredentialSource) -> Result<Rotated, RotateError> {
+        let _one_at_a_time = self.rotation.lock().await;
+        let link = self.ready_link().ok_or(RotateError::NotReady(self.id))?;
+        let rotated = keyward_admission::rotation::rotate(link.as_ref(), self.id, db, credentials).await?;
+        write(&self.health).key_epoch = Some(rotated.epoch);
+        Ok(rotated)
     }
 
-    /// Records a committed root rotation's new epoch.
-    pub fn set_root_epoch(&self, epoch: u32) {
-        write(&self.health).keyring.root_epoch = Some(epoch);
+    /// Rotation of the keyring root's data key through this enclave, one rotation at a time.
+    pub async fn rotate_root(
+        &self,
+        link: &EnclaveLink,
+        db: &Db,
+        credentials: &CredentialSource,
+    ) -> Result<keyring::RootRotated, Problem> {
+        let _one_at_a_time = self.rotation.lock().await;
+        let rotated = keyring::rotate_root(link, db, credentials).await?;
+        write(&self.health).keyring.root_epoch = Some(rotated.root_epoch);
+        Ok(rotated)
     }
 
     fn clear_link(&self) {
         *write(&self.link) = None;
         write(&self.health).keyring = KeyringHealth::connecting();
     }
-}
-
-/// What the supervisors need to know.
-#[derive(Debug, Clone)]
-pub struct Expectations {
-    pub environment: Environment,
-    pub kms_key_id: String,
-    pub kms_region: String,
-    pub kms_endpoint: String,
-    pub attestation: bool,
-    /// When set, an enclave must prove its image before it gets credentials.
-    pub image: Option<ExpectedImage>,
-}
-
-/// The enclave images this gateway trusts.
-#[derive(Debug, Clone)]
-pub struct ExpectedImage {
-    /// PEM file of the attestation root; `None` for the AWS Nitro Enclaves Root-G1.
-    pub root_pem: Option<std::path::PathBuf>,
-    /// Acceptable PCR0-2 sets, one per build.
-    pub pcr_sets: Vec<PcrSet>,
-}
-
-#[derive(Debug)]
-enum BringUpError {
-    /// Talking to the enclave failed; reconnect.
-    Link(LinkError),
-    /// Bring-up cannot proceed; report and retry later.
-    Failed(Problem),
-}
-
-impl From<LinkError> for BringUpError {
-    fn from(e: LinkError) -> Self {
-        match e {
-            LinkError::Remote(reply) => BringUpError::Failed(Problem::new(reply.code.as_str(), reply.message)),
-            other => BringUpError::Link(other),
-        }
-    }
-}
-
-fn unexpected(request: &str, answer: &Response) -> BringUpError {
-    BringUpError::Link(unexpected_reply(request, answer))
 }
 
 pub struct Supervisor {
@@ -311,8 +261,8 @@ impl Supervisor {
                     continue;
                 }
             };
-            let checked = match self.check_identity(&hello) {
-                Ok(()) => self.check_image(&link).await,
+            let checked = match check_identity(&self.expect, &hello) {
+                Ok(()) => check_image(&self.expect, link.as_ref(), UnixTime::now()).await,
                 Err(problem) => Err(problem),
             };
             if let Err(problem) = checked {
@@ -357,8 +307,14 @@ impl Supervisor {
     async fn keep_keyring_up(&self, link: &EnclaveLink) {
         let mut retry = FIRST_RETRY;
         loop {
-            match keyring::bring_up(link, &self.db, &self.credentials, &self.expect.kms_key_id, &self.expect.kms_region)
-                .await
+            match keyring::bring_up(
+                link,
+                &self.db,
+                self.credentials.as_ref(),
+                &self.expect.kms_key_id,
+                &self.expect.kms_region,
+            )
+            .await
             {
                 Ok(status) => {
                     let ready = KeyringHealth {
@@ -381,173 +337,21 @@ impl Supervisor {
         }
     }
 
-    /// The enclave's pinned configuration must be what this gateway expects.
-    fn check_identity(&self, hello: &HelloReply) -> Result<(), Problem> {
-        let info = &hello.info;
-        let expect = &self.expect;
-        if self.expect.environment == Environment::Production && info.nsm == NsmKind::Mock {
-            return Err(Problem::new(
-                "mock_nsm_refused",
-                "production refuses an enclave running the development (mock) NSM",
-            ));
-        }
-        let mismatch = |what: &str, enclave: &dyn std::fmt::Display, ours: &dyn std::fmt::Display| {
-            Err(Problem::new(
-                "enclave_config_mismatch",
-                format!("enclave is pinned to {what} {enclave} but this gateway expects {ours}"),
-            ))
-        };
-        if info.kms_key_id != expect.kms_key_id {
-            return mismatch("KMS key", &info.kms_key_id, &expect.kms_key_id);
-        }
-        if info.kms_region != expect.kms_region {
-            return mismatch("region", &info.kms_region, &expect.kms_region);
-        }
-        if info.kms_endpoint != expect.kms_endpoint {
-            return mismatch("KMS endpoint", &info.kms_endpoint, &expect.kms_endpoint);
-        }
-        if info.attestation != expect.attestation {
-            return mismatch("attestation", &info.attestation, &expect.attestation);
-        }
-        Ok(())
-    }
-
-    /// Asks the enclave for an attestation document with a fresh nonce and checks it against
-    /// the trusted root and the listed builds (PCR0-2 as whole sets), so credentials only
-    /// ever reach a known image.
-    async fn check_image(&self, link: &EnclaveLink) -> Result<(), Problem> {
-        let Some(image) = &self.expect.image else { return Ok(()) };
-        let rejected = |detail: String| Problem::new("attestation_rejected", detail);
-        let mut nonce = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| rejected("no randomness for the attestation nonce".into()))?;
-        let document =
-            match link.call(Request::Attest(AttestRequest { nonce: nonce.to_vec() }), LIFECYCLE_TIMEOUT).await {
-                Ok(Response::Attestation(document)) => document,
-                Ok(other) => return Err(rejected(format!("enclave answered Attest with {}", other.kind()))),
-                Err(e) => return Err(rejected(format!("enclave could not attest: {e}"))),
-            };
-        let root = match &image.root_pem {
-            None => RootCertificate::aws_nitro_root_g1(),
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read attestation root {}: {e}", path.display()))
-                .and_then(|pem| {
-                    RootCertificate::from_pem(&pem).map_err(|e| format!("attestation root {}: {e}", path.display()))
-                })
-                .map_err(rejected)?,
-        };
-        let builds = image
-            .pcr_sets
-            .iter()
-            .map(|set| {
-                Ok(Measurements {
-                    pcr0: Pcr::from_hex(&set.pcr0)?,
-                    pcr1: Pcr::from_hex(&set.pcr1)?,
-                    pcr2: Pcr::from_hex(&set.pcr2)?,
-                })
-            })
-            .collect::<Result<Vec<_>, keyward_attest::VerifyError>>()
-            .map_err(|e| rejected(format!("attestation.expected_pcrs: {e}")))?;
-        let mut options = VerifyOptions::new(root, UnixTime::now()).expect_nonce(nonce.to_vec()).expect_builds(builds);
-        if self.expect.environment == Environment::Production {
-            options = options.refuse_debug_mode();
-        }
-        keyward_attest::verify(&document, &options)
-            .map_err(|e| rejected(format!("enclave attestation rejected: {e}")))?;
-        Ok(())
-    }
-
     async fn bring_up(&self, link: &EnclaveLink, status: &Status) -> Result<Status, BringUpError> {
-        let id = self.slot.id;
-        let row = self.db.get(id).await.map_err(|e| {
-            BringUpError::Failed(Problem::new(
-                e.code(),
-                format!("cannot read the key row of enclave {id}: {e}; not generating a key"),
-            ))
-        })?;
-        let stored = row.map(sealed_from_row).transpose().map_err(|e| {
-            BringUpError::Failed(Problem::new(
-                "row_damaged",
-                format!("stored row of enclave {id} is damaged: {e}; left untouched"),
-            ))
-        })?;
-        match (next_step(id, stored.as_ref(), status), stored) {
-            (Step::Provision, _) => self.provision(link).await,
-            (Step::Unseal, Some(sealed)) => self.unseal(link, sealed).await,
-            (Step::Ready, _) => Ok(status.clone()),
-            (Step::CommitStoredEpoch(key_epoch), Some(sealed)) => {
-                // The enclave runs from before a gateway restart, and a rotation was stored but
-                // not committed: commit the stored epoch now.
-                let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch };
-                match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
-                    Response::Status(status) => Ok(status),
-                    other => Err(unexpected("Commit", &other)),
-                }
-            }
-            (Step::Refuse(refusal), _) => Err(BringUpError::Failed(Problem::new(refusal.code(), refusal.explain(id)))),
-            (Step::Unseal | Step::CommitStoredEpoch(_), None) => {
-                Err(BringUpError::Failed(Problem::new("internal", "bring-up step needs a row that is not there")))
-            }
-        }
-    }
-
-    async fn unseal(&self, link: &EnclaveLink, sealed: SealedKey) -> Result<Status, BringUpError> {
-        self.slot.set(Phase::Unsealing, None);
-        let credentials = self.credentials.get().await.map_err(|e| BringUpError::Failed(credentials_problem(e)))?;
-        match link.call(Request::Unseal(Unseal { sealed, credentials }), LIFECYCLE_TIMEOUT).await? {
-            Response::Status(status) => Ok(status),
-            other => Err(unexpected("Unseal", &other)),
-        }
-    }
-
-    async fn provision(&self, link: &EnclaveLink) -> Result<Status, BringUpError> {
-        let id = self.slot.id;
-        self.slot.set(Phase::Provisioning, None);
-        tracing::info!(enclave_id = %id, "no key stored for enclave {id}: generating one");
-        let credentials = self.credentials.get().await.map_err(|e| BringUpError::Failed(credentials_problem(e)))?;
-        let request = Provision {
-            enclave_id: id,
-            kms_key_id: self.expect.kms_key_id.clone(),
-            region: self.expect.kms_region.clone(),
-            credentials,
+        let master = MasterBringUp {
+            id: self.slot.id,
+            enclave: link,
+            db: &self.db,
+            credentials: self.credentials.as_ref(),
+            expect: &self.expect,
         };
-        crash_point("gateway:provision:before-kms");
-        let sealed = match link.call(Request::Provision(request), LIFECYCLE_TIMEOUT).await? {
-            Response::Provisioned(sealed) if sealed.enclave_id == id => sealed,
-            Response::Provisioned(sealed) => {
-                return Err(BringUpError::Failed(Problem::new(
-                    "provisioned_for_another_enclave",
-                    format!(
-                        "enclave sealed a key for enclave {} when asked for enclave {id}; nothing stored",
-                        sealed.enclave_id
-                    ),
-                )));
-            }
-            other => return Err(unexpected("Provision", &other)),
-        };
-        crash_point("gateway:provision:before-insert");
-        self.db.insert(row_from_sealed(&sealed)).await.map_err(|e| {
-            let detail = match e {
-                StoreError::AlreadyExists(_) => format!(
-                    "a row for enclave {id} appeared while provisioning; the new key is discarded and the stored one will be unsealed"
-                ),
-                ref other => {
-                    format!("cannot store the new key of enclave {id}: {other}; it was not committed and will never sign")
-                }
-            };
-            BringUpError::Failed(Problem::new(e.code(), detail))
-        })?;
-        tracing::info!(event = event::ROW_STORED, enclave_id = %id, key_epoch = sealed.key_epoch, public_key = %sealed.public_key.to_hex(), "stored the sealed key; committing");
-        crash_point("gateway:provision:before-commit");
-        let commit = Commit { enclave_id: id, public_key: sealed.public_key, key_epoch: sealed.key_epoch };
-        match link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT).await? {
-            Response::Status(status) => Ok(status),
-            other => Err(unexpected("Commit", &other)),
-        }
+        master
+            .run(status, |progress| match progress {
+                Progress::Provisioning => self.slot.set(Phase::Provisioning, None),
+                Progress::Unsealing => self.slot.set(Phase::Unsealing, None),
+            })
+            .await
     }
-}
-
-fn credentials_problem(detail: String) -> Problem {
-    Problem::new("credentials_unavailable", detail)
 }
 
 fn now_unix() -> u64 {

@@ -7,6 +7,9 @@ use axum::{
 use keyward_client::api::ErrorBody;
 use keyward_proto::{ErrorCode, ErrorReply};
 
+use keyward_admission::rotation::RotateError;
+use keyward_proto::EnclaveId;
+
 use crate::link::LinkError;
 
 #[derive(Debug)]
@@ -28,6 +31,30 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// A master-key rotation that did not happen: a status and a stable code (an enclave
+    /// refusal keeps the enclave's code, such as `round_trip_failed` or `kms_denied`).
+    pub fn from_rotation(e: &RotateError, id: EnclaveId) -> Self {
+        let (status, code) = match e {
+            RotateError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
+            RotateError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
+            RotateError::Conflict(_) => (StatusCode::CONFLICT, "rotation_conflict"),
+            RotateError::Enclave(link) => {
+                let link = ApiError::from_link(link.clone());
+                (link.status, link.code)
+            }
+            RotateError::NotCommitted { .. } => {
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "rotation_not_committed",
+                    format!("rotation of enclave {id}: {e}"),
+                );
+            }
+            RotateError::Credentials(_) => (StatusCode::BAD_GATEWAY, "credentials_unavailable"),
+            RotateError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rotation_invalid"),
+        };
+        ApiError::new(status, code, format!("rotation of enclave {id} not applied: {e}"))
     }
 
     pub fn body(&self) -> ErrorBody {

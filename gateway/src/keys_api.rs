@@ -13,6 +13,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::{get, post},
 };
+use keyward_admission::keyring::{key_identity, now_unix, version_row, wrapped_key};
 use keyward_client::keys::{
     CreateKey, CreateKeys, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch, KeySignatureInfo, KeySignatureResult,
     SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
@@ -27,7 +28,6 @@ use serde::Deserialize;
 use crate::{
     api::AppState,
     errors::ApiError,
-    keyring::{key_identity, now_unix, version_row, wrapped_key},
     keys_sign::{key_info, parse_create, parse_sign, signature_info},
     link::{EnclaveLink, unexpected_reply},
 };

@@ -11,6 +11,7 @@ use axum::{
     routing::post,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
+use keyward_admission::keyring::{now_unix, version_row};
 use keyward_client::keys::{ExportKey, ExportedKey, ImportKey, KeyInfo};
 use keyward_keyring::{TRANSFER_CIPHERTEXT_LEN, TRANSFER_PUBLIC_KEY_LEN, TRANSFER_SUITE};
 use keyward_proto::{
@@ -22,7 +23,6 @@ use keyward_store::{KeyRow, NewKey};
 use crate::{
     api::AppState,
     errors::ApiError,
-    keyring::{now_unix, version_row},
     keys_api::{KEY_TIMEOUT, key_name, signing_row, store_error},
     keys_sign::key_info,
     link::{LinkError, unexpected_reply},

@@ -24,25 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the handshake may take.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What can go wrong talking to an enclave.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LinkError {
-    /// Could not connect.
-    #[error("{0}")]
-    Connect(String),
-    /// The connection is gone (or went while the request was in flight).
-    #[error("enclave connection lost: {0}")]
-    Closed(String),
-    /// No reply within the deadline.
-    #[error("enclave did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The enclave answered with an error.
-    #[error("{0}")]
-    Remote(ErrorReply),
-    /// The enclave answered with something that does not fit the request.
-    #[error("unexpected reply from the enclave: {0}")]
-    Protocol(String),
-}
+pub use keyward_admission::{LinkError, unexpected_reply};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, LinkError>>>>>;
 
@@ -199,13 +181,14 @@ fn shut(pending: &Pending, closed: &watch::Sender<Option<String>>, reason: Strin
     }
 }
 
-/// The error for an answer that does not fit the request.
-pub fn unexpected_reply(request: &str, answer: &Response) -> LinkError {
-    LinkError::Protocol(format!("{request} answered with {}", answer.kind()))
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The map stays consistent even if a holder panicked: every operation is a single
     // insert/remove/drain.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl keyward_admission::Enclave for EnclaveLink {
+    async fn call(&self, request: Request, timeout: Duration) -> Result<Response, LinkError> {
+        EnclaveLink::call(self, request, timeout).await
+    }
 }

@@ -2,13 +2,10 @@
 
 mod api;
 mod auth;
-mod bringup;
 mod config;
 mod credentials;
-mod db;
 mod enclaves;
 mod errors;
-mod keyring;
 mod keys_api;
 mod keys_sign;
 mod keys_transfer;
@@ -17,7 +14,6 @@ mod link;
 mod nitro_cmd;
 mod policy_cmd;
 mod relay;
-mod rotation;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
@@ -26,11 +22,12 @@ use clap::{Parser, Subcommand};
 use keyward_telemetry::event;
 use keyward_transport::{LinkKey, Listener};
 
+use keyward_admission::{Db, Expectations, ExpectedImage};
+
 use crate::{
     config::{Config, Environment},
     credentials::CredentialSource,
-    db::Db,
-    enclaves::{EnclaveSlot, Expectations, ExpectedImage, Supervisor},
+    enclaves::{EnclaveSlot, Supervisor},
 };
 
 /// `/v1/attestation`: documents per second, and the burst above it. Each costs the enclave a
@@ -159,10 +156,14 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         kms_region: config.kms_region.clone(),
         kms_endpoint: config.kms_endpoint.url().to_owned(),
         attestation: config.attestation,
-        image: (!config.expected_pcrs.is_empty()).then(|| ExpectedImage {
-            root_pem: config.attestation_root_pem.clone(),
-            pcr_sets: config.expected_pcrs.clone(),
-        }),
+        image: (!config.expected_pcrs.is_empty())
+            .then(|| {
+                Ok::<_, anyhow::Error>(ExpectedImage {
+                    root_pem: config.attestation_root_pem.clone(),
+                    builds: config.expected_pcrs.iter().map(config::PcrSet::measurements).collect::<Result<_, _>>()?,
+                })
+            })
+            .transpose()?,
     };
     let mut slots = BTreeMap::new();
     for target in &config.enclaves {

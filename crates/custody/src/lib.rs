@@ -1,7 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod cache;
+mod core;
 mod keyring;
+mod master;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 
 use std::{collections::BTreeMap, future::Future};
 
@@ -9,7 +13,9 @@ use keyward_proto::{AwsCredentials, ErrorReply};
 use keyward_seal::DataKey;
 
 pub use cache::KeyCache;
+pub use core::EnclaveCore;
 pub use keyring::{Keyring, root_context};
+pub use master::{Master, master_context};
 
 /// A KMS encryption context: authenticated by KMS and logged in CloudTrail, so a data key
 /// decrypts only for the row it was made for.

@@ -2,93 +2,19 @@
 //! that binds each data key to its encryption context (as KMS does) and can be told to refuse
 //! `Decrypt`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use aes_gcm::{
-    Aes256Gcm, KeyInit, Nonce,
-    aead::{Aead, Payload},
-};
 use keyward_proto::{
     Digest, KeyFlags, KeyName, KeyType, KeyVersion, MessageHash, Origin, SignAlgorithm, SignFormat, SignPayload,
 };
-use keyward_seal::DataKey;
 
 use super::*;
-use crate::NewDataKey;
-
-const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-
-#[derive(Default)]
-pub(super) struct FakeKms {
-    deny_decrypt: AtomicBool,
-    decrypts: AtomicUsize,
-}
-
-fn aad(context: &EncryptionContext) -> Vec<u8> {
-    context.iter().flat_map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes(), b";"].concat()).collect()
-}
-
-const KMS_MASTER: [u8; 32] = [0x4b; 32];
-
-impl DataKeySource for FakeKms {
-    async fn generate(&self, _: &AwsCredentials, context: &EncryptionContext) -> Result<NewDataKey, ErrorReply> {
-        let mut dek = [0u8; 32];
-        getrandom::fill(&mut dek).unwrap();
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).unwrap();
-        let sealed = Aes256Gcm::new(&KMS_MASTER.into())
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &dek, aad: &aad(context) })
-            .unwrap();
-        Ok(NewDataKey {
-            dek: DataKey::from_slice(&dek).unwrap(),
-            ciphertext_blob: [&nonce[..], &sealed].concat(),
-            key_arn: ARN.into(),
-        })
-    }
-
-    async fn decrypt(
-        &self,
-        _: &AwsCredentials,
-        blob: &[u8],
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, String), ErrorReply> {
-        self.decrypts.fetch_add(1, Ordering::Relaxed);
-        if self.deny_decrypt.load(Ordering::Relaxed) {
-            return Err(ErrorReply::new(
-                ErrorCode::KmsDenied,
-                "AccessDeniedException: Decrypt denied by the key policy",
-            ));
-        }
-        if blob.len() < 12 {
-            return Err(ErrorReply::new(ErrorCode::KmsInvalidCiphertext, "InvalidCiphertextException"));
-        }
-        let (nonce, sealed) = blob.split_at(12);
-        let dek = Aes256Gcm::new(&KMS_MASTER.into())
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad(context) })
-            .map_err(|_| ErrorReply::new(ErrorCode::KmsInvalidCiphertext, "InvalidCiphertextException"))?;
-        Ok((DataKey::from_slice(&dek).unwrap(), ARN.into()))
-    }
-}
-
-struct OsRandom;
-
-impl Randomness for OsRandom {
-    fn fill(&self, out: &mut [u8]) -> Result<(), String> {
-        getrandom::fill(out).map_err(|e| e.to_string())
-    }
-}
+use crate::memory::{MEMORY_KMS_ARN as ARN, MemoryKms as FakeKms, OsRandom, test_credentials};
 
 pub(super) fn keyring() -> Keyring<FakeKms> {
     Keyring::new(FakeKms::default(), Arc::new(OsRandom), ARN.into(), "us-east-1".into(), 16).unwrap()
 }
 
 fn credentials() -> AwsCredentials {
-    AwsCredentials {
-        access_key_id: "AKIA".into(),
-        secret_access_key: zeroize::Zeroizing::new("secret".into()),
-        session_token: None,
-        expires_at: None,
-    }
+    test_credentials()
 }
 
 fn identity(name: &str, key_type: KeyType) -> KeyIdentity {
@@ -166,7 +92,7 @@ async fn a_second_enclave_unseals_the_same_root_and_uses_the_first_ones_keys() {
 #[tokio::test]
 async fn a_root_that_would_not_open_is_never_handed_out() {
     let keyring = keyring();
-    keyring.data_keys.deny_decrypt.store(true, Ordering::Relaxed);
+    keyring.data_keys.deny_decrypt(true);
     let err = keyring.provision_root(ARN, "us-east-1", &credentials()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::RoundTripFailed);
     assert_eq!(keyring.status().phase, KeyringPhase::Empty, "nothing was kept");
@@ -195,7 +121,7 @@ async fn root_rotation_proves_the_new_row_and_keeps_every_key() {
     other.sign(&request).unwrap();
     // A rotation must start from the loaded epoch; with Decrypt refused it stores nothing.
     assert_eq!(keyring.rotate_root(&sealed, &credentials()).await.unwrap_err().code, ErrorCode::BadRequest);
-    keyring.data_keys.deny_decrypt.store(true, Ordering::Relaxed);
+    keyring.data_keys.deny_decrypt(true);
     assert_eq!(keyring.rotate_root(&rotated, &credentials()).await.unwrap_err().code, ErrorCode::RoundTripFailed);
 }
 

@@ -16,12 +16,7 @@ use keyward_proto::{
 use keyward_store::{KeyRow, RootRow, StoreError, VersionRow};
 use keyward_telemetry::event;
 
-use crate::{
-    credentials::CredentialSource,
-    db::Db,
-    enclaves::{LIFECYCLE_TIMEOUT, Problem},
-    link::{EnclaveLink, LinkError, unexpected_reply},
-};
+use crate::{Credentials, Db, Enclave, LIFECYCLE_TIMEOUT, LinkError, Problem, unexpected_reply};
 
 /// Unix seconds now.
 pub fn now_unix() -> i64 {
@@ -104,7 +99,7 @@ fn remote(e: LinkError) -> Problem {
     }
 }
 
-async fn call(link: &EnclaveLink, request: Request, what: &str) -> Result<Response, Problem> {
+async fn call(link: &impl Enclave, request: Request, what: &str) -> Result<Response, Problem> {
     link.call(request, LIFECYCLE_TIMEOUT).await.map_err(|e| {
         let mut problem = remote(e);
         problem.detail = format!("{what}: {}", problem.detail);
@@ -112,7 +107,7 @@ async fn call(link: &EnclaveLink, request: Request, what: &str) -> Result<Respon
     })
 }
 
-async fn expect_status(link: &EnclaveLink, request: Request, what: &str) -> Result<KeyringStatus, Problem> {
+async fn expect_status(link: &impl Enclave, request: Request, what: &str) -> Result<KeyringStatus, Problem> {
     match call(link, request, what).await? {
         Response::Keyring(status) => Ok(status),
         other => Err(Problem::new("enclave_protocol", unexpected_reply(what, &other).to_string())),
@@ -122,9 +117,9 @@ async fn expect_status(link: &EnclaveLink, request: Request, what: &str) -> Resu
 /// Brings the keyring up in the enclave behind `link`: the stored root unsealed, or, when the
 /// database has none, a new root made, stored (first INSERT wins) and committed.
 pub async fn bring_up(
-    link: &EnclaveLink,
+    link: &impl Enclave,
     db: &Db,
-    credentials: &CredentialSource,
+    credentials: &impl Credentials,
     kms_key_id: &str,
     region: &str,
 ) -> Result<KeyringStatus, Problem> {
@@ -159,8 +154,8 @@ pub async fn bring_up(
 }
 
 async fn unseal(
-    link: &EnclaveLink,
-    credentials: &CredentialSource,
+    link: &impl Enclave,
+    credentials: &impl Credentials,
     root: SealedRoot,
 ) -> Result<KeyringStatus, Problem> {
     let credentials = credentials.get().await.map_err(|e| Problem::new("credentials_unavailable", e))?;
@@ -168,9 +163,9 @@ async fn unseal(
 }
 
 async fn provision(
-    link: &EnclaveLink,
+    link: &impl Enclave,
     db: &Db,
-    credentials: &CredentialSource,
+    credentials: &impl Credentials,
     kms_key_id: &str,
     region: &str,
 ) -> Result<KeyringStatus, Problem> {
@@ -210,7 +205,7 @@ pub use keyward_client::keys::RootRotated;
 
 /// Root rotation: a new data key for the same root (`epoch + 1`), stored by compare-and-swap,
 /// then committed. Keys keep working throughout.
-pub async fn rotate_root(link: &EnclaveLink, db: &Db, credentials: &CredentialSource) -> Result<RootRotated, Problem> {
+pub async fn rotate_root(link: &impl Enclave, db: &Db, credentials: &impl Credentials) -> Result<RootRotated, Problem> {
     let stored = db
         .root()
         .await

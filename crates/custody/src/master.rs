@@ -9,37 +9,46 @@
 
 use std::sync::{Arc, RwLock};
 
-use keyward_attest::{AttestationRequest, Nsm};
 use keyward_proto::{
-    AttestRequest, Commit, CompressedPublicKey, EnclaveId, EnclaveState, ErrorCode, ErrorReply, Provision,
+    AwsCredentials, Commit, CompressedPublicKey, EnclaveId, EnclaveState, ErrorCode, ErrorReply, Provision,
     PublicKeyInfo, Rotate, Scheme, SealedKey, SignRequest, SignatureReply, Status, Unseal, fault::crash_point,
 };
 use keyward_seal::{MasterKey, SealBinding, SealError};
 use keyward_telemetry::event;
 use tokio::sync::Mutex;
 
-use crate::{
-    attestations::Attestations,
-    datakey::{DataKeys, encryption_context},
-};
+use crate::{DataKeySource, EncryptionContext, Randomness};
 
 type Reply<T> = Result<T, ErrorReply>;
 
-/// Largest nonce accepted for an attestation document.
-pub const MAX_NONCE_LEN: usize = 512;
-
-#[derive(Debug)]
-pub struct Vault {
-    state: RwLock<State>,
-    lifecycle: Mutex<()>,
-    keys: Arc<DataKeys>,
-    nsm: Arc<dyn Nsm>,
-    attestations: Attestations,
-    /// The keyring's transfer key, the `public_key` of every `/v1/attestation` document.
-    transfer_public_key: [u8; 32],
+/// The KMS encryption context of a master key's data key. KMS authenticates it and logs it
+/// in CloudTrail, so a data key only decrypts for the row it was made for.
+pub fn master_context(enclave_id: EnclaveId, key_epoch: u32, public_key_hex: &str) -> EncryptionContext {
+    EncryptionContext::from([
+        ("keyward:enclave_id".to_owned(), enclave_id.to_string()),
+        ("keyward:key_epoch".to_owned(), key_epoch.to_string()),
+        ("keyward:public_key".to_owned(), public_key_hex.to_owned()),
+    ])
 }
 
-#[derive(Debug, Default)]
+/// The master key of one enclave.
+pub struct Master<D> {
+    state: RwLock<State>,
+    lifecycle: Mutex<()>,
+    data_keys: D,
+    random: Arc<dyn Randomness>,
+    /// The KMS key and region this enclave is pinned to.
+    pinned_key_id: String,
+    pinned_region: String,
+}
+
+impl<D> std::fmt::Debug for Master<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master").field("pinned_key_id", &self.pinned_key_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 enum State {
     #[default]
     Empty,
@@ -47,7 +56,7 @@ enum State {
     Ready(Loaded),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Loaded {
     key: Arc<MasterKey>,
     enclave_id: EnclaveId,
@@ -56,16 +65,10 @@ struct Loaded {
     rotating_to: Option<u32>,
 }
 
-impl Vault {
-    pub fn new(keys: Arc<DataKeys>, nsm: Arc<dyn Nsm>, transfer_public_key: [u8; 32]) -> Self {
-        Vault {
-            state: RwLock::default(),
-            lifecycle: Mutex::new(()),
-            keys,
-            attestations: Attestations::new(nsm.clone()),
-            nsm,
-            transfer_public_key,
-        }
+impl<D: DataKeySource> Master<D> {
+    /// No key loaded yet; data keys come from `data_keys`, under the pinned KMS key.
+    pub fn new(data_keys: D, random: Arc<dyn Randomness>, pinned_key_id: String, pinned_region: String) -> Self {
+        Master { state: RwLock::default(), lifecycle: Mutex::new(()), data_keys, random, pinned_key_id, pinned_region }
     }
 
     pub fn status(&self) -> Status {
@@ -96,7 +99,7 @@ impl Vault {
             ));
         }
         self.check_pinned(&request.kms_key_id, &request.region)?;
-        let key = MasterKey::generate(|buf| self.nsm.random(buf))
+        let key = MasterKey::generate(|buf: &mut [u8]| self.random.fill(buf))
             .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
         crash_point("enclave:provision:before-kms");
         let sealed = self.seal(&key, request.enclave_id, 1, &request.credentials).await?;
@@ -232,38 +235,27 @@ impl Vault {
         }
     }
 
-    /// A fresh attestation document whose `nonce` is the caller's, whose `user_data` is the
-    /// 33-byte compressed master public key once one is committed, and whose `public_key` is
-    /// the keyring's transfer key, for imports (made by [`Attestations`], off the async
-    /// workers).
-    pub async fn attest(&self, request: AttestRequest) -> Reply<Vec<u8>> {
-        if request.nonce.len() > MAX_NONCE_LEN {
-            return Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                format!("nonce is {} bytes; at most {MAX_NONCE_LEN}", request.nonce.len()),
-            ));
-        }
-        // Before a key exists the document still proves the image (the gateway checks PCRs
-        // before trusting an enclave); afterwards user_data binds the master public key.
-        let user_data = match &*self.read() {
-            State::Ready(l) => Some(l.key.public_key().to_vec()),
+    /// The committed master public key (compressed), which attestation documents carry as
+    /// `user_data`; `None` before one is committed.
+    pub fn committed_public_key(&self) -> Option<[u8; 33]> {
+        match &*self.read() {
+            State::Ready(l) => Some(l.key.public_key()),
             _ => None,
-        };
-        let public_key = Some(self.transfer_public_key.to_vec());
-        self.attestations.attest(AttestationRequest { public_key, user_data, nonce: Some(request.nonce) }).await
+        }
     }
 
     /// Recovers the data key of a stored row with attested `Decrypt`, checks the row's KMS
     /// key, and opens the seal (which checks the public key). Nothing is kept on failure.
-    async fn open_row(&self, sealed: &SealedKey, credentials: &keyward_proto::AwsCredentials) -> Reply<MasterKey> {
+    async fn open_row(&self, sealed: &SealedKey, credentials: &AwsCredentials) -> Reply<MasterKey> {
         self.check_row_key_id(sealed)?;
-        let context = encryption_context(sealed.enclave_id, sealed.key_epoch, &sealed.public_key.to_hex());
-        let (dek, arn) = self.keys.decrypt(credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {
-            ErrorReply::new(
-                e.code,
-                format!("cannot recover the data key of enclave {}: {}", sealed.enclave_id, e.message),
-            )
-        })?;
+        let context = master_context(sealed.enclave_id, sealed.key_epoch, &sealed.public_key.to_hex());
+        let (dek, arn) =
+            self.data_keys.decrypt(credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {
+                ErrorReply::new(
+                    e.code,
+                    format!("cannot recover the data key of enclave {}: {}", sealed.enclave_id, e.message),
+                )
+            })?;
         if arn != sealed.kms_key_id {
             return Err(ErrorReply::new(
                 ErrorCode::KmsKeyMismatch,
@@ -278,12 +270,7 @@ impl Vault {
 
     /// Opens a newly sealed row as a restart would, before it is handed out: a row that does
     /// not open again is never stored.
-    async fn prove_round_trip(
-        &self,
-        sealed: &SealedKey,
-        key: &MasterKey,
-        credentials: &keyward_proto::AwsCredentials,
-    ) -> Reply<()> {
+    async fn prove_round_trip(&self, sealed: &SealedKey, key: &MasterKey, credentials: &AwsCredentials) -> Reply<()> {
         let fail = |cause: ErrorReply| {
             tracing::error!(event = event::ROUND_TRIP_FAILED, enclave_id = %sealed.enclave_id, key_epoch = sealed.key_epoch, cause = cause.code.as_str(), "a newly sealed row did not open again; discarded");
             ErrorReply::new(
@@ -306,13 +293,13 @@ impl Vault {
         key: &MasterKey,
         enclave_id: EnclaveId,
         key_epoch: u32,
-        credentials: &keyward_proto::AwsCredentials,
+        credentials: &AwsCredentials,
     ) -> Reply<SealedKey> {
         let public_key = CompressedPublicKey(key.public_key());
-        let context = encryption_context(enclave_id, key_epoch, &public_key.to_hex());
-        let new = self.keys.generate(credentials, &context).await?;
+        let context = master_context(enclave_id, key_epoch, &public_key.to_hex());
+        let new = self.data_keys.generate(credentials, &context).await?;
         let mut nonce = [0u8; 12];
-        self.nsm.random(&mut nonce).map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
+        self.random.fill(&mut nonce).map_err(|e| ErrorReply::new(ErrorCode::Internal, e))?;
         let binding =
             SealBinding { enclave_id: enclave_id.0, key_epoch, public_key: &public_key.0, kms_key_id: &new.key_arn };
         let encrypted_private_key = keyward_seal::seal(key, &new.dek, &binding, nonce).map_err(seal_error)?;
@@ -329,13 +316,12 @@ impl Vault {
     /// The gateway's expectation must agree with the enclave's pinned configuration: the
     /// host must not be able to choose which KMS key wraps the data key.
     fn check_pinned(&self, kms_key_id: &str, region: &str) -> Reply<()> {
-        if kms_key_id != self.keys.key_id || region != self.keys.kms.region() {
+        if kms_key_id != self.pinned_key_id || region != self.pinned_region {
             return Err(ErrorReply::new(
                 ErrorCode::ConfigMismatch,
                 format!(
                     "gateway asked for KMS key {kms_key_id} in {region}, but this enclave is pinned to {} in {}",
-                    self.keys.key_id,
-                    self.keys.kms.region()
+                    self.pinned_key_id, self.pinned_region
                 ),
             ));
         }
@@ -345,7 +331,7 @@ impl Vault {
     /// A row sealed under another KMS key than the pinned one is refused before any KMS
     /// call. (With an alias pinned, in development, KMS's answer names the key instead.)
     fn check_row_key_id(&self, sealed: &SealedKey) -> Reply<()> {
-        let pinned = &self.keys.key_id;
+        let pinned = &self.pinned_key_id;
         if keyward_kms::KeyArn::parse(pinned).is_ok() && *pinned != sealed.kms_key_id {
             return Err(ErrorReply::new(
                 ErrorCode::ConfigMismatch,
@@ -430,3 +416,6 @@ fn not_ready() -> ErrorReply {
         "no committed master key yet: the gateway has not provisioned+committed or unsealed it",
     )
 }
+
+#[cfg(test)]
+mod tests;

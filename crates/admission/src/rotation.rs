@@ -1,7 +1,6 @@
 //! Data-key rotation of an enclave's master key, driven by the gateway: the enclave reseals
 //! (and proves the new row opens), the row is replaced by compare-and-swap, the enclave commits.
 
-use axum::http::StatusCode;
 use keyward_proto::{
     Commit, EnclaveId, Request, Response, Rotate,
     fault::{crash_point, pause_point},
@@ -10,11 +9,7 @@ use keyward_store::StoreError;
 use keyward_telemetry::event;
 
 use crate::{
-    credentials::CredentialSource,
-    db::{Db, row_from_sealed, sealed_from_row},
-    enclaves::{EnclaveSlot, LIFECYCLE_TIMEOUT},
-    errors::ApiError,
-    link::{LinkError, unexpected_reply},
+    Credentials, Db, Enclave, LIFECYCLE_TIMEOUT, LinkError, row_from_sealed, sealed_from_row, unexpected_reply,
 };
 
 /// Why a rotation did not happen.
@@ -47,34 +42,6 @@ pub enum RotateError {
     Invalid(String),
 }
 
-impl RotateError {
-    /// The HTTP answer: a status and a stable code (an enclave refusal keeps the enclave's
-    /// code, such as `round_trip_failed` or `kms_denied`).
-    pub fn to_api(&self, id: EnclaveId) -> ApiError {
-        let (status, code) = match self {
-            RotateError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready"),
-            RotateError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.code()),
-            RotateError::Conflict(_) => (StatusCode::CONFLICT, "rotation_conflict"),
-            RotateError::Enclave(e) => {
-                // The enclave's own code and status (`round_trip_failed`, `kms_denied`,
-                // `enclave_not_ready`...), or the link's.
-                let link = ApiError::from_link(e.clone());
-                (link.status, link.code)
-            }
-            RotateError::NotCommitted { .. } => {
-                return ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "rotation_not_committed",
-                    format!("rotation of enclave {id}: {self}"),
-                );
-            }
-            RotateError::Credentials(_) => (StatusCode::BAD_GATEWAY, "credentials_unavailable"),
-            RotateError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rotation_invalid"),
-        };
-        ApiError::new(status, code, format!("rotation of enclave {id} not applied: {self}"))
-    }
-}
-
 /// What a rotation did.
 #[derive(Debug)]
 pub struct Rotated {
@@ -87,16 +54,19 @@ pub struct Rotated {
 /// row is replaced by compare-and-swap on the old epoch, then the enclave commits. A crash
 /// between the steps leaves either the old row (which still opens) or the new row (which
 /// opens too, and is committed on the next bring-up). Signing continues throughout.
-pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource) -> Result<Rotated, RotateError> {
-    let _one_at_a_time = slot.rotation.lock().await;
-    let link = slot.ready_link().ok_or(RotateError::NotReady(slot.id))?;
-    let row = db.get(slot.id).await.map_err(RotateError::Store)?.ok_or(RotateError::NotReady(slot.id))?;
+pub async fn rotate(
+    enclave: &impl Enclave,
+    id: EnclaveId,
+    db: &Db,
+    credentials: &impl Credentials,
+) -> Result<Rotated, RotateError> {
+    let row = db.get(id).await.map_err(RotateError::Store)?.ok_or(RotateError::NotReady(id))?;
     let sealed = sealed_from_row(row).map_err(RotateError::Invalid)?;
     let previous_epoch = sealed.key_epoch;
     let credentials = credentials.get().await.map_err(RotateError::Credentials)?;
     let request = Request::Rotate(Rotate { sealed: sealed.clone(), credentials });
     crash_point("gateway:rotate:before-kms");
-    let new = match link.call(request, LIFECYCLE_TIMEOUT).await {
+    let new = match enclave.call(request, LIFECYCLE_TIMEOUT).await {
         Ok(Response::Rotated(new)) => new,
         Ok(other) => {
             return Err(RotateError::Enclave(unexpected_reply("Rotate", &other)));
@@ -113,12 +83,12 @@ pub async fn rotate(slot: &EnclaveSlot, db: &Db, credentials: &CredentialSource)
         e @ StoreError::EpochConflict { .. } => RotateError::Conflict(e),
         other => RotateError::Store(other),
     })?;
-    tracing::info!(event = event::ROW_STORED, enclave_id = %slot.id, key_epoch = new.key_epoch, "stored the rotated row; committing");
+    tracing::info!(event = event::ROW_STORED, enclave_id = %id, key_epoch = new.key_epoch, "stored the rotated row; committing");
     crash_point("gateway:rotate:before-commit");
-    let commit = Commit { enclave_id: slot.id, public_key: new.public_key, key_epoch: new.key_epoch };
-    link.call(Request::Commit(commit), LIFECYCLE_TIMEOUT)
+    let commit = Commit { enclave_id: id, public_key: new.public_key, key_epoch: new.key_epoch };
+    enclave
+        .call(Request::Commit(commit), LIFECYCLE_TIMEOUT)
         .await
         .map_err(|error| RotateError::NotCommitted { epoch: new.key_epoch, error })?;
-    slot.set_epoch(new.key_epoch);
     Ok(Rotated { public_key_hex: new.public_key.to_hex(), previous_epoch, epoch: new.key_epoch })
 }

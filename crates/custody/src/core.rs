@@ -1,0 +1,89 @@
+//! One enclave's answers to the gateway's requests: the master key and the keyring behind one
+//! dispatcher. The enclave binary adds the link's handshake and attestation documents (the
+//! NSM's); everything else it answers comes from here, so the gateway's domain core can be
+//! tested against this very code in one process.
+
+use std::sync::Arc;
+
+use keyward_proto::{ErrorCode, ErrorReply, Request, Response, fault::crash_point};
+
+use crate::{DataKeySource, Keyring, Master};
+
+/// The master key and keyring of one enclave.
+pub struct EnclaveCore<D> {
+    pub master: Arc<Master<D>>,
+    pub keyring: Arc<Keyring<D>>,
+}
+
+impl<D: DataKeySource> std::fmt::Debug for EnclaveCore<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnclaveCore").field("master", &self.master.status()).field("keyring", &self.keyring).finish()
+    }
+}
+
+impl<D> Clone for EnclaveCore<D> {
+    fn clone(&self) -> Self {
+        EnclaveCore { master: self.master.clone(), keyring: self.keyring.clone() }
+    }
+}
+
+impl<D: DataKeySource + 'static> EnclaveCore<D> {
+    /// Answers `request`. The handshake (`Hello`, `Authenticate`) and `Attest` are the
+    /// caller's: they are refused here.
+    pub async fn handle(&self, request: Request) -> Result<Response, ErrorReply> {
+        let (master, keyring) = (&self.master, &self.keyring);
+        match request {
+            Request::RootProvision(p) => {
+                keyring.provision_root(&p.kms_key_id, &p.region, &p.credentials).await.map(Response::RootSealed)
+            }
+            Request::RootCommit(c) => keyring.commit_root(c.root_id, c.root_epoch).await.map(Response::Keyring),
+            Request::RootUnseal(u) => keyring.unseal_root(&u.sealed, &u.credentials).await.map(Response::Keyring),
+            Request::RootRotate(r) => keyring.rotate_root(&r.sealed, &r.credentials).await.map(Response::RootSealed),
+            Request::KeyringStatus => Ok(Response::Keyring(keyring.status())),
+            // Key generation and signing are CPU work: off the async workers.
+            Request::KeyCreate(c) => {
+                let keyring = keyring.clone();
+                let created = blocking(move || keyring.create(&c.keys).map(Response::WrappedKeys)).await;
+                crash_point("enclave:keys:created");
+                created
+            }
+            Request::KeySign(s) => {
+                let keyring = keyring.clone();
+                blocking(move || keyring.sign(&s).map(Response::KeySignature)).await
+            }
+            Request::KeyImport(i) => {
+                let keyring = keyring.clone();
+                blocking(move || keyring.import(&i).map(|row| Response::WrappedKeys(vec![row]))).await
+            }
+            Request::KeyExport(e) => {
+                let keyring = keyring.clone();
+                blocking(move || keyring.export(&e).map(Response::ExportedKey)).await
+            }
+            Request::KeySignBatch(items) => {
+                let keyring = keyring.clone();
+                blocking(move || Ok(Response::KeySignatures(items.iter().map(|s| keyring.sign(s)).collect()))).await
+            }
+            Request::Provision(p) => master.provision(p).await.map(Response::Provisioned),
+            Request::Commit(c) => master.commit(c).await.map(Response::Status),
+            Request::Unseal(u) => master.unseal(u).await.map(Response::Status),
+            Request::Rotate(r) => master.rotate(r).await.map(Response::Rotated),
+            Request::Sign(s) => master.sign(&s).map(Response::Signature),
+            Request::SignBatch(items) => master.sign_batch(&items).map(Response::Signatures),
+            Request::PublicKey => master.public_key().map(Response::PublicKey),
+            Request::Status => Ok(Response::Status(master.status())),
+            Request::Hello(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "Hello was already exchanged")),
+            Request::Authenticate(_) => {
+                Err(ErrorReply::new(ErrorCode::BadRequest, "this connection is already authenticated"))
+            }
+            _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
+        }
+    }
+}
+
+async fn blocking(
+    work: impl FnOnce() -> Result<Response, ErrorReply> + Send + 'static,
+) -> Result<Response, ErrorReply> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err(ErrorReply::new(ErrorCode::Internal, "request handler failed unexpectedly")))
+}
