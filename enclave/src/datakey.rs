@@ -17,7 +17,7 @@ use keyward_kms::{
 };
 use keyward_proto::{AwsCredentials, ErrorCode, ErrorReply};
 use keyward_seal::DataKey;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Talks to KMS on behalf of the master key and the keyring.
 #[derive(Debug)]
@@ -72,6 +72,23 @@ impl DataKeys {
         Ok((dek, response.key_id))
     }
 
+    /// `len` random bytes from KMS `GenerateRandom`, answered (with attestation) only to
+    /// this process's RSA key.
+    pub async fn random(&self, credentials: &AwsCredentials, len: u16) -> Result<Zeroizing<Vec<u8>>, ErrorReply> {
+        let recipient = self.recipient().await?;
+        let document = recipient.as_ref().map(|r| r.document.clone());
+        let mut response =
+            self.kms.generate_random(sdk_credentials(credentials), len, document).await.map_err(kms_error)?;
+        let bytes = extract_bytes(&mut response, recipient.as_ref())?;
+        if bytes.len() != usize::from(len) {
+            return Err(ErrorReply::new(
+                ErrorCode::KmsAnswerRefused,
+                format!("KMS GenerateRandom returned {} bytes, {len} were asked for", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// A fresh RSA key pair and an attestation document for it (RSA key generation takes
     /// tens of milliseconds, so it runs off the async workers).
     async fn recipient(&self) -> Result<Option<Recipient>, ErrorReply> {
@@ -110,6 +127,10 @@ impl DataKeySource for DataKeys {
     ) -> Result<(DataKey, String), ErrorReply> {
         DataKeys::decrypt(self, credentials, ciphertext_blob, context).await
     }
+
+    async fn random(&self, credentials: &AwsCredentials, len: u16) -> Result<Zeroizing<Vec<u8>>, ErrorReply> {
+        DataKeys::random(self, credentials, len).await
+    }
 }
 
 /// The NSM's randomness, for the keyring.
@@ -123,12 +144,20 @@ impl keyward_custody::Randomness for NsmRandom {
 }
 
 fn extract(response: &mut DataKeyResponse, recipient: Option<&Recipient>) -> Result<DataKey, ErrorReply> {
+    to_data_key(&extract_bytes(response, recipient)?)
+}
+
+/// The secret bytes of a KMS answer: `Plaintext` without attestation; with it only
+/// `CiphertextForRecipient`, opened with the recipient key.
+fn extract_bytes(
+    response: &mut DataKeyResponse,
+    recipient: Option<&Recipient>,
+) -> Result<Zeroizing<Vec<u8>>, ErrorReply> {
     let Some(recipient) = recipient else {
-        let plaintext = response
+        return response
             .plaintext
             .take()
-            .ok_or_else(|| ErrorReply::new(ErrorCode::KmsUnavailable, "KMS returned no Plaintext data key"))?;
-        return to_data_key(&plaintext);
+            .ok_or_else(|| ErrorReply::new(ErrorCode::KmsUnavailable, "KMS returned no Plaintext"));
     };
     if let Some(mut plaintext) = response.plaintext.take() {
         plaintext.zeroize();
@@ -140,10 +169,8 @@ fn extract(response: &mut DataKeyResponse, recipient: Option<&Recipient>) -> Res
     let wrapped = response.ciphertext_for_recipient.take().ok_or_else(|| {
         ErrorReply::new(ErrorCode::KmsAnswerRefused, "KMS answered an attested request without CiphertextForRecipient")
     })?;
-    let plaintext = cms::decrypt_for_recipient(&wrapped, &recipient.key).map_err(|e| {
-        ErrorReply::new(ErrorCode::KmsAnswerRefused, format!("cannot open CiphertextForRecipient: {e}"))
-    })?;
-    to_data_key(&plaintext)
+    cms::decrypt_for_recipient(&wrapped, &recipient.key)
+        .map_err(|e| ErrorReply::new(ErrorCode::KmsAnswerRefused, format!("cannot open CiphertextForRecipient: {e}")))
 }
 
 fn to_data_key(plaintext: &[u8]) -> Result<DataKey, ErrorReply> {

@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/keyring/rotate", post(rotate_keyring_root))
         .merge(crate::keys_api::routes())
         .merge(crate::keys_transfer::routes())
+        .merge(crate::keys_crypt::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")

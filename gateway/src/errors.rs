@@ -106,7 +106,10 @@ impl ApiError {
             | ErrorCode::NotASigningKey
             | ErrorCode::UnsupportedScheme
             | ErrorCode::TransferDoesNotOpen
-            | ErrorCode::InvalidKeyMaterial => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidKeyMaterial
+            | ErrorCode::DecryptionFailed
+            | ErrorCode::CiphertextMalformed
+            | ErrorCode::UnsupportedOperation => StatusCode::BAD_REQUEST,
             ErrorCode::KeyNotExportable | ErrorCode::UnknownTransferKey => StatusCode::CONFLICT,
             ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => {

@@ -93,7 +93,7 @@ fn usable(key: &KeyRow) -> Result<(), ApiError> {
 }
 
 /// An enclave whose keyring is ready (any: they all hold the same root).
-fn keyring_link(app: &AppState) -> Result<Arc<EnclaveLink>, ApiError> {
+pub(crate) fn keyring_link(app: &AppState) -> Result<Arc<EnclaveLink>, ApiError> {
     app.enclaves.values().find_map(|slot| slot.keyring_link()).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -157,6 +157,7 @@ async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, Ap
                 deletion_due: None,
                 created_at: now,
                 revision: 1,
+                min_decryption_version: 1,
             },
             version: version_row(row, now),
         })

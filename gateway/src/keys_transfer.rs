@@ -132,6 +132,7 @@ async fn import(
             deletion_due: None,
             created_at: now,
             revision: 1,
+            min_decryption_version: 1,
         },
         version: version_row(&row, now),
     };

@@ -7,6 +7,7 @@ mod credentials;
 mod enclaves;
 mod errors;
 mod keys_api;
+mod keys_crypt;
 mod keys_sign;
 mod keys_transfer;
 mod limit;

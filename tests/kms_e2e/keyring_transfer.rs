@@ -14,7 +14,7 @@ use keyward_e2e::{Stack, StackOptions, assert_secret_absent, binary, event};
 
 /// Runs `keyward keys ARGS` with the admin token; returns success, stdout JSON (if any) and
 /// stderr.
-fn keys_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
+pub(crate) fn keys_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
     let output = Command::new(binary("keyward"))
         .args(["--gateway", &format!("http://127.0.0.1:{}", stack.api_port)])
         .args(["--token-file", &stack.path().join("admin-token").display().to_string(), "keys"])

@@ -142,6 +142,17 @@ impl Db {
     }
 }
 
+impl Db {
+    pub async fn set_min_decryption_version(
+        &self,
+        name: String,
+        version: i64,
+        expected_revision: i64,
+    ) -> Result<(), StoreError> {
+        self.with(move |s| s.set_min_decryption_version(&name, version, expected_revision)).await
+    }
+}
+
 /// A stored row as the typed value the enclave takes; a damaged column is named.
 pub fn sealed_from_row(row: MasterKeyRow) -> Result<SealedKey, String> {
     let enclave_id =

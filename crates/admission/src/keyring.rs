@@ -252,6 +252,7 @@ mod tests {
             deletion_due: None,
             created_at: 1,
             revision: 3,
+            min_decryption_version: 1,
         }
     }
 

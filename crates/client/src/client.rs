@@ -8,6 +8,10 @@ use crate::api::{
     AttestationResponse, ErrorResponse, HealthResponse, PublicKeyResponse, RotateRequest, RotateResponse,
     SignBatchRequest, SignBatchResponse, SignItem, SignRequest, SignResponse,
 };
+use crate::crypt::{
+    DataKey, Decrypt, Decrypted, Encrypt, Encrypted, GenerateDataKey, KeyConfig, MacInfo, MacRequest, RandomBytes,
+    RandomRequest, VerifyMac,
+};
 use crate::keys::{
     CreateKey, CreateKeys, ExportKey, ExportedKey, ImportKey, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch,
     KeySignatureInfo, RootRotated, SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
@@ -207,6 +211,47 @@ impl Client {
     /// Reseals the keyring root under a new KMS data key (admin token).
     pub async fn rotate_keyring_root(&self) -> Result<RootRotated, ClientError> {
         self.send(self.authorized(self.http.post(self.url("/v1/admin/keyring/rotate")))).await
+    }
+
+    /// Encrypts with an aes256-gcm key.
+    pub async fn encrypt(&self, name: &str, request: &Encrypt) -> Result<Encrypted, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/encrypt")))).json(request)).await
+    }
+
+    /// Decrypts a ciphertext (or a wrapped data key).
+    pub async fn decrypt(&self, name: &str, request: &Decrypt) -> Result<Decrypted, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/decrypt")))).json(request)).await
+    }
+
+    /// Re-encrypts a ciphertext under the key's latest version.
+    pub async fn rewrap(&self, name: &str, request: &Decrypt) -> Result<Encrypted, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/rewrap")))).json(request)).await
+    }
+
+    /// A new data key wrapped under the key.
+    pub async fn data_key(&self, name: &str, request: &GenerateDataKey) -> Result<DataKey, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/datakey")))).json(request)).await
+    }
+
+    /// HMAC-SHA256 with an hmac-sha256 key.
+    pub async fn hmac(&self, name: &str, request: &MacRequest) -> Result<MacInfo, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/hmac")))).json(request)).await
+    }
+
+    /// Checks an HMAC-SHA256.
+    pub async fn verify_hmac(&self, name: &str, request: &VerifyMac) -> Result<Verified, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/verify-hmac")))).json(request)).await
+    }
+
+    /// Changes a key's settings (admin token).
+    pub async fn configure_key(&self, name: &str, request: &KeyConfig) -> Result<KeyInfo, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/config")))).json(request)).await
+    }
+
+    /// Random bytes from the enclave's NSM or from KMS.
+    pub async fn random(&self, bytes: u32, source: Option<&str>) -> Result<RandomBytes, ClientError> {
+        let body = RandomRequest { bytes, source: source.map(str::to_owned) };
+        self.send(self.authorized(self.http.post(self.url("/v1/random"))).json(&body)).await
     }
 
     fn url(&self, path: &str) -> String {

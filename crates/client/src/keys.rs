@@ -79,6 +79,13 @@ pub struct KeyInfo {
     /// When a scheduled deletion takes effect (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_due: Option<u64>,
+    /// Ciphertexts of older versions are refused.
+    #[serde(default = "first_version")]
+    pub min_decryption_version: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// Several keys.

@@ -3,6 +3,7 @@
 pub mod api;
 #[cfg(feature = "http")]
 mod client;
+pub mod crypt;
 pub mod keys;
 #[cfg(feature = "http")]
 pub use client::{Client, ClientError, install_crypto_provider};

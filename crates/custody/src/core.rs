@@ -63,6 +63,11 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 let keyring = keyring.clone();
                 blocking(move || Ok(Response::KeySignatures(items.iter().map(|s| keyring.sign(s)).collect()))).await
             }
+            Request::KeyCrypt(c) => {
+                let keyring = keyring.clone();
+                blocking(move || keyring.crypt(&c).map(Response::Crypt)).await
+            }
+            Request::Random(r) => keyring.random(&r).await.map(Response::Random),
             Request::Provision(p) => master.provision(p).await.map(Response::Provisioned),
             Request::Commit(c) => master.commit(c).await.map(Response::Status),
             Request::Unseal(u) => master.unseal(u).await.map(Response::Status),

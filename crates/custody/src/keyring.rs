@@ -85,6 +85,9 @@ pub(crate) fn from_keyring(e: KeyringError) -> ErrorReply {
         KeyringError::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,
         KeyringError::TransferDoesNotOpen => ErrorCode::TransferDoesNotOpen,
         KeyringError::InvalidSecret(_) => ErrorCode::InvalidKeyMaterial,
+        KeyringError::UnsupportedOperation(_) => ErrorCode::UnsupportedOperation,
+        KeyringError::Ciphertext(keyward_keyring::CiphertextError::Malformed(_)) => ErrorCode::CiphertextMalformed,
+        KeyringError::Ciphertext(_) => ErrorCode::DecryptionFailed,
         _ => ErrorCode::Internal,
     };
     ErrorReply::new(code, e.to_string())
@@ -406,6 +409,7 @@ impl<D: DataKeySource> Keyring<D> {
     }
 }
 
+mod crypt;
 mod transfer;
 
 #[cfg(test)]

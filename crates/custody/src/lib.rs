@@ -50,6 +50,13 @@ pub trait DataKeySource: Send + Sync {
         ciphertext_blob: &[u8],
         context: &EncryptionContext,
     ) -> impl Future<Output = Result<(DataKey, String), ErrorReply>> + Send;
+
+    /// `len` random bytes from KMS (`GenerateRandom`), answered to the enclave only.
+    fn random(
+        &self,
+        credentials: &AwsCredentials,
+        len: u16,
+    ) -> impl Future<Output = Result<zeroize::Zeroizing<Vec<u8>>, ErrorReply>> + Send;
 }
 
 impl<T: DataKeySource> DataKeySource for std::sync::Arc<T> {
@@ -68,6 +75,14 @@ impl<T: DataKeySource> DataKeySource for std::sync::Arc<T> {
         context: &EncryptionContext,
     ) -> impl Future<Output = Result<(DataKey, String), ErrorReply>> + Send {
         T::decrypt(self, credentials, ciphertext_blob, context)
+    }
+
+    fn random(
+        &self,
+        credentials: &AwsCredentials,
+        len: u16,
+    ) -> impl Future<Output = Result<zeroize::Zeroizing<Vec<u8>>, ErrorReply>> + Send {
+        T::random(self, credentials, len)
     }
 }
 

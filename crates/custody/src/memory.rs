@@ -88,6 +88,12 @@ impl DataKeySource for MemoryKms {
         );
         Ok((DataKey::from_slice(&dek).ok_or_else(invalid)?, MEMORY_KMS_ARN.into()))
     }
+
+    async fn random(&self, _: &AwsCredentials, len: u16) -> Result<zeroize::Zeroizing<Vec<u8>>, ErrorReply> {
+        let mut out = zeroize::Zeroizing::new(vec![0u8; usize::from(len)]);
+        getrandom::fill(&mut out).map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(out)
+    }
 }
 
 /// The operating system's randomness.

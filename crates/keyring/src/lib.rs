@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod crypt;
 mod material;
 mod root;
 mod sign;
@@ -8,6 +9,10 @@ mod wrap;
 
 use keyward_proto::{KeyType, RootId};
 
+pub use crypt::{
+    CIPHERTEXT_FORMAT, CIPHERTEXT_HEADER_LEN, CIPHERTEXT_OVERHEAD, CiphertextError, MAC_LEN, TAG_LEN,
+    ciphertext_version, decrypt, encrypt, mac, new_data_key, verify_mac,
+};
 pub use material::{KeyMaterial, SECRET_LEN};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
 pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, check_request, default_algorithm, sign, verify};
@@ -84,6 +89,12 @@ pub enum KeyringError {
         /// What is wrong.
         reason: String,
     },
+    /// The key type does not do this operation (the message says which).
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    /// A ciphertext that is malformed or does not open.
+    #[error("{0}")]
+    Ciphertext(CiphertextError),
     /// The sealed root does not open.
     #[error("the keyring root does not open: {0}")]
     RootDoesNotOpen(String),

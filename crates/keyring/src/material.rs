@@ -119,6 +119,13 @@ impl KeyMaterial {
         }
     }
 
+    pub(crate) fn symmetric(&self) -> Option<&[u8; SECRET_LEN]> {
+        match &self.secret {
+            Secret::Symmetric(key) => Some(key),
+            _ => None,
+        }
+    }
+
     pub(crate) fn secp256k1(&self) -> Option<&MasterKey> {
         match &self.secret {
             Secret::Secp256k1(key) => Some(key),

@@ -146,6 +146,34 @@ impl KmsClient {
     }
 }
 
+impl KmsClient {
+    /// `GenerateRandom(NumberOfBytes)`, with a `Recipient` when `attestation_document` is
+    /// given (then the bytes come back only as `CiphertextForRecipient`). `key_id` of the
+    /// answer is empty: the operation uses no key.
+    pub async fn generate_random(
+        &self,
+        credentials: Credentials,
+        number_of_bytes: u16,
+        attestation_document: Option<Vec<u8>>,
+    ) -> Result<DataKeyResponse, KmsError> {
+        const OP: &str = "GenerateRandom";
+        let mut output = self
+            .sdk(credentials)
+            .generate_random()
+            .number_of_bytes(i32::from(number_of_bytes))
+            .set_recipient(attestation_document.map(recipient))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        Ok(DataKeyResponse {
+            key_id: String::new(),
+            ciphertext_blob: None,
+            plaintext: output.plaintext.take().map(|b| Zeroizing::new(b.into_inner())),
+            ciphertext_for_recipient: output.ciphertext_for_recipient.take().map(Blob::into_inner),
+        })
+    }
+}
+
 fn recipient(document: Vec<u8>) -> RecipientInfo {
     RecipientInfo::builder()
         .attestation_document(Blob::new(document))

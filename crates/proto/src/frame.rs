@@ -4,10 +4,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-/// Largest frame either side accepts or sends: 1 MiB. A batch of a thousand signatures is
-/// about 100 KiB and an attestation document about 5 KiB, so this leaves ample room while
-/// bounding what a misbehaving peer can make us allocate.
-pub const MAX_FRAME_LEN: usize = 1 << 20;
+/// Largest frame either side accepts or sends: 2 MiB. The largest request is an encryption
+/// of [`crate::MAX_CRYPT_PAYLOAD_LEN`] (1 MiB) with its key row; a batch of a thousand
+/// signatures is about 100 KiB. This bounds what a misbehaving peer can make us allocate.
+pub const MAX_FRAME_LEN: usize = 2 << 20;
 
 /// How long either side of the enclave link waits for the rest of a frame it has started
 /// to receive (see [`read_frame_within`]). A full-size frame takes milliseconds over vsock.

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod crypt;
 pub mod fault;
 mod frame;
 mod keyring;
@@ -10,6 +11,10 @@ mod properties;
 mod types;
 mod writer;
 
+pub use crypt::{
+    CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
+    SecretBytes,
+};
 pub use frame::{
     FRAME_STALL_LIMIT, FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, read_frame_within,
     write_frame,
@@ -34,7 +39,8 @@ pub use writer::{WriterEnd, write_frames};
 /// The protocol version this build speaks. Bumped on any incompatible message change.
 /// Version 2: the gateway proves its link key (`Authenticate`) before any other request.
 /// Version 3: the keyring (root lifecycle, key creation and signing).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: encryption, data keys, MACs and random bytes (`KeyCrypt`, `Random`).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

@@ -89,6 +89,10 @@ pub enum Request {
     /// Keyring: an exportable key version sealed to the caller's public key; answered with
     /// `ExportedKey`.
     KeyExport(Box<KeyExport>),
+    /// Keyring: encrypt, decrypt, rewrap, a data key, a MAC; answered with `Crypt`.
+    KeyCrypt(Box<crate::KeyCrypt>),
+    /// Random bytes from the NSM or KMS; answered with `Random`.
+    Random(crate::RandomRequest),
 }
 
 /// Version handshake.
@@ -204,6 +208,10 @@ pub enum Response {
     KeySignatures(Vec<Result<KeySignature, ErrorReply>>),
     /// Answer to `KeyExport`.
     ExportedKey(TransferSealed),
+    /// A `KeyCrypt` answer.
+    Crypt(crate::CryptOutput),
+    /// Random bytes.
+    Random(crate::SecretBytes),
 }
 
 impl Response {
@@ -225,6 +233,8 @@ impl Response {
             Response::KeySignature(_) => "KeySignature",
             Response::KeySignatures(_) => "KeySignatures",
             Response::ExportedKey(_) => "ExportedKey",
+            Response::Crypt(_) => "Crypt",
+            Response::Random(_) => "Random",
         }
     }
 }
@@ -422,13 +432,19 @@ pub enum ErrorCode {
     InvalidKeyMaterial,
     /// An export of a key not created exportable.
     KeyNotExportable,
+    /// A ciphertext does not decrypt: another key, other associated data, or altered.
+    DecryptionFailed,
+    /// A ciphertext is too short or of an unknown format.
+    CiphertextMalformed,
+    /// The key's type does not do this operation (encrypting with a signing key, ...).
+    UnsupportedOperation,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -458,6 +474,9 @@ impl ErrorCode {
         ErrorCode::TransferDoesNotOpen,
         ErrorCode::InvalidKeyMaterial,
         ErrorCode::KeyNotExportable,
+        ErrorCode::DecryptionFailed,
+        ErrorCode::CiphertextMalformed,
+        ErrorCode::UnsupportedOperation,
         ErrorCode::Internal,
     ];
 
@@ -493,6 +512,9 @@ impl ErrorCode {
             ErrorCode::TransferDoesNotOpen => "transfer_does_not_open",
             ErrorCode::InvalidKeyMaterial => "invalid_key_material",
             ErrorCode::KeyNotExportable => "key_not_exportable",
+            ErrorCode::DecryptionFailed => "decryption_failed",
+            ErrorCode::CiphertextMalformed => "ciphertext_malformed",
+            ErrorCode::UnsupportedOperation => "unsupported_operation",
             ErrorCode::Internal => "internal",
         }
     }

@@ -130,6 +130,9 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::TransferDoesNotOpen
         | ErrorCode::InvalidKeyMaterial
         | ErrorCode::KeyNotExportable
+        | ErrorCode::DecryptionFailed
+        | ErrorCode::CiphertextMalformed
+        | ErrorCode::UnsupportedOperation
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
@@ -271,6 +274,55 @@ fn request() -> impl Strategy<Value = Request> {
         (wrapped_key(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(row, recipient_public_key)| {
             Request::KeyExport(Box::new(KeyExport { row, recipient_public_key }))
         }),
+        (wrapped_key(), crypt_op()).prop_map(|(row, op)| Request::KeyCrypt(Box::new(KeyCrypt { row, op }))),
+        (any::<u16>(), any::<bool>(), proptest::option::of(credentials())).prop_map(|(bytes, kms, credentials)| {
+            let source = if kms { RandomSource::Kms } else { RandomSource::Nsm };
+            Request::Random(RandomRequest { bytes, source, credentials })
+        }),
+    ]
+}
+
+fn small_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..64)
+}
+
+fn crypt_op() -> impl Strategy<Value = CryptOp> {
+    let spec = prop_oneof![Just(DataKeySpec::Aes256), Just(DataKeySpec::Rsa2048), Just(DataKeySpec::P256)];
+    prop_oneof![
+        (small_bytes(), small_bytes()).prop_map(|(plaintext, associated_data)| CryptOp::Encrypt {
+            plaintext: SecretBytes::new(plaintext),
+            associated_data
+        }),
+        (small_bytes(), small_bytes())
+            .prop_map(|(ciphertext, associated_data)| CryptOp::Decrypt { ciphertext, associated_data }),
+        (wrapped_key(), small_bytes(), small_bytes()).prop_map(|(to, ciphertext, associated_data)| CryptOp::Rewrap {
+            to: Box::new(to),
+            ciphertext,
+            associated_data
+        }),
+        (spec, any::<bool>(), small_bytes()).prop_map(|(spec, plaintext, associated_data)| CryptOp::DataKey {
+            spec,
+            plaintext,
+            associated_data
+        }),
+        small_bytes().prop_map(|message| CryptOp::Mac { message }),
+        (small_bytes(), small_bytes()).prop_map(|(message, mac)| CryptOp::VerifyMac { message, mac }),
+    ]
+}
+
+fn crypt_output() -> impl Strategy<Value = CryptOutput> {
+    prop_oneof![
+        small_bytes().prop_map(CryptOutput::Ciphertext),
+        small_bytes().prop_map(|p| CryptOutput::Plaintext(SecretBytes::new(p))),
+        (small_bytes(), proptest::option::of(small_bytes()), small_bytes()).prop_map(
+            |(wrapped, plaintext, public_key)| CryptOutput::DataKey {
+                wrapped,
+                plaintext: plaintext.map(SecretBytes::new),
+                public_key
+            }
+        ),
+        small_bytes().prop_map(CryptOutput::Mac),
+        any::<bool>().prop_map(CryptOutput::Valid),
     ]
 }
 
@@ -302,6 +354,8 @@ fn request_variant(request: &Request) -> &'static str {
         Request::KeySignBatch(_) => "KeySignBatch",
         Request::KeyImport(_) => "KeyImport",
         Request::KeyExport(_) => "KeyExport",
+        Request::KeyCrypt(_) => "KeyCrypt",
+        Request::Random(_) => "Random",
     }
 }
 
@@ -342,6 +396,8 @@ fn reply() -> impl Strategy<Value = Reply> {
         proptest::collection::vec(prop_oneof![key_signature().prop_map(Ok), error_reply().prop_map(Err)], 0..4)
             .prop_map(Response::KeySignatures),
         transfer_sealed().prop_map(Response::ExportedKey),
+        crypt_output().prop_map(Response::Crypt),
+        small_bytes().prop_map(|b| Response::Random(SecretBytes::new(b))),
     ];
     prop_oneof![response.prop_map(Reply::Ok), error_reply().prop_map(Reply::Err)]
 }

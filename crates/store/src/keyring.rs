@@ -58,6 +58,8 @@ pub struct KeyRow {
     pub created_at: i64,
     /// Bumped by every change: the compare-and-swap token.
     pub revision: i64,
+    /// Ciphertexts of older versions are refused.
+    pub min_decryption_version: i64,
 }
 
 /// One key version row.
@@ -98,8 +100,7 @@ pub struct NewKey {
     pub version: VersionRow,
 }
 
-const KEY_COLUMNS: &str =
-    "name, key_type, exportable, origin, state, latest_version, deletion_due, created_at, revision";
+const KEY_COLUMNS: &str = "name, key_type, exportable, origin, state, latest_version, deletion_due, created_at, revision, min_decryption_version";
 const VERSION_COLUMNS: &str = "name, version, root_id, public_key, wrapped, created_at";
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
@@ -113,6 +114,7 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
         deletion_due: r.get(6)?,
         created_at: r.get(7)?,
         revision: r.get(8)?,
+        min_decryption_version: r.get(9)?,
     })
 }
 
@@ -201,7 +203,7 @@ impl Store {
         {
             let mut key_insert = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ))
                 .map_err(|source| StoreError::Sqlite { op: "prepare key insert", source })?;
             let mut version_insert = tx
@@ -224,7 +226,8 @@ impl Store {
                         k.latest_version,
                         k.deletion_due,
                         k.created_at,
-                        k.revision
+                        k.revision,
+                        k.min_decryption_version
                     ])
                     .map_err(|e| {
                         if is_constraint(&e) {
@@ -337,6 +340,24 @@ impl Store {
                 params![state, deletion_due, name, expected_revision],
             )
             .map_err(|source| StoreError::Sqlite { op: "set key state", source })?;
+        if changed != 1 {
+            return Err(StoreError::KeyConflict(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Sets the oldest version that decrypts (at most the latest) if the key is still at
+    /// `expected_revision`.
+    pub fn set_min_decryption_version(&mut self, name: &str, version: i64, expected_revision: i64) -> Result<()> {
+        self.check_file()?;
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE keys SET min_decryption_version = ?1, revision = revision + 1 \
+                 WHERE name = ?2 AND revision = ?3 AND ?1 >= 1 AND ?1 <= latest_version",
+                params![version, name, expected_revision],
+            )
+            .map_err(|source| StoreError::Sqlite { op: "set min_decryption_version", source })?;
         if changed != 1 {
             return Err(StoreError::KeyConflict(name.to_owned()));
         }

@@ -23,6 +23,7 @@ fn new_key(name: &str) -> NewKey {
             deletion_due: None,
             created_at: 1_700_000_000,
             revision: 1,
+            min_decryption_version: 1,
         },
         version: version(name, 1, 3),
     }
@@ -111,6 +112,41 @@ fn state_changes_are_compare_and_swap() {
     let key = store.key("k").unwrap().unwrap();
     assert_eq!((key.state.as_str(), key.deletion_due, key.revision), ("pending_deletion", Some(1_800_000_000), 3));
     assert!(matches!(store.set_key_state("missing", "disabled", None, 1), Err(StoreError::KeyConflict(_))));
+}
+
+#[test]
+fn the_oldest_decrypting_version_moves_by_compare_and_swap_within_the_versions() {
+    let (_dir, mut store) = temp_store();
+    store.insert_keys(&[new_key("k")]).unwrap();
+    store.add_version(&version("k", 2, 4), 1).unwrap();
+    store.set_min_decryption_version("k", 2, 2).unwrap();
+    let key = store.key("k").unwrap().unwrap();
+    assert_eq!((key.min_decryption_version, key.revision), (2, 3));
+    // Stale revision, beyond the latest version, or zero: nothing changes.
+    for (version, revision) in [(1, 2), (3, 3), (0, 3)] {
+        let refused = store.set_min_decryption_version("k", version, revision);
+        assert!(matches!(refused, Err(StoreError::KeyConflict(_))), "{version} at {revision}");
+    }
+    assert_eq!(store.key("k").unwrap().unwrap(), key);
+}
+
+#[test]
+fn a_database_of_the_previous_schema_is_upgraded_and_its_keys_decrypt_every_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        store.insert_keys(&[new_key("old")]).unwrap();
+        // Back to schema 2, as a database written by the previous release.
+        store
+            .conn
+            .execute_batch(
+                "ALTER TABLE keys DROP COLUMN min_decryption_version; DELETE FROM schema_migrations WHERE version = 3;",
+            )
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.key("old").unwrap().unwrap(), new_key("old").key);
 }
 
 #[test]

@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX key_versions_by_public_key ON key_versions (public_key);",
     ),
+    (
+        3,
+        "keys: the oldest version that still decrypts",
+        "ALTER TABLE keys ADD COLUMN min_decryption_version INTEGER NOT NULL DEFAULT 1;",
+    ),
 ];
 
 /// Highest schema version this build knows.

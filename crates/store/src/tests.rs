@@ -80,7 +80,7 @@ fn a_newer_schema_is_refused_untouched() {
         store.conn.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)", []).unwrap();
     }
     let err = Store::open(&path).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 2, .. }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known, .. } if known == migrations::latest()), "{err}");
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub trait KeyStore: Send + fmt::Debug {
         deletion_due: Option<i64>,
         expected_revision: i64,
     ) -> Result<()>;
+    /// Sets the oldest version that decrypts if the key is still at `expected_revision`.
+    fn set_min_decryption_version(&mut self, name: &str, version: i64, expected_revision: i64) -> Result<()>;
 }
 
 impl KeyStore for crate::Store {
@@ -102,5 +104,8 @@ impl KeyStore for crate::Store {
         expected_revision: i64,
     ) -> Result<()> {
         crate::Store::set_key_state(self, name, state, deletion_due, expected_revision)
+    }
+    fn set_min_decryption_version(&mut self, name: &str, version: i64, expected_revision: i64) -> Result<()> {
+        crate::Store::set_min_decryption_version(self, name, version, expected_revision)
     }
 }

@@ -93,6 +93,8 @@ pub enum KeysCommand {
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
     },
+    #[command(flatten)]
+    Crypt(crate::crypt::CryptCommand),
 }
 
 /// What is (or was) signed, and how.
@@ -144,7 +146,7 @@ impl Signed {
 
 /// Runs one command; returns the JSON answer.
 pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_json::Value> {
-    let json = |value: &dyn erased::Json| value.to_json();
+    let json = |value: &dyn Json| value.to_json();
     Ok(match command {
         KeysCommand::Create { name, key_type, exportable } => {
             json(&client.create_key(&name, &key_type, exportable).await?)
@@ -186,8 +188,11 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
         KeysCommand::Export { name, version, out } => {
             json(&crate::transfer::export(client, &name, version, &out).await?)
         }
+        KeysCommand::Crypt(command) => crate::crypt::run(client, command).await?,
     })
 }
+
+pub use erased::Json;
 
 /// Any answer as JSON, without naming every type.
 mod erased {

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use keyward_client::Client;
 
+mod crypt;
 mod keys;
 mod transfer;
 mod verify;
@@ -53,6 +54,14 @@ enum Command {
     /// The keyring: named keys of several types (create, list, sign, rotate, ...).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Random bytes from an enclave's NSM (default) or from KMS through the enclave.
+    Random {
+        #[arg(long, default_value_t = 32)]
+        bytes: u32,
+        /// nsm or kms.
+        #[arg(long)]
+        source: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -85,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::PublicKey { enclave_id } => print_json(&client.public_key(enclave_id).await?),
         Command::Keys(command) => print_json(&keys::run(&client, command).await?),
+        Command::Random { bytes, source } => print_json(&client.random(bytes, source.as_deref()).await?),
         Command::VerifyAttestation(args) => match verify::verify_attestation(&client, args).await {
             Ok(verified) => print_json(&verified),
             Err(refused) => {

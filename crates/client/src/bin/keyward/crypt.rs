@@ -1,0 +1,156 @@
+//! `keyward keys encrypt|decrypt|rewrap|datakey|hmac|verify-hmac|configure` and
+//! `keyward random`. Binary input comes from a file or text; decrypted plaintext is written to
+//! a new file (mode 0600) when `--out` is given, else shown as base64 in the JSON answer.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use keyward_client::{
+    Client,
+    crypt::{Decrypt, Encrypt, GenerateDataKey, KeyConfig, MacRequest, VerifyMac},
+};
+
+/// Bytes to work on: text, or a file's contents.
+#[derive(Debug, clap::Args)]
+pub struct Input {
+    /// The data, as text.
+    #[arg(long, conflicts_with = "in_file")]
+    text: Option<String>,
+    /// The data, from a file.
+    #[arg(long = "in", value_name = "PATH")]
+    in_file: Option<PathBuf>,
+}
+
+impl Input {
+    fn bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match (&self.text, &self.in_file) {
+            (Some(text), _) => Ok(text.as_bytes().to_vec()),
+            (None, Some(path)) => std::fs::read(path).with_context(|| format!("reading {}", path.display())),
+            (None, None) => bail!("give --text or --in"),
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CryptCommand {
+    /// Encrypt with an aes256-gcm key; prints the ciphertext as base64.
+    Encrypt {
+        name: String,
+        #[command(flatten)]
+        input: Input,
+        /// Associated data (text) the ciphertext is bound to.
+        #[arg(long)]
+        aad: Option<String>,
+    },
+    /// Decrypt a ciphertext (base64) or a wrapped data key.
+    Decrypt {
+        name: String,
+        #[arg(long = "ciphertext", value_name = "BASE64")]
+        ciphertext_b64: String,
+        #[arg(long)]
+        aad: Option<String>,
+        /// Write the plaintext to this new file (0600) instead of showing it.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Re-encrypt a ciphertext under the key's latest version.
+    Rewrap {
+        name: String,
+        #[arg(long = "ciphertext", value_name = "BASE64")]
+        ciphertext_b64: String,
+        #[arg(long)]
+        aad: Option<String>,
+    },
+    /// A new data key (aes-256, rsa-2048 or p256) wrapped under the key.
+    Datakey {
+        name: String,
+        #[arg(long, default_value = "aes-256")]
+        spec: String,
+        /// Also return the data key in the clear.
+        #[arg(long)]
+        plaintext: bool,
+        #[arg(long)]
+        aad: Option<String>,
+    },
+    /// HMAC-SHA256 with an hmac-sha256 key.
+    Hmac {
+        name: String,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Check an HMAC-SHA256 (base64).
+    VerifyHmac {
+        name: String,
+        #[command(flatten)]
+        input: Input,
+        #[arg(long = "mac", value_name = "BASE64")]
+        mac_b64: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Change a key's settings (admin token).
+    Configure {
+        name: String,
+        /// Ciphertexts of older versions are refused from now on.
+        #[arg(long)]
+        min_decryption_version: Option<u32>,
+    },
+}
+
+fn aad(value: Option<String>) -> Option<String> {
+    value.map(|text| STANDARD.encode(text))
+}
+
+/// Writes `bytes` to a new file only its owner reads.
+fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+pub async fn run(client: &Client, command: CryptCommand) -> anyhow::Result<serde_json::Value> {
+    let json = |value: &dyn crate::keys::Json| value.to_json();
+    Ok(match command {
+        CryptCommand::Encrypt { name, input, aad: data } => {
+            let request = Encrypt { plaintext_b64: STANDARD.encode(input.bytes()?), associated_data_b64: aad(data) };
+            json(&client.encrypt(&name, &request).await?)
+        }
+        CryptCommand::Decrypt { name, ciphertext_b64, aad: data, out } => {
+            let mut decrypted =
+                client.decrypt(&name, &Decrypt { ciphertext_b64, associated_data_b64: aad(data) }).await?;
+            if let Some(path) = out {
+                let plaintext = zeroize::Zeroizing::new(
+                    STANDARD.decode(&decrypted.plaintext_b64).context("the gateway's plaintext is not base64")?,
+                );
+                write_new_private(&path, &plaintext)?;
+                decrypted.plaintext_b64 = String::new();
+                serde_json::json!({ "version": decrypted.version, "out": path })
+            } else {
+                json(&decrypted)
+            }
+        }
+        CryptCommand::Rewrap { name, ciphertext_b64, aad: data } => {
+            json(&client.rewrap(&name, &Decrypt { ciphertext_b64, associated_data_b64: aad(data) }).await?)
+        }
+        CryptCommand::Datakey { name, spec, plaintext, aad: data } => {
+            let request = GenerateDataKey { spec, plaintext, associated_data_b64: aad(data) };
+            json(&client.data_key(&name, &request).await?)
+        }
+        CryptCommand::Hmac { name, input } => {
+            json(&client.hmac(&name, &MacRequest { message_b64: STANDARD.encode(input.bytes()?) }).await?)
+        }
+        CryptCommand::VerifyHmac { name, input, mac_b64, version } => {
+            let request = VerifyMac { message_b64: STANDARD.encode(input.bytes()?), mac_b64, version };
+            json(&client.verify_hmac(&name, &request).await?)
+        }
+        CryptCommand::Configure { name, min_decryption_version } => {
+            json(&client.configure_key(&name, &KeyConfig { min_decryption_version }).await?)
+        }
+    })
+}

@@ -1,0 +1,136 @@
+//! Request and response bodies of encryption, data keys, MACs and random bytes
+//! (`/v1/keys/{name}/encrypt|decrypt|rewrap|datakey|hmac|verify-hmac|config`, `/v1/random`).
+//! Binary values are standard base64.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/keys/{name}/encrypt` (aes256-gcm keys).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encrypt {
+    /// The plaintext (at most 1 MiB).
+    pub plaintext_b64: String,
+    /// Bound to the ciphertext: decryption needs the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_data_b64: Option<String>,
+}
+
+/// A ciphertext (`encrypt`, `rewrap`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Encrypted {
+    /// Self-describing: format, key version, nonce, AES-256-GCM ciphertext and tag.
+    pub ciphertext_b64: String,
+    /// The key version that encrypted it.
+    pub version: u32,
+}
+
+/// `POST /v1/keys/{name}/decrypt` and `/rewrap`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decrypt {
+    /// A ciphertext from `encrypt`, `rewrap` or `datakey`.
+    pub ciphertext_b64: String,
+    /// The associated data it was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_data_b64: Option<String>,
+}
+
+/// A plaintext.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decrypted {
+    /// The plaintext.
+    pub plaintext_b64: String,
+    /// The key version that decrypted it.
+    pub version: u32,
+}
+
+/// `POST /v1/keys/{name}/datakey`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateDataKey {
+    /// `aes-256`, `rsa-2048` or `p256`.
+    pub spec: String,
+    /// Whether the answer carries the data key in the clear (default: no).
+    #[serde(default)]
+    pub plaintext: bool,
+    /// Bound to the wrapped data key: decrypting it needs the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_data_b64: Option<String>,
+}
+
+/// A data key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataKey {
+    /// The spec.
+    pub spec: String,
+    /// The data key encrypted under the keyring key (open it with `decrypt`): 32 bytes for
+    /// `aes-256`, the PKCS#8 DER private key for key pairs.
+    pub ciphertext_b64: String,
+    /// The data key in the clear, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_b64: Option<String>,
+    /// The public key of a key pair (SPKI DER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_b64: Option<String>,
+    /// The key version that wrapped it.
+    pub version: u32,
+}
+
+/// `POST /v1/keys/{name}/hmac` (hmac-sha256 keys).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacRequest {
+    /// The message (at most 1 MiB).
+    pub message_b64: String,
+}
+
+/// An HMAC-SHA256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MacInfo {
+    /// The 32-byte MAC.
+    pub mac_b64: String,
+    /// The key version that made it.
+    pub version: u32,
+}
+
+/// `POST /v1/keys/{name}/verify-hmac`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyMac {
+    /// The message.
+    pub message_b64: String,
+    /// The MAC to check.
+    pub mac_b64: String,
+    /// The key version that made it (default: the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+/// `POST /v1/keys/{name}/config` (admin token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Ciphertexts of older versions are refused (`version_below_minimum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_decryption_version: Option<u32>,
+}
+
+/// `POST /v1/random`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomRequest {
+    /// 1 to 1024.
+    pub bytes: u32,
+    /// `nsm` (default) or `kms` (KMS `GenerateRandom`, answered to the enclave's attested key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Random bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RandomBytes {
+    /// The bytes.
+    pub random_b64: String,
+    /// Where they came from.
+    pub source: String,
+}

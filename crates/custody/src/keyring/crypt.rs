@@ -1,0 +1,113 @@
+//! The keyring's operations besides signing: encryption with associated data, rewrapping,
+//! data keys, MACs and random bytes. Plaintext and data keys exist only here and in the
+//! zeroized buffers that carry them.
+
+use keyward_keyring::{KeyringError, decrypt, encrypt, mac, new_data_key, verify_mac};
+use keyward_proto::{
+    CryptOp, CryptOutput, ErrorCode, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
+    SecretBytes, WrappedKey,
+};
+
+use super::{Keyring, Reply, error, from_keyring};
+use crate::DataKeySource;
+
+impl<D: DataKeySource> Keyring<D> {
+    /// One operation with the key version `request.row` holds.
+    pub fn crypt(&self, request: &KeyCrypt) -> Reply<CryptOutput> {
+        let row = &request.row;
+        let material = self.material(row)?;
+        let name = &row.identity.name;
+        match &request.op {
+            CryptOp::Encrypt { plaintext, associated_data } => {
+                check_len("plaintext", plaintext.expose().len())?;
+                Ok(CryptOutput::Ciphertext(self.encrypt_with(row, plaintext.expose(), associated_data)?))
+            }
+            CryptOp::Decrypt { ciphertext, associated_data } => {
+                check_version(row, ciphertext)?;
+                let plaintext = decrypt(&material, name, ciphertext, associated_data).map_err(from_keyring)?;
+                Ok(CryptOutput::Plaintext(SecretBytes(plaintext)))
+            }
+            CryptOp::Rewrap { to, ciphertext, associated_data } => {
+                if to.identity.name != *name {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        format!("a rewrap stays within one key: {} is not {}", to.identity.name, name),
+                    ));
+                }
+                check_version(row, ciphertext)?;
+                let plaintext = decrypt(&material, name, ciphertext, associated_data).map_err(from_keyring)?;
+                Ok(CryptOutput::Ciphertext(self.encrypt_with(to, &plaintext, associated_data)?))
+            }
+            CryptOp::DataKey { spec, plaintext, associated_data } => {
+                let (secret, public_key) =
+                    new_data_key(*spec, |out: &mut [u8]| self.random.fill(out)).map_err(from_keyring)?;
+                let wrapped = self.encrypt_with(row, &secret, associated_data)?;
+                Ok(CryptOutput::DataKey { wrapped, plaintext: plaintext.then(|| SecretBytes(secret)), public_key })
+            }
+            CryptOp::Mac { message } => {
+                check_len("message", message.len())?;
+                Ok(CryptOutput::Mac(mac(&material, message).map_err(from_keyring)?.to_vec()))
+            }
+            CryptOp::VerifyMac { message, mac } => {
+                check_len("message", message.len())?;
+                Ok(CryptOutput::Valid(verify_mac(&material, message, mac).map_err(from_keyring)?))
+            }
+        }
+    }
+
+    /// Random bytes from the NSM or, with credentials, from KMS `GenerateRandom`.
+    pub async fn random(&self, request: &RandomRequest) -> Reply<SecretBytes> {
+        let len = usize::from(request.bytes);
+        if !(1..=MAX_RANDOM_LEN).contains(&len) {
+            return Err(error(ErrorCode::BadRequest, format!("ask for 1 to {MAX_RANDOM_LEN} random bytes, not {len}")));
+        }
+        match (request.source, &request.credentials) {
+            (RandomSource::Nsm, _) => {
+                let mut out = SecretBytes::new(vec![0u8; len]);
+                self.fill(&mut out.0)?;
+                Ok(out)
+            }
+            (RandomSource::Kms, Some(credentials)) => {
+                Ok(SecretBytes(self.data_keys.random(credentials, request.bytes).await?))
+            }
+            (RandomSource::Kms, None) => {
+                Err(error(ErrorCode::BadRequest, "KMS random bytes need credentials for the KMS call"))
+            }
+        }
+    }
+
+    fn encrypt_with(&self, row: &WrappedKey, plaintext: &[u8], associated_data: &[u8]) -> Reply<Vec<u8>> {
+        let material = self.material(row)?;
+        let mut nonce = [0u8; 12];
+        self.fill(&mut nonce)?;
+        encrypt(&material, &row.identity.name, row.identity.version, plaintext, associated_data, nonce)
+            .map_err(from_keyring)
+    }
+}
+
+fn check_len(what: &str, len: usize) -> Reply<()> {
+    if len > MAX_CRYPT_PAYLOAD_LEN {
+        return Err(from_keyring(KeyringError::BadInput(format!(
+            "the {what} is {len} bytes; at most {MAX_CRYPT_PAYLOAD_LEN} in one request (stream larger data)"
+        ))));
+    }
+    Ok(())
+}
+
+/// The row must be the version the ciphertext names (the gateway looks it up by the header).
+fn check_version(row: &WrappedKey, ciphertext: &[u8]) -> Reply<()> {
+    let named =
+        keyward_keyring::ciphertext_version(ciphertext).map_err(|e| from_keyring(KeyringError::Ciphertext(e)))?;
+    if named != row.identity.version {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "the ciphertext names version {} of key {}, but version {} was sent",
+                named.get(),
+                row.identity.name,
+                row.identity.version.get()
+            ),
+        ));
+    }
+    Ok(())
+}
