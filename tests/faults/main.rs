@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed expectation is a failed test")]
 
 mod bringup;
+mod crypt_input;
 mod database;
 mod first_start;
 mod http_cases;

@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use keyward_bench::{
+    crypt::{self, CryptSummary},
     flood::{FloodOutcome, attestation_flood},
     keyring::{KeyringSummary, MULTI_KEY_OPEN_POINT, MULTI_KEY_POINT, SINGLE_KEY_POINT},
     load::{self, Endpoint, Outcome, Window, Workload},
@@ -75,6 +76,9 @@ struct Args {
     /// Connections for the random-key and one-key signing throughput points.
     #[arg(long, default_value_t = 16)]
     key_connections: usize,
+    /// Connections for the 1 MiB encryption point.
+    #[arg(long, default_value_t = 4)]
+    encrypt_connections: usize,
     /// Enclave restarts to time.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
@@ -171,6 +175,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     note_builds(&mut builds);
     let keyring = keyring_points(args, window, &mut stack, &endpoint, &mut points).await?;
     note_builds(&mut builds);
+    let crypt = crypt_points(args, window, &mut stack, &endpoint, &mut points).await?;
+    note_builds(&mut builds);
     drop(stack);
 
     let best_single = points
@@ -221,6 +227,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         idle_cpu_cores,
         cpus: procfs::cpu_count(),
         keyring,
+        crypt,
         points,
         targets: Vec::new(),
     };
@@ -355,6 +362,29 @@ async fn keyring_points(
         enclave_peak_rss_mib_multikey: procfs::peak_rss_mib(enclave_pid),
         gateway_peak_rss_mib_multikey: procfs::peak_rss_mib(gateway_pid),
     })
+}
+
+/// AES-256-GCM on one core in this process, then 1 MiB encryptions and aes-256 data keys
+/// through the API (closed loops) with one aes256-gcm key.
+async fn crypt_points(
+    args: &Args,
+    window: Window,
+    stack: &mut Stack,
+    endpoint: &Arc<Endpoint>,
+    points: &mut Vec<PointReport>,
+) -> anyhow::Result<CryptSummary> {
+    let raw = crypt::raw_aes_gcm_mib_per_s(crypt::ENCRYPT_PAYLOAD, window.warmup, window.measure);
+    eprintln!("[bench] raw AES-256-GCM, one core: {raw:.0} MiB/s");
+    let gateway_pid = stack.gateway.as_ref().map(|p| p.pid()).context("the stack has no gateway")?;
+    let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
+    let pids = [("gateway", gateway_pid), ("enclave", enclave_pid), ("loadgen", std::process::id())];
+    stack.admin_client().create_key(load::CRYPT_KEY, "aes256-gcm", false).await.context("the bench's aes key")?;
+    let encrypt = Workload::Encrypt { bytes: crypt::ENCRYPT_PAYLOAD };
+    let load = load::closed_loop(endpoint, encrypt, args.encrypt_connections, window);
+    points.push(measured(crypt::ENCRYPT_POINT, &pids, window, load).await);
+    let load = load::closed_loop(endpoint, Workload::DataKey, args.key_connections, window);
+    points.push(measured(crypt::DATAKEY_POINT, &pids, window, load).await);
+    Ok(CryptSummary::new(raw, points))
 }
 
 /// Runs one load point and measures the CPU of the stack's processes over its measured

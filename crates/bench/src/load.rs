@@ -81,7 +81,14 @@ pub enum Workload {
     /// `POST /v1/keys/{name}/sign`, one digest, with a key drawn uniformly at random from
     /// the `keys` keys named [`key_name`]`(0..keys)` for every request (`keys: 1` is one key).
     KeySign { keys: u64 },
+    /// `POST /v1/keys/{CRYPT_KEY}/encrypt` with `bytes` of plaintext.
+    Encrypt { bytes: usize },
+    /// `POST /v1/keys/{CRYPT_KEY}/datakey`, an aes-256 data key with its plaintext.
+    DataKey,
 }
+
+/// The aes256-gcm key the encryption points use.
+pub const CRYPT_KEY: &str = "bench-aes";
 
 /// The name of the `index`th key the bench seeds.
 pub fn key_name(index: u64) -> String {
@@ -95,6 +102,8 @@ impl Workload {
             Workload::Single => "/v1/sign",
             Workload::Batch(_) => "/v1/sign-batch",
             Workload::KeySign { .. } => "/v1/keys/{name}/sign",
+            Workload::Encrypt { .. } => "/v1/keys/bench-aes/encrypt",
+            Workload::DataKey => "/v1/keys/bench-aes/datakey",
         }
     }
 
@@ -109,13 +118,27 @@ impl Workload {
     /// Signatures per request.
     pub fn signatures(self) -> usize {
         match self {
-            Workload::Single | Workload::KeySign { .. } => 1,
+            Workload::Single | Workload::KeySign { .. } | Workload::Encrypt { .. } | Workload::DataKey => 1,
             Workload::Batch(n) => n,
         }
     }
 
-    /// `count` request bodies over distinct digests.
+    /// `count` request bodies over distinct digests (a few distinct plaintexts for
+    /// encryption, whose bodies are large).
     fn bodies(self, count: usize) -> Vec<Bytes> {
+        if let Workload::Encrypt { bytes } = self {
+            use base64::Engine;
+            return (0..4u64)
+                .map(|i| {
+                    let plaintext: Vec<u8> = (0..bytes).map(|j| digest(i * 7919 + j as u64 / 32)[j % 32]).collect();
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
+                    Bytes::from(format!(r#"{{"plaintext_b64":"{b64}"}}"#))
+                })
+                .collect();
+        }
+        if self == Workload::DataKey {
+            return vec![Bytes::from_static(br#"{"spec":"aes-256","plaintext":true}"#)];
+        }
         let mut seed = 0u64;
         let mut next_digest = || {
             seed += 1;
@@ -131,6 +154,7 @@ impl Workload {
                     let items: Vec<String> = (0..n).map(|_| item(next_digest())).collect();
                     Bytes::from(format!(r#"{{"items":[{}]}}"#, items.join(",")))
                 }
+                Workload::Encrypt { .. } | Workload::DataKey => Bytes::new(),
             })
             .collect()
     }

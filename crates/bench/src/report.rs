@@ -129,6 +129,9 @@ pub struct Summary {
     /// Issue 10's keys (top level in the JSON).
     #[serde(flatten)]
     pub keyring: KeyringSummary,
+    /// Issue 11's keys (top level in the JSON).
+    #[serde(flatten)]
+    pub crypt: crate::crypt::CryptSummary,
     pub points: Vec<PointReport>,
     pub targets: Vec<Target>,
 }
@@ -208,6 +211,7 @@ impl Summary {
             },
         ];
         self.targets.extend(self.keyring.targets(&self.points));
+        self.targets.extend(self.crypt.targets(&self.points));
     }
 
     pub fn point(&self, name: &str) -> Option<&PointReport> {
@@ -281,6 +285,17 @@ impl Summary {
             k.key_create_connections,
             opt(k.enclave_peak_rss_mib_multikey),
             opt(k.gateway_peak_rss_mib_multikey),
+        );
+        let c = &self.crypt;
+        let _ = writeln!(
+            out,
+            "encryption: raw AES-256-GCM {:.0} MiB/s on one core; {:.0} MiB/s end to end with {} KiB payloads ({} connections); {:.0} data keys/s ({} connections)",
+            c.raw_aes_gcm_mib_per_s,
+            c.encrypt_mib_per_s,
+            c.encrypt_payload_bytes / 1024,
+            c.encrypt_connections,
+            c.datakey_per_s,
+            c.datakey_connections,
         );
         let idle: Vec<String> = self.idle_cpu_cores.iter().map(|(n, c)| format!("{n} {:.3}", c)).collect();
         let _ = writeln!(out, "CPU without load (cores): {}", idle.join(", "));
