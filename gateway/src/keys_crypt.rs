@@ -2,12 +2,14 @@
 //! `keyward_client::crypt`). The gateway picks the key version (the latest, or the one a
 //! ciphertext names) and checks the key is usable and the version not below the key's
 //! `min_decryption_version`; the enclave does the cryptography. Plaintext passes through the
-//! gateway in these JSON requests (TLS that ends in the enclave is a later issue).
+//! gateway in these requests (TLS that ends in the enclave is a later issue). Bodies of any
+//! size are streamed (`keys_stream`).
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
+    extract::{DefaultBodyLimit, FromRequest, Path, State, rejection::JsonRejection},
     http::{HeaderMap, StatusCode},
+    response::IntoResponse,
     routing::post,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -69,7 +71,7 @@ fn associated_data(value: &Option<String>) -> Result<Vec<u8>, ApiError> {
     value.as_deref().map_or(Ok(Vec::new()), |v| base64_field("associated_data_b64", v, MAX_ASSOCIATED_DATA_LEN))
 }
 
-async fn crypt(app: &AppState, row: WrappedKey, op: CryptOp) -> Result<CryptOutput, ApiError> {
+pub(crate) async fn crypt(app: &AppState, row: WrappedKey, op: CryptOp) -> Result<CryptOutput, ApiError> {
     let link = keyring_link(app)?;
     match link.call(Request::KeyCrypt(Box::new(KeyCrypt { row, op })), KEY_TIMEOUT).await {
         Ok(Response::Crypt(output)) => Ok(output),
@@ -86,6 +88,15 @@ fn unexpected(what: &str) -> ApiError {
 async fn decryption_row(app: &AppState, name: &str, ciphertext: &[u8]) -> Result<WrappedKey, ApiError> {
     let version = keyward_keyring::ciphertext_version(ciphertext)
         .map_err(|e| ApiError::invalid("ciphertext_malformed", e.to_string()))?;
+    decryption_row_for(app, name, version).await
+}
+
+/// The row of `version`, refused below the key's minimum and when the key never had it.
+pub(crate) async fn decryption_row_for(
+    app: &AppState,
+    name: &str,
+    version: keyward_proto::KeyVersion,
+) -> Result<WrappedKey, ApiError> {
     let (key, row) = match signing_row(app, name, Some(version.get())).await {
         Err(e) if e.code == "version_not_found" => {
             // The header is authenticated only by decryption: a version the key never had
@@ -110,13 +121,27 @@ async fn decryption_row(app: &AppState, name: &str, ciphertext: &[u8]) -> Result
     Ok(row)
 }
 
+/// JSON, or a stream (`application/octet-stream`) of any size.
 async fn encrypt(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    app.api_token.authorize(&headers)?;
+    if crate::keys_stream::is_stream(&headers) {
+        return crate::keys_stream::encrypt(&app, &name, &headers, request.into_body()).await;
+    }
+    let body = Json::<Encrypt>::from_request(request, &()).await;
+    encrypt_json(&app, &name, body).await.map(IntoResponse::into_response)
+}
+
+async fn encrypt_json(
+    app: &AppState,
+    name: &str,
     body: Result<Json<Encrypt>, JsonRejection>,
 ) -> Result<Json<Encrypted>, ApiError> {
-    app.api_token.authorize(&headers)?;
+    let (app, name) = (app.clone(), name.to_owned());
     let Json(body) = body.map_err(ApiError::from_json)?;
     let plaintext = SecretBytes::new(base64_field("plaintext_b64", &body.plaintext_b64, MAX_CRYPT_PAYLOAD_LEN)?);
     let associated_data = associated_data(&body.associated_data_b64)?;
@@ -128,13 +153,27 @@ async fn encrypt(
     }
 }
 
+/// JSON, or a stream (`application/octet-stream`) of any size.
 async fn decrypt(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    app.api_token.authorize(&headers)?;
+    if crate::keys_stream::is_stream(&headers) {
+        return crate::keys_stream::decrypt(&app, &name, &headers, request.into_body()).await;
+    }
+    let body = Json::<Decrypt>::from_request(request, &()).await;
+    decrypt_json(&app, &name, body).await.map(IntoResponse::into_response)
+}
+
+async fn decrypt_json(
+    app: &AppState,
+    name: &str,
     body: Result<Json<Decrypt>, JsonRejection>,
 ) -> Result<Json<Decrypted>, ApiError> {
-    app.api_token.authorize(&headers)?;
+    let (app, name) = (app.clone(), name.to_owned());
     let Json(body) = body.map_err(ApiError::from_json)?;
     let ciphertext = base64_field("ciphertext_b64", &body.ciphertext_b64, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = associated_data(&body.associated_data_b64)?;

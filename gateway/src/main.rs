@@ -9,6 +9,7 @@ mod errors;
 mod keys_api;
 mod keys_crypt;
 mod keys_sign;
+mod keys_stream;
 mod keys_transfer;
 mod limit;
 mod link;

@@ -19,4 +19,5 @@ mod link;
 mod link_auth;
 mod rotation;
 mod round_trip;
+mod stream_tampering;
 mod tampering;

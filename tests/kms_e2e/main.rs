@@ -10,5 +10,6 @@ mod keyring;
 mod keyring_transfer;
 mod lifecycle;
 mod production;
+mod stream;
 
 pub use keyward_e2e::{assert_signs, digest};

@@ -379,12 +379,39 @@ async fn crypt_points(
     let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
     let pids = [("gateway", gateway_pid), ("enclave", enclave_pid), ("loadgen", std::process::id())];
     stack.admin_client().create_key(load::CRYPT_KEY, "aes256-gcm", false).await.context("the bench's aes key")?;
-    let encrypt = Workload::Encrypt { bytes: crypt::ENCRYPT_PAYLOAD };
-    let load = load::closed_loop(endpoint, encrypt, args.encrypt_connections, window);
-    points.push(measured(crypt::ENCRYPT_POINT, &pids, window, load).await);
+    for (name, binary) in [(crypt::ENCRYPT_POINT, true), (crypt::ENCRYPT_JSON_POINT, false)] {
+        let encrypt = Workload::Encrypt { bytes: crypt::ENCRYPT_PAYLOAD, binary };
+        let load = load::closed_loop(endpoint, encrypt, args.encrypt_connections, window);
+        points.push(measured(name, &pids, window, load).await);
+    }
     let load = load::closed_loop(endpoint, Workload::DataKey, args.key_connections, window);
     points.push(measured(crypt::DATAKEY_POINT, &pids, window, load).await);
-    Ok(CryptSummary::new(raw, points))
+    let mut summary = CryptSummary::new(raw, points);
+    let (mib, streamed) = stream_gib(stack).await?;
+    eprintln!("[bench] streamed 1 GiB through encryption at {mib:.0} MiB/s ({streamed} bytes back)");
+    summary.stream_encrypt_mib_per_s = Some(mib);
+    summary.stream_1gib_gateway_peak_rss_mib = procfs::peak_rss_mib(gateway_pid);
+    summary.stream_1gib_enclave_peak_rss_mib = procfs::peak_rss_mib(enclave_pid);
+    Ok(summary)
+}
+
+/// Streams 1 GiB (made on the fly) through `POST /v1/keys/{name}/encrypt` as
+/// `application/octet-stream` and reads the ciphertext back as it comes; returns plaintext
+/// MiB/s and the ciphertext's length.
+async fn stream_gib(stack: &Stack) -> anyhow::Result<(f64, u64)> {
+    use futures_util::StreamExt;
+    const CHUNK: usize = 1 << 20;
+    let chunk = bytes::Bytes::from(vec![0x5au8; CHUNK]);
+    let body = futures_util::stream::iter(0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+    let start = Instant::now();
+    let response =
+        stack.client.encrypt_stream(load::CRYPT_KEY, reqwest::Body::wrap_stream(body), None).await.context("stream")?;
+    let mut answer = response.bytes_stream();
+    let mut len = 0u64;
+    while let Some(part) = answer.next().await {
+        len += part.context("the encryption stream broke off")?.len() as u64;
+    }
+    Ok((1024.0 / start.elapsed().as_secs_f64(), len))
 }
 
 /// Runs one load point and measures the CPU of the stack's processes over its measured

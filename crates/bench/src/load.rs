@@ -81,8 +81,9 @@ pub enum Workload {
     /// `POST /v1/keys/{name}/sign`, one digest, with a key drawn uniformly at random from
     /// the `keys` keys named [`key_name`]`(0..keys)` for every request (`keys: 1` is one key).
     KeySign { keys: u64 },
-    /// `POST /v1/keys/{CRYPT_KEY}/encrypt` with `bytes` of plaintext.
-    Encrypt { bytes: usize },
+    /// `POST /v1/keys/{CRYPT_KEY}/encrypt` with `bytes` of plaintext: as a binary body
+    /// (`application/octet-stream`, answered with the streamed ciphertext) or in JSON (base64).
+    Encrypt { bytes: usize, binary: bool },
     /// `POST /v1/keys/{CRYPT_KEY}/datakey`, an aes-256 data key with its plaintext.
     DataKey,
 }
@@ -115,6 +116,14 @@ impl Workload {
         }
     }
 
+    /// The request's media type.
+    fn content_type(self) -> &'static str {
+        match self {
+            Workload::Encrypt { binary: true, .. } => "application/octet-stream",
+            _ => "application/json",
+        }
+    }
+
     /// Signatures per request.
     pub fn signatures(self) -> usize {
         match self {
@@ -126,11 +135,14 @@ impl Workload {
     /// `count` request bodies over distinct digests (a few distinct plaintexts for
     /// encryption, whose bodies are large).
     fn bodies(self, count: usize) -> Vec<Bytes> {
-        if let Workload::Encrypt { bytes } = self {
+        if let Workload::Encrypt { bytes, binary } = self {
             use base64::Engine;
             return (0..4u64)
                 .map(|i| {
                     let plaintext: Vec<u8> = (0..bytes).map(|j| digest(i * 7919 + j as u64 / 32)[j % 32]).collect();
+                    if binary {
+                        return Bytes::from(plaintext);
+                    }
                     let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
                     Bytes::from(format!(r#"{{"plaintext_b64":"{b64}"}}"#))
                 })
@@ -406,7 +418,7 @@ impl Conn {
             .uri(workload.uri(seq))
             .header(HOST, self.endpoint.host.clone())
             .header(AUTHORIZATION, self.endpoint.authorization.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static(workload.content_type()))
             .body(Full::new(body))
             .map_err(|_| Failure::Answer("request could not be built"))?;
         let response = sender.send_request(request).await.map_err(|_| Failure::Transport("connection error"))?;
@@ -435,7 +447,8 @@ enum Failure {
     Answer(&'static str),
 }
 
-/// Success means HTTP 200 with one signature per digest asked for.
+/// Success means HTTP 200 with one signature per digest asked for (a ciphertext for an
+/// encryption, a wrapped key with its plaintext for a data key).
 fn check_answer(workload: Workload, status: StatusCode, body: &[u8]) -> Result<(), &'static str> {
     if status != StatusCode::OK {
         return Err(match status.as_u16() {
@@ -446,8 +459,17 @@ fn check_answer(workload: Workload, status: StatusCode, body: &[u8]) -> Result<(
             _ => "http other",
         });
     }
-    const MARK: &[u8] = br#""signature_hex""#;
-    let signatures = body.windows(MARK.len()).filter(|w| *w == MARK).count();
+    if let Workload::Encrypt { bytes, binary: true } = workload {
+        // Header, the plaintext, and a tag per 64 KiB segment.
+        let expected = 41 + bytes + bytes.div_ceil(64 * 1024).max(1) * 16;
+        return if body.len() == expected { Ok(()) } else { Err("ciphertext of the wrong length") };
+    }
+    let mark: &[u8] = match workload {
+        Workload::Encrypt { .. } => br#""ciphertext_b64""#,
+        Workload::DataKey => br#""plaintext_b64""#,
+        _ => br#""signature_hex""#,
+    };
+    let signatures = body.windows(mark.len()).filter(|w| *w == mark).count();
     if signatures != workload.signatures() {
         return Err("answer without one signature per digest");
     }

@@ -289,13 +289,15 @@ impl Summary {
         let c = &self.crypt;
         let _ = writeln!(
             out,
-            "encryption: raw AES-256-GCM {:.0} MiB/s on one core; {:.0} MiB/s end to end with {} KiB payloads ({} connections); {:.0} data keys/s ({} connections)",
+            "encryption: raw AES-256-GCM {:.0} MiB/s on one core; {:.0} MiB/s end to end with {} KiB binary payloads, {:.0} MiB/s in JSON ({} connections); {:.0} data keys/s ({} connections); 1 GiB streamed at {} MiB/s",
             c.raw_aes_gcm_mib_per_s,
             c.encrypt_mib_per_s,
             c.encrypt_payload_bytes / 1024,
+            c.encrypt_json_mib_per_s,
             c.encrypt_connections,
             c.datakey_per_s,
             c.datakey_connections,
+            opt(c.stream_encrypt_mib_per_s),
         );
         let idle: Vec<String> = self.idle_cpu_cores.iter().map(|(n, c)| format!("{n} {:.3}", c)).collect();
         let _ = writeln!(out, "CPU without load (cores): {}", idle.join(", "));

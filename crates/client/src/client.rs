@@ -8,6 +8,9 @@ use crate::api::{
     AttestationResponse, ErrorResponse, HealthResponse, PublicKeyResponse, RotateRequest, RotateResponse,
     SignBatchRequest, SignBatchResponse, SignItem, SignRequest, SignResponse,
 };
+/// The deadline of one streamed encryption or decryption.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 use crate::crypt::{
     DataKey, Decrypt, Decrypted, Encrypt, Encrypted, GenerateDataKey, KeyConfig, MacInfo, MacRequest, RandomBytes,
     RandomRequest, VerifyMac,
@@ -252,6 +255,58 @@ impl Client {
     pub async fn random(&self, bytes: u32, source: Option<&str>) -> Result<RandomBytes, ClientError> {
         let body = RandomRequest { bytes, source: source.map(str::to_owned) };
         self.send(self.authorized(self.http.post(self.url("/v1/random"))).json(&body)).await
+    }
+
+    /// Encrypts a body of any size with an aes256-gcm key, streamed in segments. The answer's
+    /// body is the streamed ciphertext (read it with `bytes_stream`); a transfer that breaks
+    /// off is a failure.
+    pub async fn encrypt_stream(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        associated_data: Option<&[u8]>,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.send_stream(&key_path(name, "/encrypt"), body, associated_data).await
+    }
+
+    /// Decrypts a streamed ciphertext. The answer's body is the plaintext; a transfer that
+    /// breaks off means the stream was cut or altered after its start: discard what came.
+    pub async fn decrypt_stream(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        associated_data: Option<&[u8]>,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.send_stream(&key_path(name, "/decrypt"), body, associated_data).await
+    }
+
+    async fn send_stream(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        associated_data: Option<&[u8]>,
+    ) -> Result<reqwest::Response, ClientError> {
+        use base64::Engine;
+        let mut request = self
+            .authorized(self.http.post(self.url(path)))
+            // A stream takes as long as its size needs; the 30 s deadline is for the rest.
+            .timeout(STREAM_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(data) = associated_data {
+            request =
+                request.header("x-keyward-associated-data", base64::engine::general_purpose::STANDARD.encode(data));
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await?;
+        match serde_json::from_slice::<ErrorResponse>(&bytes) {
+            Ok(e) => Err(ClientError::Api { status, code: e.error.code, message: e.error.message }),
+            Err(_) => Err(ClientError::Decode { status, reason: "error body is not JSON".into() }),
+        }
     }
 
     fn url(&self, path: &str) -> String {

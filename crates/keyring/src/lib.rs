@@ -4,6 +4,7 @@ mod crypt;
 mod material;
 mod root;
 mod sign;
+mod stream;
 mod transfer;
 mod wrap;
 
@@ -16,6 +17,10 @@ pub use crypt::{
 pub use material::{KeyMaterial, SECRET_LEN};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
 pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, check_request, default_algorithm, sign, verify};
+pub use stream::{
+    MAX_STREAM_SEGMENT_LEN, STREAM_FORMAT, STREAM_HEADER_LEN, STREAM_SEGMENT_LEN, StreamHeader, open_segment,
+    seal_segment,
+};
 pub use transfer::{
     Sealed, TRANSFER_CIPHERTEXT_LEN, TRANSFER_PUBLIC_KEY_LEN, TRANSFER_SUITE, TransferKey, export_info, import_info,
     seal,

@@ -133,6 +133,31 @@ pub enum CryptOp {
         #[serde(with = "serde_bytes")]
         mac: Vec<u8>,
     },
+    /// A new stream under the key version: the enclave picks its salt and answers with the
+    /// stream header (`StreamHeader`).
+    BeginStream,
+    /// Seal segment `index` of the stream `header` begins (`last` for its final segment).
+    SealSegment {
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        associated_data: Vec<u8>,
+        index: u32,
+        last: bool,
+        plaintext: SecretBytes,
+    },
+    /// Open segment `index` of a stream; answered with its plaintext only if it is that
+    /// segment of that stream.
+    OpenSegment {
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        associated_data: Vec<u8>,
+        index: u32,
+        last: bool,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
 }
 
 impl CryptOp {
@@ -145,6 +170,9 @@ impl CryptOp {
             CryptOp::DataKey { .. } => "datakey",
             CryptOp::Mac { .. } => "hmac",
             CryptOp::VerifyMac { .. } => "verify-hmac",
+            CryptOp::BeginStream => "begin-stream",
+            CryptOp::SealSegment { .. } => "seal-segment",
+            CryptOp::OpenSegment { .. } => "open-segment",
         }
     }
 }
@@ -171,6 +199,8 @@ pub enum CryptOutput {
     Mac(#[serde(with = "serde_bytes")] Vec<u8>),
     /// `VerifyMac`.
     Valid(bool),
+    /// `BeginStream`: the stream's header.
+    StreamHeader(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Where random bytes come from.

@@ -307,6 +307,25 @@ fn crypt_op() -> impl Strategy<Value = CryptOp> {
         }),
         small_bytes().prop_map(|message| CryptOp::Mac { message }),
         (small_bytes(), small_bytes()).prop_map(|(message, mac)| CryptOp::VerifyMac { message, mac }),
+        LazyJust::new(|| CryptOp::BeginStream),
+        (small_bytes(), small_bytes(), any::<u32>(), any::<bool>(), small_bytes()).prop_map(
+            |(header, associated_data, index, last, plaintext)| CryptOp::SealSegment {
+                header,
+                associated_data,
+                index,
+                last,
+                plaintext: SecretBytes::new(plaintext)
+            }
+        ),
+        (small_bytes(), small_bytes(), any::<u32>(), any::<bool>(), small_bytes()).prop_map(
+            |(header, associated_data, index, last, sealed)| CryptOp::OpenSegment {
+                header,
+                associated_data,
+                index,
+                last,
+                sealed
+            }
+        ),
     ]
 }
 
@@ -323,6 +342,7 @@ fn crypt_output() -> impl Strategy<Value = CryptOutput> {
         ),
         small_bytes().prop_map(CryptOutput::Mac),
         any::<bool>().prop_map(CryptOutput::Valid),
+        small_bytes().prop_map(CryptOutput::StreamHeader),
     ]
 }
 

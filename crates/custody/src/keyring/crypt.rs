@@ -2,7 +2,10 @@
 //! data keys, MACs and random bytes. Plaintext and data keys exist only here and in the
 //! zeroized buffers that carry them.
 
-use keyward_keyring::{KeyringError, decrypt, encrypt, mac, new_data_key, verify_mac};
+use keyward_keyring::{
+    KeyringError, STREAM_SEGMENT_LEN, StreamHeader, decrypt, encrypt, mac, new_data_key, open_segment, seal_segment,
+    verify_mac,
+};
 use keyward_proto::{
     CryptOp, CryptOutput, ErrorCode, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
     SecretBytes, WrappedKey,
@@ -52,6 +55,30 @@ impl<D: DataKeySource> Keyring<D> {
                 check_len("message", message.len())?;
                 Ok(CryptOutput::Valid(verify_mac(&material, message, mac).map_err(from_keyring)?))
             }
+            CryptOp::BeginStream => {
+                if row.identity.key_type != keyward_proto::KeyType::Aes256Gcm {
+                    return Err(from_keyring(KeyringError::UnsupportedOperation(format!(
+                        "a {} key does not encrypt",
+                        row.identity.key_type
+                    ))));
+                }
+                let mut salt = [0u8; 32];
+                self.fill(&mut salt)?;
+                let header = StreamHeader { version: row.identity.version, segment_len: STREAM_SEGMENT_LEN, salt };
+                Ok(CryptOutput::StreamHeader(header.encode().to_vec()))
+            }
+            CryptOp::SealSegment { header, associated_data, index, last, plaintext } => {
+                let header = stream_header(row, header)?;
+                let sealed = seal_segment(&material, name, &header, associated_data, *index, *last, plaintext.expose())
+                    .map_err(from_keyring)?;
+                Ok(CryptOutput::Ciphertext(sealed))
+            }
+            CryptOp::OpenSegment { header, associated_data, index, last, sealed } => {
+                let header = stream_header(row, header)?;
+                let opened = open_segment(&material, name, &header, associated_data, *index, *last, sealed)
+                    .map_err(from_keyring)?;
+                Ok(CryptOutput::Plaintext(SecretBytes(opened)))
+            }
         }
     }
 
@@ -92,6 +119,23 @@ fn check_len(what: &str, len: usize) -> Reply<()> {
         ))));
     }
     Ok(())
+}
+
+/// A stream's header, which must name the row's version.
+fn stream_header(row: &WrappedKey, header: &[u8]) -> Reply<StreamHeader> {
+    let parsed = StreamHeader::parse(header).map_err(|e| from_keyring(KeyringError::Ciphertext(e)))?;
+    if parsed.version != row.identity.version {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "the stream is of version {} of key {}, but version {} was sent",
+                parsed.version.get(),
+                row.identity.name,
+                row.identity.version.get()
+            ),
+        ));
+    }
+    Ok(parsed)
 }
 
 /// The row must be the version the ciphertext names (the gateway looks it up by the header).
