@@ -114,3 +114,49 @@ async fn a_gibibyte_streams_through_encryption_and_back_without_either_process_h
         refused.map(|r| r.status())
     );
 }
+
+/// Runs `keyward keys ARGS` with the API token.
+fn cli(stack: &Stack, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(keyward_e2e::binary("keyward"))
+        .args(["--gateway", &format!("http://127.0.0.1:{}", stack.api_port)])
+        .args(["--token-file", &stack.path().join("api-token").display().to_string(), "keys"])
+        .args(args)
+        .output()
+        .expect("run keyward");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_streams_files_through_and_removes_the_output_of_a_damaged_one() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    stack.wait_health("keyring ready", |_, h| h.enclaves.iter().all(|e| e.keyring.state == "ready")).await;
+    stack.admin_client().create_key("files", "aes256-gcm", false).await.expect("aes key");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let original: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(path("plain"), &original).expect("write");
+
+    let (ok, stderr) =
+        cli(&stack, &["encrypt-file", "files", "--in", &path("plain"), "--out", &path("sealed"), "--aad", "a"]);
+    assert!(ok, "encrypt-file: {stderr}");
+    let (ok, stderr) =
+        cli(&stack, &["decrypt-file", "files", "--in", &path("sealed"), "--out", &path("back"), "--aad", "a"]);
+    assert!(ok, "decrypt-file: {stderr}");
+    assert_eq!(std::fs::read(path("back")).expect("read"), original);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(path("back")).expect("stat").permissions().mode() & 0o777, 0o600);
+
+    // Damage past the first segment: the transfer breaks off and the partial output is gone.
+    let mut sealed = std::fs::read(path("sealed")).expect("read");
+    let len = sealed.len();
+    sealed[len - 100] ^= 1;
+    std::fs::write(path("damaged"), &sealed).expect("write");
+    let (ok, stderr) =
+        cli(&stack, &["decrypt-file", "files", "--in", &path("damaged"), "--out", &path("partial"), "--aad", "a"]);
+    assert!(!ok && stderr.contains("removed"), "{stderr}");
+    assert!(!dir.path().join("partial").exists(), "no partial plaintext is left behind");
+    // An existing output file is never overwritten.
+    let (ok, stderr) =
+        cli(&stack, &["decrypt-file", "files", "--in", &path("sealed"), "--out", &path("back"), "--aad", "a"]);
+    assert!(!ok && stderr.contains("must not exist"), "{stderr}");
+}

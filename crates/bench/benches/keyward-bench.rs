@@ -387,6 +387,15 @@ async fn crypt_points(
     let load = load::closed_loop(endpoint, Workload::DataKey, args.key_connections, window);
     points.push(measured(crypt::DATAKEY_POINT, &pids, window, load).await);
     let mut summary = CryptSummary::new(raw, points);
+    // Fresh processes, so that the peaks are the stream's own, not the million keys' or the
+    // 1 MiB points' (four JSON requests of 1 MiB at once hold several copies each).
+    stack.kill_gateway();
+    stack.kill_enclave(1).await;
+    stack.start_enclave(1);
+    stack.start_gateway();
+    stack.wait_keyring().await;
+    let gateway_pid = stack.gateway.as_ref().map(|p| p.pid()).context("the stack has no gateway")?;
+    let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
     let (mib, streamed) = stream_gib(stack).await?;
     eprintln!("[bench] streamed 1 GiB through encryption at {mib:.0} MiB/s ({streamed} bytes back)");
     summary.stream_encrypt_mib_per_s = Some(mib);

@@ -38,8 +38,7 @@ pub struct CryptSummary {
     /// 1 GiB streamed through `POST /v1/keys/{name}/encrypt` (`application/octet-stream`),
     /// plaintext MiB/s.
     pub stream_encrypt_mib_per_s: Option<f64>,
-    /// Peak RSS of the gateway and the enclave after the stream (over each process's life, so
-    /// it also covers the million keys seeded before).
+    /// Peak RSS of the gateway and the enclave, started afresh for the stream.
     pub stream_1gib_gateway_peak_rss_mib: Option<f64>,
     pub stream_1gib_enclave_peak_rss_mib: Option<f64>,
 }

@@ -4,7 +4,6 @@ mod cache;
 mod core;
 mod keyring;
 mod master;
-#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 
 use std::{collections::BTreeMap, future::Future};

@@ -1,5 +1,5 @@
 //! Stand-ins for the enclave's seams, for unit tests here and in the gateway's domain core
-//! (feature `test-support`; never in a binary): an in-memory KMS that binds every data key to
+//! (never wired into a binary): an in-memory KMS that binds every data key to
 //! its encryption context as KMS does and can be told to refuse `Decrypt`, and the operating
 //! system's randomness.
 

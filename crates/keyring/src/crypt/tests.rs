@@ -90,6 +90,7 @@ fn another_key_name_or_associated_data_does_not_open() {
     assert!(refused(decrypt(&material, &name("docs"), &ciphertext, b"thread-8")));
     assert!(refused(decrypt(&material, &name("docs"), &ciphertext, b"")));
     assert!(refused(decrypt(&material, &name("docs2"), &ciphertext, b"thread-7")));
+    assert!(refused(decrypt(&material, &name("doct"), &ciphertext, b"thread-7")), "a name of the same length");
     assert!(refused(decrypt(&key(KeyType::Aes256Gcm, 2), &name("docs"), &ciphertext, b"thread-7")));
     let mut other_format = ciphertext.clone();
     other_format[0] = 2;

@@ -1,5 +1,5 @@
-//! `keyward keys encrypt|decrypt|rewrap|datakey|hmac|verify-hmac|configure` and
-//! `keyward random`. Binary input comes from a file or text; decrypted plaintext is written to
+//! `keyward keys encrypt|decrypt|rewrap|datakey|hmac|verify-hmac|configure`,
+//! `keys encrypt-file|decrypt-file` (streamed, any size) and `keyward random`. Binary input comes from a file or text; decrypted plaintext is written to
 //! a new file (mode 0600) when `--out` is given, else shown as base64 in the JSON answer.
 
 use std::path::{Path, PathBuf};
@@ -89,6 +89,28 @@ pub enum CryptCommand {
         #[arg(long)]
         version: Option<u32>,
     },
+    /// Encrypt a file of any size (streamed) into a new file.
+    EncryptFile {
+        name: String,
+        #[arg(long = "in", value_name = "PATH")]
+        in_file: PathBuf,
+        /// The ciphertext (a new file).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long)]
+        aad: Option<String>,
+    },
+    /// Decrypt a file made by `encrypt-file` into a new file (mode 0600). If the transfer
+    /// breaks off (a damaged ciphertext), the partial output is removed.
+    DecryptFile {
+        name: String,
+        #[arg(long = "in", value_name = "PATH")]
+        in_file: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long)]
+        aad: Option<String>,
+    },
     /// Change a key's settings (admin token).
     Configure {
         name: String,
@@ -149,8 +171,77 @@ pub async fn run(client: &Client, command: CryptCommand) -> anyhow::Result<serde
             let request = VerifyMac { message_b64: STANDARD.encode(input.bytes()?), mac_b64, version };
             json(&client.verify_hmac(&name, &request).await?)
         }
+        CryptCommand::EncryptFile { name, in_file, out, aad } => {
+            stream_file(client, &name, &in_file, &out, aad, true).await?
+        }
+        CryptCommand::DecryptFile { name, in_file, out, aad } => {
+            stream_file(client, &name, &in_file, &out, aad, false).await?
+        }
         CryptCommand::Configure { name, min_decryption_version } => {
             json(&client.configure_key(&name, &KeyConfig { min_decryption_version }).await?)
         }
     })
+}
+
+/// Streams `input` through the gateway's encrypt or decrypt into the new file `output`;
+/// removes the output again if the transfer does not end cleanly.
+async fn stream_file(
+    client: &Client,
+    name: &str,
+    input: &Path,
+    output: &Path,
+    aad: Option<String>,
+    encrypt: bool,
+) -> anyhow::Result<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let file = tokio::fs::File::open(input).await.with_context(|| format!("opening {}", input.display()))?;
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 1 << 20];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(buffer), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let body = reqwest::Body::wrap_stream(chunks);
+    let aad = aad.map(String::into_bytes);
+    let response = if encrypt {
+        client.encrypt_stream(name, body, aad.as_deref()).await?
+    } else {
+        client.decrypt_stream(name, body, aad.as_deref()).await?
+    };
+    let version = response.headers().get("x-keyward-key-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(output)
+            .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
+        tokio::fs::File::from_std(file)
+    };
+    let mut answer = response.bytes_stream();
+    let mut written = 0u64;
+    let result = async {
+        while let Some(part) = answer.next().await {
+            let part = part.context("the transfer broke off: the ciphertext is damaged or the connection failed")?;
+            out.write_all(&part).await.with_context(|| format!("writing {}", output.display()))?;
+            written += part.len() as u64;
+        }
+        out.flush().await.with_context(|| format!("writing {}", output.display()))?;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        drop(out);
+        let _ = std::fs::remove_file(output);
+        return Err(e.context(format!("{} removed; nothing of it may be used", output.display())));
+    }
+    Ok(serde_json::json!({ "out": output, "bytes": written, "version": version }))
 }
