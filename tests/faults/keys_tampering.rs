@@ -194,7 +194,7 @@ fn restore(stack: &Stack, snapshot: &[Vec<Value>]) {
     for row in snapshot {
         let statement = match row.len() {
             6 if matches!(row[0], Value::Integer(1)) => continue, // keyring_root (slot = 1)
-            9 => "INSERT INTO keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            10 => "INSERT INTO keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             6 => "INSERT INTO key_versions VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             n => panic!("a row of {n} columns"),
         };
