@@ -58,22 +58,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         attestation: config.attestation,
         nsm: nsm.clone(),
     });
+    let pinned = keyward_custody::Pinned { key_id: config.kms_key_id.clone(), region: config.kms_region.clone() };
     let keyring = Arc::new(
         keyward_custody::Keyring::new(
             keys.clone(),
             Arc::new(datakey::NsmRandom(nsm.clone())),
-            config.kms_key_id.clone(),
-            config.kms_region.clone(),
+            pinned.clone(),
             config.key_cache,
         )
         .map_err(|e| anyhow::anyhow!("no randomness for the transfer key: {e}"))?,
     );
-    let master = Arc::new(keyward_custody::Master::new(
-        keys,
-        Arc::new(datakey::NsmRandom(nsm.clone())),
-        config.kms_key_id.clone(),
-        config.kms_region.clone(),
-    ));
+    let master = Arc::new(keyward_custody::Master::new(keys, Arc::new(datakey::NsmRandom(nsm.clone())), pinned));
     let attestations = attestations::Attestations::new(nsm);
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(

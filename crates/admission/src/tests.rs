@@ -9,7 +9,7 @@ use std::{
 };
 
 use keyward_custody::{
-    EnclaveCore, Keyring, Master,
+    EnclaveCore, Keyring, Master, Pinned,
     memory::{MEMORY_KMS_ARN as ARN, MEMORY_KMS_REGION as REGION, MemoryKms, OsRandom, test_credentials},
 };
 use keyward_proto::{
@@ -40,8 +40,9 @@ struct TestEnclave {
 impl TestEnclave {
     fn new(kms: &Arc<MemoryKms>) -> Self {
         let random = Arc::new(OsRandom);
-        let master = Master::new(kms.clone(), random.clone(), ARN.into(), REGION.into());
-        let keyring = Keyring::new(kms.clone(), random, ARN.into(), REGION.into(), 16).unwrap();
+        let pinned = Pinned { key_id: ARN.into(), region: REGION.into() };
+        let master = Master::new(kms.clone(), random.clone(), pinned.clone());
+        let keyring = Keyring::new(kms.clone(), random, pinned, 16).unwrap();
         TestEnclave {
             core: EnclaveCore { master: Arc::new(master), keyring: Arc::new(keyring) },
             drop_requests: Mutex::new(Vec::new()),

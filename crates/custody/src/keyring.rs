@@ -21,7 +21,7 @@ use keyward_proto::{
 use keyward_telemetry::event;
 use tokio::sync::Mutex;
 
-use crate::{DataKeySource, EncryptionContext, KeyCache, Randomness};
+use crate::{DataKeySource, EncryptionContext, KeyCache, Pinned, Randomness};
 
 type Reply<T> = Result<T, ErrorReply>;
 
@@ -54,8 +54,7 @@ pub struct Keyring<D> {
     data_keys: D,
     random: Arc<dyn Randomness>,
     /// The KMS key and region this enclave is pinned to.
-    pinned_key_id: String,
-    pinned_region: String,
+    pinned: Pinned,
     cache: KeyCache,
     /// Receives imported keys; its public half goes into every attestation document.
     transfer: TransferKey,
@@ -99,8 +98,7 @@ impl<D: DataKeySource> Keyring<D> {
     pub fn new(
         data_keys: D,
         random: Arc<dyn Randomness>,
-        pinned_key_id: String,
-        pinned_region: String,
+        pinned: Pinned,
         cache_capacity: usize,
     ) -> Result<Self, String> {
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
@@ -111,8 +109,7 @@ impl<D: DataKeySource> Keyring<D> {
             lifecycle: Mutex::new(()),
             data_keys,
             random,
-            pinned_key_id,
-            pinned_region,
+            pinned,
             cache: KeyCache::new(cache_capacity),
             transfer,
         })
@@ -143,15 +140,7 @@ impl<D: DataKeySource> Keyring<D> {
                 format!("the keyring root {} is loaded; refusing to make another", l.root_id),
             ));
         }
-        if kms_key_id != self.pinned_key_id || region != self.pinned_region {
-            return Err(error(
-                ErrorCode::ConfigMismatch,
-                format!(
-                    "gateway asked for KMS key {kms_key_id} in {region}, but this enclave is pinned to {} in {}",
-                    self.pinned_key_id, self.pinned_region
-                ),
-            ));
-        }
+        self.pinned.check_request(kms_key_id, region)?;
         let root = RootKey::generate(|out: &mut [u8]| self.random.fill(out)).map_err(from_keyring)?;
         let mut id = [0u8; 16];
         self.fill(&mut id)?;
@@ -342,17 +331,7 @@ impl<D: DataKeySource> Keyring<D> {
     /// Opens a stored root: its data key from KMS for its context, the KMS key checked, the
     /// seal opened.
     async fn open(&self, sealed: &SealedRoot, credentials: &AwsCredentials) -> Reply<RootKey> {
-        // With a key ARN pinned (production), a root of another key is refused before any KMS
-        // call; with an alias (development), KMS's answer names the key instead.
-        if keyward_kms::KeyArn::parse(&self.pinned_key_id).is_ok() && sealed.kms_key_id != self.pinned_key_id {
-            return Err(error(
-                ErrorCode::ConfigMismatch,
-                format!(
-                    "the keyring root was sealed under KMS key {}, but this enclave is pinned to {}",
-                    sealed.kms_key_id, self.pinned_key_id
-                ),
-            ));
-        }
+        self.pinned.check_row(&sealed.kms_key_id, "the keyring root")?;
         let context = root_context(&sealed.root_id, sealed.root_epoch);
         let (dek, arn) =
             self.data_keys.decrypt(credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {

@@ -5,6 +5,7 @@ mod core;
 mod keyring;
 mod master;
 pub mod memory;
+mod pinned;
 
 use std::{collections::BTreeMap, future::Future};
 
@@ -15,6 +16,7 @@ pub use cache::KeyCache;
 pub use core::EnclaveCore;
 pub use keyring::{Keyring, root_context};
 pub use master::{Master, master_context};
+pub use pinned::Pinned;
 
 /// A KMS encryption context: authenticated by KMS and logged in CloudTrail, so a data key
 /// decrypts only for the row it was made for.

@@ -17,7 +17,7 @@ use keyward_seal::{MasterKey, SealBinding, SealError};
 use keyward_telemetry::event;
 use tokio::sync::Mutex;
 
-use crate::{DataKeySource, EncryptionContext, Randomness};
+use crate::{DataKeySource, EncryptionContext, Pinned, Randomness};
 
 type Reply<T> = Result<T, ErrorReply>;
 
@@ -38,13 +38,12 @@ pub struct Master<D> {
     data_keys: D,
     random: Arc<dyn Randomness>,
     /// The KMS key and region this enclave is pinned to.
-    pinned_key_id: String,
-    pinned_region: String,
+    pinned: Pinned,
 }
 
 impl<D> std::fmt::Debug for Master<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Master").field("pinned_key_id", &self.pinned_key_id).finish_non_exhaustive()
+        f.debug_struct("Master").field("pinned", &self.pinned).finish_non_exhaustive()
     }
 }
 
@@ -67,8 +66,8 @@ struct Loaded {
 
 impl<D: DataKeySource> Master<D> {
     /// No key loaded yet; data keys come from `data_keys`, under the pinned KMS key.
-    pub fn new(data_keys: D, random: Arc<dyn Randomness>, pinned_key_id: String, pinned_region: String) -> Self {
-        Master { state: RwLock::default(), lifecycle: Mutex::new(()), data_keys, random, pinned_key_id, pinned_region }
+    pub fn new(data_keys: D, random: Arc<dyn Randomness>, pinned: Pinned) -> Self {
+        Master { state: RwLock::default(), lifecycle: Mutex::new(()), data_keys, random, pinned }
     }
 
     pub fn status(&self) -> Status {
@@ -98,7 +97,7 @@ impl<D: DataKeySource> Master<D> {
                 ),
             ));
         }
-        self.check_pinned(&request.kms_key_id, &request.region)?;
+        self.pinned.check_request(&request.kms_key_id, &request.region)?;
         let key = MasterKey::generate(|buf: &mut [u8]| self.random.fill(buf))
             .map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
         crash_point("enclave:provision:before-kms");
@@ -247,7 +246,7 @@ impl<D: DataKeySource> Master<D> {
     /// Recovers the data key of a stored row with attested `Decrypt`, checks the row's KMS
     /// key, and opens the seal (which checks the public key). Nothing is kept on failure.
     async fn open_row(&self, sealed: &SealedKey, credentials: &AwsCredentials) -> Reply<MasterKey> {
-        self.check_row_key_id(sealed)?;
+        self.pinned.check_row(&sealed.kms_key_id, format_args!("row of enclave {}", sealed.enclave_id))?;
         let context = master_context(sealed.enclave_id, sealed.key_epoch, &sealed.public_key.to_hex());
         let (dek, arn) =
             self.data_keys.decrypt(credentials, &sealed.kms_encrypted_dek, &context).await.map_err(|e| {
@@ -311,37 +310,6 @@ impl<D: DataKeySource> Master<D> {
             kms_key_id: new.key_arn,
             key_epoch,
         })
-    }
-
-    /// The gateway's expectation must agree with the enclave's pinned configuration: the
-    /// host must not be able to choose which KMS key wraps the data key.
-    fn check_pinned(&self, kms_key_id: &str, region: &str) -> Reply<()> {
-        if kms_key_id != self.pinned_key_id || region != self.pinned_region {
-            return Err(ErrorReply::new(
-                ErrorCode::ConfigMismatch,
-                format!(
-                    "gateway asked for KMS key {kms_key_id} in {region}, but this enclave is pinned to {} in {}",
-                    self.pinned_key_id, self.pinned_region
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// A row sealed under another KMS key than the pinned one is refused before any KMS
-    /// call. (With an alias pinned, in development, KMS's answer names the key instead.)
-    fn check_row_key_id(&self, sealed: &SealedKey) -> Reply<()> {
-        let pinned = &self.pinned_key_id;
-        if keyward_kms::KeyArn::parse(pinned).is_ok() && *pinned != sealed.kms_key_id {
-            return Err(ErrorReply::new(
-                ErrorCode::ConfigMismatch,
-                format!(
-                    "row of enclave {} was sealed under KMS key {}, but this enclave is pinned to {pinned}",
-                    sealed.enclave_id, sealed.kms_key_id
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn ready_key(&self) -> Reply<Arc<MasterKey>> {

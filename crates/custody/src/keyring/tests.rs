@@ -10,7 +10,13 @@ use super::*;
 use crate::memory::{MEMORY_KMS_ARN as ARN, MemoryKms as FakeKms, OsRandom, test_credentials};
 
 pub(super) fn keyring() -> Keyring<FakeKms> {
-    Keyring::new(FakeKms::default(), Arc::new(OsRandom), ARN.into(), "us-east-1".into(), 16).unwrap()
+    Keyring::new(
+        FakeKms::default(),
+        Arc::new(OsRandom),
+        crate::Pinned { key_id: ARN.into(), region: "us-east-1".into() },
+        16,
+    )
+    .unwrap()
 }
 
 fn credentials() -> AwsCredentials {

@@ -13,7 +13,7 @@ fn master() -> Master<Arc<MemoryKms>> {
 }
 
 fn master_on(kms: Arc<MemoryKms>) -> Master<Arc<MemoryKms>> {
-    Master::new(kms, Arc::new(OsRandom), ARN.into(), REGION.into())
+    Master::new(kms, Arc::new(OsRandom), crate::Pinned { key_id: ARN.into(), region: REGION.into() })
 }
 
 fn provision_request() -> Provision {
