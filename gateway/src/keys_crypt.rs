@@ -141,13 +141,12 @@ async fn encrypt_json(
     name: &str,
     body: Result<Json<Encrypt>, JsonRejection>,
 ) -> Result<Json<Encrypted>, ApiError> {
-    let (app, name) = (app.clone(), name.to_owned());
     let Json(body) = body.map_err(ApiError::from_json)?;
     let plaintext = SecretBytes::new(base64_field("plaintext_b64", &body.plaintext_b64, MAX_CRYPT_PAYLOAD_LEN)?);
     let associated_data = associated_data(&body.associated_data_b64)?;
-    let (_, row) = signing_row(&app, &name, None).await?;
+    let (_, row) = signing_row(app, name, None).await?;
     let version = row.identity.version.get();
-    match crypt(&app, row, CryptOp::Encrypt { plaintext, associated_data }).await? {
+    match crypt(app, row, CryptOp::Encrypt { plaintext, associated_data }).await? {
         CryptOutput::Ciphertext(c) => Ok(Json(Encrypted { ciphertext_b64: STANDARD.encode(c), version })),
         _ => Err(unexpected("Encrypt")),
     }
@@ -173,13 +172,12 @@ async fn decrypt_json(
     name: &str,
     body: Result<Json<Decrypt>, JsonRejection>,
 ) -> Result<Json<Decrypted>, ApiError> {
-    let (app, name) = (app.clone(), name.to_owned());
     let Json(body) = body.map_err(ApiError::from_json)?;
     let ciphertext = base64_field("ciphertext_b64", &body.ciphertext_b64, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = associated_data(&body.associated_data_b64)?;
-    let row = decryption_row(&app, &name, &ciphertext).await?;
+    let row = decryption_row(app, name, &ciphertext).await?;
     let version = row.identity.version.get();
-    match crypt(&app, row, CryptOp::Decrypt { ciphertext, associated_data }).await? {
+    match crypt(app, row, CryptOp::Decrypt { ciphertext, associated_data }).await? {
         CryptOutput::Plaintext(p) => Ok(Json(Decrypted { plaintext_b64: STANDARD.encode(p.expose()), version })),
         _ => Err(unexpected("Decrypt")),
     }
