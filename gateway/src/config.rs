@@ -29,6 +29,9 @@ pub struct ConfigFile {
     #[serde(default)]
     pub attestation: AttestationSection,
     pub enclaves: Vec<EnclaveSection>,
+    /// ProgressDB's KMS API (absent: off).
+    #[serde(default)]
+    pub progressdb: Option<seeds::ProgressDbSection>,
 }
 
 pub use keyward_admission::Environment;
@@ -217,6 +220,7 @@ pub struct Config {
     pub attestation_root_pem: Option<PathBuf>,
     pub expected_pcrs: Vec<PcrSet>,
     pub enclaves: Vec<EnclaveTarget>,
+    pub progressdb: Option<seeds::ProgressDbConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -355,13 +359,15 @@ impl Config {
             attestation_root_pem: file.attestation.root_pem,
             expected_pcrs: file.attestation.expected_pcrs,
             enclaves,
+            progressdb: file.progressdb.map(seeds::ProgressDbSection::validate).transpose()?,
         })
     }
 
     /// Everything production refuses, each with the reason.
     fn check_production(&self) -> anyhow::Result<()> {
         self.check_production_kms()?;
-        self.check_production_host()
+        self.check_production_host()?;
+        self.progressdb.as_ref().map_or(Ok(()), seeds::ProgressDbConfig::check_production)
     }
 
     /// The production checks on the settings the enclave image pins (KMS and attestation).
@@ -439,5 +445,6 @@ impl Config {
     }
 }
 
+pub mod seeds;
 #[cfg(test)]
 mod tests;

@@ -119,7 +119,7 @@ async fn generate(app: &AppState, identities: Vec<KeyIdentity>) -> Result<Vec<Wr
     Ok(rows)
 }
 
-async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, ApiError> {
+pub(crate) async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, ApiError> {
     if keys.is_empty() || keys.len() > MAX_KEYS_PER_BATCH {
         return Err(ApiError::invalid(
             "invalid_batch_size",
@@ -250,7 +250,12 @@ async fn rotate_key(
     Path(name): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     app.authorize_admin(&headers)?;
-    let (key, _) = load(&app, &name).await?;
+    rotate(&app, &name).await.map(Json)
+}
+
+/// Adds a version generated in an enclave; the latest version is the one new work uses.
+pub(crate) async fn rotate(app: &AppState, name: &str) -> Result<KeyInfo, ApiError> {
+    let (key, _) = load(app, name).await?;
     usable(&key)?;
     if key.origin == Origin::Imported.as_str() {
         // New material would be generated, not imported: the key would stop being the one
@@ -271,14 +276,14 @@ async fn rotate_key(
         )
     })?;
     let version = next.version;
-    let mut rows = generate(&app, vec![next]).await?;
+    let mut rows = generate(app, vec![next]).await?;
     let row = rows.pop().ok_or_else(|| ApiError::internal("no key version made"))?;
     crash_point("gateway:key-rotate:before-store");
     app.db.add_version(version_row(&row, now_unix()), key.revision).await.map_err(store_error)?;
     crash_point("gateway:key-rotate:before-reply");
     tracing::info!(key = %name, version = version.get(), "rotated key");
-    let (key, versions) = load(&app, &name).await?;
-    Ok(Json(key_info(&key, &versions, now_unix())))
+    let (key, versions) = load(app, name).await?;
+    Ok(key_info(&key, &versions, now_unix()))
 }
 
 /// Moves a key from one of `from` to `to`, by compare-and-swap on its revision.

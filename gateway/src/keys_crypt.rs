@@ -52,7 +52,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A base64 field of at most `max` bytes; `code` names the field's rule.
-fn base64_field(field: &str, value: &str, max: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn base64_field(field: &str, value: &str, max: usize) -> Result<Vec<u8>, ApiError> {
     let too_large = || ApiError::invalid("payload_too_large", format!("{field} holds at most {max} bytes"));
     // Base64 is 4 characters per 3 bytes: refuse what cannot fit before decoding it.
     if value.len() > max.div_ceil(3) * 4 {
@@ -85,7 +85,7 @@ fn unexpected(what: &str) -> ApiError {
 }
 
 /// The row of the version `ciphertext` names, refused below the key's minimum.
-async fn decryption_row(app: &AppState, name: &str, ciphertext: &[u8]) -> Result<WrappedKey, ApiError> {
+pub(crate) async fn decryption_row(app: &AppState, name: &str, ciphertext: &[u8]) -> Result<WrappedKey, ApiError> {
     let version = keyward_keyring::ciphertext_version(ciphertext)
         .map_err(|e| ApiError::invalid("ciphertext_malformed", e.to_string()))?;
     decryption_row_for(app, name, version).await

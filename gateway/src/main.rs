@@ -6,6 +6,7 @@ mod config;
 mod credentials;
 mod enclaves;
 mod errors;
+mod frontdoor;
 mod keys_api;
 mod keys_crypt;
 mod keys_sign;
@@ -15,6 +16,7 @@ mod limit;
 mod link;
 mod nitro_cmd;
 mod policy_cmd;
+mod progressdb;
 mod relay;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
@@ -190,6 +192,9 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         attestation_limit: Arc::new(limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
         key_deletion_waiting_seconds: i64::from(config.key_deletion_waiting_days) * 86_400,
     };
+    if let Some(progressdb) = &config.progressdb {
+        serve_progressdb(progressdb, &state).await?;
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -199,6 +204,35 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         .await
         .context("API server failed")?;
     tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// ProgressDB's KMS API on each listener its section names.
+async fn serve_progressdb(config: &config::seeds::ProgressDbConfig, app: &api::AppState) -> anyhow::Result<()> {
+    let router =
+        progressdb::router(progressdb::ProgressDb { app: app.clone(), key_prefix: config.key_prefix.as_str().into() });
+    let mut addresses = Vec::new();
+    if let Some(listen) = &config.listen {
+        addresses.push(keyward_transport::Address::Tcp { host: listen.ip().to_string(), port: listen.port() });
+    }
+    if let Some(path) = &config.unix_socket {
+        let path = std::path::absolute(path).with_context(|| format!("progressdb.unix_socket {}", path.display()))?;
+        addresses.push(keyward_transport::Address::Unix(path));
+    }
+    let allowed = Arc::new(config.allowed_uids.clone());
+    for address in addresses {
+        let inner = Listener::bind_with_mode(&address, frontdoor::SHARED_SOCKET_MODE)
+            .await
+            .with_context(|| format!("progressdb front door on {address}"))?;
+        tracing::info!(event = event::FRONT_DOOR_LISTENING, front_door = "progressdb", listen = %inner.local_address(), allowed_uids = ?allowed, "ProgressDB KMS API listening");
+        let listener = frontdoor::CheckedListener::new(inner, "progressdb", allowed.clone());
+        let router = router.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(front_door = "progressdb", "front door stopped: {e}");
+            }
+        });
+    }
     Ok(())
 }
 

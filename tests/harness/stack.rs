@@ -25,6 +25,9 @@ pub struct StackOptions {
     /// Gateway and enclaves pin the KMS key by its ARN (as production does) instead of the
     /// alias.
     pub pin_key_arn: bool,
+    /// Appended to the gateway's configuration, `{dir}` replaced by the stack's directory
+    /// (front doors, for instance).
+    pub extra_config: String,
 }
 
 impl Default for StackOptions {
@@ -35,6 +38,7 @@ impl Default for StackOptions {
             gateway_pins_pcrs: true,
             unix_sockets: false,
             pin_key_arn: false,
+            extra_config: String::new(),
         }
     }
 }
@@ -269,8 +273,10 @@ impl Stack {
              relay:\n  listen: {relay}\n\
              link:\n  key_file: {dir}/link.key\n\
              {attestation}\
-             enclaves:\n{enclaves}",
+             enclaves:\n{enclaves}\
+             {extra}",
             kms = self.kms_url,
+            extra = self.options.extra_config.replace("{dir}", &dir.to_string()),
             key_id = self.pinned_key_id(),
             att = self.options.attestation,
             db = self.db_path().display(),

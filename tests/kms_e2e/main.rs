@@ -10,6 +10,7 @@ mod keyring;
 mod keyring_transfer;
 mod lifecycle;
 mod production;
+mod progressdb;
 mod stream;
 
 pub use keyward_e2e::{assert_signs, digest};

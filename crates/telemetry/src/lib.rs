@@ -44,6 +44,10 @@ pub mod event {
     pub const RELAY_REFUSED: &str = "relay_refused";
     /// The gateway's API listens.
     pub const API_LISTENING: &str = "api_listening";
+    /// A seed system's front door listens (`front_door`, `listen`).
+    pub const FRONT_DOOR_LISTENING: &str = "front_door_listening";
+    /// A front door's Unix socket refused a peer whose user id is not allowed (`uid`).
+    pub const PEER_REFUSED: &str = "peer_refused";
     /// The attesting dev KMS decided a request (`operation`, `decision`).
     pub const KMS_REQUEST: &str = "kms_request";
     /// A process refused to start (the error follows).

@@ -43,6 +43,12 @@ impl Listener {
     /// A Unix socket is created with mode 0600; a stale socket file left by a dead process
     /// is replaced, but a live one is not.
     pub async fn bind(address: &Address) -> Result<Self, TransportError> {
+        Self::bind_with_mode(address, 0o600).await
+    }
+
+    /// [`Listener::bind`], with a Unix socket of file mode `unix_mode` (0660 lets a group
+    /// connect, for a service that checks each peer's user id in [`Peer::Unix`]).
+    pub async fn bind_with_mode(address: &Address, unix_mode: u32) -> Result<Self, TransportError> {
         let failed = |source| TransportError::Bind { address: address.to_string(), source };
         let (kind, bound) = match address {
             Address::Vsock { cid, port } => {
@@ -57,7 +63,7 @@ impl Listener {
             }
             Address::Unix(path) => {
                 remove_stale_socket(path).await.map_err(failed)?;
-                let listener = bind_private_unix(path).map_err(failed)?;
+                let listener = bind_private_unix(path, unix_mode).map_err(failed)?;
                 (Kind::Unix(listener, UnixSocketFile(path.clone())), address.clone())
             }
         };
@@ -84,7 +90,9 @@ impl Listener {
             }
             Kind::Unix(l, _) => {
                 let (stream, _) = l.accept().await.map_err(failed)?;
-                Ok((Box::new(stream), Peer::Unix(self.address.to_string())))
+                // SO_PEERCRED: the kernel's record of who connected, which the peer cannot forge.
+                let uid = stream.peer_cred().map_err(failed)?.uid();
+                Ok((Box::new(stream), Peer::Unix { socket: self.address.to_string(), uid }))
             }
         }
     }
@@ -102,8 +110,14 @@ pub enum Peer {
     },
     /// A TCP peer.
     Tcp(std::net::SocketAddr),
-    /// A Unix-socket peer (the socket's own address: Unix peers are anonymous).
-    Unix(String),
+    /// A Unix-socket peer: the socket's own address (Unix peers have none) and the peer
+    /// process's user id as the kernel records it (`SO_PEERCRED`).
+    Unix {
+        /// The listening socket.
+        socket: String,
+        /// The connecting process's user id.
+        uid: u32,
+    },
 }
 
 impl Peer {
@@ -121,7 +135,7 @@ impl std::fmt::Display for Peer {
         match self {
             Peer::Vsock { cid, port } => write!(f, "vsock://{cid}:{port}"),
             Peer::Tcp(addr) => write!(f, "tcp://{addr}"),
-            Peer::Unix(address) => f.write_str(address),
+            Peer::Unix { socket, uid } => write!(f, "{socket} (uid {uid})"),
         }
     }
 }
@@ -129,8 +143,8 @@ impl std::fmt::Display for Peer {
 /// Binds a Unix socket at `path` that no other user can ever connect to. Binding creates the
 /// socket file with the process's umask, so a chmod after `bind` would leave a moment in which
 /// anyone could connect. Instead the socket is bound inside a new directory only this user can
-/// enter, made mode 0600 there, and then renamed into place (atomically, on one filesystem).
-fn bind_private_unix(path: &std::path::Path) -> io::Result<UnixListener> {
+/// enter, given `mode` there, and then renamed into place (atomically, on one filesystem).
+fn bind_private_unix(path: &std::path::Path, mode: u32) -> io::Result<UnixListener> {
     use std::os::unix::fs::DirBuilderExt;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let name =
@@ -141,7 +155,7 @@ fn bind_private_unix(path: &std::path::Path) -> io::Result<UnixListener> {
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     let staged = private.join("socket");
     let bound = UnixListener::bind(&staged).and_then(|listener| {
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
         std::fs::rename(&staged, path)?;
         Ok(listener)
     });
@@ -212,6 +226,19 @@ mod tests {
         drop(listener);
         assert!(!path.exists(), "socket file is removed with the listener");
         round_trip(Address::Unix(path)).await;
+    }
+
+    #[tokio::test]
+    async fn a_unix_peer_carries_its_user_id_and_a_shared_socket_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = Listener::bind_with_mode(&Address::Unix(path.clone()), 0o660).await.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+        let _client = connect(&Address::Unix(path.clone())).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        // The socket file belongs to this process's user, which is also the peer.
+        let own_uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap());
+        assert_eq!(peer, Peer::Unix { socket: format!("unix://{}", path.display()), uid: own_uid });
     }
 
     #[tokio::test]

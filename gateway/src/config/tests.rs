@@ -176,3 +176,41 @@ fn image_config_needs_production_kms_settings_but_not_the_host() {
     let err = format!("{:#}", Config::load_for_image(&write("dev.yaml", &shipped("development.yaml"))).unwrap_err());
     assert!(err.contains("the enclave image is a production image"), "{err}");
 }
+
+#[test]
+fn progressdb_section_is_optional_and_checked() {
+    let dev = shipped("development.yaml");
+    let config = Config::parse(&dev).unwrap();
+    let progressdb = config.progressdb.expect("the development config serves ProgressDB's API");
+    assert_eq!(progressdb.listen, Some("127.0.0.1:6820".parse().unwrap()));
+    assert_eq!(progressdb.key_prefix, "progressdb.");
+    assert_eq!(progressdb.allowed_uids.len(), 1, "an empty list stands for the gateway's own user");
+    let without = dev.replace("\nprogressdb:\n", "\nnot_progressdb:\n");
+    assert!(
+        Config::parse(&without).unwrap_err().to_string().contains("not_progressdb"),
+        "unknown sections are refused"
+    );
+    let start = dev.find("\nprogressdb:\n").unwrap();
+    assert!(Config::parse(&dev[..start]).unwrap().progressdb.is_none());
+    let bad_prefix = dev.replace("key_prefix: progressdb.", "key_prefix: \"pdb/\"");
+    let err = format!("{:#}", Config::parse(&bad_prefix).unwrap_err());
+    assert!(err.contains("progressdb.key_prefix"), "{err}");
+    let neither = format!("{}\nprogressdb:\n  key_prefix: p.\n", &dev[..start]);
+    let err = format!("{:#}", Config::parse(&neither).unwrap_err());
+    assert!(err.contains("give listen (TCP), unix_socket, or both"), "{err}");
+}
+
+#[test]
+fn production_serves_progressdb_only_on_a_unix_socket_with_its_users_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = production(dir.path());
+    let with = |section: &str| format!("{base}\nprogressdb:\n{section}");
+    let ok = Config::parse(&with("  unix_socket: /run/keyward/progressdb-kms.sock\n  allowed_uids: [998]\n")).unwrap();
+    assert_eq!(ok.progressdb.unwrap().allowed_uids, BTreeSet::from([998]));
+    let tcp = with("  listen: 127.0.0.1:6820\n  unix_socket: /run/k.sock\n  allowed_uids: [998]\n");
+    let err = format!("{:#}", Config::parse(&tcp).unwrap_err());
+    assert!(err.contains("production refuses progressdb.listen 127.0.0.1:6820"), "{err}");
+    let unlisted = with("  unix_socket: /run/k.sock\n");
+    let err = format!("{:#}", Config::parse(&unlisted).unwrap_err());
+    assert!(err.contains("production needs progressdb.allowed_uids"), "{err}");
+}
