@@ -15,10 +15,7 @@ pub fn parse_create(key: &CreateKey) -> Result<(KeyName, KeyType), ApiError> {
     let name = KeyName::parse(&key.name).map_err(|e| ApiError::invalid("invalid_key_name", e.to_string()))?;
     let key_type = KeyType::parse(&key.key_type).ok_or_else(|| {
         let shown: String = key.key_type.chars().take(32).collect();
-        ApiError::invalid(
-            "invalid_key_type",
-            format!("unknown key type {shown:?}: use secp256k1, ed25519, p256, aes256-gcm or hmac-sha256"),
-        )
+        ApiError::invalid("invalid_key_type", format!("unknown key type {shown:?}: use {}", KeyType::NAMES))
     })?;
     Ok((name, key_type))
 }

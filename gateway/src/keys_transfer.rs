@@ -54,10 +54,7 @@ fn parse_import(name: &str, body: &ImportKey) -> Result<KeyImport, ApiError> {
     let name = key_name(name)?;
     let key_type = KeyType::parse(&body.key_type).ok_or_else(|| {
         let shown: String = body.key_type.chars().take(32).collect();
-        ApiError::invalid(
-            "invalid_key_type",
-            format!("unknown key type {shown:?}: use secp256k1, ed25519, p256, aes256-gcm or hmac-sha256"),
-        )
+        ApiError::invalid("invalid_key_type", format!("unknown key type {shown:?}: use {}", KeyType::NAMES))
     })?;
     let transfer_public_key =
         fixed_hex::<TRANSFER_PUBLIC_KEY_LEN>("transfer_public_key_hex", &body.transfer_public_key_hex)?;

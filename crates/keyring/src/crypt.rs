@@ -34,6 +34,9 @@ pub const CIPHERTEXT_OVERHEAD: usize = CIPHERTEXT_HEADER_LEN + TAG_LEN;
 pub const MAC_LEN: usize = 32;
 
 const DOMAIN: &[u8] = b"keyward encrypt v1\0";
+/// Sealed secrets (`secret` keys) use the same format under another label: neither kind of
+/// ciphertext opens as the other.
+const SECRET_DOMAIN: &[u8] = b"keyward secret v1\0";
 
 /// Why a ciphertext was refused, without saying more than a caller may learn.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,19 +74,19 @@ pub fn ciphertext_version(ciphertext: &[u8]) -> Result<KeyVersion, CiphertextErr
     KeyVersion::new(version).ok_or_else(|| CiphertextError::Malformed("the ciphertext names key version 0".into()))
 }
 
-fn aead_key(material: &KeyMaterial, operation: &str) -> Result<LessSafeKey, KeyringError> {
+fn aead_key(material: &KeyMaterial, expected: KeyType, operation: &str) -> Result<LessSafeKey, KeyringError> {
     let secret = match (material.key_type(), material.symmetric()) {
-        (KeyType::Aes256Gcm, Some(secret)) => secret,
+        (key_type, Some(secret)) if key_type == expected => secret,
         (other, _) => return Err(KeyringError::UnsupportedOperation(format!("a {other} key does not {operation}"))),
     };
     let key = UnboundKey::new(&AES_256_GCM, secret).map_err(|_| KeyringError::InvalidSecret(KeyType::Aes256Gcm))?;
     Ok(LessSafeKey::new(key))
 }
 
-fn gcm_aad(name: &KeyName, header: &[u8], associated_data: &[u8]) -> Vec<u8> {
+fn gcm_aad(domain: &[u8], name: &KeyName, header: &[u8], associated_data: &[u8]) -> Vec<u8> {
     let name = name.as_str().as_bytes();
-    let mut aad = Vec::with_capacity(DOMAIN.len() + 1 + name.len() + header.len() + associated_data.len());
-    aad.extend_from_slice(DOMAIN);
+    let mut aad = Vec::with_capacity(domain.len() + 1 + name.len() + header.len() + associated_data.len());
+    aad.extend_from_slice(domain);
     // Names are at most 128 bytes (KeyName), so one length byte frames them.
     aad.push(name.len() as u8);
     aad.extend_from_slice(name);
@@ -102,12 +105,49 @@ pub fn encrypt(
     associated_data: &[u8],
     nonce: [u8; NONCE_LEN],
 ) -> Result<Vec<u8>, KeyringError> {
-    let key = aead_key(material, "encrypt")?;
+    let key = aead_key(material, KeyType::Aes256Gcm, "encrypt")?;
+    seal(&key, DOMAIN, name, version, plaintext, associated_data, nonce)
+}
+
+/// Seals a caller's secret with a `secret` key (the format of [`encrypt`], under its own
+/// label), binding `associated_data` (the secret's identity at the front door).
+pub fn seal_secret(
+    material: &KeyMaterial,
+    name: &KeyName,
+    version: KeyVersion,
+    secret: &[u8],
+    associated_data: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> Result<Vec<u8>, KeyringError> {
+    let key = aead_key(material, KeyType::Secret, "seal secrets")?;
+    seal(&key, SECRET_DOMAIN, name, version, secret, associated_data, nonce)
+}
+
+/// Opens what [`seal_secret`] sealed.
+pub fn open_secret(
+    material: &KeyMaterial,
+    name: &KeyName,
+    sealed: &[u8],
+    associated_data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
+    let key = aead_key(material, KeyType::Secret, "open secrets")?;
+    open(&key, SECRET_DOMAIN, name, sealed, associated_data)
+}
+
+fn seal(
+    key: &LessSafeKey,
+    domain: &[u8],
+    name: &KeyName,
+    version: KeyVersion,
+    plaintext: &[u8],
+    associated_data: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> Result<Vec<u8>, KeyringError> {
     let mut out = Vec::with_capacity(CIPHERTEXT_OVERHEAD + plaintext.len());
     out.push(CIPHERTEXT_FORMAT);
     out.extend_from_slice(&version.get().to_be_bytes());
     out.extend_from_slice(&nonce);
-    let aad = gcm_aad(name, &out, associated_data);
+    let aad = gcm_aad(domain, name, &out, associated_data);
     out.extend_from_slice(plaintext);
     let tag = key
         .seal_in_place_separate_tag(
@@ -129,12 +169,22 @@ pub fn decrypt(
     ciphertext: &[u8],
     associated_data: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
+    let key = aead_key(material, KeyType::Aes256Gcm, "decrypt")?;
+    open(&key, DOMAIN, name, ciphertext, associated_data)
+}
+
+fn open(
+    key: &LessSafeKey,
+    domain: &[u8],
+    name: &KeyName,
+    ciphertext: &[u8],
+    associated_data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
     let version = ciphertext_version(ciphertext).map_err(KeyringError::Ciphertext)?;
-    let key = aead_key(material, "decrypt")?;
     let (header, sealed) = ciphertext.split_at(CIPHERTEXT_HEADER_LEN);
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&header[5..]);
-    let aad = gcm_aad(name, header, associated_data);
+    let aad = gcm_aad(domain, name, header, associated_data);
     let mut buffer = Zeroizing::new(sealed.to_vec());
     let opened = key
         .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_slice()), buffer.as_mut_slice())

@@ -12,7 +12,7 @@ use keyward_proto::{KeyType, RootId};
 
 pub use crypt::{
     CIPHERTEXT_FORMAT, CIPHERTEXT_HEADER_LEN, CIPHERTEXT_OVERHEAD, CiphertextError, MAC_LEN, TAG_LEN,
-    ciphertext_version, decrypt, encrypt, mac, new_data_key, verify_mac,
+    ciphertext_version, decrypt, encrypt, mac, new_data_key, open_secret, seal_secret, verify_mac,
 };
 pub use material::{KeyMaterial, SECRET_LEN};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};

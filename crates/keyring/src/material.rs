@@ -1,5 +1,6 @@
 //! The secret of one key version, for each key type. Every type's secret is 32 bytes (a
-//! secp256k1 or P-256 scalar, an Ed25519 seed, an AES or HMAC key), which is what gets wrapped.
+//! secp256k1 or P-256 scalar, an Ed25519 seed, a BIP32 seed, an AES or HMAC key), which is
+//! what gets wrapped.
 
 use std::fmt;
 
@@ -25,9 +26,30 @@ pub struct KeyMaterial {
 
 enum Secret {
     Secp256k1(MasterKey),
-    Ed25519 { seed: Zeroizing<[u8; SECRET_LEN]>, pair: Ed25519KeyPair },
+    Ed25519 {
+        seed: Zeroizing<[u8; SECRET_LEN]>,
+        pair: Ed25519KeyPair,
+    },
     P256(p256::ecdsa::SigningKey),
+    /// The BIP32 seed and the master key it derives (the chain code is public: it is in the
+    /// public key).
+    Bip32 {
+        seed: Zeroizing<[u8; SECRET_LEN]>,
+        master: MasterKey,
+    },
     Symmetric(Zeroizing<[u8; SECRET_LEN]>),
+}
+
+/// BIP32's master key derivation: HMAC-SHA512 keyed "Bitcoin seed" over the seed; the left
+/// half is the master secret key, the right half its chain code.
+fn bip32_master(seed: &[u8; SECRET_LEN]) -> (Zeroizing<[u8; 32]>, [u8; 32]) {
+    let tag = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA512, b"Bitcoin seed"), seed);
+    let out = Zeroizing::new(tag.as_ref().to_vec());
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&out[..32]);
+    let mut chain_code = [0u8; 32];
+    chain_code.copy_from_slice(&out[32..]);
+    (key, chain_code)
 }
 
 impl KeyMaterial {
@@ -69,7 +91,16 @@ impl KeyMaterial {
                 let public_key = key.verifying_key().to_encoded_point(true).as_bytes().to_vec();
                 (Secret::P256(key), public_key)
             }
-            KeyType::Aes256Gcm | KeyType::HmacSha256 => (Secret::Symmetric(Zeroizing::new(*bytes)), Vec::new()),
+            KeyType::Bip32 => {
+                // BIP32: a master key outside the curve's order is an invalid seed (redrawn).
+                let (key, chain_code) = bip32_master(bytes);
+                let master = MasterKey::from_secret_bytes(&key).map_err(|_| invalid())?;
+                let public_key = [&master.public_key()[..], &chain_code[..]].concat();
+                (Secret::Bip32 { seed: Zeroizing::new(*bytes), master }, public_key)
+            }
+            KeyType::Aes256Gcm | KeyType::HmacSha256 | KeyType::Secret => {
+                (Secret::Symmetric(Zeroizing::new(*bytes)), Vec::new())
+            }
             _ => return Err(KeyringError::UnsupportedType(key_type)),
         };
         Ok(KeyMaterial { key_type, secret, public_key })
@@ -90,6 +121,19 @@ impl KeyMaterial {
                     .map_err(|_| KeyringError::InvalidSecret(key_type))?;
                 Ok(KeyMaterial { key_type, secret: Secret::Secp256k1(key), public_key: public_key.to_vec() })
             }
+            KeyType::Bip32 => {
+                // The HMAC is cheap; the curve multiplication is what the stored key saves.
+                let (key, chain_code) = bip32_master(bytes);
+                let (compressed, stored_chain_code) =
+                    public_key.split_at_checked(33).ok_or(KeyringError::InvalidSecret(key_type))?;
+                if stored_chain_code != chain_code {
+                    return Err(KeyringError::InvalidSecret(key_type));
+                }
+                let master = MasterKey::from_authenticated_parts(&key, compressed)
+                    .map_err(|_| KeyringError::InvalidSecret(key_type))?;
+                let secret = Secret::Bip32 { seed: Zeroizing::new(*bytes), master };
+                Ok(KeyMaterial { key_type, secret, public_key: public_key.to_vec() })
+            }
             _ => Self::from_secret(key_type, bytes),
         }
     }
@@ -100,7 +144,8 @@ impl KeyMaterial {
     }
 
     /// The public key: SEC1 compressed (33 bytes) for secp256k1 and P-256, the 32-byte key
-    /// for Ed25519, empty for symmetric keys.
+    /// for Ed25519, the master's compressed key and chain code (65 bytes) for BIP32, empty
+    /// for symmetric keys and secrets.
     pub fn public_key(&self) -> &[u8] {
         &self.public_key
     }
@@ -115,6 +160,7 @@ impl KeyMaterial {
                 out.copy_from_slice(&key.to_bytes());
                 out
             }
+            Secret::Bip32 { seed, .. } => Zeroizing::new(**seed),
             Secret::Symmetric(key) => Zeroizing::new(**key),
         }
     }
@@ -126,9 +172,10 @@ impl KeyMaterial {
         }
     }
 
+    /// The secp256k1 key that signs: the key itself, or a BIP32 key's master.
     pub(crate) fn secp256k1(&self) -> Option<&MasterKey> {
         match &self.secret {
-            Secret::Secp256k1(key) => Some(key),
+            Secret::Secp256k1(key) | Secret::Bip32 { master: key, .. } => Some(key),
             _ => None,
         }
     }
@@ -179,10 +226,35 @@ mod tests {
             let expected_len = match key_type {
                 KeyType::Secp256k1 | KeyType::P256 => 33,
                 KeyType::Ed25519 => 32,
+                KeyType::Bip32 => 65,
                 _ => 0,
             };
             assert_eq!(material.public_key().len(), expected_len, "{key_type}");
         }
+    }
+
+    #[test]
+    fn a_bip32_key_is_bip32s_master_of_its_seed() {
+        // BIP32 test vector 2's master key comes from a 64-byte seed; the derivation is the
+        // same for 32 bytes. Checked against RustCrypto's HMAC over the documented constant.
+        use hmac::{Hmac, Mac};
+        let seed = [0x11u8; 32];
+        let material = KeyMaterial::from_secret(KeyType::Bip32, &seed).unwrap();
+        let mut mac = Hmac::<sha2::Sha512>::new_from_slice(b"Bitcoin seed").unwrap();
+        mac.update(&seed);
+        let out = mac.finalize().into_bytes();
+        let expected = k256::SecretKey::from_slice(&out[..32]).unwrap().public_key();
+        let expected = k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&expected, true);
+        assert_eq!(&material.public_key()[..33], expected.as_bytes());
+        assert_eq!(&material.public_key()[33..], &out[32..], "the chain code follows the key");
+        let back = KeyMaterial::from_authenticated(KeyType::Bip32, &seed, material.public_key()).unwrap();
+        assert_eq!(back.public_key(), material.public_key());
+        let mut wrong = material.public_key().to_vec();
+        wrong[40] ^= 1;
+        assert!(
+            KeyMaterial::from_authenticated(KeyType::Bip32, &seed, &wrong).is_err(),
+            "a chain code that is not the seed's"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl<'a> SignInput<'a> {
 /// The scheme a key type signs with when the request names none.
 pub fn default_algorithm(key_type: KeyType) -> Option<SignAlgorithm> {
     match key_type {
-        KeyType::Secp256k1 | KeyType::P256 => Some(SignAlgorithm::Ecdsa),
+        KeyType::Secp256k1 | KeyType::P256 | KeyType::Bip32 => Some(SignAlgorithm::Ecdsa),
         KeyType::Ed25519 => Some(SignAlgorithm::Ed25519),
         _ => None,
     }
@@ -108,7 +108,7 @@ pub fn check_request(
 ) -> Result<(), KeyringError> {
     check_length(input)?;
     match (key_type, algorithm) {
-        (KeyType::Secp256k1, SignAlgorithm::Ecdsa) => thirty_two(input).map(drop),
+        (KeyType::Secp256k1 | KeyType::Bip32, SignAlgorithm::Ecdsa) => thirty_two(input).map(drop),
         (KeyType::Secp256k1, SignAlgorithm::Bip340) if format == SignFormat::Compact => thirty_two(input).map(drop),
         (KeyType::P256, SignAlgorithm::Ecdsa) if format != SignFormat::Ethereum => thirty_two(input).map(drop),
         (KeyType::Ed25519, SignAlgorithm::Ed25519) if format == SignFormat::Compact => whole_message(input).map(drop),
@@ -141,7 +141,7 @@ pub fn sign(
             };
             Ok(Signed { signature, recovery_id: Some(recovery_id) })
         }
-        (Some(key), _, _, SignAlgorithm::Bip340) if format == SignFormat::Compact => {
+        (Some(key), _, _, SignAlgorithm::Bip340) if format == SignFormat::Compact && key_type == KeyType::Secp256k1 => {
             let digest = thirty_two(input)?;
             Ok(Signed { signature: key.sign_bip340(&digest, aux_rand).to_vec(), recovery_id: None })
         }
@@ -177,8 +177,10 @@ pub fn verify(
 ) -> Result<bool, KeyringError> {
     check_length(input)?;
     match (key_type, algorithm) {
-        (KeyType::Secp256k1, SignAlgorithm::Ecdsa) => {
+        (KeyType::Secp256k1 | KeyType::Bip32, SignAlgorithm::Ecdsa) => {
             let digest = Message::from_digest(thirty_two(input)?);
+            // A BIP32 key signs with its master key, the first 33 bytes of its public key.
+            let public_key = public_key.get(..33).unwrap_or(public_key);
             let Ok(key) = PublicKey::from_slice(public_key) else { return Ok(false) };
             let parsed = match format {
                 SignFormat::Compact => ecdsa::Signature::from_compact(signature).ok(),

@@ -136,6 +136,20 @@ pub enum CryptOp {
     /// A new stream under the key version: the enclave picks its salt and answers with the
     /// stream header (`StreamHeader`).
     BeginStream,
+    /// Seal a caller's secret with a `secret` key, binding `associated_data` (answered with
+    /// `Ciphertext`).
+    SealSecret {
+        secret: SecretBytes,
+        #[serde(with = "serde_bytes")]
+        associated_data: Vec<u8>,
+    },
+    /// Open a secret `SealSecret` sealed (answered with `Plaintext`).
+    OpenSecret {
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        associated_data: Vec<u8>,
+    },
     /// Seal segment `index` of the stream `header` begins (`last` for its final segment).
     SealSegment {
         #[serde(with = "serde_bytes")]
@@ -173,6 +187,8 @@ impl CryptOp {
             CryptOp::BeginStream => "begin-stream",
             CryptOp::SealSegment { .. } => "seal-segment",
             CryptOp::OpenSegment { .. } => "open-segment",
+            CryptOp::SealSecret { .. } => "seal-secret",
+            CryptOp::OpenSecret { .. } => "open-secret",
         }
     }
 }

@@ -110,12 +110,30 @@ pub enum KeyType {
     /// HMAC-SHA256: message authentication (next issue).
     #[serde(rename = "hmac-sha256")]
     HmacSha256,
+    /// A BIP32 extended secp256k1 key: a 32-byte seed from which the master key and chain
+    /// code derive (BIP32's HMAC-SHA512). Signs ECDSA with the master key or a child of it.
+    #[serde(rename = "bip32")]
+    Bip32,
+    /// A sealed secret: an AES-256 key that seals one opaque secret a caller brought (BitGo's
+    /// `prv`), and opens it only for the front door that stored it.
+    #[serde(rename = "secret")]
+    Secret,
 }
 
 impl KeyType {
     /// Every type.
-    pub const ALL: [KeyType; 5] =
-        [KeyType::Secp256k1, KeyType::Ed25519, KeyType::P256, KeyType::Aes256Gcm, KeyType::HmacSha256];
+    pub const ALL: [KeyType; 7] = [
+        KeyType::Secp256k1,
+        KeyType::Ed25519,
+        KeyType::P256,
+        KeyType::Aes256Gcm,
+        KeyType::HmacSha256,
+        KeyType::Bip32,
+        KeyType::Secret,
+    ];
+
+    /// The names, for messages that list them.
+    pub const NAMES: &'static str = "secp256k1, ed25519, p256, aes256-gcm, hmac-sha256, bip32 or secret";
 
     /// The name the API and the store use.
     pub fn as_str(self) -> &'static str {
@@ -125,6 +143,8 @@ impl KeyType {
             KeyType::P256 => "p256",
             KeyType::Aes256Gcm => "aes256-gcm",
             KeyType::HmacSha256 => "hmac-sha256",
+            KeyType::Bip32 => "bip32",
+            KeyType::Secret => "secret",
         }
     }
 
@@ -135,7 +155,7 @@ impl KeyType {
 
     /// Whether keys of this type have a public key (and sign).
     pub fn is_asymmetric(self) -> bool {
-        matches!(self, KeyType::Secp256k1 | KeyType::Ed25519 | KeyType::P256)
+        matches!(self, KeyType::Secp256k1 | KeyType::Ed25519 | KeyType::P256 | KeyType::Bip32)
     }
 
     /// A stable number for the type, bound into every wrapped row's AAD.
@@ -146,6 +166,8 @@ impl KeyType {
             KeyType::P256 => 3,
             KeyType::Aes256Gcm => 4,
             KeyType::HmacSha256 => 5,
+            KeyType::Bip32 => 6,
+            KeyType::Secret => 7,
         }
     }
 }
@@ -269,7 +291,8 @@ impl fmt::Display for RootId {
     }
 }
 
-/// Longest public key of any type (P-256 and secp256k1 compressed: 33; Ed25519: 32).
+/// Longest public key of any type (P-256 and secp256k1 compressed: 33; Ed25519: 32; BIP32:
+/// the master's compressed key and its chain code, 65).
 pub const MAX_PUBLIC_KEY_LEN: usize = 65;
 /// Longest wrapped key row blob.
 pub const MAX_WRAPPED_LEN: usize = 256;

@@ -40,7 +40,8 @@ pub use writer::{WriterEnd, write_frames};
 /// Version 2: the gateway proves its link key (`Authenticate`) before any other request.
 /// Version 3: the keyring (root lifecycle, key creation and signing).
 /// Version 4: encryption, data keys, MACs and random bytes (`KeyCrypt`, `Random`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: BIP32 keys and sealed secrets (`bip32`, `secret`; `SealSecret`, `OpenSecret`).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

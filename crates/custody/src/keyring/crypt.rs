@@ -3,8 +3,8 @@
 //! zeroized buffers that carry them.
 
 use keyward_keyring::{
-    KeyringError, STREAM_SEGMENT_LEN, StreamHeader, decrypt, encrypt, mac, new_data_key, open_segment, seal_segment,
-    verify_mac,
+    KeyringError, STREAM_SEGMENT_LEN, StreamHeader, decrypt, encrypt, mac, new_data_key, open_secret, open_segment,
+    seal_secret, seal_segment, verify_mac,
 };
 use keyward_proto::{
     CryptOp, CryptOutput, ErrorCode, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
@@ -66,6 +66,20 @@ impl<D: DataKeySource> Keyring<D> {
                 self.fill(&mut salt)?;
                 let header = StreamHeader { version: row.identity.version, segment_len: STREAM_SEGMENT_LEN, salt };
                 Ok(CryptOutput::StreamHeader(header.encode().to_vec()))
+            }
+            CryptOp::SealSecret { secret, associated_data } => {
+                check_len("secret", secret.expose().len())?;
+                let mut nonce = [0u8; 12];
+                self.fill(&mut nonce)?;
+                let version = row.identity.version;
+                let sealed = seal_secret(&material, name, version, secret.expose(), associated_data, nonce)
+                    .map_err(from_keyring)?;
+                Ok(CryptOutput::Ciphertext(sealed))
+            }
+            CryptOp::OpenSecret { sealed, associated_data } => {
+                check_version(row, sealed)?;
+                let secret = open_secret(&material, name, sealed, associated_data).map_err(from_keyring)?;
+                Ok(CryptOutput::Plaintext(SecretBytes(secret)))
             }
             CryptOp::SealSegment { header, associated_data, index, last, plaintext } => {
                 let header = stream_header(row, header)?;

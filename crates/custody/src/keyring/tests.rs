@@ -230,3 +230,35 @@ async fn a_hot_key_is_unwrapped_once() {
     }
     assert_eq!(keyring.cache.len(), 1);
 }
+
+#[tokio::test]
+async fn a_secret_key_seals_and_opens_a_callers_secret_bound_to_its_identity_and_a_bip32_key_signs() {
+    use keyward_proto::{CryptOp, CryptOutput, KeyCrypt, SecretBytes};
+    let keyring = keyring();
+    ready(&keyring).await;
+    let rows = keyring.create(&[identity("prv", KeyType::Secret), identity("xkey", KeyType::Bip32)]).unwrap();
+    let (secret_row, bip32_row) = (&rows[0], &rows[1]);
+    assert!(secret_row.public_key.is_empty());
+    assert_eq!(bip32_row.public_key.len(), 65, "master key and chain code");
+    let crypt = |row: &WrappedKey, op: CryptOp| keyring.crypt(&KeyCrypt { row: row.clone(), op });
+    let seal = CryptOp::SealSecret {
+        secret: SecretBytes::new(b"xprv9s21ZrQH143K".to_vec()),
+        associated_data: b"user".to_vec(),
+    };
+    let Ok(CryptOutput::Ciphertext(sealed)) = crypt(secret_row, seal) else { panic!("sealed") };
+    let open =
+        |ad: &[u8]| crypt(secret_row, CryptOp::OpenSecret { sealed: sealed.clone(), associated_data: ad.to_vec() });
+    let Ok(CryptOutput::Plaintext(opened)) = open(b"user") else { panic!("opened") };
+    assert_eq!(opened.expose(), b"xprv9s21ZrQH143K");
+    assert_eq!(open(b"backup").unwrap_err().code, ErrorCode::DecryptionFailed);
+    // Neither the generic decryption nor another type opens a sealed secret.
+    let decrypt = CryptOp::Decrypt { ciphertext: sealed.clone(), associated_data: b"user".to_vec() };
+    assert_eq!(crypt(secret_row, decrypt).unwrap_err().code, ErrorCode::UnsupportedOperation);
+    let aes = keyring.create(&[identity("aes", KeyType::Aes256Gcm)]).unwrap().remove(0);
+    let on_aes = CryptOp::OpenSecret { sealed, associated_data: b"user".to_vec() };
+    assert_eq!(crypt(&aes, on_aes).unwrap_err().code, ErrorCode::UnsupportedOperation);
+    // A BIP32 key signs with its master key; a secret does not sign.
+    let signature = keyring.sign(&sign_request(bip32_row)).unwrap();
+    assert!(verifies(bip32_row, &signature));
+    assert_eq!(keyring.sign(&sign_request(secret_row)).unwrap_err().code, ErrorCode::NotASigningKey);
+}

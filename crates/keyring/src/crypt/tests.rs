@@ -137,3 +137,24 @@ fn data_keys_of_each_spec_are_what_they_say() {
     let secret = p256::SecretKey::from_pkcs8_der(&ec).unwrap();
     assert_eq!(p256::PublicKey::from_public_key_der(&public).unwrap(), secret.public_key());
 }
+
+#[test]
+fn only_secret_keys_seal_secrets_and_the_two_kinds_never_open_as_each_other() {
+    for key_type in KeyType::ALL {
+        let material = KeyMaterial::generate(key_type, getrandom::fill).unwrap();
+        let sealed = seal_secret(&material, &name("k"), v(1), b"xprv", b"", [0; 12]);
+        assert_eq!(sealed.is_ok(), key_type == KeyType::Secret, "{key_type}");
+    }
+    let secret_key = KeyMaterial::from_secret(KeyType::Secret, &[5; 32]).unwrap();
+    let aes_key = KeyMaterial::from_secret(KeyType::Aes256Gcm, &[5; 32]).unwrap();
+    let sealed = seal_secret(&secret_key, &name("k"), v(1), b"xprv9s21Z", b"user\0xpub", [3; 12]).unwrap();
+    assert_eq!(*open_secret(&secret_key, &name("k"), &sealed, b"user\0xpub").unwrap(), b"xprv9s21Z");
+    assert!(open_secret(&secret_key, &name("k"), &sealed, b"backup\0xpub").is_err(), "bound to its identity");
+    assert!(open_secret(&secret_key, &name("j"), &sealed, b"user\0xpub").is_err(), "bound to its key's name");
+    // Same key bytes, same format: only the label keeps an encryption from opening as a
+    // sealed secret and the other way round.
+    let encrypted = encrypt(&aes_key, &name("k"), v(1), b"xprv9s21Z", b"user\0xpub", [3; 12]).unwrap();
+    assert_eq!(encrypted[..17], sealed[..17], "same header");
+    assert!(open_secret(&secret_key, &name("k"), &encrypted, b"user\0xpub").is_err());
+    assert!(decrypt(&aes_key, &name("k"), &sealed, b"user\0xpub").is_err());
+}

@@ -179,7 +179,7 @@ fn a_high_s_secp256k1_signature_does_not_verify() {
 
 #[test]
 fn symmetric_keys_do_not_sign_and_oversized_or_unhashed_inputs_are_refused() {
-    for key_type in [KeyType::Aes256Gcm, KeyType::HmacSha256] {
+    for key_type in [KeyType::Aes256Gcm, KeyType::HmacSha256, KeyType::Secret] {
         let key = material(key_type);
         let err = sign(&key, SignAlgorithm::Ecdsa, SignInput::Digest(&[1; 32]), SignFormat::Compact, &AUX).unwrap_err();
         assert!(matches!(err, KeyringError::NotASigningKey(t) if t == key_type), "{err}");
@@ -211,7 +211,7 @@ fn check_request_agrees_with_sign_everywhere() {
         SignInput::Message { bytes: &digest, hash: MessageHash::None },
     ];
     let mut accepted = 0;
-    for key_type in [KeyType::Secp256k1, KeyType::Ed25519, KeyType::P256, KeyType::Aes256Gcm, KeyType::HmacSha256] {
+    for key_type in KeyType::ALL {
         let key = material(key_type);
         for algorithm in [SignAlgorithm::Ecdsa, SignAlgorithm::Bip340, SignAlgorithm::Ed25519] {
             for format in [SignFormat::Compact, SignFormat::Der, SignFormat::Ethereum] {
@@ -232,6 +232,36 @@ fn check_request_agrees_with_sign_everywhere() {
             }
         }
     }
-    // secp256k1 ECDSA: 3 formats x 4 payloads of 32 bytes; BIP340: 4; P-256: 2 x 4; Ed25519: 2.
-    assert_eq!(accepted, 12 + 4 + 8 + 2);
+    // secp256k1 ECDSA: 3 formats x 4 payloads of 32 bytes; BIP340: 4; P-256: 2 x 4; Ed25519: 2;
+    // BIP32 ECDSA as secp256k1's: 12.
+    assert_eq!(accepted, 12 + 4 + 8 + 2 + 12);
+}
+
+#[test]
+fn a_bip32_key_signs_ethereum_hashes_with_its_master_key_as_bitgo_expects() {
+    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+    let key = material(KeyType::Bip32);
+    let hash = [0x5c; 32];
+    let signed = sign(&key, SignAlgorithm::Ecdsa, SignInput::Digest(&hash), SignFormat::Ethereum, &AUX).unwrap();
+    assert_eq!(signed.signature.len(), 65);
+    let v = signed.signature[64];
+    assert!(v == 27 || v == 28, "v is 27 or 28: {v}");
+    let signature = Signature::from_slice(&signed.signature[..64]).unwrap();
+    assert!(signature.normalize_s().is_none(), "low-S");
+    let recovered =
+        VerifyingKey::recover_from_prehash(&hash, &signature, RecoveryId::from_byte(v - 27).unwrap()).unwrap();
+    assert_eq!(recovered.to_sec1_bytes().as_ref(), &key.public_key()[..33], "the master key signed");
+    assert!(
+        verify(
+            KeyType::Bip32,
+            key.public_key(),
+            SignAlgorithm::Ecdsa,
+            SignInput::Digest(&hash),
+            SignFormat::Ethereum,
+            &signed.signature
+        )
+        .unwrap()
+    );
+    let bip340 = sign(&key, SignAlgorithm::Bip340, SignInput::Digest(&hash), SignFormat::Compact, &AUX);
+    assert!(matches!(bip340, Err(KeyringError::UnsupportedScheme(_))), "{bip340:?}");
 }

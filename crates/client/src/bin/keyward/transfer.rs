@@ -22,8 +22,7 @@ fn random32() -> anyhow::Result<Zeroizing<[u8; 32]>> {
 }
 
 fn key_type(name: &str) -> anyhow::Result<KeyType> {
-    KeyType::parse(name)
-        .ok_or_else(|| anyhow!("unknown key type {name:?}: use secp256k1, ed25519, p256, aes256-gcm or hmac-sha256"))
+    KeyType::parse(name).ok_or_else(|| anyhow!("unknown key type {name:?}: use {}", KeyType::NAMES))
 }
 
 /// The 32 secret bytes from a file of 64 hex characters.
