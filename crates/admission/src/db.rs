@@ -7,7 +7,7 @@ use std::{
 };
 
 use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
-use keyward_store::{KeyRow, KeyStore, MasterKeyRow, NewKey, RootRow, Store, StoreError, VersionRow};
+use keyward_store::{BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, RootRow, Store, StoreError, VersionRow};
 
 /// The store behind its trait; this is the only place that names the SQLite implementation.
 #[derive(Debug, Clone)]
@@ -150,6 +150,14 @@ impl Db {
         expected_revision: i64,
     ) -> Result<(), StoreError> {
         self.with(move |s| s.set_min_decryption_version(&name, version, expected_revision)).await
+    }
+
+    pub async fn insert_bitgo_key(&self, row: BitgoKeyRow) -> Result<(), StoreError> {
+        self.with(move |s| s.insert_bitgo_key(&row)).await
+    }
+
+    pub async fn bitgo_key(&self, public: String, source: String) -> Result<Option<BitgoKeyRow>, StoreError> {
+        self.with(move |s| s.bitgo_key(&public, &source)).await
     }
 }
 

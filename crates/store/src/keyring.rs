@@ -129,7 +129,7 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionRow> {
     })
 }
 
-fn is_constraint(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 

@@ -137,11 +137,12 @@ fn a_database_of_the_previous_schema_is_upgraded_and_its_keys_decrypt_every_vers
     {
         let mut store = Store::open(&path).unwrap();
         store.insert_keys(&[new_key("old")]).unwrap();
-        // Back to schema 2, as a database written by the previous release.
+        // Back to schema 2, as a database written by an earlier release.
         store
             .conn
             .execute_batch(
-                "ALTER TABLE keys DROP COLUMN min_decryption_version; DELETE FROM schema_migrations WHERE version = 3;",
+                "DROP TABLE bitgo_keys; ALTER TABLE keys DROP COLUMN min_decryption_version; \
+                 DELETE FROM schema_migrations WHERE version >= 3;",
             )
             .unwrap();
     }

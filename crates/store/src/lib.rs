@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod bitgo;
 mod keyring;
 mod migrations;
 mod traits;
 
+pub use bitgo::BitgoKeyRow;
 pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
 pub use traits::KeyStore;
 

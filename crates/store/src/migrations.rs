@@ -58,6 +58,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "keys: the oldest version that still decrypts",
         "ALTER TABLE keys ADD COLUMN min_decryption_version INTEGER NOT NULL DEFAULT 1;",
     ),
+    (
+        4,
+        "BitGo's key provider: which keyring key holds each (pub, source)",
+        "CREATE TABLE bitgo_keys (
+        pub TEXT NOT NULL,
+        source TEXT NOT NULL,
+        coin TEXT NOT NULL,
+        key_type TEXT NOT NULL,
+        key_name TEXT NOT NULL UNIQUE REFERENCES keys (name),
+        sealed_prv BLOB,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (pub, source)
+    );",
+    ),
 ];
 
 /// Highest schema version this build knows.

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::{KeyRow, MasterKeyRow, NewKey, Result, RootRow, VersionRow};
+use crate::{BitgoKeyRow, KeyRow, MasterKeyRow, NewKey, Result, RootRow, VersionRow};
 
 /// The keyward database behind the gateway.
 pub trait KeyStore: Send + fmt::Debug {
@@ -51,6 +51,11 @@ pub trait KeyStore: Send + fmt::Debug {
     ) -> Result<()>;
     /// Sets the oldest version that decrypts if the key is still at `expected_revision`.
     fn set_min_decryption_version(&mut self, name: &str, version: i64, expected_revision: i64) -> Result<()>;
+
+    /// Stores BitGo's row for a `(pub, source)`; an existing one is an error, never replaced.
+    fn insert_bitgo_key(&mut self, row: &BitgoKeyRow) -> Result<()>;
+    /// BitGo's row for `(public, source)`.
+    fn bitgo_key(&self, public: &str, source: &str) -> Result<Option<BitgoKeyRow>>;
 }
 
 impl KeyStore for crate::Store {
@@ -107,5 +112,11 @@ impl KeyStore for crate::Store {
     }
     fn set_min_decryption_version(&mut self, name: &str, version: i64, expected_revision: i64) -> Result<()> {
         crate::Store::set_min_decryption_version(self, name, version, expected_revision)
+    }
+    fn insert_bitgo_key(&mut self, row: &BitgoKeyRow) -> Result<()> {
+        crate::Store::insert_bitgo_key(self, row)
+    }
+    fn bitgo_key(&self, public: &str, source: &str) -> Result<Option<BitgoKeyRow>> {
+        crate::Store::bitgo_key(self, public, source)
     }
 }
