@@ -32,6 +32,9 @@ pub struct ConfigFile {
     /// ProgressDB's KMS API (absent: off).
     #[serde(default)]
     pub progressdb: Option<seeds::ProgressDbSection>,
+    /// BitGo's key provider API (absent: off).
+    #[serde(default)]
+    pub bitgo: Option<seeds::BitgoSection>,
 }
 
 pub use keyward_admission::Environment;
@@ -221,6 +224,7 @@ pub struct Config {
     pub expected_pcrs: Vec<PcrSet>,
     pub enclaves: Vec<EnclaveTarget>,
     pub progressdb: Option<seeds::ProgressDbConfig>,
+    pub bitgo: Option<seeds::BitgoConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +364,7 @@ impl Config {
             expected_pcrs: file.attestation.expected_pcrs,
             enclaves,
             progressdb: file.progressdb.map(seeds::ProgressDbSection::validate).transpose()?,
+            bitgo: file.bitgo.map(seeds::BitgoSection::validate).transpose()?,
         })
     }
 
@@ -367,7 +372,8 @@ impl Config {
     fn check_production(&self) -> anyhow::Result<()> {
         self.check_production_kms()?;
         self.check_production_host()?;
-        self.progressdb.as_ref().map_or(Ok(()), seeds::ProgressDbConfig::check_production)
+        self.progressdb.as_ref().map_or(Ok(()), seeds::ProgressDbConfig::check_production)?;
+        self.bitgo.as_ref().map_or(Ok(()), seeds::BitgoConfig::check_production)
     }
 
     /// The production checks on the settings the enclave image pins (KMS and attestation).

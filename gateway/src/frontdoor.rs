@@ -59,6 +59,105 @@ impl axum::serve::Listener for CheckedListener {
     }
 }
 
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP listener that serves mutual TLS: the server's certificate, and a client certificate
+/// required and checked against a CA. Handshakes run in their own tasks, so a slow client
+/// holds up nobody else.
+pub struct TlsListener {
+    connections: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String)>,
+    local: std::net::SocketAddr,
+}
+
+/// The rustls server configuration of a front door with mutual TLS.
+pub fn mutual_tls(tls: &crate::config::seeds::TlsSection) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("tls.cert_file {}", tls.cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .with_context(|| format!("tls.key_file {}", tls.key_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&tls.client_ca_file)
+        .with_context(|| format!("tls.client_ca_file {}", tls.client_ca_file.display()))?
+    {
+        roots.add(ca.context("tls.client_ca_file")?).context("tls.client_ca_file: not a CA certificate")?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .context("tls.client_ca_file")?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("tls.cert_file and tls.key_file do not make a certificate and its key")?;
+    Ok(Arc::new(config))
+}
+
+impl TlsListener {
+    /// Serves `config` on `listener`; `name` names the front door in the logs.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        name: &'static str,
+    ) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (send, connections) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(front_door = name, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if send.is_closed() {
+                    return;
+                }
+                let (acceptor, sender) = (acceptor.clone(), send.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, peer.to_string())).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(event = event::PEER_REFUSED, front_door = name, %peer, "TLS handshake refused: {e}")
+                        }
+                        Err(_) => {
+                            tracing::warn!(event = event::PEER_REFUSED, front_door = name, %peer, "TLS handshake timed out")
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { connections, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = String;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accepting task ends only with the process.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;

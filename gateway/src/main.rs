@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod bitgo;
 mod config;
 mod credentials;
 mod enclaves;
@@ -195,6 +196,9 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(progressdb) = &config.progressdb {
         serve_progressdb(progressdb, &state).await?;
     }
+    if let Some(bitgo) = &config.bitgo {
+        serve_bitgo(bitgo, &state).await?;
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -232,6 +236,27 @@ async fn serve_progressdb(config: &config::seeds::ProgressDbConfig, app: &api::A
                 tracing::error!(front_door = "progressdb", "front door stopped: {e}");
             }
         });
+    }
+    Ok(())
+}
+
+/// BitGo's key provider API: mutual TLS, or plain HTTP in development.
+async fn serve_bitgo(config: &config::seeds::BitgoConfig, app: &api::AppState) -> anyhow::Result<()> {
+    let router = bitgo::router(bitgo::Bitgo { app: app.clone(), config: Arc::new(config.clone()) });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bitgo front door on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    match &config.tls {
+        Some(tls) => {
+            let listener = frontdoor::TlsListener::new(listener, frontdoor::mutual_tls(tls)?, "bitgo")?;
+            tracing::info!(event = event::FRONT_DOOR_LISTENING, front_door = "bitgo", listen = %local, tls = "mutual", "BitGo key provider API listening");
+            tokio::spawn(async move { axum::serve(listener, router).await });
+        }
+        None => {
+            tracing::info!(event = event::FRONT_DOOR_LISTENING, front_door = "bitgo", listen = %local, tls = "none", "BitGo key provider API listening (plain HTTP: development only)");
+            tokio::spawn(async move { axum::serve(listener, router).await });
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod process;
 mod raw_link;
 mod secrets;
 mod stack;
+mod tls;
 
 pub use devkms::DevKms;
 pub use keyward_telemetry::event;
@@ -20,6 +21,7 @@ pub use process::{Proc, binary, events_in, free_port, workspace_root};
 pub use raw_link::{RawLink, error_of};
 pub use secrets::{assert_no_secrets, assert_secret_absent};
 pub use stack::{Measured, Pair, Stack, StackOptions, read_rows, run_tool};
+pub use tls::{Issued, TestCa, TlsAnswer, tls_call};
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
 /// gateway returned, with RustCrypto's `k256` (not the `secp256k1` crate keyward signs with).

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed expectation is a failed test")]
 
 mod attestation;
+mod bitgo;
 mod crypt;
 mod dev_stack;
 mod keyring;

@@ -87,3 +87,83 @@ impl ProgressDbConfig {
 fn nix_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
+
+/// `bitgo:` — BitGo Advanced Wallets' key provider API (`KEY_PROVIDER_URL`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitgoSection {
+    /// TCP `host:port` (development: `127.0.0.1:8091`).
+    pub listen: std::net::SocketAddr,
+    /// Mutual TLS, as BitGo recommends. Production requires it.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Sources (`user`, `backup`) whose stored `prv` `GET /key/{pub}` returns (BitGo's local
+    /// signing mode needs it). Default: none.
+    #[serde(default)]
+    pub reveal_prv_sources: Vec<String>,
+    /// Keyring names: `<key_prefix><source>.<…>` and `<key_prefix>data-keys` (default `bitgo.`).
+    #[serde(default = "default_bitgo_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_bitgo_prefix() -> String {
+    "bitgo.".into()
+}
+
+/// A front door's TLS: its certificate chain and key, and the CA its clients' certificates must
+/// chain to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
+}
+
+/// The validated `bitgo:` section.
+#[derive(Debug, Clone)]
+pub struct BitgoConfig {
+    pub listen: std::net::SocketAddr,
+    pub tls: Option<TlsSection>,
+    pub reveal_prv_user: bool,
+    pub reveal_prv_backup: bool,
+    pub key_prefix: String,
+}
+
+impl BitgoSection {
+    pub fn validate(self) -> anyhow::Result<BitgoConfig> {
+        let mut reveal = (false, false);
+        for source in &self.reveal_prv_sources {
+            match source.as_str() {
+                "user" => reveal.0 = true,
+                "backup" => reveal.1 = true,
+                other => bail!("bitgo.reveal_prv_sources: {other:?} is not a source (user or backup)"),
+            }
+        }
+        KeyName::parse(&format!("{}data-keys", self.key_prefix))
+            .with_context(|| format!("bitgo.key_prefix {:?} does not begin a valid key name", self.key_prefix))?;
+        if self.key_prefix.len() > 32 {
+            bail!("bitgo.key_prefix is at most 32 characters");
+        }
+        Ok(BitgoConfig {
+            listen: self.listen,
+            tls: self.tls,
+            reveal_prv_user: reveal.0,
+            reveal_prv_backup: reveal.1,
+            key_prefix: self.key_prefix,
+        })
+    }
+}
+
+impl BitgoConfig {
+    /// What production refuses.
+    pub fn check_production(&self) -> anyhow::Result<()> {
+        if self.tls.is_none() {
+            bail!(
+                "production refuses bitgo without tls: the key provider API carries private keys and data keys; give \
+                 bitgo.tls cert_file, key_file and client_ca_file (mutual TLS)"
+            );
+        }
+        Ok(())
+    }
+}
