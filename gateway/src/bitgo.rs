@@ -367,7 +367,8 @@ struct Signature {
 }
 
 /// `POST /sign` with a key keyward generated: an Ethereum-style operation hash (`0x` and 32
-/// bytes) is signed as it is with the master key, answered `0x{r}{s}{v}` (low-S, v 27 or 28).
+/// bytes) is signed as it is with the master key, answered `0x{r}{s}{v}` (low-S, v 27 or 28);
+/// a PSBT in hex is answered with the PSBT, every input that names the key signed by its child.
 async fn sign(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<Signature>, Message> {
     let request: SignBody = body(&bytes)?;
     let public = required("pub", request.public.as_deref(), MAX_FIELD_LEN)?;
@@ -391,10 +392,7 @@ async fn sign(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<Signature
     }
     let (_, row) = signing_row(&bitgo.app, &stored.key_name, None).await?;
     let Some(hash_hex) = payload.strip_prefix("0x") else {
-        return Err(Message::bad_request(
-            "psbt_not_supported",
-            "keyward signs Ethereum-style operation hashes (0x and 64 hex digits); PSBT signing is not built yet",
-        ));
+        return sign_psbt(&bitgo, row, payload).await;
     };
     let mut digest = [0u8; 32];
     hex::decode_to_slice(hash_hex, &mut digest).map_err(|_| {
@@ -415,6 +413,28 @@ async fn sign(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<Signature
             Ok(Json(Signature { signature: format!("0x{}", hex::encode(signed.signature)) }))
         }
         other => Err(ApiError::from_link(unexpected_reply("KeySign", &other)).into()),
+    }
+}
+
+/// BIP 174's magic: `psbt` and 0xff.
+const PSBT_MAGIC: &[u8] = b"psbt\xff";
+
+async fn sign_psbt(bitgo: &Bitgo, row: keyward_proto::WrappedKey, payload: &str) -> Result<Json<Signature>, Message> {
+    let psbt = hex::decode(payload)
+        .ok()
+        .filter(|p| p.starts_with(PSBT_MAGIC))
+        .ok_or_else(|| {
+            Message::bad_request(
+                "invalid_payload",
+                "Invalid data provided from client: signablePayload is an operation hash (0x and 64 hex digits) or a PSBT in hex (70736274ff...)",
+            )
+        })?;
+    match crypt(&bitgo.app, row, CryptOp::SignPsbt { psbt }).await? {
+        CryptOutput::SignedPsbt { psbt, inputs } => {
+            tracing::info!(inputs = inputs.len(), "BitGo PSBT signed");
+            Ok(Json(Signature { signature: hex::encode(psbt) }))
+        }
+        _ => Err(ApiError::internal("the enclave answered SignPsbt with another kind").into()),
     }
 }
 

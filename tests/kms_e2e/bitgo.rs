@@ -205,6 +205,21 @@ async fn bitgo_key_provider_api_conforms_over_mutual_tls() {
         (404, "key_not_found".into())
     );
 
+    // A PSBT (hex): every input naming the key is signed by its child at the input's path.
+    let psbt = psbt::wallet_psbt(&xpub, "m/0/0/20/3");
+    let signed = door.post("/sign", sign(&xpub, hex::encode(psbt.serialize()), "ecdsa")).await;
+    assert_eq!(signed.status, 200, "{}", String::from_utf8_lossy(&signed.body));
+    let signed_hex = json_of(&signed)["signature"].as_str().unwrap().to_owned();
+    assert!(signed_hex.starts_with("70736274ff"), "the PSBT comes back, in hex");
+    psbt::assert_signed_by_child(&hex::decode(signed_hex).unwrap(), &xpub, "m/0/0/20/3");
+    let foreign = psbt::wallet_psbt(&psbt::random_xpub(), "m/0/0/0/1");
+    let refused = door.post("/sign", sign(&xpub, hex::encode(foreign.serialize()), "ecdsa")).await;
+    assert_eq!(status_code(&refused), (400, "bad_request".into()), "a PSBT that does not name the key");
+    assert_eq!(
+        status_code(&door.post("/sign", sign(&xpub, "deadbeef".into(), "ecdsa")).await),
+        (400, "invalid_payload".into())
+    );
+
     // Data keys: comma-separated decimal bytes; decryptDataKey gives back the same string.
     let mut plaintexts = Vec::new();
     for (key_type, len) in [("AES-256", Some(32)), ("RSA-2048", None), ("ECDSA-P256", None)] {
@@ -264,5 +279,98 @@ async fn bitgo_key_provider_api_conforms_over_mutual_tls() {
             let text = base64::engine::general_purpose::STANDARD.encode(&plaintext[..24]);
             assert_secret_absent(&label, bytes, "a data key in base64", text.as_bytes());
         }
+    }
+}
+
+/// The PSBTs BitGo's wallet manager sends: a 2-of-3 P2WSH spend of the wallet's three keys
+/// (BitGo's chain 20), built with rust-bitcoin from the xpub keyward answered.
+mod psbt {
+    use std::str::FromStr;
+
+    use bitcoin::{
+        Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
+        absolute::LockTime,
+        bip32::{DerivationPath, Xpriv, Xpub},
+        blockdata::script::Builder,
+        opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2, OP_PUSHNUM_3},
+        psbt::Psbt,
+        secp256k1::Secp256k1,
+        sighash::{EcdsaSighashType, SighashCache},
+        transaction::Version,
+    };
+
+    const VALUE: u64 = 250_000;
+
+    pub fn random_xpub() -> String {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        let master = Xpriv::new_master(bitcoin::NetworkKind::Main, &seed).unwrap();
+        Xpub::from_priv(&Secp256k1::new(), &master).to_string()
+    }
+
+    fn child(xpub: &str, path: &str) -> bitcoin::secp256k1::PublicKey {
+        let xpub = Xpub::from_str(xpub).expect("rust-bitcoin parses keyward's xpub");
+        xpub.derive_pub(&Secp256k1::new(), &DerivationPath::from_str(path).unwrap()).unwrap().public_key
+    }
+
+    /// One input of the wallet of `user` and two other keys, at `path`.
+    pub fn wallet_psbt(user: &str, path: &str) -> Psbt {
+        let keys = [user.to_owned(), random_xpub(), random_xpub()];
+        let children: Vec<_> = keys.iter().map(|k| child(k, path)).collect();
+        let mut sorted = children.clone();
+        sorted.sort_by_key(|k| k.serialize());
+        let witness_script = Builder::new()
+            .push_opcode(OP_PUSHNUM_2)
+            .push_slice(sorted[0].serialize())
+            .push_slice(sorted[1].serialize())
+            .push_slice(sorted[2].serialize())
+            .push_opcode(OP_PUSHNUM_3)
+            .push_opcode(OP_CHECKMULTISIG)
+            .into_script();
+        let spk = ScriptBuf::new_p2wsh(&witness_script.wscript_hash());
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint { txid: Txid::from_str(&"ab".repeat(32)).unwrap(), vout: 1 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut { value: Amount::from_sat(VALUE - 1_000), script_pubkey: spk.clone() }],
+        };
+        let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
+        let input = &mut psbt.inputs[0];
+        input.witness_utxo = Some(TxOut { value: Amount::from_sat(VALUE), script_pubkey: spk });
+        input.witness_script = Some(witness_script);
+        input.sighash_type = Some(EcdsaSighashType::All.into());
+        let path = DerivationPath::from_str(path).unwrap();
+        for (key, child) in keys.iter().zip(children) {
+            input.bip32_derivation.insert(child, (Xpub::from_str(key).unwrap().fingerprint(), path.clone()));
+        }
+        psbt
+    }
+
+    /// The one partial signature is the child's, over the BIP 143 sighash (checked with k256),
+    /// and the PSBT is not finalized.
+    pub fn assert_signed_by_child(signed: &[u8], xpub: &str, path: &str) {
+        use k256::ecdsa::signature::hazmat::PrehashVerifier;
+        let psbt = Psbt::deserialize(signed).expect("a PSBT");
+        let input = &psbt.inputs[0];
+        assert_eq!(input.partial_sigs.len(), 1);
+        let (key, signature) = input.partial_sigs.iter().next().unwrap();
+        assert_eq!(key.inner, child(xpub, path), "signed by the child at the PSBT's path");
+        assert!(input.final_script_witness.is_none(), "left for BitGo to co-sign");
+        let sighash = SighashCache::new(&psbt.unsigned_tx)
+            .p2wsh_signature_hash(
+                0,
+                input.witness_script.as_ref().unwrap(),
+                Amount::from_sat(VALUE),
+                EcdsaSighashType::All,
+            )
+            .unwrap();
+        let verifying = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.inner.serialize()).unwrap();
+        let parsed = k256::ecdsa::Signature::from_der(&signature.signature.serialize_der()).unwrap();
+        verifying.verify_prehash(sighash.as_ref(), &parsed).expect("k256 verifies keyward's partial signature");
     }
 }

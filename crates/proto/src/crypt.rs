@@ -143,6 +143,12 @@ pub enum CryptOp {
         #[serde(with = "serde_bytes")]
         associated_data: Vec<u8>,
     },
+    /// Sign every input of a PSBT (BIP 174) that names a child of the key (`bip32` keys);
+    /// answered with `SignedPsbt`.
+    SignPsbt {
+        #[serde(with = "serde_bytes")]
+        psbt: Vec<u8>,
+    },
     /// Open a secret `SealSecret` sealed (answered with `Plaintext`).
     OpenSecret {
         #[serde(with = "serde_bytes")]
@@ -188,6 +194,7 @@ impl CryptOp {
             CryptOp::SealSegment { .. } => "seal-segment",
             CryptOp::OpenSegment { .. } => "open-segment",
             CryptOp::SealSecret { .. } => "seal-secret",
+            CryptOp::SignPsbt { .. } => "sign-psbt",
             CryptOp::OpenSecret { .. } => "open-secret",
         }
     }
@@ -213,6 +220,12 @@ pub enum CryptOutput {
     },
     /// `Mac`.
     Mac(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// `SignPsbt`: the PSBT with the key's partial signatures, and which inputs it signed.
+    SignedPsbt {
+        #[serde(with = "serde_bytes")]
+        psbt: Vec<u8>,
+        inputs: Vec<u32>,
+    },
     /// `VerifyMac`.
     Valid(bool),
     /// `BeginStream`: the stream's header.

@@ -76,6 +76,11 @@ impl<D: DataKeySource> Keyring<D> {
                     .map_err(from_keyring)?;
                 Ok(CryptOutput::Ciphertext(sealed))
             }
+            CryptOp::SignPsbt { psbt } => {
+                check_len("PSBT", psbt.len())?;
+                let signed = keyward_keyring::sign_psbt(&material, psbt).map_err(from_keyring)?;
+                Ok(CryptOutput::SignedPsbt { psbt: signed.psbt, inputs: signed.inputs })
+            }
             CryptOp::OpenSecret { sealed, associated_data } => {
                 check_version(row, sealed)?;
                 let secret = open_secret(&material, name, sealed, associated_data).map_err(from_keyring)?;

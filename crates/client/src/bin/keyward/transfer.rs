@@ -90,7 +90,7 @@ pub async fn export(client: &Client, name: &str, version: Option<u32>, out: &Pat
             return Err(e);
         }
     };
-    let text = Zeroizing::new(hex::encode(secret.as_ref()));
+    let text = Zeroizing::new(hex::encode(&secret[..]));
     file.write_all(text.as_bytes())
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
