@@ -214,3 +214,26 @@ fn production_serves_progressdb_only_on_a_unix_socket_with_its_users_listed() {
     let err = format!("{:#}", Config::parse(&unlisted).unwrap_err());
     assert!(err.contains("production needs progressdb.allowed_uids"), "{err}");
 }
+
+#[test]
+fn bitgo_section_is_checked_and_production_requires_mutual_tls() {
+    let dev = Config::parse(&shipped("development.yaml")).unwrap();
+    let bitgo = dev.bitgo.expect("the development config serves BitGo's key provider API");
+    assert_eq!(bitgo.listen, "127.0.0.1:8091".parse().unwrap());
+    assert!(bitgo.tls.is_none() && bitgo.reveal_prv_user && bitgo.reveal_prv_backup);
+    assert_eq!(bitgo.key_prefix, "bitgo.");
+    let bad_source = shipped("development.yaml").replace("reveal_prv_sources: [user, backup]", "reveal_prv_sources: [bitgo]");
+    let err = format!("{:#}", Config::parse(&bad_source).unwrap_err());
+    assert!(err.contains("\"bitgo\" is not a source (user or backup)"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = production(dir.path());
+    let plain = format!("{base}\nbitgo:\n  listen: 10.0.0.5:8091\n");
+    let err = format!("{:#}", Config::parse(&plain).unwrap_err());
+    assert!(err.contains("production refuses bitgo without tls"), "{err}");
+    let tls = format!(
+        "{base}\nbitgo:\n  listen: 10.0.0.5:8091\n  tls:\n    cert_file: /etc/k/s.pem\n    key_file: /etc/k/s.key\n    client_ca_file: /etc/k/ca.pem\n"
+    );
+    let config = Config::parse(&tls).unwrap().bitgo.unwrap();
+    assert!(!config.reveal_prv_user && !config.reveal_prv_backup, "no prv is revealed unless configured");
+}
