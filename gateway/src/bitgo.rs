@@ -16,6 +16,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
+    extract::rejection::BytesRejection,
     extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderValue, StatusCode},
     response::{IntoResponse, Response},
@@ -100,8 +101,12 @@ impl IntoResponse for Message {
     }
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Message> {
-    serde_json::from_slice(bytes)
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, Message> {
+    let bytes = bytes.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
+        Message::new(e.status(), code, e.body_text())
+    })?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| Message::bad_request("invalid_json", format!("Invalid data provided from client: {e}")))
 }
 
@@ -192,8 +197,11 @@ struct KeyAnswer {
 
 /// `POST /key`: the `prv` sealed in the enclave, never stored in plaintext; a `(pub, source)`
 /// that exists is 409, and nothing changes.
-async fn store_key(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<KeyAnswer>, Message> {
-    let request: StoreKeyBody = body(&bytes)?;
+async fn store_key(
+    State(bitgo): State<Bitgo>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<KeyAnswer>, Message> {
+    let request: StoreKeyBody = body(bytes)?;
     let prv = required("prv", request.prv.as_deref(), MAX_PRV_LEN)?;
     let public = required("pub", request.public.as_deref(), MAX_FIELD_LEN)?;
     let coin = required("coin", request.coin.as_deref(), MAX_FIELD_LEN)?;
@@ -321,8 +329,11 @@ pub fn xpub(public_key: &[u8]) -> Option<String> {
 }
 
 /// `POST /key/generate`: a `bip32` keyring key made in the enclave; its xpub is the `pub`.
-async fn generate_key(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<KeyAnswer>, Message> {
-    let request: GenerateBody = body(&bytes)?;
+async fn generate_key(
+    State(bitgo): State<Bitgo>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<KeyAnswer>, Message> {
+    let request: GenerateBody = body(bytes)?;
     let coin = required("coin", request.coin.as_deref(), MAX_FIELD_LEN)?;
     let source = source(request.source.as_deref())?;
     if key_type(request.key_type.as_deref())? != "independent" {
@@ -369,8 +380,8 @@ struct Signature {
 /// `POST /sign` with a key keyward generated: an Ethereum-style operation hash (`0x` and 32
 /// bytes) is signed as it is with the master key, answered `0x{r}{s}{v}` (low-S, v 27 or 28);
 /// a PSBT in hex is answered with the PSBT, every input that names the key signed by its child.
-async fn sign(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<Signature>, Message> {
-    let request: SignBody = body(&bytes)?;
+async fn sign(State(bitgo): State<Bitgo>, bytes: Result<Bytes, BytesRejection>) -> Result<Json<Signature>, Message> {
+    let request: SignBody = body(bytes)?;
     let public = required("pub", request.public.as_deref(), MAX_FIELD_LEN)?;
     let source = source(request.source.as_deref())?;
     let payload = required("signablePayload", request.signable_payload.as_deref(), 1024 * 1024)?;
@@ -469,8 +480,11 @@ fn data_key_name(bitgo: &Bitgo) -> String {
 }
 
 /// `POST /generateDataKey`: a data key made in the enclave, wrapped under `<prefix>data-keys`.
-async fn generate_data_key(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<DataKeyAnswer>, Message> {
-    let request: GenerateDataKeyBody = body(&bytes)?;
+async fn generate_data_key(
+    State(bitgo): State<Bitgo>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<DataKeyAnswer>, Message> {
+    let request: GenerateDataKeyBody = body(bytes)?;
     let spec = match required("keyType", request.key_type.as_deref(), 32)? {
         "AES-256" => DataKeySpec::Aes256,
         "RSA-2048" => DataKeySpec::Rsa2048,
@@ -508,8 +522,11 @@ struct PlaintextKey {
 }
 
 /// `POST /decryptDataKey`: the same `plaintextKey` `generateDataKey` answered, byte for byte.
-async fn decrypt_data_key(State(bitgo): State<Bitgo>, bytes: Bytes) -> Result<Json<PlaintextKey>, Message> {
-    let request: DecryptDataKeyBody = body(&bytes)?;
+async fn decrypt_data_key(
+    State(bitgo): State<Bitgo>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<PlaintextKey>, Message> {
+    let request: DecryptDataKeyBody = body(bytes)?;
     let text = required("encryptedKey", request.encrypted_key.as_deref(), 64 * 1024)?;
     let ciphertext = parse_comma_bytes(text, 16 * 1024).ok_or_else(|| {
         Message::bad_request(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
+    extract::rejection::BytesRejection,
     extract::{DefaultBodyLimit, Query, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -88,8 +89,12 @@ impl IntoResponse for Plain {
 }
 
 /// A JSON body as ProgressDB's decoder takes it: unknown fields ignored.
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Plain> {
-    serde_json::from_slice(bytes).map_err(|e| Plain::bad_request("invalid_json", format!("Invalid request body: {e}")))
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, Plain> {
+    let bytes = bytes.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
+        Plain::new(e.status(), code, e.body_text())
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Plain::bad_request("invalid_json", format!("Invalid request body: {e}")))
 }
 
 /// Checks a ProgressDB key id (`A-Z a-z 0-9 _ - /`, 1 to 256) and names its keyring key.
@@ -169,10 +174,16 @@ struct CreateDekBody {
 
 /// `POST /deks`: a new data key, under the id given or a new one. An id that has a key
 /// already is refused (409): keyward never replaces a data key.
-async fn create_dek(State(pdb): State<ProgressDb>, bytes: Bytes) -> Result<(StatusCode, Json<Dek>), Plain> {
+async fn create_dek(
+    State(pdb): State<ProgressDb>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Dek>), Plain> {
     // ProgressDB's server reads an empty or missing body as "no key id".
-    let request: CreateDekBody =
-        if bytes.iter().all(u8::is_ascii_whitespace) { CreateDekBody { key_id: None } } else { body(&bytes)? };
+    let request: CreateDekBody = if bytes.as_ref().is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace)) {
+        CreateDekBody { key_id: None }
+    } else {
+        body(bytes)?
+    };
     let key_id = match request.key_id.filter(|id| !id.is_empty()) {
         Some(id) => id,
         None => {
@@ -201,8 +212,11 @@ struct ThreadDek {
 
 /// `POST /create_dek_for_thread`: the thread's data key, made on the first call. One key per
 /// thread: a repeated call answers the same key, so a retry after a lost answer loses nothing.
-async fn create_dek_for_thread(State(pdb): State<ProgressDb>, bytes: Bytes) -> Result<Json<ThreadDek>, Plain> {
-    let request: ThreadBody = body(&bytes)?;
+async fn create_dek_for_thread(
+    State(pdb): State<ProgressDb>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<ThreadDek>, Plain> {
+    let request: ThreadBody = body(bytes)?;
     let name = key_name(&pdb.key_prefix, &request.thread_id)
         .map_err(|Plain(e)| Plain::bad_request("invalid_thread_id", e.message.replace("key_id", "thread_id")))?;
     match new_key(&pdb, &name).await {
@@ -259,8 +273,11 @@ struct Encrypted {
 
 /// `POST /encrypt`: AES-256-GCM in the enclave under the key's latest version; the
 /// ciphertext names its version, so it decrypts after the key is rotated.
-async fn encrypt(State(pdb): State<ProgressDb>, bytes: Bytes) -> Result<Json<Encrypted>, Plain> {
-    let request: EncryptBody = body(&bytes)?;
+async fn encrypt(
+    State(pdb): State<ProgressDb>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Encrypted>, Plain> {
+    let request: EncryptBody = body(bytes)?;
     let name = key_name(&pdb.key_prefix, &request.key_id)?;
     let plaintext = SecretBytes::new(
         request
@@ -296,8 +313,11 @@ struct Decrypted {
 
 /// `POST /decrypt`: a wrong key, wrong associated data or any altered byte is a 400 with a
 /// code, never plaintext.
-async fn decrypt(State(pdb): State<ProgressDb>, bytes: Bytes) -> Result<Json<Decrypted>, Plain> {
-    let request: DecryptBody = body(&bytes)?;
+async fn decrypt(
+    State(pdb): State<ProgressDb>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Decrypted>, Plain> {
+    let request: DecryptBody = body(bytes)?;
     let name = key_name(&pdb.key_prefix, &request.key_id)?;
     let ciphertext = base64_field("ciphertext", &request.ciphertext, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = optional_associated_data(request.associated_data.as_deref())?;
@@ -326,8 +346,8 @@ struct Rewrapped {
 /// encrypted under it and older ciphertexts still decrypt. A KEK sent by the caller
 /// (`new_kek_hex`) is refused: keyward's KEK is the keyring root, which never leaves the
 /// enclave (rotate it with `POST /v1/admin/keyring/rotate`).
-async fn rewrap(State(pdb): State<ProgressDb>, bytes: Bytes) -> Result<Json<Rewrapped>, Plain> {
-    let request: RewrapBody = body(&bytes)?;
+async fn rewrap(State(pdb): State<ProgressDb>, bytes: Result<Bytes, BytesRejection>) -> Result<Json<Rewrapped>, Plain> {
+    let request: RewrapBody = body(bytes)?;
     let name = key_name(&pdb.key_prefix, &request.key_id)?;
     if request.new_kek_hex.is_some_and(|k| !k.is_empty()) {
         return Err(Plain::bad_request(

@@ -9,6 +9,7 @@ mod bringup;
 mod crypt_input;
 mod database;
 mod first_start;
+mod frontdoor_input;
 mod http_cases;
 mod http_input;
 mod keys_crash;

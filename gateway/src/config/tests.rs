@@ -222,7 +222,8 @@ fn bitgo_section_is_checked_and_production_requires_mutual_tls() {
     assert_eq!(bitgo.listen, "127.0.0.1:8091".parse().unwrap());
     assert!(bitgo.tls.is_none() && bitgo.reveal_prv_user && bitgo.reveal_prv_backup);
     assert_eq!(bitgo.key_prefix, "bitgo.");
-    let bad_source = shipped("development.yaml").replace("reveal_prv_sources: [user, backup]", "reveal_prv_sources: [bitgo]");
+    let bad_source =
+        shipped("development.yaml").replace("reveal_prv_sources: [user, backup]", "reveal_prv_sources: [bitgo]");
     let err = format!("{:#}", Config::parse(&bad_source).unwrap_err());
     assert!(err.contains("\"bitgo\" is not a source (user or backup)"), "{err}");
 
