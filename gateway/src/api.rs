@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::keys_api::routes())
         .merge(crate::keys_transfer::routes())
         .merge(crate::keys_crypt::routes())
+        .merge(crate::keys_agree::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")

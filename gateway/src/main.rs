@@ -8,6 +8,7 @@ mod credentials;
 mod enclaves;
 mod errors;
 mod frontdoor;
+mod keys_agree;
 mod keys_api;
 mod keys_crypt;
 mod keys_sign;

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed expectation is a failed test")]
 
+mod agree;
 mod attestation;
 mod bitgo;
 mod crypt;

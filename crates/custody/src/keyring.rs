@@ -83,6 +83,7 @@ pub(crate) fn from_keyring(e: KeyringError) -> ErrorReply {
         }
         KeyringError::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,
         KeyringError::TransferDoesNotOpen => ErrorCode::TransferDoesNotOpen,
+        KeyringError::UnwrapFailed => ErrorCode::DecryptionFailed,
         KeyringError::InvalidSecret(_) => ErrorCode::InvalidKeyMaterial,
         KeyringError::UnsupportedOperation(_) => ErrorCode::UnsupportedOperation,
         KeyringError::Ciphertext(keyward_keyring::CiphertextError::Malformed(_)) => ErrorCode::CiphertextMalformed,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod agree;
 mod crypt;
 mod material;
 mod psbt;
@@ -11,6 +12,9 @@ mod wrap;
 
 use keyward_proto::{KeyType, RootId};
 
+pub use agree::{
+    Curve, JOSE_ALG, JoseWrapped, MAX_CEK_LEN, derive_shared_secret, jose_unwrap, jose_wrap, peer_public_key,
+};
 pub use crypt::{
     CIPHERTEXT_FORMAT, CIPHERTEXT_HEADER_LEN, CIPHERTEXT_OVERHEAD, CiphertextError, MAC_LEN, TAG_LEN,
     ciphertext_version, decrypt, encrypt, mac, new_data_key, open_secret, seal_secret, verify_mac,
@@ -65,6 +69,11 @@ pub enum KeyringError {
         "the transferred key does not open: it was sealed to another transfer key (the enclave restarted since the attestation?), for another name, type or exportability, or altered"
     )]
     TransferDoesNotOpen,
+    /// A key wrapped with JOSE's ECDH-ES+A256KW does not open with this key.
+    #[error(
+        "the wrapped key does not open with this key: it was wrapped to another key, with other apu or apv, or altered"
+    )]
+    UnwrapFailed,
     /// The row names another keyring root than the one loaded.
     #[error(
         "key {name} is wrapped under keyring root {row}, but this enclave holds root {loaded}; the row belongs to another deployment"

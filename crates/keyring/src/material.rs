@@ -38,6 +38,8 @@ enum Secret {
         master: MasterKey,
     },
     Symmetric(Zeroizing<[u8; SECRET_LEN]>),
+    /// An X25519 private key (any 32 bytes; the function clamps them).
+    X25519(Zeroizing<[u8; SECRET_LEN]>),
 }
 
 /// BIP32's master key derivation: HMAC-SHA512 keyed "Bitcoin seed" over the seed; the left
@@ -97,6 +99,12 @@ impl KeyMaterial {
                 let master = MasterKey::from_secret_bytes(&key).map_err(|_| invalid())?;
                 let public_key = [&master.public_key()[..], &chain_code[..]].concat();
                 (Secret::Bip32 { seed: Zeroizing::new(*bytes), master }, public_key)
+            }
+            KeyType::X25519 => {
+                let private = aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::X25519, bytes)
+                    .map_err(|_| invalid())?;
+                let public_key = private.compute_public_key().map_err(|_| invalid())?.as_ref().to_vec();
+                (Secret::X25519(Zeroizing::new(*bytes)), public_key)
             }
             KeyType::Aes256Gcm | KeyType::HmacSha256 | KeyType::Secret => {
                 (Secret::Symmetric(Zeroizing::new(*bytes)), Vec::new())
@@ -161,7 +169,7 @@ impl KeyMaterial {
                 out
             }
             Secret::Bip32 { seed, .. } => Zeroizing::new(**seed),
-            Secret::Symmetric(key) => Zeroizing::new(**key),
+            Secret::Symmetric(key) | Secret::X25519(key) => Zeroizing::new(**key),
         }
     }
 
@@ -183,6 +191,22 @@ impl KeyMaterial {
     pub(crate) fn ed25519(&self) -> Option<&Ed25519KeyPair> {
         match &self.secret {
             Secret::Ed25519 { pair, .. } => Some(pair),
+            _ => None,
+        }
+    }
+
+    /// The private key of an agreement: X25519's, or a P-256 key's scalar.
+    pub(crate) fn agreement_key(&self) -> Option<aws_lc_rs::agreement::PrivateKey> {
+        use aws_lc_rs::agreement::{ECDH_P256, PrivateKey, X25519};
+        match &self.secret {
+            Secret::X25519(key) => PrivateKey::from_private_key(&X25519, key.as_ref()).ok(),
+            Secret::P256(key) => {
+                use zeroize::Zeroize;
+                let mut scalar = key.to_bytes();
+                let private = PrivateKey::from_private_key(&ECDH_P256, &scalar).ok();
+                scalar.as_mut_slice().zeroize();
+                private
+            }
             _ => None,
         }
     }
@@ -225,7 +249,7 @@ mod tests {
             assert_eq!(again.public_key(), material.public_key(), "{key_type}");
             let expected_len = match key_type {
                 KeyType::Secp256k1 | KeyType::P256 => 33,
-                KeyType::Ed25519 => 32,
+                KeyType::Ed25519 | KeyType::X25519 => 32,
                 KeyType::Bip32 => 65,
                 _ => 0,
             };

@@ -149,6 +149,24 @@ pub enum CryptOp {
         #[serde(with = "serde_bytes")]
         psbt: Vec<u8>,
     },
+    /// The ECDH secret of the key (x25519, p256) and a peer's public key (raw X25519, or
+    /// SEC1), answered with `Plaintext`.
+    DeriveSharedSecret {
+        #[serde(with = "serde_bytes")]
+        peer_public_key: Vec<u8>,
+    },
+    /// Open a content key wrapped to the key with JOSE's ECDH-ES+A256KW (answered with
+    /// `Plaintext`).
+    JoseUnwrap {
+        #[serde(with = "serde_bytes")]
+        epk: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        encrypted_key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        apu: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        apv: Vec<u8>,
+    },
     /// Open a secret `SealSecret` sealed (answered with `Plaintext`).
     OpenSecret {
         #[serde(with = "serde_bytes")]
@@ -195,6 +213,8 @@ impl CryptOp {
             CryptOp::OpenSegment { .. } => "open-segment",
             CryptOp::SealSecret { .. } => "seal-secret",
             CryptOp::SignPsbt { .. } => "sign-psbt",
+            CryptOp::DeriveSharedSecret { .. } => "derive-shared-secret",
+            CryptOp::JoseUnwrap { .. } => "unwrap",
             CryptOp::OpenSecret { .. } => "open-secret",
         }
     }

@@ -118,11 +118,14 @@ pub enum KeyType {
     /// `prv`), and opens it only for the front door that stored it.
     #[serde(rename = "secret")]
     Secret,
+    /// X25519 (RFC 7748): key agreement (ECDH, JOSE ECDH-ES key unwrapping); does not sign.
+    #[serde(rename = "x25519")]
+    X25519,
 }
 
 impl KeyType {
     /// Every type.
-    pub const ALL: [KeyType; 7] = [
+    pub const ALL: [KeyType; 8] = [
         KeyType::Secp256k1,
         KeyType::Ed25519,
         KeyType::P256,
@@ -130,10 +133,11 @@ impl KeyType {
         KeyType::HmacSha256,
         KeyType::Bip32,
         KeyType::Secret,
+        KeyType::X25519,
     ];
 
     /// The names, for messages that list them.
-    pub const NAMES: &'static str = "secp256k1, ed25519, p256, aes256-gcm, hmac-sha256, bip32 or secret";
+    pub const NAMES: &'static str = "secp256k1, ed25519, p256, aes256-gcm, hmac-sha256, bip32, secret or x25519";
 
     /// The name the API and the store use.
     pub fn as_str(self) -> &'static str {
@@ -145,6 +149,7 @@ impl KeyType {
             KeyType::HmacSha256 => "hmac-sha256",
             KeyType::Bip32 => "bip32",
             KeyType::Secret => "secret",
+            KeyType::X25519 => "x25519",
         }
     }
 
@@ -153,7 +158,8 @@ impl KeyType {
         Self::ALL.into_iter().find(|t| t.as_str() == name)
     }
 
-    /// Whether keys of this type have a public key (and sign).
+    /// Whether keys of this type sign (and have a public key; x25519 keys have one too, but
+    /// only agree).
     pub fn is_asymmetric(self) -> bool {
         matches!(self, KeyType::Secp256k1 | KeyType::Ed25519 | KeyType::P256 | KeyType::Bip32)
     }
@@ -168,6 +174,7 @@ impl KeyType {
             KeyType::HmacSha256 => 5,
             KeyType::Bip32 => 6,
             KeyType::Secret => 7,
+            KeyType::X25519 => 8,
         }
     }
 }

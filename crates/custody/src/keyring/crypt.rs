@@ -81,6 +81,16 @@ impl<D: DataKeySource> Keyring<D> {
                 let signed = keyward_keyring::sign_psbt(&material, psbt).map_err(from_keyring)?;
                 Ok(CryptOutput::SignedPsbt { psbt: signed.psbt, inputs: signed.inputs })
             }
+            CryptOp::DeriveSharedSecret { peer_public_key } => {
+                let secret = keyward_keyring::derive_shared_secret(&material, peer_public_key).map_err(from_keyring)?;
+                Ok(CryptOutput::Plaintext(SecretBytes(secret)))
+            }
+            CryptOp::JoseUnwrap { epk, encrypted_key, apu, apv } => {
+                check_len("party info", apu.len() + apv.len())?;
+                let cek =
+                    keyward_keyring::jose_unwrap(&material, epk, encrypted_key, apu, apv).map_err(from_keyring)?;
+                Ok(CryptOutput::Plaintext(SecretBytes(cek)))
+            }
             CryptOp::OpenSecret { sealed, associated_data } => {
                 check_version(row, sealed)?;
                 let secret = open_secret(&material, name, sealed, associated_data).map_err(from_keyring)?;
