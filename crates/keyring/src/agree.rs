@@ -158,7 +158,7 @@ pub fn jose_unwrap(
     apv: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
     let (private, curve) = agreement_key(material)?;
-    if encrypted_key.len() < 24 || encrypted_key.len() % 8 != 0 || encrypted_key.len() > MAX_CEK_LEN + 8 {
+    if encrypted_key.len() < 24 || !encrypted_key.len().is_multiple_of(8) || encrypted_key.len() > MAX_CEK_LEN + 8 {
         return Err(KeyringError::BadInput(format!(
             "an AES Key Wrap of a content key is 24 to {} bytes in steps of 8, not {}",
             MAX_CEK_LEN + 8,
@@ -175,7 +175,7 @@ pub fn jose_unwrap(
 }
 
 fn check_cek(len: usize) -> Result<(), KeyringError> {
-    if !(16..=MAX_CEK_LEN).contains(&len) || len % 8 != 0 {
+    if !(16..=MAX_CEK_LEN).contains(&len) || !len.is_multiple_of(8) {
         return Err(KeyringError::BadInput(format!(
             "a content key is 16 to {MAX_CEK_LEN} bytes in steps of 8 (AES Key Wrap), not {len}"
         )));
