@@ -14,9 +14,13 @@ use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
+use keyward_client::agree::{
+    DeriveSharedSecret as DeriveRequest, PublicJwk, SharedSecret, UnwrapKey as UnwrapRequest,
+    UnwrappedKey as Unwrapped, WrapKey as WrapRequest, WrappedKey as Wrapped,
+};
 use keyward_keyring::{Curve, JOSE_ALG, MAX_CEK_LEN, jose_wrap, peer_public_key};
 use keyward_proto::{CryptOp, CryptOutput, KeyType};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{api::AppState, errors::ApiError, keys_api::signing_row, keys_crypt::crypt};
 
@@ -32,18 +36,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/wrap", post(wrap).layer(limit()))
 }
 
-/// A public JWK: `OKP`/`X25519` with `x`, or `EC`/`P-256` with `x` and `y`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublicJwk {
-    pub kty: String,
-    pub crv: String,
-    pub x: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub y: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kid: Option<String>,
-}
-
 fn invalid_jwk(message: impl Into<String>) -> ApiError {
     ApiError::invalid("invalid_jwk", message)
 }
@@ -56,10 +48,18 @@ fn b64url(field: &str, value: &str, max: usize) -> Result<Vec<u8>, ApiError> {
         .ok_or_else(|| ApiError::invalid("invalid_base64", format!("{field} is not base64url of at most {max} bytes")))
 }
 
-impl PublicJwk {
+/// Parsing and making JWKs at the boundary.
+pub trait JwkExt: Sized {
+    /// The curve and the public key as the keyring takes it.
+    fn parse(&self) -> Result<(Curve, Vec<u8>), ApiError>;
+    /// The JWK of a public key.
+    fn of(curve: Curve, public_key: &[u8], kid: Option<String>) -> Result<Self, ApiError>;
+}
+
+impl JwkExt for PublicJwk {
     /// The curve and the public key as the keyring takes it (X25519 raw; P-256 SEC1
     /// uncompressed).
-    pub fn parse(&self) -> Result<(Curve, Vec<u8>), ApiError> {
+    fn parse(&self) -> Result<(Curve, Vec<u8>), ApiError> {
         let coordinate = |name: &str, value: &str| {
             b64url(name, value, 32)
                 .ok()
@@ -81,7 +81,7 @@ impl PublicJwk {
     }
 
     /// The JWK of a public key (X25519 raw, or P-256 SEC1 of either form).
-    pub fn of(curve: Curve, public_key: &[u8], kid: Option<String>) -> Result<Self, ApiError> {
+    fn of(curve: Curve, public_key: &[u8], kid: Option<String>) -> Result<Self, ApiError> {
         let key = peer_public_key(curve, public_key).map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(match curve {
             Curve::X25519 => {
@@ -106,24 +106,6 @@ fn curve_of(key_type: KeyType, name: &str) -> Result<Curve, ApiError> {
             format!("key {name} is a {key_type} key; key agreement needs an x25519 or p256 key"),
         )
     })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeriveRequest {
-    /// Raw X25519 (32 bytes) or SEC1 P-256, base64.
-    #[serde(default)]
-    public_key_b64: Option<String>,
-    #[serde(default)]
-    public_key_jwk: Option<PublicJwk>,
-    #[serde(default)]
-    version: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct SharedSecret {
-    shared_secret_b64: String,
-    version: u32,
 }
 
 /// `POST /v1/keys/{name}/derive-shared-secret`: the raw ECDH secret (X25519's 32 bytes, or
@@ -158,29 +140,6 @@ async fn derive_shared_secret(
         }
         _ => Err(ApiError::internal("the enclave answered DeriveSharedSecret with another kind")),
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnwrapRequest {
-    /// `ECDH-ES+A256KW` (the default).
-    #[serde(default)]
-    alg: Option<String>,
-    epk: PublicJwk,
-    /// base64url.
-    encrypted_key: String,
-    #[serde(default)]
-    apu: Option<String>,
-    #[serde(default)]
-    apv: Option<String>,
-    #[serde(default)]
-    version: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct Unwrapped {
-    cek_b64: String,
-    version: u32,
 }
 
 fn check_alg(alg: Option<&str>) -> Result<(), ApiError> {
@@ -249,24 +208,6 @@ async fn public_jwk(
     Ok(Json(PublicJwk::of(curve, &row.public_key, Some(name))?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WrapRequest {
-    recipient_jwk: PublicJwk,
-    cek_b64: String,
-    #[serde(default)]
-    apu: Option<String>,
-    #[serde(default)]
-    apv: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Wrapped {
-    alg: &'static str,
-    epk: PublicJwk,
-    encrypted_key: String,
-}
-
 /// `POST /v1/wrap`: `cek` wrapped to a recipient's public key with `ECDH-ES+A256KW`. It uses no
 /// keyring key, so it runs here, with a fresh ephemeral key from this machine's randomness:
 /// the content key passes through the gateway in this request anyway.
@@ -290,7 +231,7 @@ async fn wrap(
         match jose_wrap(curve, &recipient, &cek, &apu, &apv, &ephemeral) {
             Ok(wrapped) => {
                 return Ok(Json(Wrapped {
-                    alg: JOSE_ALG,
+                    alg: JOSE_ALG.to_owned(),
                     epk: PublicJwk::of(curve, &wrapped.epk, None)?,
                     encrypted_key: URL_SAFE_NO_PAD.encode(wrapped.encrypted_key),
                 }));

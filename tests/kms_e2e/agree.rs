@@ -77,6 +77,8 @@ async fn jose_ecdh_es_and_shared_secrets_agree_with_jwcrypto() {
         let (status, jwk) = api.call(reqwest::Method::GET, &format!("/v1/keys/{name}/jwk"), None).await;
         assert_eq!(status, 200, "{jwk}");
         assert_eq!((jwk["crv"].as_str(), jwk["kid"].as_str()), (Some(crv), Some(name)));
+        let through_sdk = stack.client.key_jwk(name).await.expect("the SDK reads the JWK");
+        assert_eq!(serde_json::to_value(&through_sdk).unwrap(), jwk);
         let message = format!("to {name}, from jwcrypto");
         let token = jose(&["encrypt", &jwk.to_string(), &message]);
         let parts: Vec<&str> = token.split('.').collect();
@@ -168,6 +170,12 @@ async fn jose_ecdh_es_and_shared_secrets_agree_with_jwcrypto() {
         STANDARD.decode(derived["shared_secret_b64"].as_str().unwrap()).unwrap(),
         expected.raw_secret_bytes().as_slice()
     );
+    let sdk = keyward_client::agree::DeriveSharedSecret {
+        public_key_jwk: Some(serde_json::from_value(p_jwk.clone()).unwrap()),
+        ..Default::default()
+    };
+    let through_sdk = stack.client.derive_shared_secret("agree-p", &sdk).await.expect("the SDK derives");
+    assert_eq!(STANDARD.decode(through_sdk.shared_secret_b64).unwrap(), expected.raw_secret_bytes().as_slice());
     let both = json!({"public_key_b64": "AA==", "public_key_jwk": p_jwk});
     assert_eq!(code(&api.post("/v1/keys/agree-p/derive-shared-secret", both).await), (400, "invalid_field"));
     assert_eq!(

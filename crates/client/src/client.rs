@@ -251,6 +251,35 @@ impl Client {
         self.send(self.authorized(self.http.post(self.url(&key_path(name, "/config")))).json(request)).await
     }
 
+    /// The public JWK of an x25519 or p256 key.
+    pub async fn key_jwk(&self, name: &str) -> Result<crate::agree::PublicJwk, ClientError> {
+        self.send(self.authorized(self.http.get(self.url(&key_path(name, "/jwk"))))).await
+    }
+
+    /// The ECDH secret of an x25519 or p256 key and a peer's public key.
+    pub async fn derive_shared_secret(
+        &self,
+        name: &str,
+        request: &crate::agree::DeriveSharedSecret,
+    ) -> Result<crate::agree::SharedSecret, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/derive-shared-secret")))).json(request))
+            .await
+    }
+
+    /// Opens, in the enclave, a content key wrapped to the key with ECDH-ES+A256KW.
+    pub async fn unwrap_key(
+        &self,
+        name: &str,
+        request: &crate::agree::UnwrapKey,
+    ) -> Result<crate::agree::UnwrappedKey, ClientError> {
+        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/unwrap")))).json(request)).await
+    }
+
+    /// Wraps a content key to a recipient's public key with ECDH-ES+A256KW.
+    pub async fn wrap_key(&self, request: &crate::agree::WrapKey) -> Result<crate::agree::WrappedKey, ClientError> {
+        self.send(self.authorized(self.http.post(self.url("/v1/wrap"))).json(request)).await
+    }
+
     /// Random bytes from the enclave's NSM or from KMS.
     pub async fn random(&self, bytes: u32, source: Option<&str>) -> Result<RandomBytes, ClientError> {
         let body = RandomRequest { bytes, source: source.map(str::to_owned) };

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod agree;
 pub mod api;
 #[cfg(feature = "http")]
 mod client;
