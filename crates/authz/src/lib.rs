@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod audit;
 mod policy;
 mod principal;
 mod replay;
 mod request;
 
+pub use audit::{AuditChain, AuditEntry, AuditError, Receipt, SignedRecord, verify_log};
 pub use policy::{Decision, DenyReason, Policy, Rule};
 pub use principal::{Principal, PrincipalError, PrincipalId, PrincipalKey};
 pub use replay::{ReplayError, ReplayGuard};
