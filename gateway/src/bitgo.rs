@@ -102,12 +102,7 @@ impl IntoResponse for Message {
 }
 
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, Message> {
-    let bytes = bytes.map_err(|e| {
-        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
-        Message::new(e.status(), code, e.body_text())
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Message::bad_request("invalid_json", format!("Invalid data provided from client: {e}")))
+    crate::frontdoor::json_body(bytes, "Invalid data provided from client: ").map_err(Message)
 }
 
 /// A required string of 1 to `max` bytes.

@@ -59,6 +59,22 @@ impl axum::serve::Listener for CheckedListener {
     }
 }
 
+/// A front door's JSON body, decoded as the seed systems' servers decode theirs (unknown
+/// fields ignored). An unreadable or oversized body and bad JSON get codes; `prefix` begins
+/// the door's own message for bad JSON.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    bytes: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    prefix: &str,
+) -> Result<T, crate::errors::ApiError> {
+    use crate::errors::ApiError;
+    let bytes = bytes.map_err(|e| {
+        let code =
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
+        ApiError::new(e.status(), code, e.body_text())
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("invalid_json", format!("{prefix}{e}")))
+}
+
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

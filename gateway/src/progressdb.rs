@@ -90,11 +90,7 @@ impl IntoResponse for Plain {
 
 /// A JSON body as ProgressDB's decoder takes it: unknown fields ignored.
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, Plain> {
-    let bytes = bytes.map_err(|e| {
-        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
-        Plain::new(e.status(), code, e.body_text())
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| Plain::bad_request("invalid_json", format!("Invalid request body: {e}")))
+    crate::frontdoor::json_body(bytes, "Invalid request body: ").map_err(Plain)
 }
 
 /// Checks a ProgressDB key id (`A-Z a-z 0-9 _ - /`, 1 to 256) and names its keyring key.

@@ -494,6 +494,19 @@ impl Stack {
         all
     }
 
+    /// The raw bytes of every log file and of the three database files (main, WAL, shared
+    /// memory), for secret scanning while the gateway runs: a missing database file is a
+    /// failure, not a file skipped.
+    pub fn log_and_database_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut scanned = self.log_bytes();
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", self.db_path().display()));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{} must exist: {e}", path.display()));
+            scanned.push((path, bytes));
+        }
+        scanned
+    }
+
     /// The raw bytes of every log file (for secret scanning).
     pub fn log_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
         std::fs::read_dir(self.path())

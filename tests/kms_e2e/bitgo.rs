@@ -263,13 +263,7 @@ async fn bitgo_key_provider_api_conforms_over_mutual_tls() {
     assert!(types.iter().all(|t| !t.2), "{types:?}");
 
     // No prv or data key in the database files or any log.
-    let mut scanned = stack.log_bytes();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = std::path::PathBuf::from(format!("{}{suffix}", stack.db_path().display()));
-        if let Ok(bytes) = std::fs::read(&path) {
-            scanned.push((path, bytes));
-        }
-    }
+    let scanned = stack.log_and_database_bytes();
     for (path, bytes) in &scanned {
         let label = path.display().to_string();
         assert_secret_absent(&label, bytes, "a stored prv", prv.as_bytes());

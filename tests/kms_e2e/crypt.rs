@@ -222,13 +222,7 @@ async fn encryption_data_keys_and_macs_work_end_to_end_and_hold_against_tamperin
     assert_eq!(code_of(client.encrypt("docs", &encrypt_request(hello, None)).await), (409, "key_disabled".into()));
 
     // No key, data key or random bytes in the database files or any log.
-    let mut scanned = stack.log_bytes();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = std::path::PathBuf::from(format!("{}{suffix}", stack.db_path().display()));
-        if let Ok(bytes) = std::fs::read(&path) {
-            scanned.push((path, bytes));
-        }
-    }
+    let scanned = stack.log_and_database_bytes();
     for (path, bytes) in &scanned {
         let label = path.display().to_string();
         assert_secret_absent(&label, bytes, "aes256-gcm key", &docs_key);

@@ -150,12 +150,7 @@ async fn keys_are_imported_and_exported_through_the_cli_and_the_host_never_holds
     assert_eq!(enclave.events(event::KEY_EXPORTED).len(), 2, "the two exports, and not the refused one");
 
     // No secret is in the database files or any log: not the imported ones, not the exported.
-    let mut scanned = stack.log_bytes();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = std::path::PathBuf::from(format!("{}{suffix}", stack.db_path().display()));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{} must exist: {e}", path.display()));
-        scanned.push((path, bytes));
-    }
+    let scanned = stack.log_and_database_bytes();
     assert!(scanned.len() >= 6, "the logs of every process and the three database files");
     for (path, bytes) in &scanned {
         let label = path.display().to_string();

@@ -240,13 +240,7 @@ async fn progressdb_kms_api_conforms_over_tcp_and_the_unix_socket() {
     assert_eq!(disabled.error(), (409, "key_disabled"));
 
     // No plaintext in the database or any log.
-    let mut scanned = stack.log_bytes();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", stack.db_path().display()));
-        if let Ok(bytes) = std::fs::read(&path) {
-            scanned.push((path, bytes));
-        }
-    }
+    let scanned = stack.log_and_database_bytes();
     for (path, bytes) in &scanned {
         assert_secret_absent(&path.display().to_string(), bytes, "a plaintext", message);
         assert_secret_absent(&path.display().to_string(), bytes, "a plaintext", b"before rewrap");
