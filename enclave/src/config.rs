@@ -64,6 +64,14 @@ pub struct RunArgs {
     /// unwrapped again when used.
     #[arg(long, env = "KEYWARD_KEY_CACHE", default_value_t = 16_384)]
     pub key_cache: usize,
+    /// An owner of this deployment (repeat, or comma-separate in KEYWARD_OWNERS):
+    /// `ed25519:<64 hex>` or `p256:<SEC1 hex>`. With owners, key operations need a signed
+    /// request the enclave checks itself (docs/authorization.md).
+    #[arg(long = "owner", env = "KEYWARD_OWNERS", value_delimiter = ',')]
+    pub owners: Vec<String>,
+    /// How many owners must approve administrative operations together.
+    #[arg(long, env = "KEYWARD_OWNER_QUORUM", default_value_t = 1)]
+    pub owner_quorum: u8,
     /// Data folder of the development NSM's PKI (created on first use).
     #[arg(long, env = "KEYWARD_MOCK_NSM_DIR", default_value = ".dev/mock-nsm")]
     pub mock_nsm_dir: PathBuf,
@@ -81,6 +89,8 @@ pub struct Config {
     pub nsm: NsmChoice,
     pub gateway_key: LinkPublicKey,
     pub key_cache: usize,
+    /// The owners (authorization on), or none (off).
+    pub owners: Option<keyward_custody::Owners>,
     // Read only by the development NSM, which production builds leave out.
     #[cfg_attr(not(feature = "mock-nsm"), allow(dead_code))]
     pub mock_nsm_dir: PathBuf,
@@ -103,7 +113,19 @@ impl Config {
             "--gateway-public-key is required: the enclave serves only a gateway that proves it holds the link key (`gateway link-key public` prints it)",
         )?;
         let gateway_key = LinkPublicKey::from_hex(gateway_key).context("--gateway-public-key")?;
+        let owners = if args.owners.is_empty() {
+            None
+        } else {
+            let principals = args
+                .owners
+                .iter()
+                .map(|o| keyward_custody::Owners::parse_principal(o.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
+            Some(keyward_custody::Owners { principals, quorum: args.owner_quorum })
+        };
         let config = Config {
+            owners,
             listen,
             kms_relay,
             kms_endpoint,
@@ -234,5 +256,15 @@ mod tests {
         .unwrap();
         assert_eq!(config.nsm, NsmChoice::Mock);
         assert!(!config.kms_endpoint.is_tls());
+    }
+
+    #[test]
+    fn owners_parse_and_a_malformed_one_stops_the_enclave() {
+        assert!(Config::from_args(args(&[])).unwrap().owners.is_none(), "no owners: authorization off");
+        let key = "ed25519:".to_owned() + &"ab".repeat(32);
+        let config = Config::from_args(args(&["--owner", &key, "--owner-quorum", "1"])).unwrap();
+        assert_eq!(config.owners.expect("owners").principals.len(), 1);
+        let err = format!("{:#}", Config::from_args(args(&["--owner", "ed25519:abcd"])).unwrap_err());
+        assert!(err.contains("--owner") && err.contains("32 bytes"), "{err}");
     }
 }

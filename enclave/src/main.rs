@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         kms_region: config.kms_region.clone(),
         kms_endpoint: config.kms_endpoint.url().to_owned(),
         attestation: config.attestation,
+        authorization: None,
     };
     let keys = Arc::new(datakey::DataKeys {
         kms,
@@ -69,6 +70,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("no randomness for the transfer key: {e}"))?,
     );
     let master = Arc::new(keyward_custody::Master::new(keys, Arc::new(datakey::NsmRandom(nsm.clone())), pinned));
+    let authorizer = match config.owners.clone() {
+        Some(owners) => {
+            let authorizer = keyward_custody::Authorizer::with_new_audit_key(owners, &datakey::NsmRandom(nsm.clone()))
+                .map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
+            tracing::info!(
+                owners = ?authorizer.owner_ids(),
+                quorum = authorizer.quorum(),
+                audit_public_key = %hex::encode(authorizer.audit_public_key()),
+                "authorization on: key operations need a principal's signed request"
+            );
+            Some(Arc::new(authorizer))
+        }
+        None => None,
+    };
+    let info = EnclaveInfo { authorization: authorizer.as_ref().map(|a| a.info()), ..info };
     let attestations = attestations::Attestations::new(nsm);
     let listener = Listener::bind(&config.listen).await?;
     tracing::info!(
@@ -83,7 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "enclave ready for the gateway"
     );
     let link = server::Link {
-        core: keyward_custody::EnclaveCore { master, keyring },
+        core: keyward_custody::EnclaveCore { master, keyring, authorizer },
         attestations,
         info,
         gateway_key: config.gateway_key,

@@ -111,6 +111,12 @@ impl ApiError {
             | ErrorCode::CiphertextMalformed
             | ErrorCode::UnsupportedOperation => StatusCode::BAD_REQUEST,
             ErrorCode::KeyNotExportable | ErrorCode::UnknownTransferKey => StatusCode::CONFLICT,
+            ErrorCode::SignatureRequired | ErrorCode::BadRequestSignature | ErrorCode::RequestExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::NotPermitted | ErrorCode::QuorumNotMet => StatusCode::FORBIDDEN,
+            ErrorCode::RequestReplayed => StatusCode::CONFLICT,
+            ErrorCode::RequestMismatch => StatusCode::BAD_REQUEST,
             ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => {
                 return Self::new(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", reply.message);

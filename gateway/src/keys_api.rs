@@ -30,6 +30,7 @@ use crate::{
     errors::ApiError,
     keys_sign::{key_info, parse_create, parse_sign, signature_info},
     link::{EnclaveLink, unexpected_reply},
+    signed::{self, SignedJson},
 };
 
 /// Deadline for a keyring request to the enclave.
@@ -381,13 +382,14 @@ async fn sign(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<SignWithKey>, JsonRejection>,
+    body: SignedJson<SignWithKey>,
 ) -> Result<Json<KeySignatureInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let (_, row) = signing_row(&app, &name, body.version).await?;
     let (algorithm, payload, format) = parse_sign(&body, row.identity.key_type)?;
-    let request = KeySign { row, algorithm, payload, format };
+    let request = KeySign { row, algorithm, payload, format, auth };
     let link = keyring_link(&app)?;
     let identity = request.row.identity.clone();
     let public_key = request.row.public_key.clone();
@@ -426,7 +428,7 @@ async fn sign_batch(
         };
         let (algorithm, payload, format) =
             parse_sign(item, row.identity.key_type).map_err(|e| e.at_item("items", i))?;
-        requests.push(KeySign { row, algorithm, payload, format });
+        requests.push(KeySign { row, algorithm, payload, format, auth: None });
     }
     let described: Vec<_> =
         requests.iter().map(|r| (r.row.identity.clone(), r.row.public_key.clone(), r.algorithm, r.format)).collect();

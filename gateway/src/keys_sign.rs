@@ -1,11 +1,8 @@
 //! Parsing keyring requests into typed values once, at the boundary, and shaping the answers.
 
-use base64::Engine;
-use keyward_client::keys::{CreateKey, KeyInfo, KeySignatureInfo, SignWithKey, VersionInfo};
-use keyward_keyring::{KeyringError, MAX_MESSAGE_LEN, SignInput, check_request, default_algorithm};
-use keyward_proto::{
-    Digest, KeyIdentity, KeyName, KeySignature, KeyType, MessageHash, SignAlgorithm, SignFormat, SignPayload,
-};
+use keyward_client::keys::{AuditReceiptInfo, CreateKey, KeyInfo, KeySignatureInfo, SignWithKey, VersionInfo};
+use keyward_keyring::{SignFields, parse_sign_fields};
+use keyward_proto::{KeyIdentity, KeyName, KeySignature, KeyType, SignAlgorithm, SignFormat, SignPayload};
 use keyward_store::{KeyRow, VersionRow};
 
 use crate::{errors::ApiError, keys_api::effective_state};
@@ -36,82 +33,17 @@ fn format_name(format: SignFormat) -> &'static str {
     }
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::invalid("invalid_payload", message)
-}
-
-fn unknown(field: &'static str, value: &str, choices: &str) -> ApiError {
-    let shown: String = value.chars().take(32).collect();
-    let code = match field {
-        "algorithm" => "unknown_algorithm",
-        "format" => "unknown_format",
-        _ => "unknown_hash",
-    };
-    ApiError::invalid(code, format!("unknown {field} {shown:?}: use {choices}"))
-}
-
-/// The scheme, what to sign and the encoding, for a key of `key_type`.
+/// The scheme, what to sign and the encoding, for a key of `key_type` (the enclave parses a
+/// signed body with the same `parse_sign_fields`).
 pub fn parse_sign(body: &SignWithKey, key_type: KeyType) -> Result<(SignAlgorithm, SignPayload, SignFormat), ApiError> {
-    if !key_type.is_asymmetric() {
-        return Err(ApiError::invalid("not_a_signing_key", format!("a {key_type} key does not sign")));
-    }
-    let algorithm = match body.algorithm.as_deref() {
-        None => default_algorithm(key_type).ok_or_else(|| invalid(format!("a {key_type} key does not sign")))?,
-        Some("ecdsa") => SignAlgorithm::Ecdsa,
-        Some("bip340") => SignAlgorithm::Bip340,
-        Some("ed25519") => SignAlgorithm::Ed25519,
-        Some(other) => return Err(unknown("algorithm", other, "ecdsa, bip340 or ed25519")),
+    let fields = SignFields {
+        digest_hex: body.digest_hex.as_deref(),
+        message_b64: body.message_b64.as_deref(),
+        hash: body.hash.as_deref(),
+        algorithm: body.algorithm.as_deref(),
+        format: body.format.as_deref(),
     };
-    let format = match body.format.as_deref() {
-        None | Some("compact") => SignFormat::Compact,
-        Some("der") => SignFormat::Der,
-        Some("ethereum") => SignFormat::Ethereum,
-        Some(other) => return Err(unknown("format", other, "compact, der or ethereum")),
-    };
-    let payload = match (&body.digest_hex, &body.message_b64) {
-        (Some(digest_hex), None) => {
-            if body.hash.is_some() {
-                return Err(invalid("hash goes with message_b64, not with digest_hex"));
-            }
-            let mut digest = [0u8; 32];
-            if digest_hex.len() != 64 || hex::decode_to_slice(digest_hex, &mut digest).is_err() {
-                return Err(ApiError::invalid(
-                    "invalid_digest",
-                    "digest_hex must be 64 hex characters (a 32-byte digest)",
-                ));
-            }
-            SignPayload::Digest(Digest(digest))
-        }
-        (None, Some(message_b64)) => {
-            if message_b64.len() > MAX_MESSAGE_LEN * 4 / 3 + 4 {
-                return Err(ApiError::invalid(
-                    "message_too_large",
-                    format!("a message is at most {MAX_MESSAGE_LEN} bytes"),
-                ));
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(message_b64)
-                .map_err(|_| ApiError::invalid("invalid_message", "message_b64 is not base64"))?;
-            let hash = match body.hash.as_deref() {
-                None if algorithm == SignAlgorithm::Ed25519 => MessageHash::None,
-                None => MessageHash::Sha256,
-                Some("sha256") => MessageHash::Sha256,
-                Some("keccak256") => MessageHash::Keccak256,
-                Some("none") => MessageHash::None,
-                Some(other) => return Err(unknown("hash", other, "sha256, keccak256 or none")),
-            };
-            SignPayload::Message { bytes, hash }
-        }
-        (Some(_), Some(_)) => return Err(invalid("send digest_hex or message_b64, not both")),
-        (None, None) => return Err(invalid("send digest_hex (a 32-byte digest) or message_b64 (a message)")),
-    };
-    check_request(key_type, algorithm, SignInput::from_payload(&payload), format).map_err(|e| match e {
-        KeyringError::MessageTooLarge { .. } => ApiError::invalid("message_too_large", e.to_string()),
-        KeyringError::UnsupportedScheme(_) => ApiError::invalid("unsupported_scheme", e.to_string()),
-        KeyringError::NotASigningKey(_) => ApiError::invalid("not_a_signing_key", e.to_string()),
-        _ => invalid(e.to_string()),
-    })?;
-    Ok((algorithm, payload, format))
+    parse_sign_fields(fields, key_type).map_err(|e| ApiError::invalid(e.code, e.message))
 }
 
 /// A key's metadata as the API shows it.
@@ -153,12 +85,15 @@ pub fn signature_info(
         signature_hex: hex::encode(&signature.signature),
         public_key_hex: hex::encode(public_key),
         recovery_id: signature.recovery_id,
+        receipt: signature.receipt.map(|r| AuditReceiptInfo { seq: r.seq, hash: r.hash }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyward_keyring::MAX_MESSAGE_LEN;
+    use keyward_proto::MessageHash;
 
     fn request(f: impl FnOnce(&mut SignWithKey)) -> SignWithKey {
         let mut body = SignWithKey::default();

@@ -20,6 +20,7 @@ mod nitro_cmd;
 mod policy_cmd;
 mod progressdb;
 mod relay;
+mod signed;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 

@@ -191,6 +191,7 @@ async fn a_reply_that_never_comes_is_a_timeout_not_a_hang() {
         kms_region: "us-east-1".into(),
         kms_endpoint: stack.kms_url.clone(),
         attestation: true,
+        authorization: None,
     };
     tokio::spawn(async move {
         loop {

@@ -28,6 +28,10 @@ pub struct StackOptions {
     /// Appended to the gateway's configuration, `{dir}` replaced by the stack's directory
     /// (front doors, for instance).
     pub extra_config: String,
+    /// The enclave's owners (`ed25519:<hex>`, `p256:<hex>`): authorization on when not empty.
+    pub owners: Vec<String>,
+    /// How many owners approve administrative operations together.
+    pub owner_quorum: u8,
 }
 
 impl Default for StackOptions {
@@ -39,6 +43,8 @@ impl Default for StackOptions {
             unix_sockets: false,
             pin_key_arn: false,
             extra_config: String::new(),
+            owners: Vec::new(),
+            owner_quorum: 1,
         }
     }
 }
@@ -390,7 +396,7 @@ impl Stack {
 
     /// The enclave command line with its own listen address and relay.
     pub fn enclave_args_for(&self, listen: &str, relay: &str) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--listen".into(),
             listen.to_owned(),
             "--kms-relay".into(),
@@ -409,7 +415,14 @@ impl Stack {
             self.path().join("mock-nsm").display().to_string(),
             "--gateway-public-key".into(),
             self.link_public_key.clone(),
-        ]
+        ];
+        for owner in &self.options.owners {
+            args.extend(["--owner".into(), owner.clone()]);
+        }
+        if !self.options.owners.is_empty() {
+            args.extend(["--owner-quorum".into(), self.options.owner_quorum.to_string()]);
+        }
+        args
     }
 
     pub fn start_enclave(&mut self, id: u32) {

@@ -5,6 +5,7 @@
 
 mod agree;
 mod attestation;
+mod authz;
 mod bitgo;
 mod crypt;
 mod dev_stack;

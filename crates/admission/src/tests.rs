@@ -44,7 +44,7 @@ impl TestEnclave {
         let master = Master::new(kms.clone(), random.clone(), pinned.clone());
         let keyring = Keyring::new(kms.clone(), random, pinned, 16).unwrap();
         TestEnclave {
-            core: EnclaveCore { master: Arc::new(master), keyring: Arc::new(keyring) },
+            core: EnclaveCore { master: Arc::new(master), keyring: Arc::new(keyring), authorizer: None },
             drop_requests: Mutex::new(Vec::new()),
             drop_answers: Mutex::new(Vec::new()),
             root_barrier: None,
@@ -338,6 +338,7 @@ fn hello(info: impl FnOnce(&mut EnclaveInfo)) -> HelloReply {
         kms_region: expect.kms_region,
         kms_endpoint: expect.kms_endpoint,
         attestation: expect.attestation,
+        authorization: None,
     };
     info(&mut enclave);
     HelloReply { protocol_version: keyward_proto::PROTOCOL_VERSION, info: enclave, challenge: [0; 32] }

@@ -1,5 +1,5 @@
 //! The request a principal signs: its canonical encoding, which other languages can produce
-//! byte for byte (docs/authorization.md will specify it with the wiring).
+//! byte for byte (docs/authorization.md specifies it).
 //!
 //! ```text
 //! "keyward request v1\0"
@@ -155,6 +155,11 @@ mod tests {
         ]
         .concat();
         assert_eq!(bytes, expected);
+        // The worked example of docs/authorization.md, computed there with Python.
+        assert_eq!(
+            hex::encode(RequestToSign::digest(&bytes)),
+            "c99a8bad289b5abfa1afd0a9b579224779aa8b92c0151532422d40b5932c8f07"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 
+use crate::principal::PrincipalSigner;
+
 use crate::api::{
     AttestationResponse, ErrorResponse, HealthResponse, PublicKeyResponse, RotateRequest, RotateResponse,
     SignBatchRequest, SignBatchResponse, SignItem, SignRequest, SignResponse,
@@ -37,6 +39,9 @@ pub enum ClientError {
         /// The explanation.
         message: String,
     },
+    /// The request could not be signed with the principal's key.
+    #[error("cannot sign the request: {0}")]
+    Signing(String),
     /// The gateway answered with something that is not the expected JSON.
     #[error("unexpected answer from the gateway (HTTP {status}): {reason}")]
     Decode {
@@ -53,6 +58,7 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    principal: Option<Arc<PrincipalSigner>>,
 }
 
 /// Never prints the bearer token: a client in a logged struct must not leak it.
@@ -61,6 +67,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base", &self.base)
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("principal", &self.principal.as_ref().map(|p| p.public()))
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +85,33 @@ impl Client {
         if let Ok(tls) = tls {
             builder = builder.use_preconfigured_tls(tls);
         }
-        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http: builder.build()? })
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http: builder.build()?, principal: None })
+    }
+
+    /// This client, signing key operations with `principal` (needed when the enclave has
+    /// owners; docs/authorization.md).
+    pub fn with_principal(mut self, principal: Arc<PrincipalSigner>) -> Self {
+        self.principal = Some(principal);
+        self
+    }
+
+    /// `request` with `body` as JSON, signed by the principal when the client has one.
+    fn signed_json<T: serde::Serialize>(
+        &self,
+        request: reqwest::RequestBuilder,
+        operation: keyward_authz::Operation,
+        key: &str,
+        body: &T,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let Some(principal) = &self.principal else {
+            return Ok(request.json(body));
+        };
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Signing(e.to_string()))?;
+        let mut request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in principal.headers(operation, "default", key, &bytes, &[]).map_err(ClientError::Signing)? {
+            request = request.header(name, value);
+        }
+        Ok(request.body(bytes))
     }
 
     /// Signs a digest.
@@ -183,7 +216,8 @@ impl Client {
 
     /// Signs with a key.
     pub async fn sign_with_key(&self, name: &str, request: &SignWithKey) -> Result<KeySignatureInfo, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/sign")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/sign"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, name, request)?).await
     }
 
     /// Signs several items with a key.

@@ -147,6 +147,39 @@ pub struct KeySignatureInfo {
     /// ECDSA recovery id (secp256k1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_id: Option<u8>,
+    /// The audit record of a signed request (authorization on): keep it to check the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<AuditReceiptInfo>,
+}
+
+/// An audit record's place in the enclave's chain and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReceiptInfo {
+    pub seq: u64,
+    /// SHA-256, hex.
+    #[serde(with = "hex32")]
+    pub hash: [u8; 32],
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(D::Error::custom("a hash is 64 hex digits"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(D::Error::custom)?;
+        }
+        Ok(out)
+    }
 }
 
 /// Several signatures with one key.

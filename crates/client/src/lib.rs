@@ -7,4 +7,6 @@ mod client;
 pub mod crypt;
 pub mod keys;
 #[cfg(feature = "http")]
+pub mod principal;
+#[cfg(feature = "http")]
 pub use client::{Client, ClientError, install_crypto_provider};

@@ -5,14 +5,35 @@
 
 use std::sync::Arc;
 
-use keyward_proto::{ErrorCode, ErrorReply, Request, Response, fault::crash_point};
+use keyward_proto::{AuditRecord, ErrorCode, ErrorReply, KeySignature, Request, Response, fault::crash_point};
 
-use crate::{DataKeySource, Keyring, Master};
+/// Audit records one `AuditRead` answers at most (a frame stays far below its limit).
+pub const MAX_AUDIT_READ: usize = 1_000;
 
-/// The master key and keyring of one enclave.
+fn audit_record(r: keyward_authz::SignedRecord) -> AuditRecord {
+    AuditRecord {
+        seq: r.seq,
+        time: r.entry.time,
+        principal: r.entry.principal.map(|p| p.0),
+        operation: r.entry.operation,
+        keystore: r.entry.keystore,
+        key: r.entry.key,
+        version: r.entry.version,
+        outcome: r.entry.outcome,
+        request_digest: r.entry.request_digest,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+        signature: r.signature,
+    }
+}
+
+use crate::{Authorizer, DataKeySource, Keyring, Master, authorizer::now_unix};
+
+/// The master key and keyring of one enclave, and its authorizer when it has owners.
 pub struct EnclaveCore<D> {
     pub master: Arc<Master<D>>,
     pub keyring: Arc<Keyring<D>>,
+    pub authorizer: Option<Arc<Authorizer>>,
 }
 
 impl<D: DataKeySource> std::fmt::Debug for EnclaveCore<D> {
@@ -23,7 +44,7 @@ impl<D: DataKeySource> std::fmt::Debug for EnclaveCore<D> {
 
 impl<D> Clone for EnclaveCore<D> {
     fn clone(&self) -> Self {
-        EnclaveCore { master: self.master.clone(), keyring: self.keyring.clone() }
+        EnclaveCore { master: self.master.clone(), keyring: self.keyring.clone(), authorizer: self.authorizer.clone() }
     }
 }
 
@@ -31,6 +52,54 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
     /// Answers `request`. The handshake (`Hello`, `Authenticate`) and `Attest` are the
     /// caller's: they are refused here.
     pub async fn handle(&self, request: Request) -> Result<Response, ErrorReply> {
+        if let Some(authorizer) = &self.authorizer {
+            return self.handle_authorized(authorizer.clone(), request).await;
+        }
+        self.dispatch(request).await
+    }
+
+    /// With owners: signing passes the authorizer first (every decision audited); operations
+    /// whose signed path is not built yet are refused rather than left open to the host.
+    async fn handle_authorized(&self, authorizer: Arc<Authorizer>, request: Request) -> Result<Response, ErrorReply> {
+        match request {
+            Request::KeySign(s) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    let receipt = authorizer.authorize_sign(&s, now_unix())?;
+                    keyring
+                        .sign(&s)
+                        .map(|signature| Response::KeySignature(KeySignature { receipt: Some(receipt), ..signature }))
+                })
+                .await
+            }
+            Request::KeySignBatch(items) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    let now = now_unix();
+                    let signed = items.iter().map(|s| {
+                        let receipt = authorizer.authorize_sign(s, now)?;
+                        keyring.sign(s).map(|signature| KeySignature { receipt: Some(receipt), ..signature })
+                    });
+                    Ok(Response::KeySignatures(signed.collect()))
+                })
+                .await
+            }
+            Request::AuditRead(read) => {
+                let max = usize::try_from(read.max).unwrap_or(usize::MAX).min(MAX_AUDIT_READ);
+                let records = authorizer.audit_records(read.after, max).into_iter().map(audit_record).collect();
+                Ok(Response::AuditRecords(records))
+            }
+            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::Sign(_) | Request::SignBatch(_) => {
+                Err(ErrorReply::new(
+                    ErrorCode::SignatureRequired,
+                    "authorization is on, and this operation has no signed-request path yet: it is refused",
+                ))
+            }
+            other => self.dispatch(other).await,
+        }
+    }
+
+    async fn dispatch(&self, request: Request) -> Result<Response, ErrorReply> {
         let (master, keyring) = (&self.master, &self.keyring);
         match request {
             Request::RootProvision(p) => {
@@ -79,6 +148,9 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
             Request::Hello(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "Hello was already exchanged")),
             Request::Authenticate(_) => {
                 Err(ErrorReply::new(ErrorCode::BadRequest, "this connection is already authenticated"))
+            }
+            Request::AuditRead(_) => {
+                Err(ErrorReply::new(ErrorCode::BadRequest, "this enclave has no owners, so it keeps no audit chain"))
             }
             _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
         }

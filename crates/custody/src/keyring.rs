@@ -287,7 +287,7 @@ impl<D: DataKeySource> Keyring<D> {
             &aux,
         )
         .map_err(from_keyring)?;
-        Ok(KeySignature { signature: signed.signature, recovery_id: signed.recovery_id })
+        Ok(KeySignature { signature: signed.signature, recovery_id: signed.recovery_id, receipt: None })
     }
 
     /// The material of a row: from the cache, or unwrapped (and then cached).

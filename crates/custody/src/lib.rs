@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod authorizer;
 mod cache;
 mod core;
 mod keyring;
@@ -12,6 +13,7 @@ use std::{collections::BTreeMap, future::Future};
 use keyward_proto::{AwsCredentials, ErrorReply};
 use keyward_seal::DataKey;
 
+pub use authorizer::{Authorizer, Owners};
 pub use cache::KeyCache;
 pub use core::EnclaveCore;
 pub use keyring::{Keyring, root_context};

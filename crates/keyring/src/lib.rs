@@ -6,6 +6,7 @@ mod material;
 mod psbt;
 mod root;
 mod sign;
+mod sign_body;
 mod stream;
 mod transfer;
 mod wrap;
@@ -23,6 +24,7 @@ pub use material::{KeyMaterial, SECRET_LEN};
 pub use psbt::{SignedPsbt, sign_psbt};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
 pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, check_request, default_algorithm, sign, verify};
+pub use sign_body::{SignFields, SignFieldsError, parse_sign_fields};
 pub use stream::{
     MAX_STREAM_SEGMENT_LEN, STREAM_FORMAT, STREAM_HEADER_LEN, STREAM_SEGMENT_LEN, StreamHeader, open_segment,
     seal_segment,

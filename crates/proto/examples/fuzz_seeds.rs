@@ -125,6 +125,7 @@ fn replies() -> Vec<Reply> {
         kms_region: "us-east-1".into(),
         kms_endpoint: "http://127.0.0.1:4567".into(),
         attestation: true,
+        authorization: None,
     };
     vec![
         Reply::Ok(Response::Hello(HelloReply { protocol_version: PROTOCOL_VERSION, info, challenge: [0xc4; 32] })),

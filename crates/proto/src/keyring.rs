@@ -132,6 +132,8 @@ pub struct KeySign {
     pub payload: SignPayload,
     /// The encoding.
     pub format: SignFormat,
+    /// The principal's signed request (required when the enclave has owners).
+    pub auth: Option<crate::Authorization>,
 }
 
 /// A keyring signature.
@@ -142,6 +144,8 @@ pub struct KeySignature {
     pub signature: Vec<u8>,
     /// ECDSA recovery id on secp256k1.
     pub recovery_id: Option<u8>,
+    /// The audit record of a signed request (when the enclave has owners).
+    pub receipt: Option<crate::AuditReceipt>,
 }
 
 /// New key versions to generate: each identity names the key, its version (1 for a new key,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod authz;
 mod crypt;
 pub mod fault;
 mod frame;
@@ -11,6 +12,7 @@ mod properties;
 mod types;
 mod writer;
 
+pub use authz::{AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, PrincipalSignature};
 pub use crypt::{
     CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
     SecretBytes,
@@ -41,7 +43,9 @@ pub use writer::{WriterEnd, write_frames};
 /// Version 3: the keyring (root lifecycle, key creation and signing).
 /// Version 4: encryption, data keys, MACs and random bytes (`KeyCrypt`, `Random`).
 /// Version 5: BIP32 keys and sealed secrets (`bip32`, `secret`; `SealSecret`, `OpenSecret`).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// Version 6: signed requests checked in the enclave (`KeySign::auth`), audit receipts and
+/// `AuditRead`.
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

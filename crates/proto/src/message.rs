@@ -93,6 +93,8 @@ pub enum Request {
     KeyCrypt(Box<crate::KeyCrypt>),
     /// Random bytes from the NSM or KMS; answered with `Random`.
     Random(crate::RandomRequest),
+    /// Audit records the enclave still holds; answered with `AuditRecords`.
+    AuditRead(crate::AuditRead),
 }
 
 /// Version handshake.
@@ -212,6 +214,8 @@ pub enum Response {
     Crypt(crate::CryptOutput),
     /// Random bytes.
     Random(crate::SecretBytes),
+    /// Answer to `AuditRead`, oldest first.
+    AuditRecords(Vec<crate::AuditRecord>),
 }
 
 impl Response {
@@ -235,6 +239,7 @@ impl Response {
             Response::ExportedKey(_) => "ExportedKey",
             Response::Crypt(_) => "Crypt",
             Response::Random(_) => "Random",
+            Response::AuditRecords(_) => "AuditRecords",
         }
     }
 }
@@ -268,6 +273,8 @@ pub struct EnclaveInfo {
     pub kms_endpoint: String,
     /// Whether KMS calls carry a `Recipient` attestation document.
     pub attestation: bool,
+    /// The owners and audit key, when authorization is on.
+    pub authorization: Option<crate::AuthorizationInfo>,
 }
 
 /// The enclave's NSM.
@@ -438,13 +445,28 @@ pub enum ErrorCode {
     CiphertextMalformed,
     /// The key's type does not do this operation (encrypting with a signing key, ...).
     UnsupportedOperation,
+    /// Authorization is on and the key operation carries no principal's signature.
+    SignatureRequired,
+    /// A principal's key or signature does not verify over the request.
+    BadRequestSignature,
+    /// The signed request's timestamp is outside the accepted window.
+    RequestExpired,
+    /// The signed request was already accepted once, and repeating it would change something.
+    RequestReplayed,
+    /// The typed request the enclave received is not the one the principal signed (the host
+    /// changed it).
+    RequestMismatch,
+    /// The policy does not let this principal do this.
+    NotPermitted,
+    /// The policy needs more approvals for this.
+    QuorumNotMet,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -477,6 +499,13 @@ impl ErrorCode {
         ErrorCode::DecryptionFailed,
         ErrorCode::CiphertextMalformed,
         ErrorCode::UnsupportedOperation,
+        ErrorCode::SignatureRequired,
+        ErrorCode::BadRequestSignature,
+        ErrorCode::RequestExpired,
+        ErrorCode::RequestReplayed,
+        ErrorCode::RequestMismatch,
+        ErrorCode::NotPermitted,
+        ErrorCode::QuorumNotMet,
         ErrorCode::Internal,
     ];
 
@@ -515,6 +544,13 @@ impl ErrorCode {
             ErrorCode::DecryptionFailed => "decryption_failed",
             ErrorCode::CiphertextMalformed => "ciphertext_malformed",
             ErrorCode::UnsupportedOperation => "unsupported_operation",
+            ErrorCode::SignatureRequired => "signature_required",
+            ErrorCode::BadRequestSignature => "bad_request_signature",
+            ErrorCode::RequestExpired => "request_expired",
+            ErrorCode::RequestReplayed => "request_replayed",
+            ErrorCode::RequestMismatch => "request_mismatch",
+            ErrorCode::NotPermitted => "not_permitted",
+            ErrorCode::QuorumNotMet => "quorum_not_met",
             ErrorCode::Internal => "internal",
         }
     }

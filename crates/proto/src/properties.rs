@@ -133,6 +133,13 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::DecryptionFailed
         | ErrorCode::CiphertextMalformed
         | ErrorCode::UnsupportedOperation
+        | ErrorCode::SignatureRequired
+        | ErrorCode::BadRequestSignature
+        | ErrorCode::RequestExpired
+        | ErrorCode::RequestReplayed
+        | ErrorCode::RequestMismatch
+        | ErrorCode::NotPermitted
+        | ErrorCode::QuorumNotMet
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
@@ -210,12 +217,61 @@ fn key_sign() -> impl Strategy<Value = KeySign> {
             .prop_map(|(bytes, hash)| SignPayload::Message { bytes, hash }),
     ];
     let format = prop_oneof![Just(SignFormat::Compact), Just(SignFormat::Der), Just(SignFormat::Ethereum)];
-    (wrapped_key(), algorithm, payload, format).prop_map(|(row, algorithm, payload, format)| KeySign {
-        row,
+    (wrapped_key(), algorithm, payload, format, proptest::option::of(authorization()))
+        .prop_map(|(row, algorithm, payload, format, auth)| KeySign { row, algorithm, payload, format, auth })
+}
+
+fn principal_signature() -> impl Strategy<Value = PrincipalSignature> {
+    (text(), small_bytes(), small_bytes()).prop_map(|(algorithm, public_key, signature)| PrincipalSignature {
         algorithm,
-        payload,
-        format,
+        public_key,
+        signature,
     })
+}
+
+fn authorization() -> impl Strategy<Value = Authorization> {
+    (
+        text(),
+        small_bytes(),
+        bytes_n::<16>(),
+        any::<u64>(),
+        principal_signature(),
+        proptest::collection::vec(principal_signature(), 0..3),
+    )
+        .prop_map(|(keystore, body, request_id, timestamp, requester, approvals)| Authorization {
+            keystore,
+            body,
+            request_id,
+            timestamp,
+            requester,
+            approvals,
+        })
+}
+
+fn audit_record() -> impl Strategy<Value = AuditRecord> {
+    (
+        (any::<u64>(), any::<u64>(), proptest::option::of(bytes_n::<16>()), text(), text(), text()),
+        (any::<Option<u32>>(), text(), bytes_n::<32>(), bytes_n::<32>(), bytes_n::<32>(), small_bytes()),
+    )
+        .prop_map(
+            |(
+                (seq, time, principal, operation, keystore, key),
+                (version, outcome, request_digest, prev_hash, hash, signature),
+            )| AuditRecord {
+                seq,
+                time,
+                principal,
+                operation,
+                keystore,
+                key,
+                version,
+                outcome,
+                request_digest,
+                prev_hash,
+                hash,
+                signature,
+            },
+        )
 }
 
 fn keyring_status() -> impl Strategy<Value = KeyringStatus> {
@@ -225,8 +281,10 @@ fn keyring_status() -> impl Strategy<Value = KeyringStatus> {
 }
 
 fn key_signature() -> impl Strategy<Value = KeySignature> {
-    (proptest::collection::vec(any::<u8>(), 0..72), any::<Option<u8>>())
-        .prop_map(|(signature, recovery_id)| KeySignature { signature, recovery_id })
+    let receipt =
+        proptest::option::of((any::<u64>(), bytes_n::<32>()).prop_map(|(seq, hash)| AuditReceipt { seq, hash }));
+    (proptest::collection::vec(any::<u8>(), 0..72), any::<Option<u8>>(), receipt)
+        .prop_map(|(signature, recovery_id, receipt)| KeySignature { signature, recovery_id, receipt })
 }
 
 /// Every request variant. The match in `request_variant` fails to compile when a variant is
@@ -279,6 +337,7 @@ fn request() -> impl Strategy<Value = Request> {
             let source = if kms { RandomSource::Kms } else { RandomSource::Nsm };
             Request::Random(RandomRequest { bytes, source, credentials })
         }),
+        (any::<u64>(), any::<u32>()).prop_map(|(after, max)| Request::AuditRead(AuditRead { after, max })),
     ]
 }
 
@@ -376,19 +435,27 @@ fn request_variant(request: &Request) -> &'static str {
         Request::KeyExport(_) => "KeyExport",
         Request::KeyCrypt(_) => "KeyCrypt",
         Request::Random(_) => "Random",
+        Request::AuditRead(_) => "AuditRead",
     }
 }
 
 /// Every response variant, each also as an error reply (`Response::kind` names them).
 fn reply() -> impl Strategy<Value = Reply> {
-    let info = (text(), prop_oneof![Just(NsmKind::Nitro), Just(NsmKind::Mock)], text(), text(), text(), any::<bool>())
-        .prop_map(|(software_version, nsm, kms_key_id, kms_region, kms_endpoint, attestation)| EnclaveInfo {
-            software_version,
-            nsm,
-            kms_key_id,
-            kms_region,
-            kms_endpoint,
-            attestation,
+    let authorization = proptest::option::of(
+        (proptest::collection::vec(text(), 0..3), any::<u8>(), small_bytes())
+            .prop_map(|(owners, quorum, audit_public_key)| AuthorizationInfo { owners, quorum, audit_public_key }),
+    );
+    let info = (
+        text(),
+        prop_oneof![Just(NsmKind::Nitro), Just(NsmKind::Mock)],
+        text(),
+        text(),
+        text(),
+        any::<bool>(),
+        authorization,
+    )
+        .prop_map(|(software_version, nsm, kms_key_id, kms_region, kms_endpoint, attestation, authorization)| {
+            EnclaveInfo { software_version, nsm, kms_key_id, kms_region, kms_endpoint, attestation, authorization }
         });
     let response = prop_oneof![
         (any::<u16>(), info, bytes_n::<32>()).prop_map(|(protocol_version, info, challenge)| Response::Hello(
@@ -418,6 +485,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         transfer_sealed().prop_map(Response::ExportedKey),
         crypt_output().prop_map(Response::Crypt),
         small_bytes().prop_map(|b| Response::Random(SecretBytes::new(b))),
+        proptest::collection::vec(audit_record(), 0..3).prop_map(Response::AuditRecords),
     ];
     prop_oneof![response.prop_map(Reply::Ok), error_reply().prop_map(Reply::Err)]
 }

@@ -38,6 +38,7 @@ pub(super) fn sign_request(row: &WrappedKey) -> KeySign {
         algorithm: SignAlgorithm::Ecdsa,
         payload: SignPayload::Digest(Digest([7; 32])),
         format: SignFormat::Compact,
+        auth: None,
     }
 }
 
@@ -123,6 +124,7 @@ async fn root_rotation_proves_the_new_row_and_keeps_every_key() {
         algorithm: SignAlgorithm::Ed25519,
         payload: SignPayload::Message { bytes: b"after rotation".to_vec(), hash: MessageHash::None },
         format: SignFormat::Compact,
+        auth: None,
     };
     other.sign(&request).unwrap();
     // A rotation must start from the loaded epoch; with Decrypt refused it stores nothing.

@@ -125,7 +125,7 @@ fn aad(value: Option<String>) -> Option<String> {
 }
 
 /// Writes `bytes` to a new file only its owner reads.
-fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let mut file = std::fs::OpenOptions::new()
         .write(true)

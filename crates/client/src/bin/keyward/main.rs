@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use keyward_client::Client;
+use keyward_client::{Client, principal::PrincipalSigner};
 
 mod crypt;
 mod keys;
@@ -24,6 +24,10 @@ struct Cli {
     /// File holding the API bearer token (or set KEYWARD_API_TOKEN).
     #[arg(long, env = "KEYWARD_API_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// PKCS#8 PEM of the principal (Ed25519 or P-256) that signs key operations; needed when
+    /// the enclave has owners (docs/authorization.md).
+    #[arg(long, env = "KEYWARD_PRINCIPAL_KEY", global = true)]
+    principal_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +66,24 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Principals: the keys that sign requests.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PrincipalCommand {
+    /// Write a new Ed25519 principal key (PKCS#8 PEM, mode 0600, never overwriting) and print
+    /// its public id (`ed25519:<hex>`, what the enclave's `--owner` takes).
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public id of a principal key file.
+    Show {
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -83,8 +105,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Ok(token)) => Some(token.trim().to_owned()),
         (None, Err(_)) => None,
     };
-    let client = Client::new(&cli.gateway, token)?;
+    if let Command::Principal(command) = cli.command {
+        return principal(command);
+    }
+    let mut client = Client::new(&cli.gateway, token)?;
+    if let Some(path) = &cli.principal_key {
+        client = client.with_principal(std::sync::Arc::new(read_principal(path)?));
+    }
     match cli.command {
+        Command::Principal(_) => unreachable!("handled above"),
         Command::Sign { digest, scheme, enclave_id } => {
             let mut bytes = [0u8; 32];
             if hex::decode_to_slice(&digest, &mut bytes).is_err() {
@@ -103,6 +132,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+fn read_principal(path: &std::path::Path) -> anyhow::Result<PrincipalSigner> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading the principal key {}", path.display()))?,
+    );
+    PrincipalSigner::from_pem(&text).map_err(|e| anyhow::anyhow!("the principal key {}: {e}", path.display()))
+}
+
+fn principal(command: PrincipalCommand) -> anyhow::Result<()> {
+    let public = match command {
+        PrincipalCommand::New { out } => {
+            let pem = PrincipalSigner::generate_ed25519_pem().map_err(anyhow::Error::msg)?;
+            let public = PrincipalSigner::from_pem(&pem).map_err(anyhow::Error::msg)?.public();
+            crypt::write_new_private(&out, pem.as_bytes())?;
+            public
+        }
+        PrincipalCommand::Show { key } => read_principal(&key)?.public(),
+    };
+    print_json(&serde_json::json!({ "principal": public }))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

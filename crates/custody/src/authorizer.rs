@@ -1,0 +1,315 @@
+//! Authorization inside the enclave: the owners pinned in the enclave's measured settings, the
+//! checks every signed key operation passes before a key is touched, and the audit chain every
+//! decision is appended to.
+//!
+//! The gateway forwards what the client sent (the body it signed, its signatures); the enclave
+//! verifies the signatures over the canonical request it rebuilds itself, parses the body
+//! itself and refuses a typed request that differs from it, checks the time window, evaluates
+//! the policy and only then signs. Every outcome, refusals included, becomes an audit record.
+
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, MutexGuard},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::signature::Ed25519KeyPair;
+use keyward_authz::{
+    AuditChain, AuditEntry, Decision, DenyReason, Operation, Policy, Principal, PrincipalId, PrincipalKey, ReplayGuard,
+    RequestToSign, Rule, SignedRecord,
+};
+use keyward_client::keys::SignWithKey;
+use keyward_keyring::{SignFields, parse_sign_fields};
+use keyward_proto::{AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PrincipalSignature};
+
+/// Signed requests are accepted this long either side of their timestamp (seconds).
+pub const REQUEST_WINDOW: u64 = 300;
+/// Audit records the enclave keeps for the gateway to fetch.
+pub const AUDIT_RETAINED: usize = 100_000;
+/// The keystore `/v1/keys/…` addresses.
+pub const DEFAULT_KEYSTORE: &str = "default";
+
+/// The owners of a deployment: principals and how many of them must approve administrative
+/// operations together.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    pub principals: Vec<Principal>,
+    pub quorum: u8,
+}
+
+impl Owners {
+    /// Parses `ed25519:<64 hex>` or `p256:<SEC1 hex>`.
+    pub fn parse_principal(text: &str) -> Result<Principal, String> {
+        let (algorithm, hex_key) = text.split_once(':').ok_or_else(|| {
+            format!("an owner is ed25519:<hex> or p256:<hex>, not {:?}", text.chars().take(16).collect::<String>())
+        })?;
+        let bytes = hex::decode(hex_key).map_err(|_| format!("the {algorithm} owner key is not hex"))?;
+        principal_key(algorithm, &bytes).map(Principal::new)
+    }
+
+    /// The policy the owners hold: each may use keys alone; administrative operations take the
+    /// quorum.
+    fn policy(&self) -> Result<Policy, String> {
+        let ids: std::collections::BTreeSet<PrincipalId> = self.principals.iter().map(Principal::id).collect();
+        if ids.is_empty() {
+            return Err("authorization needs at least one owner".into());
+        }
+        if self.quorum == 0 || usize::from(self.quorum) > ids.len() {
+            return Err(format!("an owner quorum of {} cannot be met by {} distinct owners", self.quorum, ids.len()));
+        }
+        use Operation::*;
+        let rule = |operations: &[Operation], quorum| Rule {
+            principals: ids.clone(),
+            operations: operations.iter().copied().collect(),
+            quorum,
+        };
+        Ok(Policy {
+            version: 1,
+            rules: vec![
+                rule(&[Sign, Verify, Encrypt, Decrypt, DataKey], 1),
+                rule(&[Import, Export, Rotate, Disable, Delete, SetPolicy], self.quorum),
+            ],
+        })
+    }
+}
+
+fn principal_key(algorithm: &str, bytes: &[u8]) -> Result<PrincipalKey, String> {
+    match algorithm {
+        "ed25519" => PrincipalKey::ed25519(bytes).map_err(|e| e.to_string()),
+        "p256" => PrincipalKey::p256(bytes).map_err(|e| e.to_string()),
+        other => Err(format!(
+            "unknown principal algorithm {:?}: use ed25519 or p256",
+            other.chars().take(16).collect::<String>()
+        )),
+    }
+}
+
+struct AuditLog {
+    chain: AuditChain,
+    recent: VecDeque<SignedRecord>,
+}
+
+/// The enclave's authorizer (present only when the enclave has owners).
+pub struct Authorizer {
+    owners: Owners,
+    policy: Policy,
+    replay: Mutex<ReplayGuard>,
+    audit: Mutex<AuditLog>,
+    audit_public_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("owners", &self.owner_ids())
+            .field("quorum", &self.owners.quorum)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(code, message)
+}
+
+/// Unix seconds now, by the enclave's clock.
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Authorizer {
+    /// An authorizer for `owners`, with a new audit chain signed by `audit_key`.
+    pub fn new(owners: Owners, audit_key: Ed25519KeyPair) -> Result<Self, String> {
+        let policy = owners.policy()?;
+        let chain = AuditChain::new(audit_key);
+        let audit_public_key = chain.public_key();
+        Ok(Authorizer {
+            owners,
+            policy,
+            replay: Mutex::new(ReplayGuard::new(REQUEST_WINDOW)),
+            audit: Mutex::new(AuditLog { chain, recent: VecDeque::new() }),
+            audit_public_key,
+        })
+    }
+
+    /// An authorizer whose audit key is made from `random` (the NSM's, in the enclave); the
+    /// key never leaves this process.
+    pub fn with_new_audit_key(owners: Owners, random: &dyn crate::Randomness) -> Result<Self, String> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        random.fill(seed.as_mut()).map_err(|e| format!("no randomness for the audit key: {e}"))?;
+        let key =
+            Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).map_err(|_| "the audit key was refused".to_owned())?;
+        Self::new(owners, key)
+    }
+
+    /// What `Hello` tells about authorization.
+    pub fn info(&self) -> keyward_proto::AuthorizationInfo {
+        keyward_proto::AuthorizationInfo {
+            owners: self.owner_ids(),
+            quorum: self.owners.quorum,
+            audit_public_key: self.audit_public_key.clone(),
+        }
+    }
+
+    /// The owners' principal ids, hex.
+    pub fn owner_ids(&self) -> Vec<String> {
+        self.owners.principals.iter().map(|p| p.id().to_string()).collect()
+    }
+
+    pub fn quorum(&self) -> u8 {
+        self.owners.quorum
+    }
+
+    /// The audit chain's public key (Ed25519).
+    pub fn audit_public_key(&self) -> &[u8] {
+        &self.audit_public_key
+    }
+
+    /// Records after `after` (oldest first, at most `max`), from those still retained.
+    pub fn audit_records(&self, after: u64, max: usize) -> Vec<SignedRecord> {
+        let log = lock(&self.audit);
+        log.recent.iter().filter(|r| r.seq > after).take(max).cloned().collect()
+    }
+
+    /// Checks a signing request and appends the decision to the audit chain. `Ok` carries the
+    /// receipt of the record; a refusal is recorded as well.
+    pub fn authorize_sign(&self, request: &KeySign, now: u64) -> Result<AuditReceipt, ErrorReply> {
+        let identity = &request.row.identity;
+        let (principal, digest, outcome) = match self.check_sign(request, now) {
+            Ok((principal, digest)) => (Some(principal), digest, Ok(())),
+            Err((principal, digest, e)) => (principal, digest, Err(e)),
+        };
+        let entry = AuditEntry {
+            time: now,
+            principal,
+            operation: Operation::Sign.as_str().to_owned(),
+            keystore: request.auth.as_ref().map_or(DEFAULT_KEYSTORE, |a| a.keystore.as_str()).to_owned(),
+            key: identity.name.to_string(),
+            version: Some(identity.version.get()),
+            outcome: outcome.as_ref().map_or_else(|e| e.code.as_str(), |()| "ok").to_owned(),
+            request_digest: digest,
+        };
+        let receipt = self.append(entry);
+        outcome.map(|()| receipt)
+    }
+
+    fn append(&self, entry: AuditEntry) -> AuditReceipt {
+        let mut log = lock(&self.audit);
+        let (record, receipt) = log.chain.append(entry);
+        if log.recent.len() == AUDIT_RETAINED {
+            log.recent.pop_front();
+        }
+        log.recent.push_back(record);
+        AuditReceipt { seq: receipt.seq, hash: receipt.hash }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn check_sign(
+        &self,
+        request: &KeySign,
+        now: u64,
+    ) -> Result<(PrincipalId, [u8; 32]), (Option<PrincipalId>, [u8; 32], ErrorReply)> {
+        let no_digest = [0u8; 32];
+        let Some(auth) = &request.auth else {
+            return Err((
+                None,
+                no_digest,
+                refuse(
+                    ErrorCode::SignatureRequired,
+                    "authorization is on: a key operation needs a principal's signature",
+                ),
+            ));
+        };
+        let identity = &request.row.identity;
+        let to_sign = RequestToSign {
+            operation: Operation::Sign,
+            keystore: auth.keystore.clone(),
+            key: identity.name.to_string(),
+            body_digest: RequestToSign::digest(&auth.body),
+            request_id: auth.request_id,
+            timestamp: auth.timestamp,
+        };
+        let canonical =
+            to_sign.canonical().map_err(|e| (None, no_digest, refuse(ErrorCode::BadRequest, e.to_string())))?;
+        let digest = RequestToSign::digest(&canonical);
+        let fail = |principal, code, message: String| Err((principal, digest, refuse(code, message)));
+        let requester = match verified(&auth.requester, &canonical) {
+            Ok(p) => p,
+            Err(message) => return fail(None, ErrorCode::BadRequestSignature, format!("the requester's {message}")),
+        };
+        let id = requester.id();
+        let mut approvers = Vec::with_capacity(auth.approvals.len());
+        for (i, approval) in auth.approvals.iter().enumerate() {
+            match verified(approval, &canonical) {
+                Ok(p) => approvers.push(p.id()),
+                Err(message) => {
+                    return fail(Some(id), ErrorCode::BadRequestSignature, format!("approval {i}: {message}"));
+                }
+            }
+        }
+        if let Err(e) = lock(&self.replay).check_time(auth.timestamp, now) {
+            return fail(Some(id), ErrorCode::RequestExpired, e.to_string());
+        }
+        if auth.keystore != DEFAULT_KEYSTORE {
+            return fail(Some(id), ErrorCode::NotPermitted, format!("keystore {:?} does not exist", auth.keystore));
+        }
+        if let Err(message) = body_matches(auth, request) {
+            return fail(Some(id), ErrorCode::RequestMismatch, message);
+        }
+        match self.policy.evaluate(Operation::Sign, id, &approvers) {
+            Decision::Allow => Ok((id, digest)),
+            Decision::Deny(reason) => {
+                let code = match reason {
+                    DenyReason::NotPermitted => ErrorCode::NotPermitted,
+                    DenyReason::QuorumNotMet { .. } => ErrorCode::QuorumNotMet,
+                    DenyReason::InvalidRule => ErrorCode::Internal,
+                };
+                let message = match reason {
+                    DenyReason::QuorumNotMet { have, need } => {
+                        format!("{have} of the {need} approvals the policy needs to sign with {}", identity.name)
+                    }
+                    _ => format!("principal {id} may not sign with {}", identity.name),
+                };
+                fail(Some(id), code, message)
+            }
+        }
+    }
+}
+
+/// The principal of a signature that verifies over `canonical`.
+fn verified(signature: &PrincipalSignature, canonical: &[u8]) -> Result<Principal, String> {
+    let key = principal_key(&signature.algorithm, &signature.public_key).map_err(|e| format!("key: {e}"))?;
+    if !key.verifies(canonical, &signature.signature) {
+        return Err("signature does not verify over the request".into());
+    }
+    Ok(Principal::new(key))
+}
+
+/// Whether the typed request is the one the body asks for.
+fn body_matches(auth: &Authorization, request: &KeySign) -> Result<(), String> {
+    let body: SignWithKey =
+        serde_json::from_slice(&auth.body).map_err(|e| format!("the signed body is not a signing request: {e}"))?;
+    let identity = &request.row.identity;
+    if body.version.is_some_and(|v| v != identity.version.get()) {
+        return Err(format!("the signed body names another version than {}", identity.version.get()));
+    }
+    let fields = SignFields {
+        digest_hex: body.digest_hex.as_deref(),
+        message_b64: body.message_b64.as_deref(),
+        hash: body.hash.as_deref(),
+        algorithm: body.algorithm.as_deref(),
+        format: body.format.as_deref(),
+    };
+    let parsed = parse_sign_fields(fields, identity.key_type).map_err(|e| format!("the signed body: {e}"))?;
+    if parsed != (request.algorithm, request.payload.clone(), request.format) {
+        return Err("the request the enclave received is not the one the principal signed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "authorizer_tests.rs"]
+mod tests;

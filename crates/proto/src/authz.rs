@@ -1,0 +1,78 @@
+//! Authorization as it crosses the link: a principal's signature over a request (checked by
+//! the enclave, never by the gateway) and the audit receipt the enclave answers with.
+
+use serde::{Deserialize, Serialize};
+
+/// A principal's key and its signature over the canonical request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalSignature {
+    /// `p256` (SEC1 key, DER ECDSA over SHA-256) or `ed25519`.
+    pub algorithm: String,
+    #[serde(with = "serde_bytes")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// What a client sent to authorize one key operation: the request body as it signed it, the
+/// fields of the canonical encoding that are not in the body, and its signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// The keystore the request addresses (`default` for `/v1/keys/…`).
+    pub keystore: String,
+    /// The HTTP body as the client sent and signed it; the enclave parses it itself.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Random, per request.
+    pub request_id: [u8; 16],
+    /// Unix seconds, as the client signed it.
+    pub timestamp: u64,
+    /// The principal making the request.
+    pub requester: PrincipalSignature,
+    /// Other principals approving the same request (M-of-N rules).
+    pub approvals: Vec<PrincipalSignature>,
+}
+
+/// The audit record an answer produced: its place in the chain and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReceipt {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// What the enclave's owners are (in `Hello`'s `EnclaveInfo`, from its measured settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationInfo {
+    /// The owners' principal ids, hex.
+    pub owners: Vec<String>,
+    /// How many owners approve administrative operations together.
+    pub quorum: u8,
+    /// The Ed25519 key that signs this enclave's audit chain.
+    #[serde(with = "serde_bytes")]
+    pub audit_public_key: Vec<u8>,
+}
+
+/// Audit records after `after`, at most `max` (`AuditRecords`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRead {
+    pub after: u64,
+    pub max: u32,
+}
+
+/// One signed audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub time: u64,
+    pub principal: Option<[u8; 16]>,
+    pub operation: String,
+    pub keystore: String,
+    pub key: String,
+    pub version: Option<u32>,
+    pub outcome: String,
+    pub request_digest: [u8; 32],
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
