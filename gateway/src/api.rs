@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::keys_transfer::routes())
         .merge(crate::keys_crypt::routes())
         .merge(crate::keys_agree::routes())
+        .merge(crate::audit::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
@@ -285,7 +286,7 @@ impl AppState {
     }
 
     /// The enclave a request addresses: the given id, or the only one configured.
-    fn slot(&self, enclave_id: Option<u32>) -> Result<Arc<EnclaveSlot>, ApiError> {
+    pub(crate) fn slot(&self, enclave_id: Option<u32>) -> Result<Arc<EnclaveSlot>, ApiError> {
         match enclave_id {
             Some(id) => self.enclaves.get(&EnclaveId(id)).cloned().ok_or_else(|| {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_enclave", format!("no enclave {id} is configured"))

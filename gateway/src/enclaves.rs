@@ -78,6 +78,9 @@ pub struct Health {
     pub since_unix: u64,
     /// The keyring in this enclave.
     pub keyring: KeyringHealth,
+    /// The key that signs the enclave's audit chain (when it has owners), as it reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_public_key_hex: Option<String>,
 }
 
 /// The keyring of one enclave, as `/v1/health` reports it.
@@ -125,6 +128,7 @@ impl EnclaveSlot {
                 key_epoch: None,
                 since_unix: now_unix(),
                 keyring: KeyringHealth::connecting(),
+                audit_public_key_hex: None,
             }),
             link: RwLock::new(None),
             rotation: tokio::sync::Mutex::new(()),
@@ -265,6 +269,8 @@ impl Supervisor {
                 Ok(()) => check_image(&self.expect, link.as_ref(), UnixTime::now()).await,
                 Err(problem) => Err(problem),
             };
+            let audit_key = hello.info.authorization.as_ref().map(|a| hex::encode(&a.audit_public_key));
+            write(&self.slot.health).audit_public_key_hex = audit_key;
             if let Err(problem) = checked {
                 self.slot.set(Phase::Refused, Some(problem));
                 drop(link);

@@ -1,6 +1,7 @@
 //! keyward gateway binary: configuration, wiring and the main loop.
 
 mod api;
+mod audit;
 mod auth;
 mod bitgo;
 mod config;

@@ -110,9 +110,18 @@ fn key_sign(row: WrappedKey, digest: [u8; 32], auth: Option<Authorization>) -> R
 /// Runs `keyward ARGS` against the stack with the API token and `env`; returns success, the
 /// JSON printed, and stderr.
 fn cli(stack: &Stack, env: &[(&str, &std::path::Path)], args: &[&str]) -> (bool, serde_json::Value, String) {
+    cli_with(stack, "api-token", env, args)
+}
+
+fn cli_with(
+    stack: &Stack,
+    token: &str,
+    env: &[(&str, &std::path::Path)],
+    args: &[&str],
+) -> (bool, serde_json::Value, String) {
     let output = std::process::Command::new(keyward_e2e::binary("keyward"))
         .args(["--gateway", &format!("http://127.0.0.1:{}", stack.api_port)])
-        .args(["--token-file", &stack.path().join("api-token").display().to_string()])
+        .args(["--token-file", &stack.path().join(token).display().to_string()])
         .args(args)
         .env_remove("KEYWARD_PRINCIPAL_KEY")
         .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
@@ -153,6 +162,72 @@ async fn the_cli_makes_a_principal_and_signs_as_it_only_when_it_is_an_owner() {
     with_other.extend_from_slice(&sign);
     let (ok, _, stderr) = cli(&stack, &[], &with_other);
     assert!(!ok && stderr.contains("not_permitted"), "a principal that is not an owner: {stderr}");
+    let (ok, second, stderr) = cli(&stack, &[("KEYWARD_PRINCIPAL_KEY", &key)], &sign);
+    assert!(ok, "{stderr}");
+    check_audit_log(&stack, dir.path(), &[json, second]).await;
+}
+
+/// Exports the audit log with the CLI, verifies it with the key the enclave reported, and
+/// checks that an edited, a removed and a cut-off record are each reported with their code.
+async fn check_audit_log(stack: &Stack, dir: &std::path::Path, answers: &[serde_json::Value]) {
+    let log = dir.join("audit.jsonl");
+    let (ok, exported, stderr) =
+        cli_with(stack, "admin-token", &[], &["audit", "export", "--out", log.to_str().unwrap()]);
+    assert!(ok, "export: {stderr}");
+    // Four decisions: the owner's signature, no signature, a stranger, the owner again.
+    assert_eq!(exported["records"], 4, "{exported}");
+    let (_, health) = stack.client.health().await.unwrap();
+    let key = health.enclaves[0].audit_public_key_hex.clone().expect("the enclave reports its audit key");
+    assert_eq!(exported["audit_public_key_hex"], key.as_str());
+    let receipts = dir.join("receipts.jsonl");
+    std::fs::write(&receipts, answers.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();
+    let verify = |log: &std::path::Path| {
+        cli_with(
+            stack,
+            "admin-token",
+            &[],
+            &[
+                "audit",
+                "verify",
+                "--log",
+                log.to_str().unwrap(),
+                "--public-key",
+                &key,
+                "--receipts",
+                receipts.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, verified, stderr) = verify(&log);
+    assert!(ok, "the exported log verifies: {verified} {stderr}");
+    assert_eq!((verified["records"].as_u64(), verified["receipts_checked"].as_u64()), (Some(4), Some(2)));
+    let outcomes: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["ok", "signature_required", "not_permitted", "ok"]);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let tampered = |name: &str, kept: Vec<String>| {
+        let path = dir.join(name);
+        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let (ok, found, _) = verify(&path);
+        assert!(!ok, "{name} must not verify: {found}");
+        (found["code"].as_str().unwrap_or_default().to_owned(), found["seq"].as_u64())
+    };
+    let edited: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if i == 1 { l.replace("signature_required", "ok") } else { (*l).to_owned() })
+        .collect();
+    assert_eq!(tampered("edited.jsonl", edited), ("record_edited".into(), Some(2)));
+    let removed: Vec<String> =
+        lines.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| (*l).to_owned()).collect();
+    assert_eq!(tampered("removed.jsonl", removed), ("records_removed_or_reordered".into(), Some(4)));
+    let cut: Vec<String> = lines[..3].iter().map(|l| (*l).to_owned()).collect();
+    assert_eq!(tampered("cut.jsonl", cut), ("log_truncated".into(), Some(4)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

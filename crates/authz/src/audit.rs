@@ -135,6 +135,20 @@ pub enum AuditError {
     ReceiptMismatch { seq: u64 },
 }
 
+impl AuditError {
+    /// A stable code for the finding.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuditError::Edited { .. } => "record_edited",
+            AuditError::Forged { .. } => "record_forged",
+            AuditError::OutOfSequence { .. } => "records_removed_or_reordered",
+            AuditError::ChainBroken { .. } => "chain_broken",
+            AuditError::Truncated { .. } => "log_truncated",
+            AuditError::ReceiptMismatch { .. } => "receipt_mismatch",
+        }
+    }
+}
+
 /// Checks a whole log (from record 1) against the audit public key and the receipts kept.
 /// Returns the last record's receipt.
 pub fn verify_log(public_key: &[u8], records: &[SignedRecord], receipts: &[Receipt]) -> Result<Receipt, AuditError> {

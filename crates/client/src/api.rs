@@ -140,6 +140,10 @@ pub struct EnclaveHealth {
     pub since_unix: u64,
     /// The keyring in this enclave.
     pub keyring: KeyringHealth,
+    /// The Ed25519 key that signs the enclave's audit chain, hex (when it has owners), as the
+    /// enclave reported it to the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_public_key_hex: Option<String>,
 }
 
 /// One enclave's keyring in `/v1/health`.

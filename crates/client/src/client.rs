@@ -159,6 +159,17 @@ impl Client {
         Ok((status, health))
     }
 
+    /// Audit records after `after` (admin token), at most 1,000 per page.
+    pub async fn audit_page(
+        &self,
+        after: u64,
+        enclave_id: Option<u32>,
+    ) -> Result<crate::audit::AuditPage, ClientError> {
+        let mut query = enclave_query(enclave_id);
+        query.push(("after", after.to_string()));
+        self.send(self.authorized(self.http.get(self.url("/v1/admin/audit"))).query(&query)).await
+    }
+
     /// Rotates the data key of an enclave (admin token).
     pub async fn rotate(&self, enclave_id: Option<u32>) -> Result<RotateResponse, ClientError> {
         let body = RotateRequest { enclave_id };

@@ -2,6 +2,7 @@
 
 pub mod agree;
 pub mod api;
+pub mod audit;
 #[cfg(feature = "http")]
 mod client;
 pub mod crypt;

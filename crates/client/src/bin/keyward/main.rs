@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use keyward_client::{Client, principal::PrincipalSigner};
 
+mod audit;
 mod crypt;
 mod keys;
 mod transfer;
@@ -66,6 +67,9 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// The enclave's audit log: export it as JSON lines, verify an export.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Principals: the keys that sign requests.
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -114,6 +118,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Principal(_) => unreachable!("handled above"),
+        Command::Audit(command) => {
+            let (ok, printed) = audit::run(&client, command).await?;
+            print_json(&printed)?;
+            if !ok {
+                bail!("{}", printed["message"].as_str().unwrap_or("the audit log does not verify"));
+            }
+            Ok(())
+        }
         Command::Sign { digest, scheme, enclave_id } => {
             let mut bytes = [0u8; 32];
             if hex::decode_to_slice(&digest, &mut bytes).is_err() {
