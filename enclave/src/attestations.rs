@@ -35,12 +35,14 @@ impl Attestations {
 
     /// A fresh document for the gateway: its `nonce` is the caller's, its `user_data` the
     /// 33-byte compressed master public key once one is committed (before that the document
-    /// still proves the image, which the gateway checks before trusting an enclave), and its
-    /// `public_key` the keyring's transfer key, for imports.
+    /// still proves the image, which the gateway checks before trusting an enclave), followed
+    /// by the 32-byte audit public key when the enclave has owners, and its `public_key` the
+    /// keyring's transfer key, for imports.
     pub async fn for_gateway(
         &self,
         request: AttestRequest,
         master_public_key: Option<[u8; 33]>,
+        audit_public_key: Option<&[u8]>,
         transfer_public_key: [u8; 32],
     ) -> Result<Vec<u8>, ErrorReply> {
         if request.nonce.len() > MAX_NONCE_LEN {
@@ -51,7 +53,7 @@ impl Attestations {
         }
         self.attest(AttestationRequest {
             public_key: Some(transfer_public_key.to_vec()),
-            user_data: master_public_key.map(|k| k.to_vec()),
+            user_data: master_public_key.map(|k| [&k[..], audit_public_key.unwrap_or_default()].concat()),
             nonce: Some(request.nonce),
         })
         .await

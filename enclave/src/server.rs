@@ -292,7 +292,12 @@ async fn handle(link: &Link, request: Request) -> Result<Response, ErrorReply> {
     match request {
         Request::Attest(a) => link
             .attestations
-            .for_gateway(a, link.core.master.committed_public_key(), link.core.keyring.transfer_public_key())
+            .for_gateway(
+                a,
+                link.core.master.committed_public_key(),
+                link.core.authorizer.as_deref().map(|a| a.audit_public_key()),
+                link.core.keyring.transfer_public_key(),
+            )
             .await
             .map(Response::Attestation),
         other => link.core.handle(other).await,

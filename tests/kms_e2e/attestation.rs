@@ -235,6 +235,8 @@ async fn the_cli_verifies_a_live_attestation_and_rejects_wrong_nonce_or_pcr() {
     assert!(ok, "{verified}");
     assert_eq!(verified["verified"], true);
     assert_eq!(verified["user_data_hex"].as_str(), Some(public_key.as_str()), "the document binds the master key");
+    assert_eq!(verified["master_public_key_hex"].as_str(), Some(public_key.as_str()));
+    assert!(verified["audit_public_key_hex"].is_null(), "no owners, no audit key: {verified}");
     assert_eq!(verified["pcrs"]["0"].as_str(), Some(m.pcr0.as_str()));
     assert_eq!(verified["nonce_hex"].as_str().map(str::len), Some(64));
 

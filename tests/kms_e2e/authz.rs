@@ -176,8 +176,19 @@ async fn check_audit_log(stack: &Stack, dir: &std::path::Path, answers: &[serde_
     assert!(ok, "export: {stderr}");
     // Four decisions: the owner's signature, no signature, a stranger, the owner again.
     assert_eq!(exported["records"], 4, "{exported}");
+    // The audit key, from an attestation document verified against the root and this build's
+    // PCRs: the enclave binds it into `user_data` after the master key.
+    let m = &stack.measured;
+    let root = stack.path().join("mock-nsm-root.pem");
+    let build = format!("{},{},{}", m.pcr0, m.pcr1, m.pcr2);
+    let (ok, attested, stderr) =
+        cli_with(stack, "api-token", &[], &["verify-attestation", "--root", root.to_str().unwrap(), "--pcrs", &build]);
+    assert!(ok, "verify-attestation: {attested} {stderr}");
+    let key = attested["audit_public_key_hex"].as_str().expect("the document binds the audit key").to_owned();
+    let master = stack.client.public_key(None).await.unwrap().public_key_hex;
+    assert_eq!(attested["master_public_key_hex"].as_str(), Some(master.as_str()));
     let (_, health) = stack.client.health().await.unwrap();
-    let key = health.enclaves[0].audit_public_key_hex.clone().expect("the enclave reports its audit key");
+    assert_eq!(health.enclaves[0].audit_public_key_hex.as_deref(), Some(key.as_str()), "health shows the same key");
     assert_eq!(exported["audit_public_key_hex"], key.as_str());
     let receipts = dir.join("receipts.jsonl");
     std::fs::write(&receipts, answers.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();

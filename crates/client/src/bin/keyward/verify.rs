@@ -59,6 +59,11 @@ pub struct Verified {
     pcrs: BTreeMap<u16, String>,
     public_key_hex: Option<String>,
     user_data_hex: Option<String>,
+    /// The master public key `user_data` carries (its first 33 bytes).
+    master_public_key_hex: Option<String>,
+    /// The key that signs the enclave's audit chain (`user_data`'s last 32 bytes, when the
+    /// enclave has owners): the key to give `keyward audit verify`.
+    audit_public_key_hex: Option<String>,
     nonce_hex: Option<String>,
 }
 
@@ -145,14 +150,13 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Ver
     if let Some(nonce) = nonce {
         options = options.expect_nonce(nonce);
     }
-    // Live, the gateway names the key; the document must carry that very key.
-    if let Some(key) = claimed_key {
-        options = options.expect_user_data(key);
-    }
     let verified = keyward_attest::verify(&document, &options)
         .map_err(|e| Refused::new(e.code(), format!("attestation document rejected: {e}")))?;
     let payload = verified.payload();
+    let (master, audit) = split_user_data(payload.user_data().unwrap_or_default(), claimed_key.as_deref())?;
     Ok(Verified {
+        master_public_key_hex: master.map(hex::encode),
+        audit_public_key_hex: audit.map(hex::encode),
         verified: true,
         module_id: payload.module_id().to_owned(),
         timestamp_ms: payload.timestamp_ms(),
@@ -162,6 +166,31 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Ver
         user_data_hex: payload.user_data().map(hex::encode),
         nonce_hex: payload.nonce().map(hex::encode),
     })
+}
+
+/// The master key and the audit key a document's `user_data` carries.
+type BoundKeys<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// `user_data` is the master key, then the audit key when the enclave has owners. Live, the
+/// gateway names the master key; the document must carry that very key.
+fn split_user_data<'a>(user_data: &'a [u8], claimed_key: Option<&[u8]>) -> Result<BoundKeys<'a>, Refused> {
+    let (master, audit) = match user_data.len() {
+        33 => (Some(user_data), None),
+        65 => (Some(&user_data[..33]), Some(&user_data[33..])),
+        _ => (None, None),
+    };
+    if let Some(key) = claimed_key
+        && master != Some(key)
+    {
+        return Err(Refused::new(
+            "user_data_mismatch",
+            format!(
+                "attestation document rejected: its user_data ({} bytes) does not begin with the master key the gateway named",
+                user_data.len()
+            ),
+        ));
+    }
+    Ok((master, audit))
 }
 
 /// The listed builds; `None` only when any image is explicitly allowed.
@@ -223,6 +252,19 @@ fn parse_pcrs(specs: &[String]) -> Result<BTreeMap<u16, Vec<Pcr>>, Refused> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_data_must_begin_with_the_claimed_master_key_and_may_carry_the_audit_key() {
+        let master = [2u8; 33];
+        let both = [&master[..], &[9u8; 32]].concat();
+        assert_eq!(split_user_data(&master, Some(&master)).unwrap(), (Some(&master[..]), None));
+        assert_eq!(split_user_data(&both, Some(&master)).unwrap(), (Some(&master[..]), Some(&[9u8; 32][..])));
+        let other = [3u8; 33];
+        for (user_data, claimed) in [(&master[..], &other[..]), (&both[..], &other[..]), (&both[..32], &master[..])] {
+            assert_eq!(split_user_data(user_data, Some(claimed)).unwrap_err().code, "user_data_mismatch");
+        }
+        assert_eq!(split_user_data(&[], None).unwrap(), (None, None), "a document file with no key to compare");
+    }
 
     fn hex(byte: u8) -> String {
         format!("{byte:02x}").repeat(48)
