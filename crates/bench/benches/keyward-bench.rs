@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use keyward_bench::{
+    authz::{AuthzSummary, SIGNED_KEY_POINT},
     crypt::{self, CryptSummary},
     flood::{FloodOutcome, attestation_flood},
     keyring::{KeyringSummary, MULTI_KEY_OPEN_POINT, MULTI_KEY_POINT, SINGLE_KEY_POINT},
@@ -27,7 +28,7 @@ use keyward_bench::{
     seed,
     timeline::RestartRun,
 };
-use keyward_client::api::BatchResult;
+use keyward_client::{api::BatchResult, principal::PrincipalSigner};
 use keyward_e2e::{Stack, StackOptions, assert_signature_verifies};
 
 #[derive(Debug, Parser)]
@@ -177,6 +178,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     note_builds(&mut builds);
     let crypt = crypt_points(args, window, &mut stack, &endpoint, &mut points).await?;
     note_builds(&mut builds);
+    authz_point(args, window, &mut stack, &mut points).await?;
+    let authz = AuthzSummary::new(&points, keyring.singlekey_sign_per_s, args.key_connections);
+    note_builds(&mut builds);
     drop(stack);
 
     let best_single = points
@@ -228,6 +232,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         cpus: procfs::cpu_count(),
         keyring,
         crypt,
+        authz,
         points,
         targets: Vec::new(),
     };
@@ -402,6 +407,39 @@ async fn crypt_points(
     summary.stream_1gib_gateway_peak_rss_mib = procfs::peak_rss_mib(gateway_pid);
     summary.stream_1gib_enclave_peak_rss_mib = procfs::peak_rss_mib(enclave_pid);
     Ok(summary)
+}
+
+/// The enclave restarted with an owner (authorization on), and one key signed through the
+/// keyring endpoint with every request signed by the owner, as the single-key point did
+/// without. One signed request is checked first, so a refusal fails the run instead of
+/// filling the point with 4xx.
+async fn authz_point(
+    args: &Args,
+    window: Window,
+    stack: &mut Stack,
+    points: &mut Vec<PointReport>,
+) -> anyhow::Result<()> {
+    let pem = PrincipalSigner::generate_ed25519_pem().map_err(anyhow::Error::msg)?;
+    let owner = Arc::new(PrincipalSigner::from_pem(&pem).map_err(anyhow::Error::msg)?);
+    eprintln!("[bench] restarting the enclave with an owner: every request signed, checked and audited");
+    stack.options.owners = vec![owner.public()];
+    stack.kill_enclave(1).await;
+    stack.start_enclave(1);
+    stack.wait_keyring().await;
+    let signed = stack.client.clone().with_principal(owner.clone());
+    let digest = hex::encode(load::digest(1));
+    let request = keyward_client::keys::SignWithKey { digest_hex: Some(digest), ..Default::default() };
+    let answer = signed.sign_with_key(&load::key_name(0), &request).await.context("a signed request")?;
+    anyhow::ensure!(answer.receipt.is_some(), "a signed request was answered without an audit receipt");
+    let gateway_pid = stack.gateway.as_ref().map(|p| p.pid()).context("the stack has no gateway")?;
+    let enclave_pid = stack.enclaves.get(&1).map(|p| p.pid()).context("the stack has no enclave 1")?;
+    let pids = [("gateway", gateway_pid), ("enclave", enclave_pid), ("loadgen", std::process::id())];
+    let endpoint = Arc::new(
+        Endpoint::new(SocketAddr::from(([127, 0, 0, 1], stack.api_port)), &stack.token)?.with_principal(owner),
+    );
+    let load = load::closed_loop(&endpoint, Workload::SignedKeySign, args.key_connections, window);
+    points.push(measured(SIGNED_KEY_POINT, &pids, window, load).await);
+    Ok(())
 }
 
 /// Streams 1 GiB (made on the fly) through `POST /v1/keys/{name}/encrypt` as

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod authz;
 pub mod crypt;
 pub mod flood;
 pub mod keyring;

@@ -48,6 +48,8 @@ pub struct Endpoint {
     addr: SocketAddr,
     host: HeaderValue,
     authorization: HeaderValue,
+    /// Signs [`Workload::SignedKeySign`] requests when the pool is prepared.
+    principal: Option<Arc<keyward_client::principal::PrincipalSigner>>,
 }
 
 impl Endpoint {
@@ -57,7 +59,14 @@ impl Endpoint {
             host: HeaderValue::from_str(&addr.to_string()).map_err(|_| BenchError::Header("Host"))?,
             authorization: HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| BenchError::Header("Authorization"))?,
+            principal: None,
         })
+    }
+
+    /// This endpoint, with a principal that signs [`Workload::SignedKeySign`] requests.
+    pub fn with_principal(mut self, principal: Arc<keyward_client::principal::PrincipalSigner>) -> Self {
+        self.principal = Some(principal);
+        self
     }
 
     /// The `Host` header value.
@@ -81,6 +90,10 @@ pub enum Workload {
     /// `POST /v1/keys/{name}/sign`, one digest, with a key drawn uniformly at random from
     /// the `keys` keys named [`key_name`]`(0..keys)` for every request (`keys: 1` is one key).
     KeySign { keys: u64 },
+    /// `POST /v1/keys/{name}/sign` with key [`key_name`]`(0)`, each request signed by the
+    /// endpoint's principal (docs/authorization.md); the pool is signed before the point starts,
+    /// as clients sign on their own machines.
+    SignedKeySign,
     /// `POST /v1/keys/{CRYPT_KEY}/encrypt` with `bytes` of plaintext: as a binary body
     /// (`application/octet-stream`, answered with the streamed ciphertext) or in JSON (base64).
     Encrypt { bytes: usize, binary: bool },
@@ -102,7 +115,7 @@ impl Workload {
         match self {
             Workload::Single => "/v1/sign",
             Workload::Batch(_) => "/v1/sign-batch",
-            Workload::KeySign { .. } => "/v1/keys/{name}/sign",
+            Workload::KeySign { .. } | Workload::SignedKeySign => "/v1/keys/{name}/sign",
             Workload::Encrypt { .. } => "/v1/keys/bench-aes/encrypt",
             Workload::DataKey => "/v1/keys/bench-aes/datakey",
         }
@@ -112,6 +125,7 @@ impl Workload {
     fn uri(self, seq: u64) -> String {
         match self {
             Workload::KeySign { keys } => format!("/v1/keys/{}/sign", key_name(pick_key(seq, keys))),
+            Workload::SignedKeySign => format!("/v1/keys/{}/sign", key_name(0)),
             other => other.path().to_owned(),
         }
     }
@@ -127,7 +141,11 @@ impl Workload {
     /// Signatures per request.
     pub fn signatures(self) -> usize {
         match self {
-            Workload::Single | Workload::KeySign { .. } | Workload::Encrypt { .. } | Workload::DataKey => 1,
+            Workload::Single
+            | Workload::KeySign { .. }
+            | Workload::SignedKeySign
+            | Workload::Encrypt { .. }
+            | Workload::DataKey => 1,
             Workload::Batch(n) => n,
         }
     }
@@ -161,7 +179,9 @@ impl Workload {
             .map(|_| match self {
                 Workload::Single => Bytes::from(item(next_digest())),
                 // The key endpoint signs ECDSA by default for secp256k1; it takes no `scheme`.
-                Workload::KeySign { .. } => Bytes::from(format!(r#"{{"digest_hex":"{}"}}"#, next_digest())),
+                Workload::KeySign { .. } | Workload::SignedKeySign => {
+                    Bytes::from(format!(r#"{{"digest_hex":"{}"}}"#, next_digest()))
+                }
                 Workload::Batch(n) => {
                     let items: Vec<String> = (0..n).map(|_| item(next_digest())).collect();
                     Bytes::from(format!(r#"{{"items":[{}]}}"#, items.join(",")))
@@ -170,6 +190,41 @@ impl Workload {
             })
             .collect()
     }
+}
+
+impl Workload {
+    /// `count` requests ready to send: the bodies, and for [`Workload::SignedKeySign`] each
+    /// one's signature headers.
+    fn prepare(self, count: usize, endpoint: &Endpoint) -> Result<Vec<Prepared>, BenchError> {
+        let bodies = self.bodies(count);
+        let Workload::SignedKeySign = self else {
+            return Ok(bodies.into_iter().map(|body| Prepared { body, headers: Vec::new() }).collect());
+        };
+        let principal = endpoint.principal.as_ref().ok_or(BenchError::Header("no principal to sign with"))?;
+        let key = key_name(0);
+        bodies
+            .into_iter()
+            .map(|body| {
+                let signed = principal
+                    .headers(keyward_authz::Operation::Sign, "default", &key, &body, &[])
+                    .map_err(|_| BenchError::Header("x-keyward-signature"))?;
+                let headers = signed
+                    .into_iter()
+                    .map(|(name, value)| {
+                        Ok((name, HeaderValue::from_str(&value).map_err(|_| BenchError::Header(name))?))
+                    })
+                    .collect::<Result<_, BenchError>>()?;
+                Ok(Prepared { body, headers })
+            })
+            .collect()
+    }
+}
+
+/// A request body and its extra headers.
+#[derive(Debug, Clone)]
+struct Prepared {
+    body: Bytes,
+    headers: Vec<(&'static str, HeaderValue)>,
 }
 
 /// A 32-byte digest derived from `seed` (splitmix64), distinct per seed.
@@ -230,7 +285,10 @@ impl Outcome {
 /// Closed loop: `connections` connections each send their next request as soon as the
 /// previous one is answered. Requests that start inside the measured window are recorded.
 pub async fn closed_loop(endpoint: &Arc<Endpoint>, workload: Workload, connections: usize, window: Window) -> Outcome {
-    let bodies = Arc::new(workload.bodies(BODY_POOL));
+    let bodies = match workload.prepare(BODY_POOL, endpoint) {
+        Ok(prepared) => Arc::new(prepared),
+        Err(_) => return unprepared(workload, connections, None, window),
+    };
     let measure_from = Instant::now() + window.warmup;
     let end = measure_from + window.measure;
     let mut tasks = JoinSet::new();
@@ -247,7 +305,7 @@ pub async fn closed_loop(endpoint: &Arc<Endpoint>, workload: Workload, connectio
                 if sent >= end {
                     break;
                 }
-                let result = conn.exchange(workload, seq, bodies[next % bodies.len()].clone()).await;
+                let result = conn.exchange(workload, seq, &bodies[next % bodies.len()]).await;
                 next += 1;
                 seq += 1;
                 if sent >= measure_from {
@@ -274,7 +332,10 @@ pub async fn open_loop(
     rate: f64,
     window: Window,
 ) -> Outcome {
-    let bodies = Arc::new(workload.bodies(BODY_POOL));
+    let bodies = match workload.prepare(BODY_POOL, endpoint) {
+        Ok(prepared) => Arc::new(prepared),
+        Err(_) => return unprepared(workload, connections, Some(rate), window),
+    };
     // Connect first, so that connection setup is not part of the schedule.
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -300,7 +361,7 @@ pub async fn open_loop(
                 }
                 let sent = Instant::now();
                 let from = sent.min(due);
-                let result = conn.exchange(workload, i, bodies[i as usize % bodies.len()].clone()).await;
+                let result = conn.exchange(workload, i, &bodies[i as usize % bodies.len()]).await;
                 if due >= schedule.measure_from {
                     if sent > due + crate::stats::LATE {
                         samples.late += 1;
@@ -333,6 +394,13 @@ pub async fn open_loop(
     // is what was answered over the time it took, not over the window alone.
     let measured = last_done.duration_since(schedule.measure_from);
     Outcome { workload, connections, offered_per_s: Some(rate), measured, samples }
+}
+
+/// A point whose requests could not be prepared: every request a failure, none sent.
+fn unprepared(workload: Workload, connections: usize, offered_per_s: Option<f64>, window: Window) -> Outcome {
+    let mut samples = Samples::default();
+    samples.record_failure("the requests could not be prepared (signed)");
+    Outcome { workload, connections, offered_per_s, measured: window.measure, samples }
 }
 
 /// When each request of an open loop is due.
@@ -392,8 +460,8 @@ struct Conn {
 
 impl Conn {
     /// One request and its full answer. `Err` names the kind of failure.
-    async fn exchange(&mut self, workload: Workload, seq: u64, body: Bytes) -> Result<(), &'static str> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.try_exchange(workload, seq, body)).await {
+    async fn exchange(&mut self, workload: Workload, seq: u64, request: &Prepared) -> Result<(), &'static str> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.try_exchange(workload, seq, request)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(Failure::Answer(kind))) => Err(kind),
             Ok(Err(Failure::Transport(kind))) => {
@@ -407,19 +475,23 @@ impl Conn {
         }
     }
 
-    async fn try_exchange(&mut self, workload: Workload, seq: u64, body: Bytes) -> Result<(), Failure> {
+    async fn try_exchange(&mut self, workload: Workload, seq: u64, prepared: &Prepared) -> Result<(), Failure> {
         if self.sender.is_none() {
             self.sender = Some(connect(&self.endpoint).await.map_err(|_| Failure::Transport("connect"))?);
         }
         let Some(sender) = self.sender.as_mut() else { return Err(Failure::Transport("connect")) };
         sender.ready().await.map_err(|_| Failure::Transport("connection closed"))?;
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(workload.uri(seq))
             .header(HOST, self.endpoint.host.clone())
             .header(AUTHORIZATION, self.endpoint.authorization.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static(workload.content_type()))
-            .body(Full::new(body))
+            .header(CONTENT_TYPE, HeaderValue::from_static(workload.content_type()));
+        for (name, value) in &prepared.headers {
+            request = request.header(*name, value.clone());
+        }
+        let request = request
+            .body(Full::new(prepared.body.clone()))
             .map_err(|_| Failure::Answer("request could not be built"))?;
         let response = sender.send_request(request).await.map_err(|_| Failure::Transport("connection error"))?;
         let status = response.status();

@@ -132,6 +132,9 @@ pub struct Summary {
     /// Issue 11's keys (top level in the JSON).
     #[serde(flatten)]
     pub crypt: crate::crypt::CryptSummary,
+    /// Issue 12's keys (top level in the JSON).
+    #[serde(flatten)]
+    pub authz: crate::authz::AuthzSummary,
     pub points: Vec<PointReport>,
     pub targets: Vec<Target>,
 }
@@ -212,6 +215,7 @@ impl Summary {
         ];
         self.targets.extend(self.keyring.targets(&self.points));
         self.targets.extend(self.crypt.targets(&self.points));
+        self.targets.extend(self.authz.targets(&self.points));
     }
 
     pub fn point(&self, name: &str) -> Option<&PointReport> {
