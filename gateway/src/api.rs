@@ -23,12 +23,15 @@ use keyward_client::api::{
 };
 use serde::Deserialize;
 
+use keyward_client::keys::AuditReceiptInfo;
+
 use crate::{
     auth::Token,
     credentials::CredentialSource,
     enclaves::{EnclaveSlot, Phase},
     errors::ApiError,
     limit::RateLimit,
+    signed::{self, SignedJson},
 };
 
 /// Deadline for a signature round trip to the enclave.
@@ -92,11 +95,13 @@ const MAX_NONCE_LEN: usize = 512;
 async fn sign(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<SignBody>, JsonRejection>,
+    body: SignedJson<SignBody>,
 ) -> Result<Json<SignResponse>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
-    let request = parse_item(&body.digest_hex, &body.scheme)?;
+    let auth = signed::authorization(&headers, signed::MASTER_KEYSTORE, &body.bytes)?;
+    let body = body.value;
+    let mut request = parse_item(&body.digest_hex, &body.scheme)?;
+    request.auth = auth.map(Box::new);
     let slot = app.slot(body.enclave_id)?;
     let (public_key_hex, key_epoch) = ready_key(&slot)?;
     let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
@@ -110,6 +115,7 @@ async fn sign(
         xonly_public_key_hex: xonly_hex(&public_key_hex),
         public_key_hex,
         key_epoch,
+        receipt: reply.receipt.map(|r| AuditReceiptInfo { seq: r.seq, hash: r.hash }),
     }))
 }
 
@@ -322,7 +328,7 @@ fn parse_item(digest_hex: &str, scheme: &str) -> Result<SignRequest, ApiError> {
     let mut digest = [0u8; 32];
     hex::decode_to_slice(digest_hex, &mut digest)
         .map_err(|_| ApiError::invalid("invalid_digest", "digest_hex is not valid hexadecimal"))?;
-    Ok(SignRequest { digest: Digest(digest), scheme })
+    Ok(SignRequest { digest: Digest(digest), scheme, auth: None })
 }
 
 fn ready_key(slot: &EnclaveSlot) -> Result<(String, Option<u32>), ApiError> {

@@ -19,6 +19,8 @@ use crate::errors::ApiError;
 
 /// The keystore that `/v1/keys/…` addresses.
 pub const DEFAULT_KEYSTORE: &str = "default";
+/// The keystore of the master keys (`/v1/sign`; the key name in the signed request is empty).
+pub const MASTER_KEYSTORE: &str = "master";
 
 /// At most this many approvals ride on one request.
 const MAX_APPROVALS: usize = 16;

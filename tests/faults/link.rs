@@ -51,7 +51,8 @@ async fn malformed_frames_get_an_error_and_the_enclave_keeps_serving() {
 
     // A request before the handshake.
     let mut link = RawLink::connect(&stack, 1).await;
-    let frame = link.call(Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa })).await;
+    let frame =
+        link.call(Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa, auth: None })).await;
     assert_eq!(error_of(&frame).0, ErrorCode::HandshakeRequired);
     link.assert_closed().await;
 
@@ -147,7 +148,7 @@ async fn a_peer_that_stops_reading_is_cut_off_without_hurting_others() {
         for id in 2u64.. {
             let frame = RequestFrame {
                 id,
-                request: Request::Sign(SignRequest { digest: Digest([9; 32]), scheme: Scheme::Ecdsa }),
+                request: Request::Sign(SignRequest { digest: Digest([9; 32]), scheme: Scheme::Ecdsa, auth: None }),
             };
             if conn.write_all(&encode(&frame).expect("encode")).await.is_err() {
                 return id;

@@ -65,10 +65,13 @@ async fn a_peer_without_the_link_key_gets_no_signature_no_rotation_and_cannot_di
 
     // After Hello, before a proof: every request that uses or changes the key is refused, and
     // the connection closed.
-    let sign = Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa });
+    let sign = Request::Sign(SignRequest { digest: Digest([1; 32]), scheme: Scheme::Ecdsa, auth: None });
     let requests = [
         ("Sign", sign),
-        ("SignBatch", Request::SignBatch(vec![SignRequest { digest: Digest([2; 32]), scheme: Scheme::Bip340 }])),
+        (
+            "SignBatch",
+            Request::SignBatch(vec![SignRequest { digest: Digest([2; 32]), scheme: Scheme::Bip340, auth: None }]),
+        ),
         ("Rotate", Request::Rotate(Rotate { sealed: sealed.clone(), credentials: credentials() })),
         ("Commit", Request::Commit(Commit { enclave_id: EnclaveId(1), public_key, key_epoch: 2 })),
         (

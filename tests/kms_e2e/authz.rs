@@ -12,7 +12,8 @@ use keyward_client::{ClientError, crypt::Encrypt, keys::SignWithKey, principal::
 use keyward_e2e::{RawLink, Stack, StackOptions, error_of};
 use keyward_proto::{
     Authorization, Digest, ErrorCode, KeyFlags, KeyIdentity, KeyName, KeySign, KeyType, KeyVersion, Origin,
-    PrincipalSignature, Reply, Request, Response, RootId, SignAlgorithm, SignFormat, SignPayload, WrappedKey,
+    PrincipalSignature, Reply, Request, Response, RootId, Scheme, SignAlgorithm, SignFormat, SignPayload, SignRequest,
+    WrappedKey,
 };
 
 /// A new Ed25519 principal: the SDK's signer and the same key as an aws-lc-rs pair.
@@ -37,9 +38,13 @@ fn digest_body(digest: &[u8; 32]) -> Vec<u8> {
 
 /// The owner's authorization of signing `body` with `key`, as a client makes it.
 fn authorization(owner: &Ed25519KeyPair, key: &str, body: &[u8]) -> Authorization {
+    authorization_in(owner, "default", key, body)
+}
+
+fn authorization_in(owner: &Ed25519KeyPair, keystore: &str, key: &str, body: &[u8]) -> Authorization {
     let request = RequestToSign {
         operation: Operation::Sign,
-        keystore: "default".into(),
+        keystore: keystore.into(),
         key: key.into(),
         body_digest: RequestToSign::digest(body),
         request_id: rand_id(),
@@ -276,6 +281,13 @@ async fn only_what_an_owner_signed_is_signed_through_the_gateway_or_a_hostile_li
         status_and_code(stranger_client.sign_with_key("treasury", &request).await),
         (403, "not_permitted".into())
     );
+    // The master key obeys the same rules (keystore `master`, empty key name).
+    let master = hex::decode(stack.client.public_key(None).await.unwrap().public_key_hex).unwrap();
+    let signed = signed_client.sign(&digest, "ecdsa", None).await.expect("the owner signs with the master key");
+    k256_verifies(&master, &digest, &hex::decode(&signed.signature.signature_hex).unwrap());
+    assert!(signed.receipt.expect("a receipt").seq > r2.seq);
+    assert_eq!(status_and_code(stack.client.sign(&digest, "ecdsa", None).await), (401, "signature_required".into()));
+    assert_eq!(status_and_code(stranger_client.sign(&digest, "ecdsa", None).await), (403, "not_permitted".into()));
     // Operations without a signed-request path yet are refused, not let through.
     let encrypt = Encrypt { plaintext_b64: STANDARD.encode(b"payroll"), associated_data_b64: None };
     assert_eq!(status_and_code(signed_client.encrypt("vault", &encrypt).await), (401, "signature_required".into()));
@@ -302,6 +314,24 @@ async fn only_what_an_owner_signed_is_signed_through_the_gateway_or_a_hostile_li
     // ... without any.
     let frame = link.call(key_sign(stored_row(&stack, "treasury"), [0x66; 32], None)).await;
     assert_eq!(error_of(&frame).0, ErrorCode::SignatureRequired, "no authorization: {frame:?}");
+    // The owner's signature over a master-key request, replayed over another digest, and
+    // presented as a keyring request.
+    let master_body = serde_json::to_vec(&keyward_client::api::SignRequest {
+        digest_hex: hex::encode(digest),
+        scheme: "ecdsa".into(),
+        enclave_id: None,
+    })
+    .unwrap();
+    let master_auth = authorization_in(&owner_pair, "master", "", &master_body);
+    let master_sign = |digest: [u8; 32], auth: Authorization| {
+        Request::Sign(SignRequest { digest: Digest(digest), scheme: Scheme::Ecdsa, auth: Some(Box::new(auth)) })
+    };
+    let frame = link.call(master_sign([0x66; 32], master_auth.clone())).await;
+    assert_eq!(error_of(&frame).0, ErrorCode::RequestMismatch, "the master key, another digest: {frame:?}");
+    let frame = link.call(key_sign(stored_row(&stack, "treasury"), digest, Some(master_auth.clone()))).await;
+    assert_eq!(error_of(&frame).0, ErrorCode::BadRequestSignature, "a master request as a keyring one: {frame:?}");
+    let frame = link.call(master_sign(digest, master_auth)).await;
+    assert!(matches!(frame.reply, Reply::Ok(Response::Signature(_))), "the owner's master request: {frame:?}");
     // The same link and frames, with the request the owner signed, are served: the refusals
     // above are the authorization's, not the link's.
     let frame = link

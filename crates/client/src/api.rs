@@ -49,6 +49,10 @@ pub struct SignResponse {
     /// BIP340 x-only public key (verify BIP340 with this).
     pub xonly_public_key_hex: String,
     pub key_epoch: Option<u32>,
+    /// The audit record of a signed request (when the enclave has owners): keep it to check
+    /// the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::keys::AuditReceiptInfo>,
 }
 
 /// Sign several digests with one round trip to the enclave.

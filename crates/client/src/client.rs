@@ -100,7 +100,7 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
         operation: keyward_authz::Operation,
-        key: &str,
+        (keystore, key): (&str, &str),
         body: &T,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
         let Some(principal) = &self.principal else {
@@ -108,7 +108,7 @@ impl Client {
         };
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Signing(e.to_string()))?;
         let mut request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in principal.headers(operation, "default", key, &bytes, &[]).map_err(ClientError::Signing)? {
+        for (name, value) in principal.headers(operation, keystore, key, &bytes, &[]).map_err(ClientError::Signing)? {
             request = request.header(name, value);
         }
         Ok(request.body(bytes))
@@ -122,7 +122,9 @@ impl Client {
         enclave_id: Option<u32>,
     ) -> Result<SignResponse, ClientError> {
         let body = SignRequest { digest_hex: hex::encode(digest), scheme: scheme.to_owned(), enclave_id };
-        self.send(self.authorized(self.http.post(self.url("/v1/sign"))).json(&body)).await
+        let request = self.authorized(self.http.post(self.url("/v1/sign")));
+        // The master keys' keystore; the key name is empty (the body names the enclave).
+        self.send(self.signed_json(request, keyward_authz::Operation::Sign, ("master", ""), &body)?).await
     }
 
     /// Signs several digests at once.
@@ -228,7 +230,7 @@ impl Client {
     /// Signs with a key.
     pub async fn sign_with_key(&self, name: &str, request: &SignWithKey) -> Result<KeySignatureInfo, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/sign"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Sign, name, request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), request)?).await
     }
 
     /// Signs several items with a key.

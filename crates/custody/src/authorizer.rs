@@ -20,7 +20,9 @@ use keyward_authz::{
 };
 use keyward_client::keys::SignWithKey;
 use keyward_keyring::{SignFields, parse_sign_fields};
-use keyward_proto::{AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PrincipalSignature};
+use keyward_proto::{
+    AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PrincipalSignature, Scheme, SignRequest,
+};
 
 /// Signed requests are accepted this long either side of their timestamp (seconds).
 pub const REQUEST_WINDOW: u64 = 300;
@@ -28,6 +30,8 @@ pub const REQUEST_WINDOW: u64 = 300;
 pub const AUDIT_RETAINED: usize = 100_000;
 /// The keystore `/v1/keys/…` addresses.
 pub const DEFAULT_KEYSTORE: &str = "default";
+/// The keystore of the enclaves' master keys (`/v1/sign`), whose key name is empty.
+pub const MASTER_KEYSTORE: &str = "master";
 
 /// The owners of a deployment: principals and how many of them must approve administrative
 /// operations together.
@@ -178,17 +182,46 @@ impl Authorizer {
     /// receipt of the record; a refusal is recorded as well.
     pub fn authorize_sign(&self, request: &KeySign, now: u64) -> Result<AuditReceipt, ErrorReply> {
         let identity = &request.row.identity;
-        let (principal, digest, outcome) = match self.check_sign(request, now) {
+        let subject = Subject {
+            operation: Operation::Sign,
+            keystore: DEFAULT_KEYSTORE,
+            key: identity.name.to_string(),
+            version: Some(identity.version.get()),
+        };
+        self.authorize(&subject, request.auth.as_ref(), now, |auth| body_matches(auth, request))
+    }
+
+    /// Checks a signing request for the master key of enclave `enclave_id` (keystore
+    /// [`MASTER_KEYSTORE`], the empty key name; the signed body is `/v1/sign`'s).
+    pub fn authorize_master_sign(
+        &self,
+        request: &SignRequest,
+        enclave_id: Option<u32>,
+        now: u64,
+    ) -> Result<AuditReceipt, ErrorReply> {
+        let subject =
+            Subject { operation: Operation::Sign, keystore: MASTER_KEYSTORE, key: String::new(), version: None };
+        self.authorize(&subject, request.auth.as_deref(), now, |auth| master_body_matches(auth, request, enclave_id))
+    }
+
+    fn authorize(
+        &self,
+        subject: &Subject,
+        auth: Option<&Authorization>,
+        now: u64,
+        body_matches: impl FnOnce(&Authorization) -> Result<(), String>,
+    ) -> Result<AuditReceipt, ErrorReply> {
+        let (principal, digest, outcome) = match self.check(subject, auth, now, body_matches) {
             Ok((principal, digest)) => (Some(principal), digest, Ok(())),
             Err((principal, digest, e)) => (principal, digest, Err(e)),
         };
         let entry = AuditEntry {
             time: now,
             principal,
-            operation: Operation::Sign.as_str().to_owned(),
-            keystore: request.auth.as_ref().map_or(DEFAULT_KEYSTORE, |a| a.keystore.as_str()).to_owned(),
-            key: identity.name.to_string(),
-            version: Some(identity.version.get()),
+            operation: subject.operation.as_str().to_owned(),
+            keystore: subject.keystore.to_owned(),
+            key: subject.key.clone(),
+            version: subject.version,
             outcome: outcome.as_ref().map_or_else(|e| e.code.as_str(), |()| "ok").to_owned(),
             request_digest: digest,
         };
@@ -207,13 +240,15 @@ impl Authorizer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn check_sign(
+    fn check(
         &self,
-        request: &KeySign,
+        subject: &Subject,
+        auth: Option<&Authorization>,
         now: u64,
+        body_matches: impl FnOnce(&Authorization) -> Result<(), String>,
     ) -> Result<(PrincipalId, [u8; 32]), (Option<PrincipalId>, [u8; 32], ErrorReply)> {
         let no_digest = [0u8; 32];
-        let Some(auth) = &request.auth else {
+        let Some(auth) = auth else {
             return Err((
                 None,
                 no_digest,
@@ -223,11 +258,10 @@ impl Authorizer {
                 ),
             ));
         };
-        let identity = &request.row.identity;
         let to_sign = RequestToSign {
-            operation: Operation::Sign,
+            operation: subject.operation,
             keystore: auth.keystore.clone(),
-            key: identity.name.to_string(),
+            key: subject.key.clone(),
             body_digest: RequestToSign::digest(&auth.body),
             request_id: auth.request_id,
             timestamp: auth.timestamp,
@@ -253,13 +287,17 @@ impl Authorizer {
         if let Err(e) = lock(&self.replay).check_time(auth.timestamp, now) {
             return fail(Some(id), ErrorCode::RequestExpired, e.to_string());
         }
-        if auth.keystore != DEFAULT_KEYSTORE {
-            return fail(Some(id), ErrorCode::NotPermitted, format!("keystore {:?} does not exist", auth.keystore));
+        if auth.keystore != subject.keystore {
+            return fail(
+                Some(id),
+                ErrorCode::NotPermitted,
+                format!("keystore {:?} is not the one this request addresses", auth.keystore),
+            );
         }
-        if let Err(message) = body_matches(auth, request) {
+        if let Err(message) = body_matches(auth) {
             return fail(Some(id), ErrorCode::RequestMismatch, message);
         }
-        match self.policy.evaluate(Operation::Sign, id, &approvers) {
+        match self.policy.evaluate(subject.operation, id, &approvers) {
             Decision::Allow => Ok((id, digest)),
             Decision::Deny(reason) => {
                 let code = match reason {
@@ -269,14 +307,52 @@ impl Authorizer {
                 };
                 let message = match reason {
                     DenyReason::QuorumNotMet { have, need } => {
-                        format!("{have} of the {need} approvals the policy needs to sign with {}", identity.name)
+                        format!("{have} of the {need} approvals the policy needs for {}", subject.describe())
                     }
-                    _ => format!("principal {id} may not sign with {}", identity.name),
+                    _ => format!("principal {id} may not {}", subject.describe()),
                 };
                 fail(Some(id), code, message)
             }
         }
     }
+}
+
+/// What a request addresses, as the enclave sees it (never as the gateway says).
+struct Subject {
+    operation: Operation,
+    keystore: &'static str,
+    key: String,
+    version: Option<u32>,
+}
+
+impl Subject {
+    fn describe(&self) -> String {
+        match (self.keystore, self.key.as_str()) {
+            (MASTER_KEYSTORE, _) => format!("{} with the master key", self.operation.as_str()),
+            (_, key) => format!("{} with {key}", self.operation.as_str()),
+        }
+    }
+}
+
+/// Whether the master-key request is the one the body (`/v1/sign`'s) asks for.
+fn master_body_matches(auth: &Authorization, request: &SignRequest, enclave_id: Option<u32>) -> Result<(), String> {
+    let body: keyward_client::api::SignRequest =
+        serde_json::from_slice(&auth.body).map_err(|e| format!("the signed body is not a signing request: {e}"))?;
+    if body.enclave_id.is_some_and(|id| Some(id) != enclave_id) {
+        return Err("the signed body names another enclave".into());
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(&body.digest_hex, &mut digest)
+        .map_err(|_| "the signed body's digest_hex is not 64 hex digits")?;
+    let scheme = match body.scheme.as_str() {
+        "ecdsa" => Scheme::Ecdsa,
+        "bip340" => Scheme::Bip340,
+        other => return Err(format!("the signed body's scheme {other:?} is neither ecdsa nor bip340")),
+    };
+    if digest != request.digest.0 || scheme != request.scheme {
+        return Err("the request the enclave received is not the one the principal signed".into());
+    }
+    Ok(())
 }
 
 /// The principal of a signature that verifies over `canonical`.

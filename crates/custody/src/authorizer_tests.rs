@@ -128,3 +128,64 @@ fn owners_with_an_unmeetable_quorum_are_refused_and_principals_parse() {
     assert!(Owners::parse_principal("rsa:00").is_err());
     assert!(Owners::parse_principal("p256:0011").is_err());
 }
+
+/// A master-key request signed by `signer` over `body` (keystore `master`, empty key name).
+fn master_signed(signer: &Ed25519KeyPair, body: &str, digest: [u8; 32]) -> SignRequest {
+    let to_sign = RequestToSign {
+        operation: Operation::Sign,
+        keystore: MASTER_KEYSTORE.into(),
+        key: String::new(),
+        body_digest: RequestToSign::digest(body.as_bytes()),
+        request_id: [8; 16],
+        timestamp: NOW,
+    };
+    let auth = Authorization {
+        keystore: MASTER_KEYSTORE.into(),
+        body: body.as_bytes().to_vec(),
+        request_id: [8; 16],
+        timestamp: NOW,
+        requester: signature(signer, &to_sign),
+        approvals: vec![],
+    };
+    SignRequest { digest: Digest(digest), scheme: keyward_proto::Scheme::Ecdsa, auth: Some(Box::new(auth)) }
+}
+
+#[test]
+fn master_key_requests_are_checked_against_their_own_body_and_enclave() {
+    let authorizer = authorizer(&[1], 1);
+    let owner = pair(1);
+    let body = |enclave: &str| format!(r#"{{"digest_hex":"{}","scheme":"ecdsa"{enclave}}}"#, "11".repeat(32));
+    let code = |request: &SignRequest, enclave_id| {
+        authorizer.authorize_master_sign(request, enclave_id, NOW).err().map(|e| e.code)
+    };
+    assert_eq!(code(&master_signed(&owner, &body(""), [0x11; 32]), Some(1)), None, "the owner");
+    assert_eq!(
+        code(&master_signed(&owner, &body(r#","enclave_id":1"#), [0x11; 32]), Some(1)),
+        None,
+        "naming this enclave"
+    );
+    let cases = [
+        ("another digest", master_signed(&owner, &body(""), [0x22; 32]), Some(1), ErrorCode::RequestMismatch),
+        (
+            "another enclave",
+            master_signed(&owner, &body(r#","enclave_id":2"#), [0x11; 32]),
+            Some(1),
+            ErrorCode::RequestMismatch,
+        ),
+        ("an outsider", master_signed(&pair(2), &body(""), [0x11; 32]), Some(1), ErrorCode::NotPermitted),
+        (
+            "unsigned",
+            SignRequest { digest: Digest([0x11; 32]), scheme: keyward_proto::Scheme::Ecdsa, auth: None },
+            Some(1),
+            ErrorCode::SignatureRequired,
+        ),
+    ];
+    for (what, request, enclave_id, expected) in cases {
+        assert_eq!(code(&request, enclave_id), Some(expected), "{what}");
+    }
+    // A keyring request's signature does not authorize the master key, nor the reverse.
+    let mut keyring_auth = signed(&owner, &body(""), NOW).auth.unwrap();
+    keyring_auth.keystore = MASTER_KEYSTORE.into();
+    let crossed = SignRequest { auth: Some(Box::new(keyring_auth)), ..master_signed(&owner, &body(""), [0x11; 32]) };
+    assert_eq!(code(&crossed, Some(1)), Some(ErrorCode::BadRequestSignature));
+}

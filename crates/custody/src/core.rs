@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use keyward_proto::{AuditRecord, ErrorCode, ErrorReply, KeySignature, Request, Response, fault::crash_point};
+use keyward_proto::{
+    AuditRecord, ErrorCode, ErrorReply, KeySignature, Request, Response, SignatureReply, fault::crash_point,
+};
 
 /// Audit records one `AuditRead` answers at most (a frame stays far below its limit).
 pub const MAX_AUDIT_READ: usize = 1_000;
@@ -89,12 +91,17 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 let records = authorizer.audit_records(read.after, max).into_iter().map(audit_record).collect();
                 Ok(Response::AuditRecords(records))
             }
-            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::Sign(_) | Request::SignBatch(_) => {
-                Err(ErrorReply::new(
-                    ErrorCode::SignatureRequired,
-                    "authorization is on, and this operation has no signed-request path yet: it is refused",
-                ))
+            Request::Sign(s) => {
+                let enclave_id = self.master.status().enclave_id.map(|id| id.0);
+                let receipt = authorizer.authorize_master_sign(&s, enclave_id, now_unix())?;
+                self.master
+                    .sign(&s)
+                    .map(|signature| Response::Signature(SignatureReply { receipt: Some(receipt), ..signature }))
             }
+            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
+                ErrorCode::SignatureRequired,
+                "authorization is on, and this operation has no signed-request path yet: it is refused",
+            )),
             other => self.dispatch(other).await,
         }
     }

@@ -347,7 +347,7 @@ fn sign_with(key: &MasterKey, request: &SignRequest) -> Reply<SignatureReply> {
     Ok(match request.scheme {
         Scheme::Ecdsa => {
             let (signature, recovery_id) = key.sign_ecdsa(&request.digest.0);
-            SignatureReply { scheme: Scheme::Ecdsa, signature, recovery_id: Some(recovery_id) }
+            SignatureReply { scheme: Scheme::Ecdsa, signature, recovery_id: Some(recovery_id), receipt: None }
         }
         Scheme::Bip340 => {
             let mut aux = [0u8; 32];
@@ -356,6 +356,7 @@ fn sign_with(key: &MasterKey, request: &SignRequest) -> Reply<SignatureReply> {
                 scheme: Scheme::Bip340,
                 signature: key.sign_bip340(&request.digest.0, &aux),
                 recovery_id: None,
+                receipt: None,
             }
         }
     })

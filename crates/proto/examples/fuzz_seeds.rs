@@ -92,11 +92,16 @@ fn status() -> Status {
 }
 
 fn signature(scheme: Scheme) -> SignatureReply {
-    SignatureReply { scheme, signature: [0x3c; 64], recovery_id: if scheme == Scheme::Ecdsa { Some(1) } else { None } }
+    SignatureReply {
+        scheme,
+        signature: [0x3c; 64],
+        recovery_id: if scheme == Scheme::Ecdsa { Some(1) } else { None },
+        receipt: None,
+    }
 }
 
 fn requests() -> Vec<Request> {
-    let sign = |scheme| SignRequest { digest: Digest([0x11; 32]), scheme };
+    let sign = |scheme| SignRequest { digest: Digest([0x11; 32]), scheme, auth: None };
     vec![
         Request::Hello(Hello { protocol_version: PROTOCOL_VERSION }),
         Request::Authenticate(Authenticate { public_key: [0x2d; 32], signature: [0x5e; 64] }),

@@ -162,12 +162,15 @@ pub struct Rotate {
 }
 
 /// One digest to sign.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignRequest {
     /// The 32-byte digest.
     pub digest: Digest,
     /// ECDSA or BIP340.
     pub scheme: Scheme,
+    /// A principal's signed request (when the enclave has owners; never in a batch yet).
+    #[serde(default)]
+    pub auth: Option<Box<crate::Authorization>>,
 }
 
 /// A nonce for a fresh attestation document.
@@ -322,6 +325,9 @@ pub struct SignatureReply {
     pub signature: [u8; 64],
     /// ECDSA recovery id (0..=3); `None` for BIP340.
     pub recovery_id: Option<u8>,
+    /// The audit record of a signed request (when the enclave has owners).
+    #[serde(default)]
+    pub receipt: Option<crate::AuditReceipt>,
 }
 
 /// The master public key in both encodings.
@@ -575,6 +581,7 @@ mod tests {
                 scheme: Scheme::Bip340,
                 signature: [7u8; 64],
                 recovery_id: None,
+                receipt: None,
             })),
         };
         let bytes = encode(&frame).unwrap();
@@ -595,8 +602,12 @@ mod tests {
         let document = Response::Attestation(vec![0xAB; 16]);
         assert_eq!(document.kind(), "Attestation");
         assert!(format!("{document:?}").contains("171"), "Debug prints the bytes, which is why kind() exists");
-        let signature =
-            Response::Signature(SignatureReply { scheme: Scheme::Ecdsa, signature: [9u8; 64], recovery_id: Some(1) });
+        let signature = Response::Signature(SignatureReply {
+            scheme: Scheme::Ecdsa,
+            signature: [9u8; 64],
+            recovery_id: Some(1),
+            receipt: None,
+        });
         assert_eq!(signature.kind(), "Signature");
     }
 
@@ -614,7 +625,7 @@ mod tests {
             id: 3,
             reply: Reply::Ok(Response::Signatures(vec![
                 Err(ErrorReply::new(ErrorCode::BadRequest, "bad item")),
-                Ok(SignatureReply { scheme: Scheme::Ecdsa, signature: [1; 64], recovery_id: Some(1) }),
+                Ok(SignatureReply { scheme: Scheme::Ecdsa, signature: [1; 64], recovery_id: Some(1), receipt: None }),
             ])),
         };
         let bytes = encode(&frame).unwrap();

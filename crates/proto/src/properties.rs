@@ -84,7 +84,8 @@ fn sealed_key() -> impl Strategy<Value = SealedKey> {
 }
 
 fn sign_request() -> impl Strategy<Value = SignRequest> {
-    (bytes_n::<32>(), scheme()).prop_map(|(digest, scheme)| SignRequest { digest: Digest(digest), scheme })
+    (bytes_n::<32>(), scheme(), proptest::option::of(authorization().prop_map(Box::new)))
+        .prop_map(|(digest, scheme, auth)| SignRequest { digest: Digest(digest), scheme, auth })
 }
 
 fn status() -> impl Strategy<Value = Status> {
@@ -150,10 +151,10 @@ fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn signature_reply() -> impl Strategy<Value = SignatureReply> {
-    (scheme(), bytes_n::<64>(), any::<Option<u8>>()).prop_map(|(scheme, signature, recovery_id)| SignatureReply {
-        scheme,
-        signature,
-        recovery_id,
+    let receipt =
+        proptest::option::of((any::<u64>(), bytes_n::<32>()).prop_map(|(seq, hash)| AuditReceipt { seq, hash }));
+    (scheme(), bytes_n::<64>(), any::<Option<u8>>(), receipt).prop_map(|(scheme, signature, recovery_id, receipt)| {
+        SignatureReply { scheme, signature, recovery_id, receipt }
     })
 }
 

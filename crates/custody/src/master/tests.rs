@@ -31,7 +31,7 @@ async fn committed(master: &Master<Arc<MemoryKms>>) -> SealedKey {
 }
 
 fn sign_request() -> SignRequest {
-    SignRequest { digest: Digest([9; 32]), scheme: Scheme::Ecdsa }
+    SignRequest { digest: Digest([9; 32]), scheme: Scheme::Ecdsa, auth: None }
 }
 
 fn code<T: std::fmt::Debug>(result: Result<T, ErrorReply>) -> ErrorCode {
