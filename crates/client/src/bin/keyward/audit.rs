@@ -6,7 +6,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context;
 use clap::Subcommand;
 use keyward_client::{
     Client,
@@ -61,14 +60,7 @@ pub async fn run(client: &Client, command: AuditCommand) -> anyhow::Result<(bool
 }
 
 async fn export(client: &Client, out: &Path, enclave_id: Option<u32>) -> anyhow::Result<Value> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
-    let mut writer = std::io::BufWriter::new(file);
+    let mut writer = std::io::BufWriter::new(crate::crypt::create_new_private(out)?);
     let (mut after, mut count, mut key) = (0u64, 0u64, String::new());
     loop {
         let page = client.audit_page(after, enclave_id).await?;

@@ -124,16 +124,21 @@ fn aad(value: Option<String>) -> Option<String> {
     value.map(|text| STANDARD.encode(text))
 }
 
-/// Writes `bytes` to a new file only its owner reads.
-pub fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut file = std::fs::OpenOptions::new()
+/// Creates a new file only its owner reads; refuses one that exists.
+pub fn create_new_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("creating {} (it must not exist)", path.display()))
+}
+
+/// Writes `bytes` to a new file only its owner reads.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    create_new_private(path)?.write_all(bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 pub async fn run(client: &Client, command: CryptCommand) -> anyhow::Result<serde_json::Value> {
@@ -216,16 +221,7 @@ async fn stream_file(
         client.decrypt_stream(name, body, aad.as_deref()).await?
     };
     let version = response.headers().get("x-keyward-key-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut out = {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(output)
-            .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
-        tokio::fs::File::from_std(file)
-    };
+    let mut out = tokio::fs::File::from_std(create_new_private(output)?);
     let mut answer = response.bytes_stream();
     let mut written = 0u64;
     let result = async {

@@ -76,11 +76,7 @@ pub struct Exported {
 
 pub async fn export(client: &Client, name: &str, version: Option<u32>, out: &Path) -> anyhow::Result<Exported> {
     // Refuse an existing file before asking for anything.
-    let mut file = std::fs::OpenOptions::new();
-    file.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-    let mut file = file.open(out).with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+    let mut file = crate::crypt::create_new_private(out)?;
     let result = receive(client, name, version).await;
     let (answer, secret) = match result {
         Ok(received) => received,
