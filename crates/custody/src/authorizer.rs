@@ -15,14 +15,17 @@ use std::{
 
 use aws_lc_rs::signature::Ed25519KeyPair;
 use keyward_authz::{
-    AuditChain, AuditEntry, Decision, DenyReason, Operation, Policy, Principal, PrincipalId, PrincipalKey, ReplayGuard,
+    AuditChain, AuditEntry, Decision, DenyReason, Operation, Policy, Principal, PrincipalId, PrincipalKey, ReplayError, ReplayGuard,
     RequestToSign, Rule, SignedRecord,
 };
 use keyward_client::keys::SignWithKey;
 use keyward_keyring::{SignFields, parse_sign_fields};
 use keyward_proto::{
-    AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PrincipalSignature, Scheme, SignRequest,
+    AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PolicyRow, PolicySealed, PolicySet,
+    PrincipalSignature, Scheme, SignRequest,
 };
+
+use crate::policies::{Current, PolicyBook, Tagger};
 
 /// Signed requests are accepted this long either side of their timestamp (seconds).
 pub const REQUEST_WINDOW: u64 = 300;
@@ -100,6 +103,7 @@ pub struct Authorizer {
     replay: Mutex<ReplayGuard>,
     audit: Mutex<AuditLog>,
     audit_public_key: Vec<u8>,
+    policies: PolicyBook,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -136,6 +140,7 @@ impl Authorizer {
             replay: Mutex::new(ReplayGuard::new(REQUEST_WINDOW)),
             audit: Mutex::new(AuditLog { chain, recent: VecDeque::new() }),
             audit_public_key,
+            policies: PolicyBook::default(),
         })
     }
 
@@ -180,7 +185,7 @@ impl Authorizer {
 
     /// Checks a signing request and appends the decision to the audit chain. `Ok` carries the
     /// receipt of the record; a refusal is recorded as well.
-    pub fn authorize_sign(&self, request: &KeySign, now: u64) -> Result<AuditReceipt, ErrorReply> {
+    pub fn authorize_sign(&self, request: &KeySign, now: u64, tag: Tagger<'_>) -> Result<AuditReceipt, ErrorReply> {
         let identity = &request.row.identity;
         let subject = Subject {
             operation: Operation::Sign,
@@ -188,7 +193,7 @@ impl Authorizer {
             key: identity.name.to_string(),
             version: Some(identity.version.get()),
         };
-        self.authorize(&subject, request.auth.as_ref(), now, |auth| body_matches(auth, request))
+        self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, _| body_matches(auth, request))
     }
 
     /// Checks a signing request for the master key of enclave `enclave_id` (keystore
@@ -201,7 +206,53 @@ impl Authorizer {
     ) -> Result<AuditReceipt, ErrorReply> {
         let subject =
             Subject { operation: Operation::Sign, keystore: MASTER_KEYSTORE, key: String::new(), version: None };
-        self.authorize(&subject, request.auth.as_deref(), now, |auth| master_body_matches(auth, request, enclave_id))
+        let no_policies = |_: &PolicyRow| Err(refuse(ErrorCode::PolicyTampered, "master keys have no stored policies"));
+        self.authorize(&subject, request.auth.as_deref(), now, &no_policies, |auth, _| {
+            master_body_matches(auth, request, enclave_id)
+        })
+    }
+
+    /// Checks a new policy for a key (the signed body is the policy document) and, when it is
+    /// allowed, seals it under the root: the row for the gateway to store.
+    pub fn authorize_set_policy(
+        &self,
+        request: &PolicySet,
+        now: u64,
+        tag: Tagger<'_>,
+    ) -> Result<PolicySealed, ErrorReply> {
+        if request.keystore != DEFAULT_KEYSTORE || request.key.is_empty() {
+            return Err(refuse(ErrorCode::BadRequest, "policies are set on keys of the default keystore"));
+        }
+        let subject = Subject {
+            operation: Operation::SetPolicy,
+            keystore: DEFAULT_KEYSTORE,
+            key: request.key.clone(),
+            version: None,
+        };
+        let mut sealed = None;
+        let receipt = self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, current| {
+            let policy = Policy::from_json(&auth.body).map_err(|e| refuse(ErrorCode::InvalidPolicy, e.to_string()))?;
+            let expected = current.map_or(1, |c| c.version + 1);
+            if policy.version != expected {
+                return Err(refuse(
+                    ErrorCode::PolicyVersionConflict,
+                    format!("the new policy is version {}; the next version of {} is {expected}", policy.version, request.key),
+                ));
+            }
+            let mut row = PolicyRow {
+                keystore: request.keystore.clone(),
+                key: request.key.clone(),
+                version: policy.version,
+                body: auth.body.clone(),
+                tag: [0; 32],
+            };
+            row.tag = tag(&row)?;
+            sealed = Some((row, policy));
+            Ok(())
+        })?;
+        let (row, policy) = sealed.ok_or_else(|| refuse(ErrorCode::Internal, "an allowed policy was not sealed"))?;
+        self.policies.sealed(&row, policy);
+        Ok(PolicySealed { row, receipt })
     }
 
     fn authorize(
@@ -209,9 +260,10 @@ impl Authorizer {
         subject: &Subject,
         auth: Option<&Authorization>,
         now: u64,
-        body_matches: impl FnOnce(&Authorization) -> Result<(), String>,
+        tag: Tagger<'_>,
+        body_matches: impl FnOnce(&Authorization, Option<&Current>) -> Result<(), ErrorReply>,
     ) -> Result<AuditReceipt, ErrorReply> {
-        let (principal, digest, outcome) = match self.check(subject, auth, now, body_matches) {
+        let (principal, digest, outcome) = match self.check(subject, auth, now, tag, body_matches) {
             Ok((principal, digest)) => (Some(principal), digest, Ok(())),
             Err((principal, digest, e)) => (principal, digest, Err(e)),
         };
@@ -245,7 +297,8 @@ impl Authorizer {
         subject: &Subject,
         auth: Option<&Authorization>,
         now: u64,
-        body_matches: impl FnOnce(&Authorization) -> Result<(), String>,
+        tag: Tagger<'_>,
+        body_matches: impl FnOnce(&Authorization, Option<&Current>) -> Result<(), ErrorReply>,
     ) -> Result<(PrincipalId, [u8; 32]), (Option<PrincipalId>, [u8; 32], ErrorReply)> {
         let no_digest = [0u8; 32];
         let Some(auth) = auth else {
@@ -294,11 +347,27 @@ impl Authorizer {
                 format!("keystore {:?} is not the one this request addresses", auth.keystore),
             );
         }
-        if let Err(message) = body_matches(auth) {
-            return fail(Some(id), ErrorCode::RequestMismatch, message);
+        let current = match self.policies.current(subject.keystore, &subject.key, auth.policy.as_ref(), tag) {
+            Ok(current) => current,
+            Err(e) => return Err((Some(id), digest, e)),
+        };
+        if let Err(e) = body_matches(auth, current.as_ref()) {
+            return Err((Some(id), digest, e));
         }
-        match self.policy.evaluate(subject.operation, id, &approvers) {
-            Decision::Allow => Ok((id, digest)),
+        let stored = current.as_ref().map(|c| c.policy.evaluate(subject.operation, id, &approvers));
+        match combine(self.policy.evaluate(subject.operation, id, &approvers), stored) {
+            Decision::Allow => {
+                if subject.operation.refuses_replay()
+                    && let Err(e) = lock(&self.replay).accept(auth.request_id, auth.timestamp, now)
+                {
+                    let code = match e {
+                        ReplayError::Replayed => ErrorCode::RequestReplayed,
+                        _ => ErrorCode::RequestExpired,
+                    };
+                    return fail(Some(id), code, e.to_string());
+                }
+                Ok((id, digest))
+            }
             Decision::Deny(reason) => {
                 let code = match reason {
                     DenyReason::NotPermitted => ErrorCode::NotPermitted,
@@ -314,6 +383,16 @@ impl Authorizer {
                 fail(Some(id), code, message)
             }
         }
+    }
+}
+
+/// The owners' decision joined with the key's own policy: either may allow; a denial reports
+/// the closest miss (a quorum short rather than no grant at all).
+fn combine(owners: Decision, stored: Option<Decision>) -> Decision {
+    match (owners, stored) {
+        (Decision::Allow, _) | (_, Some(Decision::Allow)) => Decision::Allow,
+        (Decision::Deny(DenyReason::NotPermitted), Some(other)) => other,
+        (owners, _) => owners,
     }
 }
 
@@ -335,7 +414,15 @@ impl Subject {
 }
 
 /// Whether the master-key request is the one the body (`/v1/sign`'s) asks for.
-fn master_body_matches(auth: &Authorization, request: &SignRequest, enclave_id: Option<u32>) -> Result<(), String> {
+fn master_body_matches(
+    auth: &Authorization,
+    request: &SignRequest,
+    enclave_id: Option<u32>,
+) -> Result<(), ErrorReply> {
+    master_body_check(auth, request, enclave_id).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
+}
+
+fn master_body_check(auth: &Authorization, request: &SignRequest, enclave_id: Option<u32>) -> Result<(), String> {
     let body: keyward_client::api::SignRequest =
         serde_json::from_slice(&auth.body).map_err(|e| format!("the signed body is not a signing request: {e}"))?;
     if body.enclave_id.is_some_and(|id| Some(id) != enclave_id) {
@@ -365,7 +452,11 @@ fn verified(signature: &PrincipalSignature, canonical: &[u8]) -> Result<Principa
 }
 
 /// Whether the typed request is the one the body asks for.
-fn body_matches(auth: &Authorization, request: &KeySign) -> Result<(), String> {
+fn body_matches(auth: &Authorization, request: &KeySign) -> Result<(), ErrorReply> {
+    body_check(auth, request).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
+}
+
+fn body_check(auth: &Authorization, request: &KeySign) -> Result<(), String> {
     let body: SignWithKey =
         serde_json::from_slice(&auth.body).map_err(|e| format!("the signed body is not a signing request: {e}"))?;
     let identity = &request.row.identity;
@@ -389,3 +480,7 @@ fn body_matches(auth: &Authorization, request: &KeySign) -> Result<(), String> {
 #[cfg(test)]
 #[path = "authorizer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "authorizer_policy_tests.rs"]
+mod policy_tests;

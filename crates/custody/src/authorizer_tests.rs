@@ -23,8 +23,13 @@ fn authorizer(owners: &[u8], quorum: u8) -> Authorizer {
 }
 
 fn request() -> KeySign {
+    request_for("treasury")
+}
+
+/// An unsigned request to sign with version 1 of `name`.
+pub(super) fn request_for(name: &str) -> KeySign {
     let identity = KeyIdentity {
-        name: KeyName::parse("treasury").unwrap(),
+        name: KeyName::parse(name).unwrap(),
         version: KeyVersion::new(1).unwrap(),
         key_type: KeyType::Secp256k1,
         flags: KeyFlags { exportable: false, origin: Origin::Generated },
@@ -65,8 +70,23 @@ fn signed(signer: &Ed25519KeyPair, body: &str, timestamp: u64) -> KeySign {
         timestamp,
         requester: signature(signer, &to_sign),
         approvals: vec![],
+        policy: None,
     });
     request
+}
+
+/// Tags policy rows under a fixed test root, as the keyring does under its own.
+pub(super) fn tagger() -> impl Fn(&PolicyRow) -> Result<[u8; 32], ErrorReply> + Sync {
+    let root = keyward_keyring::RootKey::from_bytes([5; 32]);
+    move |row: &PolicyRow| {
+        let fields = keyward_keyring::PolicyRowFields {
+            keystore: &row.keystore,
+            key: &row.key,
+            version: row.version,
+            body: &row.body,
+        };
+        root.policy_tag(&RootId([5; 16]), &fields).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))
+    }
 }
 
 fn body() -> String {
@@ -99,7 +119,7 @@ fn each_way_a_request_can_be_wrong_has_its_code_and_every_decision_is_audited() 
     cases.push(("the host picked an older version", other_version, Some(ErrorCode::RequestMismatch)));
     let mut receipts = Vec::new();
     for (what, request, expected) in &cases {
-        let outcome = authorizer.authorize_sign(request, NOW);
+        let outcome = authorizer.authorize_sign(request, NOW, &tagger());
         assert_eq!(outcome.as_ref().err().map(|e| e.code), *expected, "{what}");
         if let Ok(receipt) = outcome {
             receipts.push(Receipt { seq: receipt.seq, hash: receipt.hash });
@@ -146,6 +166,7 @@ fn master_signed(signer: &Ed25519KeyPair, body: &str, digest: [u8; 32]) -> SignR
         timestamp: NOW,
         requester: signature(signer, &to_sign),
         approvals: vec![],
+        policy: None,
     };
     SignRequest { digest: Digest(digest), scheme: keyward_proto::Scheme::Ecdsa, auth: Some(Box::new(auth)) }
 }

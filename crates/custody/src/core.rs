@@ -67,7 +67,7 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
             Request::KeySign(s) => {
                 let keyring = self.keyring.clone();
                 blocking(move || {
-                    let receipt = authorizer.authorize_sign(&s, now_unix())?;
+                    let receipt = authorizer.authorize_sign(&s, now_unix(), &|row| keyring.policy_tag(row))?;
                     keyring
                         .sign(&s)
                         .map(|signature| Response::KeySignature(KeySignature { receipt: Some(receipt), ..signature }))
@@ -78,8 +78,9 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 let keyring = self.keyring.clone();
                 blocking(move || {
                     let now = now_unix();
+                    let tag = |row: &keyward_proto::PolicyRow| keyring.policy_tag(row);
                     let signed = items.iter().map(|s| {
-                        let receipt = authorizer.authorize_sign(s, now)?;
+                        let receipt = authorizer.authorize_sign(s, now, &tag)?;
                         keyring.sign(s).map(|signature| KeySignature { receipt: Some(receipt), ..signature })
                     });
                     Ok(Response::KeySignatures(signed.collect()))
@@ -97,6 +98,14 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 self.master
                     .sign(&s)
                     .map(|signature| Response::Signature(SignatureReply { receipt: Some(receipt), ..signature }))
+            }
+            Request::PolicySet(p) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    let sealed = authorizer.authorize_set_policy(&p, now_unix(), &|row| keyring.policy_tag(row))?;
+                    Ok(Response::PolicySealed(Box::new(sealed)))
+                })
+                .await
             }
             Request::KeyCrypt(_) | Request::KeyExport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
                 ErrorCode::SignatureRequired,
@@ -159,6 +168,10 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
             Request::AuditRead(_) => {
                 Err(ErrorReply::new(ErrorCode::BadRequest, "this enclave has no owners, so it keeps no audit chain"))
             }
+            Request::PolicySet(_) => Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "this enclave has no owners: authorization is off, so it keeps no policies",
+            )),
             _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
         }
     }

@@ -301,6 +301,18 @@ impl<D: DataKeySource> Keyring<D> {
         Ok(material)
     }
 
+    /// The tag of a policy row under the loaded root (`keyward_keyring::PolicyRowFields`).
+    pub fn policy_tag(&self, row: &keyward_proto::PolicyRow) -> Reply<[u8; 32]> {
+        let (root, root_id) = self.ready_root()?;
+        let fields = keyward_keyring::PolicyRowFields {
+            keystore: &row.keystore,
+            key: &row.key,
+            version: row.version,
+            body: &row.body,
+        };
+        root.policy_tag(&root_id, &fields).map_err(from_keyring)
+    }
+
     pub(crate) fn ready_root(&self) -> Reply<(Arc<RootKey>, RootId)> {
         match &*self.read() {
             State::Ready(l) => Ok((l.root.clone(), l.root_id)),

@@ -7,6 +7,7 @@ mod keyring;
 mod master;
 pub mod memory;
 mod pinned;
+pub mod policies;
 
 use std::{collections::BTreeMap, future::Future};
 

@@ -3,6 +3,7 @@
 mod agree;
 mod crypt;
 mod material;
+mod policy_tag;
 mod psbt;
 mod root;
 mod sign;
@@ -21,6 +22,7 @@ pub use crypt::{
     ciphertext_version, decrypt, encrypt, mac, new_data_key, open_secret, seal_secret, verify_mac,
 };
 pub use material::{KeyMaterial, SECRET_LEN};
+pub use policy_tag::PolicyRowFields;
 pub use psbt::{SignedPsbt, sign_psbt};
 pub use root::{ROOT_SEAL_VERSION, RootBinding, RootKey, SEALED_ROOT_LEN, open_root, seal_root};
 pub use sign::{MAX_MESSAGE_LEN, SignInput, Signed, check_request, default_algorithm, sign, verify};

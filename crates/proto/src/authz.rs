@@ -31,6 +31,40 @@ pub struct Authorization {
     pub requester: PrincipalSignature,
     /// Other principals approving the same request (M-of-N rules).
     pub approvals: Vec<PrincipalSignature>,
+    /// The latest policy row the gateway's database holds for the key addressed (its tag is
+    /// checked by the enclave; none when the key has no policy of its own).
+    #[serde(default)]
+    pub policy: Option<PolicyRow>,
+}
+
+/// A key's policy as the database keeps it: the document its owners signed, and the tag an
+/// enclave made over it under a key derived from the keyring root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRow {
+    pub keystore: String,
+    pub key: String,
+    pub version: u64,
+    /// The policy document (JSON), exactly as signed.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub tag: [u8; 32],
+}
+
+/// Set a key's policy: the signed request's body is the new policy document, whose version
+/// follows `current`'s (1 when there is none). Answered with `PolicySealed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySet {
+    pub keystore: String,
+    pub key: String,
+    /// The signed request; its `policy` is the key's current row.
+    pub auth: Option<Authorization>,
+}
+
+/// The new policy row to store, and the audit receipt of the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySealed {
+    pub row: PolicyRow,
+    pub receipt: AuditReceipt,
 }
 
 /// The audit record an answer produced: its place in the chain and its hash.

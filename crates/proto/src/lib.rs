@@ -12,7 +12,10 @@ mod properties;
 mod types;
 mod writer;
 
-pub use authz::{AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, PrincipalSignature};
+pub use authz::{
+    AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, PolicyRow, PolicySealed, PolicySet,
+    PrincipalSignature,
+};
 pub use crypt::{
     CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
     SecretBytes,
@@ -45,7 +48,8 @@ pub use writer::{WriterEnd, write_frames};
 /// Version 5: BIP32 keys and sealed secrets (`bip32`, `secret`; `SealSecret`, `OpenSecret`).
 /// Version 6: signed requests checked in the enclave (`KeySign::auth`), audit receipts and
 /// `AuditRead`.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// Version 7: key policies bound to the keyring root (`PolicySet`, `Authorization::policy`).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

@@ -95,6 +95,9 @@ pub enum Request {
     Random(crate::RandomRequest),
     /// Audit records the enclave still holds; answered with `AuditRecords`.
     AuditRead(crate::AuditRead),
+    /// A key's new policy, signed by those the current policy lets set it; answered with
+    /// `PolicySealed`.
+    PolicySet(Box<crate::PolicySet>),
 }
 
 /// Version handshake.
@@ -219,6 +222,8 @@ pub enum Response {
     Random(crate::SecretBytes),
     /// Answer to `AuditRead`, oldest first.
     AuditRecords(Vec<crate::AuditRecord>),
+    /// Answer to `PolicySet`: the row to store.
+    PolicySealed(Box<crate::PolicySealed>),
 }
 
 impl Response {
@@ -243,6 +248,7 @@ impl Response {
             Response::Crypt(_) => "Crypt",
             Response::Random(_) => "Random",
             Response::AuditRecords(_) => "AuditRecords",
+            Response::PolicySealed(_) => "PolicySealed",
         }
     }
 }
@@ -466,13 +472,22 @@ pub enum ErrorCode {
     NotPermitted,
     /// The policy needs more approvals for this.
     QuorumNotMet,
+    /// A policy document is malformed or cannot be met.
+    InvalidPolicy,
+    /// A policy row's tag does not verify under the keyring root: it was edited, forged, or
+    /// moved to another key.
+    PolicyTampered,
+    /// A policy row older than one this enclave has seen (or none, after one was seen).
+    PolicyRollback,
+    /// A new policy's version does not follow the current one.
+    PolicyVersionConflict,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 44] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -512,6 +527,10 @@ impl ErrorCode {
         ErrorCode::RequestMismatch,
         ErrorCode::NotPermitted,
         ErrorCode::QuorumNotMet,
+        ErrorCode::InvalidPolicy,
+        ErrorCode::PolicyTampered,
+        ErrorCode::PolicyRollback,
+        ErrorCode::PolicyVersionConflict,
         ErrorCode::Internal,
     ];
 
@@ -557,6 +576,10 @@ impl ErrorCode {
             ErrorCode::RequestMismatch => "request_mismatch",
             ErrorCode::NotPermitted => "not_permitted",
             ErrorCode::QuorumNotMet => "quorum_not_met",
+            ErrorCode::InvalidPolicy => "invalid_policy",
+            ErrorCode::PolicyTampered => "policy_tampered",
+            ErrorCode::PolicyRollback => "policy_rollback",
+            ErrorCode::PolicyVersionConflict => "policy_version_conflict",
             ErrorCode::Internal => "internal",
         }
     }

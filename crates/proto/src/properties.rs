@@ -141,6 +141,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::RequestMismatch
         | ErrorCode::NotPermitted
         | ErrorCode::QuorumNotMet
+        | ErrorCode::InvalidPolicy
+        | ErrorCode::PolicyTampered
+        | ErrorCode::PolicyRollback
+        | ErrorCode::PolicyVersionConflict
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
@@ -238,15 +242,22 @@ fn authorization() -> impl Strategy<Value = Authorization> {
         any::<u64>(),
         principal_signature(),
         proptest::collection::vec(principal_signature(), 0..3),
+        proptest::option::of(policy_row()),
     )
-        .prop_map(|(keystore, body, request_id, timestamp, requester, approvals)| Authorization {
+        .prop_map(|(keystore, body, request_id, timestamp, requester, approvals, policy)| Authorization {
             keystore,
             body,
             request_id,
             timestamp,
             requester,
             approvals,
+            policy,
         })
+}
+
+fn policy_row() -> impl Strategy<Value = PolicyRow> {
+    (text(), text(), any::<u64>(), small_bytes(), bytes_n::<32>())
+        .prop_map(|(keystore, key, version, body, tag)| PolicyRow { keystore, key, version, body, tag })
 }
 
 fn audit_record() -> impl Strategy<Value = AuditRecord> {
@@ -339,6 +350,8 @@ fn request() -> impl Strategy<Value = Request> {
             Request::Random(RandomRequest { bytes, source, credentials })
         }),
         (any::<u64>(), any::<u32>()).prop_map(|(after, max)| Request::AuditRead(AuditRead { after, max })),
+        (text(), text(), proptest::option::of(authorization()))
+            .prop_map(|(keystore, key, auth)| Request::PolicySet(Box::new(PolicySet { keystore, key, auth }))),
     ]
 }
 
@@ -437,6 +450,7 @@ fn request_variant(request: &Request) -> &'static str {
         Request::KeyCrypt(_) => "KeyCrypt",
         Request::Random(_) => "Random",
         Request::AuditRead(_) => "AuditRead",
+        Request::PolicySet(_) => "PolicySet",
     }
 }
 
@@ -487,6 +501,9 @@ fn reply() -> impl Strategy<Value = Reply> {
         crypt_output().prop_map(Response::Crypt),
         small_bytes().prop_map(|b| Response::Random(SecretBytes::new(b))),
         proptest::collection::vec(audit_record(), 0..3).prop_map(Response::AuditRecords),
+        (policy_row(), any::<u64>(), bytes_n::<32>()).prop_map(|(row, seq, hash)| Response::PolicySealed(Box::new(
+            PolicySealed { row, receipt: AuditReceipt { seq, hash } }
+        ))),
     ];
     prop_oneof![response.prop_map(Reply::Ok), error_reply().prop_map(Reply::Err)]
 }
