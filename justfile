@@ -59,7 +59,7 @@ test-kms-e2e:
 # request signatures are refused in the enclave, and an edited, cut or shortened audit log is
 # caught. docs/security.md lists what the suite does not cover yet.
 test-compromised-host:
-    cargo test -p keyward-e2e --test kms_e2e --no-fail-fast authz::
+    cargo test -p keyward-e2e --test kms_e2e --no-fail-fast authz
 
 # Print the KMS key policy and IAM policy for the given measurement files.
 key-policy *ARGS:

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/rotate", post(rotate).layer(DefaultBodyLimit::max(4 * 1024)))
         .route("/v1/admin/keyring/rotate", post(rotate_keyring_root))
         .merge(crate::keys_api::routes())
+        .merge(crate::keys_policy::routes())
         .merge(crate::keys_transfer::routes())
         .merge(crate::keys_crypt::routes())
         .merge(crate::keys_agree::routes())

@@ -109,13 +109,14 @@ impl ApiError {
             | ErrorCode::InvalidKeyMaterial
             | ErrorCode::DecryptionFailed
             | ErrorCode::CiphertextMalformed
-            | ErrorCode::UnsupportedOperation => StatusCode::BAD_REQUEST,
+            | ErrorCode::UnsupportedOperation
+            | ErrorCode::InvalidPolicy => StatusCode::BAD_REQUEST,
             ErrorCode::KeyNotExportable | ErrorCode::UnknownTransferKey => StatusCode::CONFLICT,
             ErrorCode::SignatureRequired | ErrorCode::BadRequestSignature | ErrorCode::RequestExpired => {
                 StatusCode::UNAUTHORIZED
             }
             ErrorCode::NotPermitted | ErrorCode::QuorumNotMet => StatusCode::FORBIDDEN,
-            ErrorCode::RequestReplayed => StatusCode::CONFLICT,
+            ErrorCode::RequestReplayed | ErrorCode::PolicyVersionConflict => StatusCode::CONFLICT,
             ErrorCode::RequestMismatch => StatusCode::BAD_REQUEST,
             ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => {

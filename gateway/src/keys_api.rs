@@ -19,8 +19,8 @@ use keyward_client::keys::{
     SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
 };
 use keyward_proto::{
-    KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin, Request, Response,
-    WrappedKey, fault::crash_point,
+    KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin, PolicyRow, Request,
+    Response, WrappedKey, fault::crash_point,
 };
 use keyward_store::{KeyRow, NewKey, StoreError, VersionRow};
 use serde::Deserialize;
@@ -54,7 +54,7 @@ pub fn routes() -> Router<AppState> {
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     let status = match &e {
-        StoreError::KeyExists(_) | StoreError::KeyConflict(_) => StatusCode::CONFLICT,
+        StoreError::KeyExists(_) | StoreError::KeyConflict(_) | StoreError::PolicyExists { .. } => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError::new(status, e.code(), e.to_string())
@@ -353,10 +353,21 @@ pub(crate) async fn signing_row(
     name: &str,
     version: Option<u32>,
 ) -> Result<(KeyRow, WrappedKey), ApiError> {
+    signing_row_and_policy(app, name, version, None).await.map(|(key, row, _)| (key, row))
+}
+
+/// [`signing_row`], and the key's newest policy row in `keystore` when asked for (signed
+/// requests: the enclave checks it).
+pub(crate) async fn signing_row_and_policy(
+    app: &AppState,
+    name: &str,
+    version: Option<u32>,
+    policy_in: Option<&str>,
+) -> Result<(KeyRow, WrappedKey, Option<PolicyRow>), ApiError> {
     let name = key_name(name)?;
-    let (key, row) = app
+    let (key, row, policy) = app
         .db
-        .key_with_version(name.to_string(), version.map(i64::from))
+        .key_version_policy(name.to_string(), version.map(i64::from), policy_in.map(str::to_owned))
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(name.as_str()))?;
@@ -375,7 +386,7 @@ pub(crate) async fn signing_row(
             format!("stored key {name} is damaged: {e}"),
         )
     })?;
-    Ok((key, wrapped))
+    Ok((key, wrapped, policy.map(crate::keys_policy::policy_row)))
 }
 
 async fn sign(
@@ -385,9 +396,13 @@ async fn sign(
     body: SignedJson<SignWithKey>,
 ) -> Result<Json<KeySignatureInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let mut auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
     let body = body.value;
-    let (_, row) = signing_row(&app, &name, body.version).await?;
+    let policy_in = auth.as_ref().map(|_| signed::DEFAULT_KEYSTORE);
+    let (_, row, policy) = signing_row_and_policy(&app, &name, body.version, policy_in).await?;
+    if let Some(auth) = auth.as_mut() {
+        auth.policy = policy;
+    }
     let (algorithm, payload, format) = parse_sign(&body, row.identity.key_type)?;
     let request = KeySign { row, algorithm, payload, format, auth };
     let link = keyring_link(&app)?;

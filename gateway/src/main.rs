@@ -12,6 +12,7 @@ mod frontdoor;
 mod keys_agree;
 mod keys_api;
 mod keys_crypt;
+mod keys_policy;
 mod keys_sign;
 mod keys_stream;
 mod keys_transfer;

@@ -132,6 +132,7 @@ pub fn authorization(headers: &HeaderMap, keystore: &str, body: &Bytes) -> Resul
         timestamp,
         requester: principal(PRINCIPAL_HEADER, requester, &signature)?,
         approvals,
+        policy: None,
     }))
 }
 

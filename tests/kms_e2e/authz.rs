@@ -62,6 +62,7 @@ fn authorization_in(owner: &Ed25519KeyPair, keystore: &str, key: &str, body: &[u
             signature,
         },
         approvals: vec![],
+        policy: None,
     }
 }
 
@@ -95,7 +96,7 @@ fn stored_row(stack: &Stack, name: &str) -> WrappedKey {
 }
 
 /// k256, not the enclave's secp256k1 library, verifies a compact ECDSA signature.
-fn k256_verifies(public: &[u8], digest: &[u8; 32], signature: &[u8]) {
+pub(crate) fn k256_verifies(public: &[u8], digest: &[u8; 32], signature: &[u8]) {
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(public).unwrap();
     let signature = k256::ecdsa::Signature::from_slice(signature).unwrap();

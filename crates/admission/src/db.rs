@@ -7,7 +7,9 @@ use std::{
 };
 
 use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
-use keyward_store::{BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, RootRow, Store, StoreError, VersionRow};
+use keyward_store::{
+    BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow, Store, StoreError, VersionRow,
+};
 
 /// The store behind its trait; this is the only place that names the SQLite implementation.
 #[derive(Debug, Clone)]
@@ -82,14 +84,8 @@ impl Db {
         name: String,
         version: Option<i64>,
     ) -> Result<Option<(KeyRow, Option<VersionRow>)>, StoreError> {
-        self.with(move |s| match s.key(&name)? {
-            Some(key) => {
-                let row = s.key_version(&name, version.unwrap_or(key.latest_version))?;
-                Ok(Some((key, row)))
-            }
-            None => Ok(None),
-        })
-        .await
+        let found = self.key_version_policy(name, version, None).await?;
+        Ok(found.map(|(key, row, _)| (key, row)))
     }
 
     /// A page of keys with their versions.
@@ -158,6 +154,37 @@ impl Db {
 
     pub async fn bitgo_key(&self, public: String, source: String) -> Result<Option<BitgoKeyRow>, StoreError> {
         self.with(move |s| s.bitgo_key(&public, &source)).await
+    }
+
+    pub async fn insert_policy(&self, row: PolicyRecord) -> Result<(), StoreError> {
+        self.with(move |s| s.insert_policy(&row)).await
+    }
+
+    pub async fn latest_policy(&self, keystore: String, key: String) -> Result<Option<PolicyRecord>, StoreError> {
+        self.with(move |s| s.latest_policy(&keystore, &key)).await
+    }
+
+    /// [`Self::key_with_version`], and the key's newest policy in `keystore` when asked for (in
+    /// one trip to the database thread).
+    #[allow(clippy::type_complexity)]
+    pub async fn key_version_policy(
+        &self,
+        name: String,
+        version: Option<i64>,
+        policy_in: Option<String>,
+    ) -> Result<Option<(KeyRow, Option<VersionRow>, Option<PolicyRecord>)>, StoreError> {
+        self.with(move |s| match s.key(&name)? {
+            Some(key) => {
+                let row = s.key_version(&name, version.unwrap_or(key.latest_version))?;
+                let policy = match &policy_in {
+                    Some(keystore) => s.latest_policy(keystore, &name)?,
+                    None => None,
+                };
+                Ok(Some((key, row, policy)))
+            }
+            None => Ok(None),
+        })
+        .await
     }
 }
 

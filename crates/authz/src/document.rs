@@ -135,7 +135,9 @@ mod tests {
     #[test]
     fn each_bad_document_is_refused_with_its_reason() {
         let rule = |principals: &str, operations: &str, quorum: u8| {
-            format!(r#"{{"version":1,"rules":[{{"principals":[{principals}],"operations":[{operations}],"quorum":{quorum}}}]}}"#)
+            format!(
+                r#"{{"version":1,"rules":[{{"principals":[{principals}],"operations":[{operations}],"quorum":{quorum}}}]}}"#
+            )
         };
         let cases = [
             ("not json".to_owned(), "expected"),

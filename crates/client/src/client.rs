@@ -18,8 +18,8 @@ use crate::crypt::{
     RandomRequest, VerifyMac,
 };
 use crate::keys::{
-    CreateKey, CreateKeys, ExportKey, ExportedKey, ImportKey, KeyInfo, KeyInfos, KeyPage, KeySignatureBatch,
-    KeySignatureInfo, RootRotated, SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
+    CreateKey, CreateKeys, ExportKey, ExportedKey, ImportKey, KeyInfo, KeyInfos, KeyPage, KeyPolicyInfo,
+    KeySignatureBatch, KeySignatureInfo, RootRotated, SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
 };
 
 /// Client errors.
@@ -100,15 +100,29 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
         operation: keyward_authz::Operation,
+        target: (&str, &str),
+        body: &T,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.approved_json(request, operation, target, body, &[])
+    }
+
+    /// [`Self::signed_json`], with `approvers` signing the same request (M-of-N rules).
+    fn approved_json<T: serde::Serialize>(
+        &self,
+        request: reqwest::RequestBuilder,
+        operation: keyward_authz::Operation,
         (keystore, key): (&str, &str),
         body: &T,
+        approvers: &[&PrincipalSigner],
     ) -> Result<reqwest::RequestBuilder, ClientError> {
         let Some(principal) = &self.principal else {
             return Ok(request.json(body));
         };
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Signing(e.to_string()))?;
         let mut request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in principal.headers(operation, keystore, key, &bytes, &[]).map_err(ClientError::Signing)? {
+        for (name, value) in
+            principal.headers(operation, keystore, key, &bytes, approvers).map_err(ClientError::Signing)?
+        {
             request = request.header(name, value);
         }
         Ok(request.body(bytes))
@@ -231,6 +245,24 @@ impl Client {
     pub async fn sign_with_key(&self, name: &str, request: &SignWithKey) -> Result<KeySignatureInfo, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/sign"))));
         self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), request)?).await
+    }
+
+    /// Sets a key's policy to `policy` (a document as docs/authorization.md describes, its
+    /// `version` the next one), signed by this client's principal and approved by `approvers`.
+    pub async fn set_key_policy(
+        &self,
+        name: &str,
+        policy: &serde_json::Value,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<KeyPolicyInfo, ClientError> {
+        let put = self.authorized(self.http.put(self.url(&key_path(name, "/policy"))));
+        let operation = keyward_authz::Operation::SetPolicy;
+        self.send(self.approved_json(put, operation, ("default", name), policy, approvers)?).await
+    }
+
+    /// A key's newest policy.
+    pub async fn key_policy(&self, name: &str) -> Result<KeyPolicyInfo, ClientError> {
+        self.send(self.authorized(self.http.get(self.url(&key_path(name, "/policy"))))).await
     }
 
     /// Signs several items with a key.

@@ -152,6 +152,17 @@ pub struct KeySignatureInfo {
     pub receipt: Option<AuditReceiptInfo>,
 }
 
+/// A key's policy (`GET` and `PUT /v1/keys/{name}/policy`): the document as its signers signed
+/// it (docs/authorization.md), its version, and the receipt of the change that set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyPolicyInfo {
+    pub name: String,
+    pub version: u64,
+    pub policy: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<AuditReceiptInfo>,
+}
+
 /// An audit record's place in the enclave's chain and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReceiptInfo {

@@ -74,6 +74,16 @@ impl PrincipalSigner {
         Ok(pem)
     }
 
+    /// The principal's id (32 hex digits), as policies name it.
+    pub fn id(&self) -> String {
+        let key = match &self.pair {
+            Pair::Ed25519(p) => keyward_authz::PrincipalKey::ed25519(p.public_key().as_ref()),
+            Pair::P256(p) => keyward_authz::PrincipalKey::p256(p.public_key().as_ref()),
+        };
+        // The key came from a valid pair, so it parses.
+        key.map(|k| k.id().to_string()).unwrap_or_default()
+    }
+
     /// `ed25519:<hex>` or `p256:<hex>` (what the enclave's `--owner` takes).
     pub fn public(&self) -> String {
         match &self.pair {

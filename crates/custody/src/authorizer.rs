@@ -15,8 +15,8 @@ use std::{
 
 use aws_lc_rs::signature::Ed25519KeyPair;
 use keyward_authz::{
-    AuditChain, AuditEntry, Decision, DenyReason, Operation, Policy, Principal, PrincipalId, PrincipalKey, ReplayError, ReplayGuard,
-    RequestToSign, Rule, SignedRecord,
+    AuditChain, AuditEntry, Decision, DenyReason, Operation, Policy, Principal, PrincipalId, PrincipalKey, ReplayError,
+    ReplayGuard, RequestToSign, Rule, SignedRecord,
 };
 use keyward_client::keys::SignWithKey;
 use keyward_keyring::{SignFields, parse_sign_fields};
@@ -236,7 +236,10 @@ impl Authorizer {
             if policy.version != expected {
                 return Err(refuse(
                     ErrorCode::PolicyVersionConflict,
-                    format!("the new policy is version {}; the next version of {} is {expected}", policy.version, request.key),
+                    format!(
+                        "the new policy is version {}; the next version of {} is {expected}",
+                        policy.version, request.key
+                    ),
                 ));
             }
             let mut row = PolicyRow {
@@ -414,11 +417,7 @@ impl Subject {
 }
 
 /// Whether the master-key request is the one the body (`/v1/sign`'s) asks for.
-fn master_body_matches(
-    auth: &Authorization,
-    request: &SignRequest,
-    enclave_id: Option<u32>,
-) -> Result<(), ErrorReply> {
+fn master_body_matches(auth: &Authorization, request: &SignRequest, enclave_id: Option<u32>) -> Result<(), ErrorReply> {
     master_body_check(auth, request, enclave_id).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
 }
 

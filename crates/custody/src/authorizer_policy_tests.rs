@@ -20,7 +20,8 @@ fn id(seed: u8) -> String {
 
 /// Owners 1 and 2, both needed for administration.
 fn authorizer() -> Authorizer {
-    let principals = [1, 2].iter().map(|s| Principal::new(PrincipalKey::ed25519(pair(*s).public_key().as_ref()).unwrap()));
+    let principals =
+        [1, 2].iter().map(|s| Principal::new(PrincipalKey::ed25519(pair(*s).public_key().as_ref()).unwrap()));
     Authorizer::new(Owners { principals: principals.collect(), quorum: 2 }, pair(99)).unwrap()
 }
 
@@ -33,7 +34,14 @@ fn sig(signer: &Ed25519KeyPair, canonical: &[u8]) -> PrincipalSignature {
 }
 
 /// `operation` on `key` with `body`, by `signers[0]` approved by the rest, with the host's row.
-fn auth(operation: Operation, key: &str, body: &str, signers: &[u8], request_id: u8, policy: Option<PolicyRow>) -> Authorization {
+fn auth(
+    operation: Operation,
+    key: &str,
+    body: &str,
+    signers: &[u8],
+    request_id: u8,
+    policy: Option<PolicyRow>,
+) -> Authorization {
     let to_sign = RequestToSign {
         operation,
         keystore: DEFAULT_KEYSTORE.into(),
@@ -65,7 +73,13 @@ fn policy(version: u64, rules: &[(&[u8], &str, u8)]) -> String {
     format!(r#"{{"version":{version},"rules":[{}]}}"#, rules.join(","))
 }
 
-fn set(a: &Authorizer, body: &str, signers: &[u8], request_id: u8, current: Option<PolicyRow>) -> Result<PolicyRow, ErrorCode> {
+fn set(
+    a: &Authorizer,
+    body: &str,
+    signers: &[u8],
+    request_id: u8,
+    current: Option<PolicyRow>,
+) -> Result<PolicyRow, ErrorCode> {
     let request = PolicySet {
         keystore: DEFAULT_KEYSTORE.into(),
         key: KEY.into(),

@@ -118,7 +118,8 @@ impl PolicyBook {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = (row.keystore.clone(), row.key.clone());
         if seen.get(&id).is_none_or(|s| s.version < row.version) {
-            let seen_row = Seen { version: row.version, tag: row.tag, body: row.body.clone(), policy: Arc::new(policy) };
+            let seen_row =
+                Seen { version: row.version, tag: row.tag, body: row.body.clone(), policy: Arc::new(policy) };
             seen.insert(id, seen_row);
         }
     }

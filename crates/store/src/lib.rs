@@ -3,10 +3,12 @@
 mod bitgo;
 mod keyring;
 mod migrations;
+mod policies;
 mod traits;
 
 pub use bitgo::BitgoKeyRow;
 pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
+pub use policies::PolicyRecord;
 pub use traits::KeyStore;
 
 use std::{
@@ -115,6 +117,15 @@ pub enum StoreError {
     /// A key of this name exists; nothing was written.
     #[error("a key named {0} exists already")]
     KeyExists(String),
+    /// This version of a key's policy is stored already (another set-policy won); nothing was
+    /// written.
+    #[error("version {version} of the policy of {key} is stored already")]
+    PolicyExists {
+        /// `keystore/key`.
+        key: String,
+        /// The version.
+        version: i64,
+    },
     /// The key changed since it was read (another gateway rotated it, or changed its
     /// state); nothing was written.
     #[error("key {0} changed meanwhile; nothing was written (read it again)")]
@@ -164,6 +175,7 @@ impl StoreError {
             StoreError::RootExists => "root_exists",
             StoreError::RootEpochConflict { .. } => "rotation_conflict",
             StoreError::KeyExists(_) => "key_exists",
+            StoreError::PolicyExists { .. } => "policy_version_conflict",
             StoreError::KeyConflict(_) => "key_conflict",
             StoreError::EpochConflict { .. } => "rotation_conflict",
             StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {

@@ -72,6 +72,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         PRIMARY KEY (pub, source)
     );",
     ),
+    (
+        5,
+        "key policies: every version kept, each tagged by an enclave under the keyring root",
+        "CREATE TABLE key_policies (
+        keystore TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        tag BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (keystore, key_name, version)
+    );",
+    ),
 ];
 
 /// Highest schema version this build knows.

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::{BitgoKeyRow, KeyRow, MasterKeyRow, NewKey, Result, RootRow, VersionRow};
+use crate::{BitgoKeyRow, KeyRow, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow, VersionRow};
 
 /// The keyward database behind the gateway.
 pub trait KeyStore: Send + fmt::Debug {
@@ -56,6 +56,11 @@ pub trait KeyStore: Send + fmt::Debug {
     fn insert_bitgo_key(&mut self, row: &BitgoKeyRow) -> Result<()>;
     /// BitGo's row for `(public, source)`.
     fn bitgo_key(&self, public: &str, source: &str) -> Result<Option<BitgoKeyRow>>;
+
+    /// Stores a key's policy version; an existing one is [`crate::StoreError::PolicyExists`].
+    fn insert_policy(&mut self, row: &PolicyRecord) -> Result<()>;
+    /// The newest policy version of `keystore`/`key`.
+    fn latest_policy(&self, keystore: &str, key: &str) -> Result<Option<PolicyRecord>>;
 }
 
 impl KeyStore for crate::Store {
@@ -118,5 +123,11 @@ impl KeyStore for crate::Store {
     }
     fn bitgo_key(&self, public: &str, source: &str) -> Result<Option<BitgoKeyRow>> {
         crate::Store::bitgo_key(self, public, source)
+    }
+    fn insert_policy(&mut self, row: &PolicyRecord) -> Result<()> {
+        crate::Store::insert_policy(self, row)
+    }
+    fn latest_policy(&self, keystore: &str, key: &str) -> Result<Option<PolicyRecord>> {
+        crate::Store::latest_policy(self, keystore, key)
     }
 }

@@ -93,6 +93,18 @@ pub enum KeysCommand {
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
     },
+    /// A key's newest policy (who besides the owners may use it).
+    Policy { name: String },
+    /// Set a key's policy from a JSON document (docs/authorization.md), signed with
+    /// --principal-key and approved with each --approve-with key (the owners' quorum).
+    SetPolicy {
+        name: String,
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Another principal's key file that approves the same request; repeat for more.
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
+    },
     #[command(flatten)]
     Crypt(crate::crypt::CryptCommand),
 }
@@ -187,6 +199,16 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
         }
         KeysCommand::Export { name, version, out } => {
             json(&crate::transfer::export(client, &name, version, &out).await?)
+        }
+        KeysCommand::Policy { name } => json(&client.key_policy(&name).await?),
+        KeysCommand::SetPolicy { name, file, approve_with } => {
+            let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let policy: serde_json::Value =
+                serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            let approvers =
+                approve_with.iter().map(|p| crate::read_principal(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let approvers: Vec<&keyward_client::principal::PrincipalSigner> = approvers.iter().collect();
+            json(&client.set_key_policy(&name, &policy, &approvers).await?)
         }
         KeysCommand::Crypt(command) => crate::crypt::run(client, command).await?,
     })

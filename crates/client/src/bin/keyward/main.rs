@@ -154,16 +154,16 @@ fn read_principal(path: &std::path::Path) -> anyhow::Result<PrincipalSigner> {
 }
 
 fn principal(command: PrincipalCommand) -> anyhow::Result<()> {
-    let public = match command {
+    let signer = match command {
         PrincipalCommand::New { out } => {
             let pem = PrincipalSigner::generate_ed25519_pem().map_err(anyhow::Error::msg)?;
-            let public = PrincipalSigner::from_pem(&pem).map_err(anyhow::Error::msg)?.public();
+            let signer = PrincipalSigner::from_pem(&pem).map_err(anyhow::Error::msg)?;
             crypt::write_new_private(&out, pem.as_bytes())?;
-            public
+            signer
         }
-        PrincipalCommand::Show { key } => read_principal(&key)?.public(),
+        PrincipalCommand::Show { key } => read_principal(&key)?,
     };
-    print_json(&serde_json::json!({ "principal": public }))
+    print_json(&serde_json::json!({ "principal": signer.public(), "id": signer.id() }))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

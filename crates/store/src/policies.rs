@@ -1,0 +1,96 @@
+//! Key policies: every version of a key's policy is a row of its own, inserted once and never
+//! changed, so the newest is the highest version and two gateways setting the same version
+//! meet at the primary key. The store does not judge a row: the enclave checks its tag.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Result, Store, StoreError};
+
+/// One version of a key's policy, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub keystore: String,
+    pub key_name: String,
+    pub version: i64,
+    /// The policy document its signers signed.
+    pub body: Vec<u8>,
+    /// The enclave's tag over the row (32 bytes).
+    pub tag: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Stores a policy version; one already stored is [`StoreError::PolicyExists`].
+    pub fn insert_policy(&mut self, row: &PolicyRecord) -> Result<()> {
+        self.check_file()?;
+        self.conn
+            .execute(
+                "INSERT INTO key_policies (keystore, key_name, version, body, tag, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.keystore, row.key_name, row.version, row.body, row.tag, row.created_at],
+            )
+            .map_err(|source| {
+                if crate::keyring::is_constraint(&source) {
+                    StoreError::PolicyExists { key: format!("{}/{}", row.keystore, row.key_name), version: row.version }
+                } else {
+                    StoreError::Sqlite { op: "insert key policy", source }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// The newest policy version of `keystore`/`key`.
+    pub fn latest_policy(&self, keystore: &str, key: &str) -> Result<Option<PolicyRecord>> {
+        self.check_file()?;
+        self.conn
+            .query_row(
+                "SELECT keystore, key_name, version, body, tag, created_at FROM key_policies \
+                 WHERE keystore = ?1 AND key_name = ?2 ORDER BY version DESC LIMIT 1",
+                params![keystore, key],
+                |r| {
+                    Ok(PolicyRecord {
+                        keystore: r.get(0)?,
+                        key_name: r.get(1)?,
+                        version: r.get(2)?,
+                        body: r.get(3)?,
+                        tag: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| StoreError::Sqlite { op: "read key policy", source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, version: i64) -> PolicyRecord {
+        PolicyRecord {
+            keystore: "default".into(),
+            key_name: key.into(),
+            version,
+            body: format!("{{\"version\":{version}}}").into_bytes(),
+            tag: vec![version as u8; 32],
+            created_at: 7,
+        }
+    }
+
+    #[test]
+    fn versions_are_kept_the_newest_wins_and_one_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("k.db")).unwrap();
+        assert_eq!(store.latest_policy("default", "a").unwrap(), None);
+        store.insert_policy(&row("a", 1)).unwrap();
+        store.insert_policy(&row("a", 2)).unwrap();
+        store.insert_policy(&row("b", 1)).unwrap();
+        assert_eq!(store.latest_policy("default", "a").unwrap(), Some(row("a", 2)));
+        assert_eq!(store.latest_policy("other", "a").unwrap(), None, "keystores are apart");
+        let again = store.insert_policy(&PolicyRecord { body: b"{}".to_vec(), ..row("a", 2) }).unwrap_err();
+        assert_eq!(again.code(), "policy_version_conflict");
+        assert_eq!(store.latest_policy("default", "a").unwrap(), Some(row("a", 2)), "the stored row is unchanged");
+    }
+}
