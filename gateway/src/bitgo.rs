@@ -158,7 +158,7 @@ fn prv_context(source: &str, public: &str) -> Vec<u8> {
 /// answer) is used as it is.
 async fn ensure_key(app: &AppState, name: &str, key_type: KeyType) -> Result<(), ApiError> {
     let key = CreateKey { name: name.to_owned(), key_type: key_type.as_str().to_owned(), exportable: false };
-    match create(app, vec![key]).await {
+    match create(app, vec![key], None).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == "key_exists" => Ok(()),
         Err(e) => Err(e),

@@ -19,8 +19,8 @@ use keyward_client::keys::{
     SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
 };
 use keyward_proto::{
-    KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin, PolicyRow, Request,
-    Response, WrappedKey, fault::crash_point,
+    Authorization, KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin,
+    PolicyRow, Request, Response, WrappedKey, fault::crash_point,
 };
 use keyward_store::{KeyRow, NewKey, StoreError, VersionRow};
 use serde::Deserialize;
@@ -106,10 +106,14 @@ pub(crate) fn keyring_link(app: &AppState) -> Result<Arc<EnclaveLink>, ApiError>
 
 /// Has an enclave generate `identities` and returns the wrapped rows, checked against the
 /// request.
-async fn generate(app: &AppState, identities: Vec<KeyIdentity>) -> Result<Vec<WrappedKey>, ApiError> {
+async fn generate(
+    app: &AppState,
+    identities: Vec<KeyIdentity>,
+    auth: Option<Authorization>,
+) -> Result<Vec<WrappedKey>, ApiError> {
     let link = keyring_link(app)?;
     let wanted = identities.clone();
-    let rows = match link.call(Request::KeyCreate(KeyCreate { keys: identities }), KEY_TIMEOUT).await {
+    let rows = match link.call(Request::KeyCreate(KeyCreate { keys: identities, auth }), KEY_TIMEOUT).await {
         Ok(Response::WrappedKeys(rows)) => rows,
         Ok(other) => return Err(ApiError::from_link(unexpected_reply("KeyCreate", &other))),
         Err(e) => return Err(ApiError::from_link(e)),
@@ -120,7 +124,13 @@ async fn generate(app: &AppState, identities: Vec<KeyIdentity>) -> Result<Vec<Wr
     Ok(rows)
 }
 
-pub(crate) async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<KeyInfo>, ApiError> {
+/// Creates `keys` (all or none). `auth` is the principal's signed request, checked in the
+/// enclave when it has owners.
+pub(crate) async fn create(
+    app: &AppState,
+    keys: Vec<CreateKey>,
+    mut auth: Option<Authorization>,
+) -> Result<Vec<KeyInfo>, ApiError> {
     if keys.is_empty() || keys.len() > MAX_KEYS_PER_BATCH {
         return Err(ApiError::invalid(
             "invalid_batch_size",
@@ -141,8 +151,11 @@ pub(crate) async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<K
             flags: KeyFlags { exportable: key.exportable, origin: Origin::Generated },
         });
     }
+    if let [one] = identities.as_slice() {
+        with_policy(app, &mut auth, one.name.as_str()).await?;
+    }
     crash_point("gateway:keys:before-enclave");
-    let rows = generate(app, identities).await?;
+    let rows = generate(app, identities, auth).await?;
     crash_point("gateway:keys:before-store");
     let now = now_unix();
     let new: Vec<NewKey> = rows
@@ -172,11 +185,12 @@ pub(crate) async fn create(app: &AppState, keys: Vec<CreateKey>) -> Result<Vec<K
 async fn create_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CreateKey>, JsonRejection>,
+    body: Result<SignedJson<CreateKey>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
     app.authorize_admin(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
-    let mut created = create(&app, vec![body]).await?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let mut created = create(&app, vec![body.value], auth).await?;
     let info = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -184,11 +198,12 @@ async fn create_key(
 async fn create_keys(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CreateKeys>, JsonRejection>,
+    body: Result<SignedJson<CreateKeys>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyInfos>), ApiError> {
     app.authorize_admin(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
-    Ok((StatusCode::CREATED, Json(KeyInfos { keys: create(&app, body.keys).await? })))
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    Ok((StatusCode::CREATED, Json(KeyInfos { keys: create(&app, body.value.keys, auth).await? })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,13 +264,27 @@ async fn rotate_key(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     app.authorize_admin(&headers)?;
-    rotate(&app, &name).await.map(Json)
+    // The signed body of a rotation carries nothing the enclave needs (the canonical request
+    // names the key); it is signed as sent.
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body)?;
+    rotate(&app, &name, auth).await.map(Json)
+}
+
+/// The key's newest policy row, for the enclave to check with a signed request about it.
+async fn with_policy(app: &AppState, auth: &mut Option<Authorization>, name: &str) -> Result<(), ApiError> {
+    if let Some(auth) = auth.as_mut() {
+        let keystore = signed::DEFAULT_KEYSTORE.to_owned();
+        let record = app.db.latest_policy(keystore, name.to_owned()).await.map_err(store_error)?;
+        auth.policy = record.map(crate::keys_policy::policy_row);
+    }
+    Ok(())
 }
 
 /// Adds a version generated in an enclave; the latest version is the one new work uses.
-pub(crate) async fn rotate(app: &AppState, name: &str) -> Result<KeyInfo, ApiError> {
+pub(crate) async fn rotate(app: &AppState, name: &str, mut auth: Option<Authorization>) -> Result<KeyInfo, ApiError> {
     let (key, _) = load(app, name).await?;
     usable(&key)?;
     if key.origin == Origin::Imported.as_str() {
@@ -277,7 +306,8 @@ pub(crate) async fn rotate(app: &AppState, name: &str) -> Result<KeyInfo, ApiErr
         )
     })?;
     let version = next.version;
-    let mut rows = generate(app, vec![next]).await?;
+    with_policy(app, &mut auth, name).await?;
+    let mut rows = generate(app, vec![next], auth).await?;
     let row = rows.pop().ok_or_else(|| ApiError::internal("no key version made"))?;
     crash_point("gateway:key-rotate:before-store");
     app.db.add_version(version_row(&row, now_unix()), key.revision).await.map_err(store_error)?;

@@ -159,7 +159,7 @@ async fn dek(pdb: &ProgressDb, key_id: String, name: &KeyName) -> Result<Dek, Pl
 /// Makes the key of `name` in an enclave.
 async fn new_key(pdb: &ProgressDb, name: &KeyName) -> Result<(), ApiError> {
     let key = CreateKey { name: name.to_string(), key_type: "aes256-gcm".into(), exportable: false };
-    create(&pdb.app, vec![key]).await.map(drop)
+    create(&pdb.app, vec![key], None).await.map(drop)
 }
 
 #[derive(Deserialize)]
@@ -351,7 +351,7 @@ async fn rewrap(State(pdb): State<ProgressDb>, bytes: Result<Bytes, BytesRejecti
             "keyward takes no key-encryption key from callers: the KEK is the keyring root, held only in the enclave; omit new_kek_hex",
         ));
     }
-    rotate(&pdb.app, name.as_str()).await?;
+    rotate(&pdb.app, name.as_str(), None).await?;
     let (row, kek_id, kek_version) = wrapped(&pdb, &name).await?;
     Ok(Json(Rewrapped { new_wrapped: STANDARD.encode(&row.wrapped), new_kek_id: kek_id, new_kek_version: kek_version }))
 }

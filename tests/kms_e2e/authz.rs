@@ -17,7 +17,7 @@ use keyward_proto::{
 };
 
 /// A new Ed25519 principal: the SDK's signer and the same key as an aws-lc-rs pair.
-fn principal() -> (Arc<PrincipalSigner>, Ed25519KeyPair) {
+pub(crate) fn principal() -> (Arc<PrincipalSigner>, Ed25519KeyPair) {
     let pem = PrincipalSigner::generate_ed25519_pem().unwrap();
     let signer = PrincipalSigner::from_pem(&pem).unwrap();
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -42,8 +42,19 @@ fn authorization(owner: &Ed25519KeyPair, key: &str, body: &[u8]) -> Authorizatio
 }
 
 fn authorization_in(owner: &Ed25519KeyPair, keystore: &str, key: &str, body: &[u8]) -> Authorization {
+    authorization_for(owner, Operation::Sign, keystore, key, body)
+}
+
+/// `owner`'s authorization of `operation` on `key` of `keystore` with `body`.
+pub(crate) fn authorization_for(
+    owner: &Ed25519KeyPair,
+    operation: Operation,
+    keystore: &str,
+    key: &str,
+    body: &[u8],
+) -> Authorization {
     let request = RequestToSign {
-        operation: Operation::Sign,
+        operation,
         keystore: keystore.into(),
         key: key.into(),
         body_digest: RequestToSign::digest(body),
@@ -154,7 +165,8 @@ async fn the_cli_makes_a_principal_and_signs_as_it_only_when_it_is_an_owner() {
     let options = StackOptions { owners: vec![owner], ..StackOptions::default() };
     let mut stack = Stack::start(options).await;
     stack.wait_keyring().await;
-    stack.admin_client().create_key("treasury", "secp256k1", false).await.unwrap();
+    let signer = Arc::new(PrincipalSigner::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap());
+    stack.admin_client().with_principal(signer).create_key("treasury", "secp256k1", false).await.unwrap();
     let sign = ["keys", "sign", "treasury", "--digest", &"42".repeat(32)];
     let (ok, json, stderr) = cli(&stack, &[("KEYWARD_PRINCIPAL_KEY", &key)], &sign);
     assert!(ok, "the owner's key signs: {stderr}");
@@ -180,8 +192,9 @@ async fn check_audit_log(stack: &Stack, dir: &std::path::Path, answers: &[serde_
     let (ok, exported, stderr) =
         cli_with(stack, "admin-token", &[], &["audit", "export", "--out", log.to_str().unwrap()]);
     assert!(ok, "export: {stderr}");
-    // Four decisions: the owner's signature, no signature, a stranger, the owner again.
-    assert_eq!(exported["records"], 4, "{exported}");
+    // Five decisions: the owner's creation, then its signature, no signature, a stranger, the
+    // owner again.
+    assert_eq!(exported["records"], 5, "{exported}");
     // The audit key, from an attestation document verified against the root and this build's
     // PCRs: the enclave binds it into `user_data` after the master key.
     let m = &stack.measured;
@@ -217,13 +230,13 @@ async fn check_audit_log(stack: &Stack, dir: &std::path::Path, answers: &[serde_
     };
     let (ok, verified, stderr) = verify(&log);
     assert!(ok, "the exported log verifies: {verified} {stderr}");
-    assert_eq!((verified["records"].as_u64(), verified["receipts_checked"].as_u64()), (Some(4), Some(2)));
+    assert_eq!((verified["records"].as_u64(), verified["receipts_checked"].as_u64()), (Some(5), Some(2)));
     let outcomes: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["outcome"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(outcomes, ["ok", "signature_required", "not_permitted", "ok"]);
+    assert_eq!(outcomes, ["ok", "ok", "signature_required", "not_permitted", "ok"]);
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -237,14 +250,14 @@ async fn check_audit_log(stack: &Stack, dir: &std::path::Path, answers: &[serde_
     let edited: Vec<String> = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| if i == 1 { l.replace("signature_required", "ok") } else { (*l).to_owned() })
+        .map(|(i, l)| if i == 2 { l.replace("signature_required", "ok") } else { (*l).to_owned() })
         .collect();
-    assert_eq!(tampered("edited.jsonl", edited), ("record_edited".into(), Some(2)));
+    assert_eq!(tampered("edited.jsonl", edited), ("record_edited".into(), Some(3)));
     let removed: Vec<String> =
-        lines.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| (*l).to_owned()).collect();
-    assert_eq!(tampered("removed.jsonl", removed), ("records_removed_or_reordered".into(), Some(4)));
-    let cut: Vec<String> = lines[..3].iter().map(|l| (*l).to_owned()).collect();
-    assert_eq!(tampered("cut.jsonl", cut), ("log_truncated".into(), Some(4)));
+        lines.iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, l)| (*l).to_owned()).collect();
+    assert_eq!(tampered("removed.jsonl", removed), ("records_removed_or_reordered".into(), Some(5)));
+    let cut: Vec<String> = lines[..4].iter().map(|l| (*l).to_owned()).collect();
+    assert_eq!(tampered("cut.jsonl", cut), ("log_truncated".into(), Some(5)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +267,7 @@ async fn only_what_an_owner_signed_is_signed_through_the_gateway_or_a_hostile_li
     let options = StackOptions { owners: vec![owner.public()], ..StackOptions::default() };
     let mut stack = Stack::start(options).await;
     stack.wait_keyring().await;
-    let admin = stack.admin_client();
+    let admin = stack.admin_client().with_principal(owner.clone());
     for (name, key_type) in [("treasury", "secp256k1"), ("payroll", "secp256k1"), ("vault", "aes256-gcm")] {
         admin.create_key(name, key_type, false).await.unwrap();
     }

@@ -45,7 +45,7 @@ async fn policies_take_the_quorum_and_a_host_cannot_edit_move_withhold_or_roll_t
     let mut stack = Stack::start(options).await;
     stack.wait_keyring().await;
     for name in ["treasury", "payroll"] {
-        stack.admin_client().create_key(name, "secp256k1", false).await.unwrap();
+        stack.admin_client().with_principal(alice.clone()).create_key(name, "secp256k1", false).await.unwrap();
     }
     let as_alice = stack.client.clone().with_principal(alice.clone());
     let as_carol = stack.client.clone().with_principal(carol.clone());
@@ -131,7 +131,7 @@ async fn a_replayed_set_policy_request_is_refused() {
     let options = StackOptions { owners: vec![alice.public()], ..StackOptions::default() };
     let mut stack = Stack::start(options).await;
     stack.wait_keyring().await;
-    stack.admin_client().create_key("treasury", "secp256k1", false).await.unwrap();
+    stack.admin_client().with_principal(alice.clone()).create_key("treasury", "secp256k1", false).await.unwrap();
     // The request as a client sends it, captured whole by the host.
     let body = serde_json::to_vec(&grant(1, &[carol.id()])).unwrap();
     let headers = alice.headers(keyward_authz::Operation::SetPolicy, "default", "treasury", &body, &[]).unwrap();
@@ -157,4 +157,71 @@ async fn a_replayed_set_policy_request_is_refused() {
     sql(&stack, "DELETE FROM key_policies", &[]);
     let third: serde_json::Value = send().await.unwrap().json().await.unwrap();
     assert_eq!(third["error"]["code"], "policy_rollback", "{third}");
+}
+
+/// Sends `body` with `headers` (a request a client signed, as the host captured it) to `path`.
+async fn replay(stack: &Stack, path: &str, body: &[u8], headers: &[(&'static str, String)]) -> (u16, String) {
+    let token = std::fs::read_to_string(stack.path().join("admin-token")).unwrap();
+    let mut post = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}{path}", stack.api_port))
+        .bearer_auth(token.trim())
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        post = post.header(*name, value);
+    }
+    let answer = post.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let json: serde_json::Value = answer.json().await.unwrap_or_default();
+    (status, json["error"]["code"].as_str().unwrap_or("ok").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cannot_create_or_rotate_keys_nor_repeat_an_owners_request() {
+    use keyward_authz::Operation;
+    use keyward_proto::{ErrorCode, KeyCreate, KeyFlags, KeyIdentity, KeyName, KeyType, KeyVersion, Origin, Request};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_pair) = crate::authz::principal();
+    let options = StackOptions { owners: vec![alice.public()], ..StackOptions::default() };
+    let mut stack = Stack::start(options).await;
+    stack.wait_keyring().await;
+    let admin = stack.admin_client();
+
+    // The admin token alone no longer creates or rotates a key.
+    assert_eq!(code(admin.create_key("treasury", "secp256k1", false).await), (401, "signature_required".into()));
+    // The owner's request does, once.
+    let body = br#"{"name":"treasury","type":"secp256k1"}"#;
+    let headers = alice.headers(Operation::Create, "default", "treasury", body, &[]).unwrap();
+    assert_eq!(replay(&stack, "/v1/keys", body, &headers).await, (201, "ok".into()));
+    assert_eq!(replay(&stack, "/v1/keys", body, &headers).await, (409, "request_replayed".into()));
+    let rotate = alice.headers(Operation::Rotate, "default", "treasury", b"{}", &[]).unwrap();
+    assert_eq!(replay(&stack, "/v1/keys/treasury/rotate", b"{}", &rotate).await, (200, "ok".into()));
+    assert_eq!(replay(&stack, "/v1/keys/treasury/rotate", b"{}", &rotate).await, (409, "request_replayed".into()));
+    assert_eq!(code(admin.rotate_key("treasury").await), (401, "signature_required".into()));
+    // ... signed by a principal that is not an owner: refused.
+    let (stranger, _) = principal(dir.path(), "stranger");
+    let as_stranger = admin.clone().with_principal(stranger);
+    assert_eq!(code(as_stranger.rotate_key("treasury").await), (403, "not_permitted".into()));
+    let key = stack.client.key("treasury").await.unwrap();
+    assert_eq!(key.latest_version, 2, "one rotation, the owner's");
+
+    // The host on the enclave link: a new key, or a new version, without a signature.
+    let mut link = keyward_e2e::RawLink::connect(&stack, 1).await;
+    link.handshake_as_gateway(&stack).await;
+    let identity = |name: &str, version: u32| KeyIdentity {
+        name: KeyName::parse(name).unwrap(),
+        version: KeyVersion::new(version).unwrap(),
+        key_type: KeyType::Secp256k1,
+        flags: KeyFlags { exportable: true, origin: Origin::Generated },
+    };
+    for keys in [vec![identity("hosts-own", 1)], vec![identity("treasury", 3)]] {
+        let frame = link.call(Request::KeyCreate(KeyCreate { keys, auth: None })).await;
+        assert_eq!(keyward_e2e::error_of(&frame).0, ErrorCode::SignatureRequired);
+    }
+    // Positive control on the same link: the owner's own request is served.
+    let owner_body = br#"{"name":"hosts-own","type":"secp256k1","exportable":true}"#;
+    let auth = crate::authz::authorization_for(&alice_pair, Operation::Create, "default", "hosts-own", owner_body);
+    let frame = link.call(Request::KeyCreate(KeyCreate { keys: vec![identity("hosts-own", 1)], auth: Some(auth) })).await;
+    assert!(matches!(frame.reply, keyward_proto::Reply::Ok(keyward_proto::Response::WrappedKeys(_))), "{frame:?}");
 }

@@ -19,6 +19,7 @@ pub enum Operation {
     Encrypt,
     Decrypt,
     DataKey,
+    Create,
     Import,
     Export,
     Rotate,
@@ -29,12 +30,13 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Sign,
         Operation::Verify,
         Operation::Encrypt,
         Operation::Decrypt,
         Operation::DataKey,
+        Operation::Create,
         Operation::Import,
         Operation::Export,
         Operation::Rotate,
@@ -51,6 +53,7 @@ impl Operation {
             Operation::Encrypt => "encrypt",
             Operation::Decrypt => "decrypt",
             Operation::DataKey => "datakey",
+            Operation::Create => "create",
             Operation::Import => "import",
             Operation::Export => "export",
             Operation::Rotate => "rotate",

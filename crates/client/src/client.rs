@@ -195,12 +195,16 @@ impl Client {
     /// Creates a key (admin token).
     pub async fn create_key(&self, name: &str, key_type: &str, exportable: bool) -> Result<KeyInfo, ClientError> {
         let body = CreateKey { name: name.to_owned(), key_type: key_type.to_owned(), exportable };
-        self.send(self.authorized(self.http.post(self.url("/v1/keys"))).json(&body)).await
+        let post = self.authorized(self.http.post(self.url("/v1/keys")));
+        self.send(self.signed_json(post, keyward_authz::Operation::Create, ("default", name), &body)?).await
     }
 
     /// Creates many keys at once, all or none (admin token).
     pub async fn create_keys(&self, keys: Vec<CreateKey>) -> Result<KeyInfos, ClientError> {
-        self.send(self.authorized(self.http.post(self.url("/v1/keys/batch"))).json(&CreateKeys { keys })).await
+        let post = self.authorized(self.http.post(self.url("/v1/keys/batch")));
+        // A batch is signed with an empty key name: the body names the keys.
+        self.send(self.signed_json(post, keyward_authz::Operation::Create, ("default", ""), &CreateKeys { keys })?)
+            .await
     }
 
     /// A page of keys in name order, after `after`.
@@ -228,7 +232,12 @@ impl Client {
 
     /// A new version of a key (admin token).
     pub async fn rotate_key(&self, name: &str) -> Result<KeyInfo, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/rotate"))))).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/rotate"))));
+        if self.principal.is_none() {
+            return self.send(post).await;
+        }
+        let body = serde_json::json!({});
+        self.send(self.signed_json(post, keyward_authz::Operation::Rotate, ("default", name), &body)?).await
     }
 
     /// `disable`, `enable` or `cancel-deletion` (admin token).

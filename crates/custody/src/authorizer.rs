@@ -54,8 +54,8 @@ impl Owners {
         principal_key(algorithm, &bytes).map(Principal::new)
     }
 
-    /// The policy the owners hold: each may use keys alone; administrative operations take the
-    /// quorum.
+    /// The policy the owners hold: each may use keys, create them and add versions alone;
+    /// operations that remove, release or import keys, and policy changes, take the quorum.
     fn policy(&self) -> Result<Policy, String> {
         let ids: std::collections::BTreeSet<PrincipalId> = self.principals.iter().map(Principal::id).collect();
         if ids.is_empty() {
@@ -73,8 +73,8 @@ impl Owners {
         Ok(Policy {
             version: 1,
             rules: vec![
-                rule(&[Sign, Verify, Encrypt, Decrypt, DataKey], 1),
-                rule(&[Import, Export, Rotate, Disable, Delete, SetPolicy], self.quorum),
+                rule(&[Sign, Verify, Encrypt, Decrypt, DataKey, Create, Rotate], 1),
+                rule(&[Import, Export, Disable, Delete, SetPolicy], self.quorum),
             ],
         })
     }
@@ -475,6 +475,9 @@ fn body_check(auth: &Authorization, request: &KeySign) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[path = "authorizer_admin.rs"]
+mod admin;
 
 #[cfg(test)]
 #[path = "authorizer_tests.rs"]

@@ -60,8 +60,9 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
         self.dispatch(request).await
     }
 
-    /// With owners: signing passes the authorizer first (every decision audited); operations
-    /// whose signed path is not built yet are refused rather than left open to the host.
+    /// With owners: signing, key creation and rotation, and policy changes pass the authorizer
+    /// first (every decision audited); operations whose signed path is not built yet are
+    /// refused rather than left open to the host.
     async fn handle_authorized(&self, authorizer: Arc<Authorizer>, request: Request) -> Result<Response, ErrorReply> {
         match request {
             Request::KeySign(s) => {
@@ -98,6 +99,16 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 self.master
                     .sign(&s)
                     .map(|signature| Response::Signature(SignatureReply { receipt: Some(receipt), ..signature }))
+            }
+            Request::KeyCreate(c) => {
+                let keyring = self.keyring.clone();
+                let created = blocking(move || {
+                    authorizer.authorize_create(&c, now_unix(), &|row| keyring.policy_tag(row))?;
+                    keyring.create(&c.keys).map(Response::WrappedKeys)
+                })
+                .await;
+                crash_point("enclave:keys:created");
+                created
             }
             Request::PolicySet(p) => {
                 let keyring = self.keyring.clone();

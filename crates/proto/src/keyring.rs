@@ -154,6 +154,10 @@ pub struct KeySignature {
 pub struct KeyCreate {
     /// What to make (1 to [`MAX_KEYS_PER_BATCH`]).
     pub keys: Vec<KeyIdentity>,
+    /// The principal's signed request: to create the keys, or to rotate the one key (required
+    /// when the enclave has owners).
+    #[serde(default)]
+    pub auth: Option<crate::Authorization>,
 }
 
 /// Key material sealed with HPKE (RFC 9180): the encapsulated key and the ciphertext.
