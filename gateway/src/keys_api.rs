@@ -113,7 +113,10 @@ async fn generate(
 ) -> Result<Vec<WrappedKey>, ApiError> {
     let link = keyring_link(app)?;
     let wanted = identities.clone();
-    let rows = match link.call(Request::KeyCreate(KeyCreate { keys: identities, auth }), KEY_TIMEOUT).await {
+    let rows = match link
+        .call(Request::KeyCreate(KeyCreate { keys: identities, auth: auth.map(Box::new) }), KEY_TIMEOUT)
+        .await
+    {
         Ok(Response::WrappedKeys(rows)) => rows,
         Ok(other) => return Err(ApiError::from_link(unexpected_reply("KeyCreate", &other))),
         Err(e) => return Err(ApiError::from_link(e)),

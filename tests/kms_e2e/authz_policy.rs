@@ -222,6 +222,8 @@ async fn a_host_cannot_create_or_rotate_keys_nor_repeat_an_owners_request() {
     // Positive control on the same link: the owner's own request is served.
     let owner_body = br#"{"name":"hosts-own","type":"secp256k1","exportable":true}"#;
     let auth = crate::authz::authorization_for(&alice_pair, Operation::Create, "default", "hosts-own", owner_body);
-    let frame = link.call(Request::KeyCreate(KeyCreate { keys: vec![identity("hosts-own", 1)], auth: Some(auth) })).await;
+    let frame = link
+        .call(Request::KeyCreate(KeyCreate { keys: vec![identity("hosts-own", 1)], auth: Some(Box::new(auth)) }))
+        .await;
     assert!(matches!(frame.reply, keyward_proto::Reply::Ok(keyward_proto::Response::WrappedKeys(_))), "{frame:?}");
 }

@@ -41,7 +41,7 @@ impl Authorizer {
                 Subject { operation: Operation::Create, keystore: DEFAULT_KEYSTORE, key: String::new(), version: None }
             }
         };
-        self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, _| match rotation {
+        self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| match rotation {
             // The canonical request names the key and the operation; a rotation has no body.
             Some(_) => Ok(()),
             None => creation_matches(&auth.body, keys).map_err(|m| refuse(ErrorCode::RequestMismatch, m)),
@@ -121,7 +121,7 @@ mod tests {
             approvals: vec![],
             policy: None,
         };
-        KeyCreate { keys, auth: Some(auth) }
+        KeyCreate { keys, auth: Some(Box::new(auth)) }
     }
 
     #[test]

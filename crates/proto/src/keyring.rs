@@ -157,7 +157,7 @@ pub struct KeyCreate {
     /// The principal's signed request: to create the keys, or to rotate the one key (required
     /// when the enclave has owners).
     #[serde(default)]
-    pub auth: Option<crate::Authorization>,
+    pub auth: Option<Box<crate::Authorization>>,
 }
 
 /// Key material sealed with HPKE (RFC 9180): the encapsulated key and the ciphertext.

@@ -332,7 +332,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(sealed, credentials)| Request::RootRotate(RootRotate { sealed, credentials })),
         LazyJust::new(|| Request::KeyringStatus),
         (proptest::collection::vec(identity(), 0..4), proptest::option::of(authorization()))
-            .prop_map(|(keys, auth)| Request::KeyCreate(KeyCreate { keys, auth })),
+            .prop_map(|(keys, auth)| Request::KeyCreate(KeyCreate { keys, auth: auth.map(Box::new) })),
         key_sign().prop_map(|sign| Request::KeySign(Box::new(sign))),
         proptest::collection::vec(key_sign(), 0..3).prop_map(Request::KeySignBatch),
         (identity(), proptest::collection::vec(any::<u8>(), 0..40), transfer_sealed()).prop_map(
