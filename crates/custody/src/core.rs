@@ -118,7 +118,7 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
-            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
+            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::KeyImport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
                 ErrorCode::SignatureRequired,
                 "authorization is on, and this operation has no signed-request path yet: it is refused",
             )),
