@@ -169,6 +169,11 @@ impl Config {
         keyward_kms::KeyArn::parse_in_region(&self.kms_key_id, &self.kms_region).context(
             "refusing to start: --kms-key-id must be a full key ARN in production (aliases can be re-pointed)",
         )?;
+        if self.owners.is_none() {
+            bail!(
+                "refusing to start: no --owner (KEYWARD_OWNERS); without owners the enclave obeys whoever controls the host"
+            );
+        }
         Ok(())
     }
 }
@@ -178,6 +183,7 @@ mod tests {
     use super::*;
 
     const GATEWAY_KEY: &str = "5c0b1f1fd4ba2c2f9e6a1b5a3d0b6f0e8d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a";
+    const OWNER: &str = "ed25519:3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
 
     fn args(extra: &[&str]) -> RunArgs {
         let mut argv = vec![
@@ -188,6 +194,8 @@ mod tests {
             "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
             "--gateway-public-key",
             GATEWAY_KEY,
+            "--owner",
+            OWNER,
         ];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).unwrap().run
@@ -259,11 +267,20 @@ mod tests {
     }
 
     #[test]
-    fn owners_parse_and_a_malformed_one_stops_the_enclave() {
-        assert!(Config::from_args(args(&[])).unwrap().owners.is_none(), "no owners: authorization off");
+    fn owners_parse_production_requires_them_and_a_malformed_one_stops_the_enclave() {
+        let mut none = args(&[]);
+        none.owners.clear();
+        let err = format!("{:#}", Config::from_args(none).unwrap_err());
+        assert!(err.contains("no --owner"), "production needs owners: {err}");
+        let mut development = args(&["--nsm", "mock"]);
+        development.owners.clear();
+        assert!(
+            Config::from_args(development).unwrap().owners.is_none(),
+            "no owners in development: authorization off"
+        );
         let key = "ed25519:".to_owned() + &"ab".repeat(32);
-        let config = Config::from_args(args(&["--owner", &key, "--owner-quorum", "1"])).unwrap();
-        assert_eq!(config.owners.expect("owners").principals.len(), 1);
+        let config = Config::from_args(args(&["--owner", &key, "--owner-quorum", "2"])).unwrap();
+        assert_eq!(config.owners.expect("owners").principals.len(), 2);
         let err = format!("{:#}", Config::from_args(args(&["--owner", "ed25519:abcd"])).unwrap_err());
         assert!(err.contains("--owner") && err.contains("32 bytes"), "{err}");
     }

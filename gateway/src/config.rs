@@ -35,6 +35,9 @@ pub struct ConfigFile {
     /// BitGo's key provider API (absent: off).
     #[serde(default)]
     pub bitgo: Option<seeds::BitgoSection>,
+    /// The enclaves' owners (absent: authorization off, refused in production).
+    #[serde(default)]
+    pub authorization: Option<authorization::AuthorizationSection>,
 }
 
 pub use keyward_admission::Environment;
@@ -225,6 +228,8 @@ pub struct Config {
     pub enclaves: Vec<EnclaveTarget>,
     pub progressdb: Option<seeds::ProgressDbConfig>,
     pub bitgo: Option<seeds::BitgoConfig>,
+    /// The owners every enclave must have.
+    pub owners: Option<authorization::Owners>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,6 +370,7 @@ impl Config {
             enclaves,
             progressdb: file.progressdb.map(seeds::ProgressDbSection::validate).transpose()?,
             bitgo: file.bitgo.map(seeds::BitgoSection::validate).transpose()?,
+            owners: file.authorization.map(authorization::AuthorizationSection::validate).transpose()?,
         })
     }
 
@@ -395,6 +401,15 @@ impl Config {
         }
         keyward_kms::KeyArn::parse_in_region(&self.kms_key_id, &self.kms_region)
             .context("production needs kms.key_id as a full key ARN (aliases can be re-pointed)")?;
+        match &self.owners {
+            None => bail!(
+                "production needs authorization.owners: without owners the enclave obeys whoever controls the host (docs/authorization.md)"
+            ),
+            Some(owners) if owners.has_published_test_key() => bail!(
+                "production refuses authorization.owners: one is a published test key (RFC 8032), whose private key anyone has"
+            ),
+            Some(_) => {}
+        }
         if self.link_public_key.is_some_and(|key| key.is_published_test_key()) {
             bail!(
                 "production refuses link.public_key: it is a published test key (RFC 8032), whose private key anyone has"
@@ -451,6 +466,7 @@ impl Config {
     }
 }
 
+pub mod authorization;
 pub mod seeds;
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
                 })
             })
             .transpose()?,
+        owners: config.owners.as_ref().map(config::authorization::Owners::expected),
     };
     let mut slots = BTreeMap::new();
     for target in &config.enclaves {

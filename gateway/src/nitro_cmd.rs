@@ -46,7 +46,7 @@ pub fn image_build_args(config: &Config) -> anyhow::Result<Vec<(&'static str, St
             );
         }
     }
-    let args = vec![
+    let mut args = vec![
         ("KEYWARD_GATEWAY_PUBLIC_KEY", gateway_public_key(config)?.to_string()),
         ("KEYWARD_LISTEN", Address::Vsock { cid: VSOCK_CID_ANY, port: listen_port }.to_string()),
         ("KEYWARD_KMS_RELAY", Address::Vsock { cid: VSOCK_CID_PARENT, port: relay_port }.to_string()),
@@ -54,6 +54,10 @@ pub fn image_build_args(config: &Config) -> anyhow::Result<Vec<(&'static str, St
         ("KEYWARD_KMS_REGION", config.kms_region.clone()),
         ("KEYWARD_KMS_KEY_ID", config.kms_key_id.clone()),
     ];
+    if let Some(owners) = &config.owners {
+        args.push(("KEYWARD_OWNERS", owners.keys.join(",")));
+        args.push(("KEYWARD_OWNER_QUORUM", owners.quorum.to_string()));
+    }
     for (name, value) in &args {
         // One `NAME=value` per line is what the build script reads.
         if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -158,6 +162,13 @@ mod tests {
                     "KEYWARD_KMS_KEY_ID",
                     "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_owned()
                 ),
+                (
+                    "KEYWARD_OWNERS",
+                    "ed25519:e959c55cacaa436995a826e953d2b97c0e7e1833cb7e6b0b0c05ae497162a7b3,\
+                     ed25519:b54cbde638e33ad07c1dbcd56939067f08669a2ae8c9336ed221e8d8c3791010"
+                        .to_owned()
+                ),
+                ("KEYWARD_OWNER_QUORUM", "2".to_owned()),
             ]
         );
     }

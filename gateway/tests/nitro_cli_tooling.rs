@@ -177,6 +177,9 @@ fn nitro_build_args_prints_one_setting_per_line() {
             "KEYWARD_KMS_ENDPOINT=https://kms.us-east-1.amazonaws.com",
             "KEYWARD_KMS_REGION=us-east-1",
             &format!("KEYWARD_KMS_KEY_ID={KEY_ARN}"),
+            "KEYWARD_OWNERS=ed25519:e959c55cacaa436995a826e953d2b97c0e7e1833cb7e6b0b0c05ae497162a7b3,\
+             ed25519:b54cbde638e33ad07c1dbcd56939067f08669a2ae8c9336ed221e8d8c3791010",
+            "KEYWARD_OWNER_QUORUM=2",
         ]
     );
     let dev = repo().join("config/development.yaml").display().to_string();

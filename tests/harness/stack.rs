@@ -278,6 +278,7 @@ impl Stack {
              server:\n  listen: 127.0.0.1:{api_port}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
              relay:\n  listen: {relay}\n\
              link:\n  key_file: {dir}/link.key\n\
+             {authorization}\
              {attestation}\
              enclaves:\n{enclaves}\
              {extra}",
@@ -286,6 +287,13 @@ impl Stack {
             key_id = self.pinned_key_id(),
             att = self.options.attestation,
             db = self.db_path().display(),
+            // The gateway expects the owners the enclaves were started with (checked in Hello).
+            authorization = if self.options.owners.is_empty() {
+                String::new()
+            } else {
+                let owners: String = self.options.owners.iter().map(|o| format!("    - {o}\n")).collect();
+                format!("authorization:\n  owners:\n{owners}  quorum: {}\n", self.options.owner_quorum)
+            },
             attestation = if self.options.gateway_pins_pcrs {
                 format!(
                     "attestation:\n  root_pem: {dir}/mock-nsm-root.pem\n  expected_pcrs:\n    - PCR0: {}\n      PCR1: {}\n      PCR2: {}\n",

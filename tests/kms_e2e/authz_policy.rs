@@ -157,6 +157,15 @@ async fn a_replayed_set_policy_request_is_refused() {
     sql(&stack, "DELETE FROM key_policies", &[]);
     let third: serde_json::Value = send().await.unwrap().json().await.unwrap();
     assert_eq!(third["error"]["code"], "policy_rollback", "{third}");
+
+    // A gateway that expects other owners than the enclave's refuses the enclave at the handshake.
+    let config = std::fs::read_to_string(stack.config_path()).unwrap();
+    assert!(config.contains(&alice.public()), "the harness configures the enclave's owners: {config}");
+    stack.kill_gateway();
+    stack.write_config_text(&config.replace(&alice.public(), &carol.public()));
+    stack.start_gateway();
+    let health = stack.wait_health("enclave refused", |_, h| h.enclaves[0].state == "refused").await;
+    assert_eq!(health.enclaves[0].code.as_deref(), Some("enclave_config_mismatch"));
 }
 
 /// Sends `body` with `headers` (a request a client signed, as the host captured it) to `path`.

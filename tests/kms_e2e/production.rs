@@ -30,6 +30,7 @@ fn production_config(stack: &Stack, extra_attestation: &str) -> String {
          server:\n  listen: 127.0.0.1:{api}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
          relay:\n  listen: {relay}\n\
          link:\n  key_file: {dir}/link.key\n\
+         authorization:\n  owners:\n    - {owner}\n\
          attestation:\n{extra_attestation}  expected_pcrs:\n    - PCR0: {p0}\n      PCR1: {p1}\n      PCR2: {p2}\n\
          enclaves:\n  - enclave_id: 1\n    address: {enclave}\n",
         arn = stack.key_arn,
@@ -40,8 +41,12 @@ fn production_config(stack: &Stack, extra_attestation: &str) -> String {
         p0 = m.pcr0,
         p1 = m.pcr1,
         p2 = m.pcr2,
+        owner = PRODUCTION_OWNER,
     )
 }
+
+/// An owner for the production configs (its private key was thrown away).
+const PRODUCTION_OWNER: &str = "ed25519:e959c55cacaa436995a826e953d2b97c0e7e1833cb7e6b0b0c05ae497162a7b3";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_refuses_an_enclave_with_the_mock_nsm() {
@@ -86,6 +91,10 @@ async fn production_settings_that_are_unsafe_stop_the_gateway_at_start() {
         (good.replace(&stack.measured.pcr0, &"0".repeat(96)), "all-zero PCR0"),
         (good.replace("prod-data/keyward.db", "no-such-dir/keyward.db"), "missing database directory"),
         (good.replace(&stack.enclave_address(1), "tcp://127.0.0.1:5999"), "production refuses enclave 1 at tcp://"),
+        (
+            good.replace(&format!("authorization:\n  owners:\n    - {PRODUCTION_OWNER}\n"), ""),
+            "production needs authorization.owners",
+        ),
         (good.replace(&stack.relay_address(), "tcp://127.0.0.1:5998"), "production refuses relay.listen tcp://"),
         (good.replace(&format!("{dir}/api-token"), &format!("{dir}/readable-token")), "has mode 644"),
         (good.replace(&format!("{dir}/link.key"), &format!("{dir}/readable-link.key")), "has mode 640"),

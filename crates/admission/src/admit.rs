@@ -27,6 +27,17 @@ pub struct Expectations {
     pub attestation: bool,
     /// When set, an enclave must prove its image before it gets credentials.
     pub image: Option<ExpectedImage>,
+    /// When set, an enclave must have exactly these owners and quorum (required in
+    /// production): the gateway then never serves an enclave the host built with other owners.
+    pub owners: Option<ExpectedOwners>,
+}
+
+/// The owners an enclave must report in `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedOwners {
+    /// Principal ids, hex (any order).
+    pub ids: Vec<String>,
+    pub quorum: u8,
 }
 
 /// The enclave images this gateway trusts.
@@ -65,6 +76,22 @@ pub fn check_identity(expect: &Expectations, hello: &HelloReply) -> Result<(), P
     }
     if info.attestation != expect.attestation {
         return mismatch("attestation", &info.attestation, &expect.attestation);
+    }
+    if let Some(owners) = &expect.owners {
+        let sorted = |ids: &[String]| {
+            let mut ids = ids.to_vec();
+            ids.sort();
+            ids
+        };
+        let theirs = info.authorization.as_ref().map(|a| (sorted(&a.owners), a.quorum));
+        let ours = (sorted(&owners.ids), owners.quorum);
+        if theirs.as_ref() != Some(&ours) {
+            let shown = |o: Option<&(Vec<String>, u8)>| match o {
+                Some((ids, quorum)) => format!("[{}] with quorum {quorum}", ids.join(", ")),
+                None => "none (authorization off)".to_owned(),
+            };
+            return mismatch("owners", &shown(theirs.as_ref()), &shown(Some(&ours)));
+        }
     }
     Ok(())
 }

@@ -99,6 +99,7 @@ fn expectations() -> Expectations {
         kms_endpoint: "http://127.0.0.1:4566".into(),
         attestation: true,
         image: None,
+        owners: None,
     }
 }
 
@@ -361,6 +362,32 @@ fn an_enclave_pinned_differently_is_not_admitted() {
     let production = Expectations { environment: Environment::Production, ..expectations() };
     assert_eq!(check_identity(&production, &hello(|_| {})).unwrap_err().code, "mock_nsm_refused");
     assert_eq!(check_identity(&production, &hello(|i| i.nsm = NsmKind::Nitro)), Ok(()));
+}
+
+#[test]
+fn an_enclave_with_other_owners_or_none_is_not_admitted() {
+    let owners = crate::ExpectedOwners { ids: vec!["aa".into(), "bb".into()], quorum: 2 };
+    let expect = Expectations { owners: Some(owners), ..expectations() };
+    let with = |ids: &[&str], quorum: u8| {
+        let authorization = keyward_proto::AuthorizationInfo {
+            owners: ids.iter().map(|s| (*s).to_owned()).collect(),
+            quorum,
+            audit_public_key: vec![1; 32],
+        };
+        hello(move |i| i.authorization = Some(authorization))
+    };
+    assert_eq!(check_identity(&expect, &with(&["bb", "aa"], 2)), Ok(()), "the same owners in another order");
+    for (what, hello) in [
+        ("no owners", hello(|_| {})),
+        ("one owner missing", with(&["aa"], 1)),
+        ("another quorum", with(&["aa", "bb"], 1)),
+        ("another owner", with(&["aa", "cc"], 2)),
+        ("one more owner", with(&["aa", "bb", "cc"], 2)),
+    ] {
+        let err = check_identity(&expect, &hello).unwrap_err();
+        assert_eq!(err.code, "enclave_config_mismatch", "{what}");
+    }
+    assert_eq!(check_identity(&expectations(), &with(&["aa"], 1)), Ok(()), "no owners configured: not checked");
 }
 
 #[tokio::test]

@@ -41,6 +41,28 @@ impl PrincipalKey {
         bytes.try_into().map(PrincipalKey::Ed25519).map_err(|_| PrincipalError::BadEd25519(bytes.len()))
     }
 
+    /// A key from its algorithm name (`ed25519`, `p256`) and bytes.
+    pub fn from_parts(algorithm: &str, bytes: &[u8]) -> Result<Self, String> {
+        match algorithm {
+            "ed25519" => Self::ed25519(bytes).map_err(|e| e.to_string()),
+            "p256" => Self::p256(bytes).map_err(|e| e.to_string()),
+            other => Err(format!(
+                "unknown principal algorithm {:?}: use ed25519 or p256",
+                other.chars().take(16).collect::<String>()
+            )),
+        }
+    }
+
+    /// Parses `ed25519:<64 hex>` or `p256:<SEC1 hex>` (the form `--owner` and the gateway's
+    /// `authorization.owners` take).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (algorithm, hex_key) = text.split_once(':').ok_or_else(|| {
+            format!("a principal is ed25519:<hex> or p256:<hex>, not {:?}", text.chars().take(16).collect::<String>())
+        })?;
+        let bytes = hex::decode(hex_key).map_err(|_| format!("the {algorithm} principal key is not hex"))?;
+        Self::from_parts(algorithm, &bytes)
+    }
+
     fn algorithm_byte(&self) -> u8 {
         match self {
             PrincipalKey::P256(_) => 1,

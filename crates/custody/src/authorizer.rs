@@ -47,11 +47,7 @@ pub struct Owners {
 impl Owners {
     /// Parses `ed25519:<64 hex>` or `p256:<SEC1 hex>`.
     pub fn parse_principal(text: &str) -> Result<Principal, String> {
-        let (algorithm, hex_key) = text.split_once(':').ok_or_else(|| {
-            format!("an owner is ed25519:<hex> or p256:<hex>, not {:?}", text.chars().take(16).collect::<String>())
-        })?;
-        let bytes = hex::decode(hex_key).map_err(|_| format!("the {algorithm} owner key is not hex"))?;
-        principal_key(algorithm, &bytes).map(Principal::new)
+        PrincipalKey::parse(text).map(Principal::new)
     }
 
     /// The policy the owners hold: each may use keys, create them and add versions alone;
@@ -77,17 +73,6 @@ impl Owners {
                 rule(&[Import, Export, Disable, Delete, SetPolicy], self.quorum),
             ],
         })
-    }
-}
-
-fn principal_key(algorithm: &str, bytes: &[u8]) -> Result<PrincipalKey, String> {
-    match algorithm {
-        "ed25519" => PrincipalKey::ed25519(bytes).map_err(|e| e.to_string()),
-        "p256" => PrincipalKey::p256(bytes).map_err(|e| e.to_string()),
-        other => Err(format!(
-            "unknown principal algorithm {:?}: use ed25519 or p256",
-            other.chars().take(16).collect::<String>()
-        )),
     }
 }
 
@@ -443,7 +428,7 @@ fn master_body_check(auth: &Authorization, request: &SignRequest, enclave_id: Op
 
 /// The principal of a signature that verifies over `canonical`.
 fn verified(signature: &PrincipalSignature, canonical: &[u8]) -> Result<Principal, String> {
-    let key = principal_key(&signature.algorithm, &signature.public_key).map_err(|e| format!("key: {e}"))?;
+    let key = PrincipalKey::from_parts(&signature.algorithm, &signature.public_key).map_err(|e| format!("key: {e}"))?;
     if !key.verifies(canonical, &signature.signature) {
         return Err("signature does not verify over the request".into());
     }

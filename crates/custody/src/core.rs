@@ -118,10 +118,12 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
-            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::KeyImport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
-                ErrorCode::SignatureRequired,
-                "authorization is on, and this operation has no signed-request path yet: it is refused",
-            )),
+            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::KeyImport(_) | Request::SignBatch(_) => {
+                Err(ErrorReply::new(
+                    ErrorCode::SignatureRequired,
+                    "authorization is on, and this operation has no signed-request path yet: it is refused",
+                ))
+            }
             other => self.dispatch(other).await,
         }
     }

@@ -90,6 +90,21 @@ fn production_refuses_each_unsafe_setting() {
             ),
             "published test key",
         ),
+        (
+            {
+                let start = base.find("authorization:\n").unwrap();
+                let end = base.find("\nattestation:").unwrap();
+                format!("{}{}", &base[..start], &base[end..])
+            },
+            "production needs authorization.owners",
+        ),
+        (
+            base.replace(
+                "e959c55cacaa436995a826e953d2b97c0e7e1833cb7e6b0b0c05ae497162a7b3",
+                "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            ),
+            "one is a published test key",
+        ),
     ];
     for (text, needle) in cases {
         let err = format!("{:#}", Config::parse(&text).unwrap_err());
