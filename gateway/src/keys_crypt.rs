@@ -21,8 +21,8 @@ use keyward_client::{
     keys::{KeyInfo, Verified},
 };
 use keyward_proto::{
-    CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomSource, Request,
-    Response, SecretBytes, WrappedKey,
+    Authorization, CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomSource,
+    Request, Response, SecretBytes, WrappedKey,
 };
 
 use crate::{
@@ -31,6 +31,7 @@ use crate::{
     keys_api::{KEY_TIMEOUT, keyring_link, load, signing_row, store_error},
     keys_sign::key_info,
     link::unexpected_reply,
+    signed::{self, SignedJson},
 };
 
 /// Largest associated data.
@@ -72,8 +73,24 @@ fn associated_data(value: &Option<String>) -> Result<Vec<u8>, ApiError> {
 }
 
 pub(crate) async fn crypt(app: &AppState, row: WrappedKey, op: CryptOp) -> Result<CryptOutput, ApiError> {
+    crypt_signed(app, row, op, None).await
+}
+
+/// [`crypt`] with the principal's signed request (and the key's policy row) for the enclave.
+async fn crypt_signed(
+    app: &AppState,
+    row: WrappedKey,
+    op: CryptOp,
+    mut auth: Option<Authorization>,
+) -> Result<CryptOutput, ApiError> {
+    if let Some(auth) = auth.as_mut() {
+        let (keystore, name) = (signed::DEFAULT_KEYSTORE.to_owned(), row.identity.name.to_string());
+        let record = app.db.latest_policy(keystore, name).await.map_err(store_error)?;
+        auth.policy = record.map(crate::keys_policy::policy_row);
+    }
     let link = keyring_link(app)?;
-    match link.call(Request::KeyCrypt(Box::new(KeyCrypt { row, op })), KEY_TIMEOUT).await {
+    let request = KeyCrypt { row, op, auth: auth.map(Box::new) };
+    match link.call(Request::KeyCrypt(Box::new(request)), KEY_TIMEOUT).await {
         Ok(Response::Crypt(output)) => Ok(output),
         Ok(other) => Err(ApiError::from_link(unexpected_reply("KeyCrypt", &other))),
         Err(e) => Err(ApiError::from_link(e)),
@@ -132,21 +149,22 @@ async fn encrypt(
     if crate::keys_stream::is_stream(&headers) {
         return crate::keys_stream::encrypt(&app, &name, &headers, request.into_body()).await;
     }
-    let body = Json::<Encrypt>::from_request(request, &()).await;
-    encrypt_json(&app, &name, body).await.map(IntoResponse::into_response)
+    let body = SignedJson::<Encrypt>::from_request(request, &()).await?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    encrypt_json(&app, &name, body.value, auth).await.map(IntoResponse::into_response)
 }
 
 async fn encrypt_json(
     app: &AppState,
     name: &str,
-    body: Result<Json<Encrypt>, JsonRejection>,
+    body: Encrypt,
+    auth: Option<Authorization>,
 ) -> Result<Json<Encrypted>, ApiError> {
-    let Json(body) = body.map_err(ApiError::from_json)?;
     let plaintext = SecretBytes::new(base64_field("plaintext_b64", &body.plaintext_b64, MAX_CRYPT_PAYLOAD_LEN)?);
     let associated_data = associated_data(&body.associated_data_b64)?;
     let (_, row) = signing_row(app, name, None).await?;
     let version = row.identity.version.get();
-    match crypt(app, row, CryptOp::Encrypt { plaintext, associated_data }).await? {
+    match crypt_signed(app, row, CryptOp::Encrypt { plaintext, associated_data }, auth).await? {
         CryptOutput::Ciphertext(c) => Ok(Json(Encrypted { ciphertext_b64: STANDARD.encode(c), version })),
         _ => Err(unexpected("Encrypt")),
     }
@@ -163,21 +181,22 @@ async fn decrypt(
     if crate::keys_stream::is_stream(&headers) {
         return crate::keys_stream::decrypt(&app, &name, &headers, request.into_body()).await;
     }
-    let body = Json::<Decrypt>::from_request(request, &()).await;
-    decrypt_json(&app, &name, body).await.map(IntoResponse::into_response)
+    let body = SignedJson::<Decrypt>::from_request(request, &()).await?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    decrypt_json(&app, &name, body.value, auth).await.map(IntoResponse::into_response)
 }
 
 async fn decrypt_json(
     app: &AppState,
     name: &str,
-    body: Result<Json<Decrypt>, JsonRejection>,
+    body: Decrypt,
+    auth: Option<Authorization>,
 ) -> Result<Json<Decrypted>, ApiError> {
-    let Json(body) = body.map_err(ApiError::from_json)?;
     let ciphertext = base64_field("ciphertext_b64", &body.ciphertext_b64, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = associated_data(&body.associated_data_b64)?;
     let row = decryption_row(app, name, &ciphertext).await?;
     let version = row.identity.version.get();
-    match crypt(app, row, CryptOp::Decrypt { ciphertext, associated_data }).await? {
+    match crypt_signed(app, row, CryptOp::Decrypt { ciphertext, associated_data }, auth).await? {
         CryptOutput::Plaintext(p) => Ok(Json(Decrypted { plaintext_b64: STANDARD.encode(p.expose()), version })),
         _ => Err(unexpected("Decrypt")),
     }
@@ -187,17 +206,19 @@ async fn rewrap(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<Decrypt>, JsonRejection>,
+    body: Result<SignedJson<Decrypt>, ApiError>,
 ) -> Result<Json<Encrypted>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let ciphertext = base64_field("ciphertext_b64", &body.ciphertext_b64, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = associated_data(&body.associated_data_b64)?;
     let row = decryption_row(&app, &name, &ciphertext).await?;
     let (_, latest) = signing_row(&app, &name, None).await?;
     let version = latest.identity.version.get();
     let op = CryptOp::Rewrap { to: Box::new(latest), ciphertext, associated_data };
-    match crypt(&app, row, op).await? {
+    match crypt_signed(&app, row, op, auth).await? {
         CryptOutput::Ciphertext(c) => Ok(Json(Encrypted { ciphertext_b64: STANDARD.encode(c), version })),
         _ => Err(unexpected("Rewrap")),
     }
@@ -207,10 +228,12 @@ async fn data_key(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<GenerateDataKey>, JsonRejection>,
+    body: Result<SignedJson<GenerateDataKey>, ApiError>,
 ) -> Result<Json<DataKey>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let spec = DataKeySpec::parse(&body.spec).ok_or_else(|| {
         let shown: String = body.spec.chars().take(32).collect();
         ApiError::invalid("invalid_spec", format!("unknown data key spec {shown:?}: use aes-256, rsa-2048 or p256"))
@@ -219,7 +242,7 @@ async fn data_key(
     let (_, row) = signing_row(&app, &name, None).await?;
     let version = row.identity.version.get();
     let op = CryptOp::DataKey { spec, plaintext: body.plaintext, associated_data };
-    match crypt(&app, row, op).await? {
+    match crypt_signed(&app, row, op, auth).await? {
         CryptOutput::DataKey { wrapped, plaintext, public_key } => Ok(Json(DataKey {
             spec: spec.as_str().to_owned(),
             ciphertext_b64: STANDARD.encode(wrapped),
@@ -235,14 +258,16 @@ async fn hmac(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<MacRequest>, JsonRejection>,
+    body: Result<SignedJson<MacRequest>, ApiError>,
 ) -> Result<Json<MacInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let message = base64_field("message_b64", &body.message_b64, MAX_CRYPT_PAYLOAD_LEN)?;
     let (_, row) = signing_row(&app, &name, None).await?;
     let version = row.identity.version.get();
-    match crypt(&app, row, CryptOp::Mac { message }).await? {
+    match crypt_signed(&app, row, CryptOp::Mac { message }, auth).await? {
         CryptOutput::Mac(mac) => Ok(Json(MacInfo { mac_b64: STANDARD.encode(mac), version })),
         _ => Err(unexpected("Mac")),
     }
@@ -252,15 +277,17 @@ async fn verify_hmac(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<keyward_client::crypt::VerifyMac>, JsonRejection>,
+    body: Result<SignedJson<keyward_client::crypt::VerifyMac>, ApiError>,
 ) -> Result<Json<Verified>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let message = base64_field("message_b64", &body.message_b64, MAX_CRYPT_PAYLOAD_LEN)?;
     let mac = base64_field("mac_b64", &body.mac_b64, 64)?;
     let (_, row) = signing_row(&app, &name, body.version).await?;
     let version = row.identity.version.get();
-    match crypt(&app, row, CryptOp::VerifyMac { message, mac }).await? {
+    match crypt_signed(&app, row, CryptOp::VerifyMac { message, mac }, auth).await? {
         CryptOutput::Valid(valid) => Ok(Json(Verified { valid, version })),
         _ => Err(unexpected("VerifyMac")),
     }

@@ -102,7 +102,7 @@ impl Segments {
 }
 
 async fn call(link: &EnclaveLink, row: WrappedKey, op: CryptOp) -> Result<CryptOutput, ApiError> {
-    match link.call(Request::KeyCrypt(Box::new(KeyCrypt { row, op })), KEY_TIMEOUT).await {
+    match link.call(Request::KeyCrypt(Box::new(KeyCrypt { row, op, auth: None })), KEY_TIMEOUT).await {
         Ok(keyward_proto::Response::Crypt(output)) => Ok(output),
         Ok(other) => Err(ApiError::from_link(unexpected_reply("KeyCrypt", &other))),
         Err(e) => Err(ApiError::from_link(e)),

@@ -85,6 +85,11 @@ fn rand_id() -> [u8; 16] {
 
 /// Version 1 of secp256k1 key `name`, read from the database as the host can.
 fn stored_row(stack: &Stack, name: &str) -> WrappedKey {
+    stored_row_of(stack, name, KeyType::Secp256k1)
+}
+
+/// Version 1 of key `name` of `key_type` (not exportable, generated), as the host reads it.
+pub(crate) fn stored_row_of(stack: &Stack, name: &str, key_type: KeyType) -> WrappedKey {
     let conn = rusqlite::Connection::open(stack.db_path()).unwrap();
     let (root_id, public_key, wrapped): (Vec<u8>, Vec<u8>, Vec<u8>) = conn
         .query_row(
@@ -97,7 +102,7 @@ fn stored_row(stack: &Stack, name: &str) -> WrappedKey {
         identity: KeyIdentity {
             name: KeyName::parse(name).unwrap(),
             version: KeyVersion::new(1).unwrap(),
-            key_type: KeyType::Secp256k1,
+            key_type,
             flags: KeyFlags { exportable: false, origin: Origin::Generated },
         },
         root_id: RootId(root_id.try_into().unwrap()),
@@ -302,9 +307,10 @@ async fn only_what_an_owner_signed_is_signed_through_the_gateway_or_a_hostile_li
     assert!(signed.receipt.expect("a receipt").seq > r2.seq);
     assert_eq!(status_and_code(stack.client.sign(&digest, "ecdsa", None).await), (401, "signature_required".into()));
     assert_eq!(status_and_code(stranger_client.sign(&digest, "ecdsa", None).await), (403, "not_permitted".into()));
-    // Operations without a signed-request path yet are refused, not let through.
+    // Encryption obeys the same rules (kms_e2e::authz_crypt has the rest).
     let encrypt = Encrypt { plaintext_b64: STANDARD.encode(b"payroll"), associated_data_b64: None };
-    assert_eq!(status_and_code(signed_client.encrypt("vault", &encrypt).await), (401, "signature_required".into()));
+    assert_eq!(status_and_code(stack.client.encrypt("vault", &encrypt).await), (401, "signature_required".into()));
+    signed_client.encrypt("vault", &encrypt).await.expect("the owner encrypts");
 
     // The host, with the gateway's link key, sends its own frames.
     let mut link = RawLink::connect(&stack, 1).await;

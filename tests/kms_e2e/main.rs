@@ -6,6 +6,7 @@
 mod agree;
 mod attestation;
 mod authz;
+mod authz_crypt;
 mod authz_policy;
 mod bitgo;
 mod crypt;

@@ -306,32 +306,39 @@ impl Client {
 
     /// Encrypts with an aes256-gcm key.
     pub async fn encrypt(&self, name: &str, request: &Encrypt) -> Result<Encrypted, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/encrypt")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/encrypt"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Encrypt, ("default", name), request)?).await
     }
 
     /// Decrypts a ciphertext (or a wrapped data key).
     pub async fn decrypt(&self, name: &str, request: &Decrypt) -> Result<Decrypted, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/decrypt")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/decrypt"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, ("default", name), request)?).await
     }
 
-    /// Re-encrypts a ciphertext under the key's latest version.
+    /// Re-encrypts a ciphertext under the key's latest version (signed as a decryption: the
+    /// enclave decrypts before it encrypts again).
     pub async fn rewrap(&self, name: &str, request: &Decrypt) -> Result<Encrypted, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/rewrap")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/rewrap"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, ("default", name), request)?).await
     }
 
     /// A new data key wrapped under the key.
     pub async fn data_key(&self, name: &str, request: &GenerateDataKey) -> Result<DataKey, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/datakey")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/datakey"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::DataKey, ("default", name), request)?).await
     }
 
-    /// HMAC-SHA256 with an hmac-sha256 key.
+    /// HMAC-SHA256 with an hmac-sha256 key (signed as `sign`).
     pub async fn hmac(&self, name: &str, request: &MacRequest) -> Result<MacInfo, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/hmac")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/hmac"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), request)?).await
     }
 
     /// Checks an HMAC-SHA256.
     pub async fn verify_hmac(&self, name: &str, request: &VerifyMac) -> Result<Verified, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/verify-hmac")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/verify-hmac"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Verify, ("default", name), request)?).await
     }
 
     /// Changes a key's settings (admin token).

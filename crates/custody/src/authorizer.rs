@@ -463,6 +463,8 @@ fn body_check(auth: &Authorization, request: &KeySign) -> Result<(), String> {
 
 #[path = "authorizer_admin.rs"]
 mod admin;
+#[path = "authorizer_crypt.rs"]
+mod crypt;
 
 #[cfg(test)]
 #[path = "authorizer_tests.rs"]

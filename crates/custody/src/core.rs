@@ -118,12 +118,18 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
-            Request::KeyCrypt(_) | Request::KeyExport(_) | Request::KeyImport(_) | Request::SignBatch(_) => {
-                Err(ErrorReply::new(
-                    ErrorCode::SignatureRequired,
-                    "authorization is on, and this operation has no signed-request path yet: it is refused",
-                ))
+            Request::KeyCrypt(c) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    authorizer.authorize_crypt(&c, now_unix(), &|row| keyring.policy_tag(row))?;
+                    keyring.crypt(&c).map(Response::Crypt)
+                })
+                .await
             }
+            Request::KeyExport(_) | Request::KeyImport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
+                ErrorCode::SignatureRequired,
+                "authorization is on, and this operation has no signed-request path yet: it is refused",
+            )),
             other => self.dispatch(other).await,
         }
     }

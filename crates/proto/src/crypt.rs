@@ -87,6 +87,9 @@ pub struct KeyCrypt {
     pub row: WrappedKey,
     /// What to do.
     pub op: CryptOp,
+    /// The principal's signed request (required when the enclave has owners).
+    #[serde(default)]
+    pub auth: Option<Box<crate::Authorization>>,
 }
 
 /// The operations.

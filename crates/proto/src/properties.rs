@@ -345,7 +345,8 @@ fn request() -> impl Strategy<Value = Request> {
         (wrapped_key(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(row, recipient_public_key)| {
             Request::KeyExport(Box::new(KeyExport { row, recipient_public_key }))
         }),
-        (wrapped_key(), crypt_op()).prop_map(|(row, op)| Request::KeyCrypt(Box::new(KeyCrypt { row, op }))),
+        (wrapped_key(), crypt_op(), proptest::option::of(authorization()))
+            .prop_map(|(row, op, auth)| Request::KeyCrypt(Box::new(KeyCrypt { row, op, auth: auth.map(Box::new) }))),
         (any::<u16>(), any::<bool>(), proptest::option::of(credentials())).prop_map(|(bytes, kms, credentials)| {
             let source = if kms { RandomSource::Kms } else { RandomSource::Nsm };
             Request::Random(RandomRequest { bytes, source, credentials })

@@ -242,7 +242,7 @@ async fn a_secret_key_seals_and_opens_a_callers_secret_bound_to_its_identity_and
     let (secret_row, bip32_row) = (&rows[0], &rows[1]);
     assert!(secret_row.public_key.is_empty());
     assert_eq!(bip32_row.public_key.len(), 65, "master key and chain code");
-    let crypt = |row: &WrappedKey, op: CryptOp| keyring.crypt(&KeyCrypt { row: row.clone(), op });
+    let crypt = |row: &WrappedKey, op: CryptOp| keyring.crypt(&KeyCrypt { row: row.clone(), op, auth: None });
     let seal = CryptOp::SealSecret {
         secret: SecretBytes::new(b"xprv9s21ZrQH143K".to_vec()),
         associated_data: b"user".to_vec(),

@@ -1,0 +1,184 @@
+//! Signed requests for the keyring's encryption operations (`/v1/keys/{name}/encrypt`,
+//! `decrypt`, `rewrap`, `datakey`, `hmac`, `verify-hmac`, as JSON). The enclave parses the
+//! signed body itself and refuses a typed request that differs from it: a host cannot decrypt
+//! another ciphertext with a principal's signature, change the associated data, or ask for a
+//! data key's plaintext the principal did not ask for. Streams, secrets, PSBTs and key agreement
+//! have no signed path yet and are refused.
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use keyward_authz::Operation;
+use keyward_client::crypt::{Decrypt, Encrypt, GenerateDataKey, MacRequest, VerifyMac};
+use keyward_proto::{AuditReceipt, CryptOp, DataKeySpec, ErrorCode, ErrorReply, KeyCrypt};
+
+use super::{Authorizer, DEFAULT_KEYSTORE, Subject, refuse};
+use crate::policies::Tagger;
+
+/// The operation a policy must grant for `op`, or `None` when it has no signed path.
+pub fn crypt_operation(op: &CryptOp) -> Option<Operation> {
+    match op {
+        CryptOp::Encrypt { .. } => Some(Operation::Encrypt),
+        // A rewrap decrypts (inside the enclave) before it encrypts again.
+        CryptOp::Decrypt { .. } | CryptOp::Rewrap { .. } => Some(Operation::Decrypt),
+        CryptOp::DataKey { .. } => Some(Operation::DataKey),
+        CryptOp::Mac { .. } => Some(Operation::Sign),
+        CryptOp::VerifyMac { .. } => Some(Operation::Verify),
+        _ => None,
+    }
+}
+
+impl Authorizer {
+    /// Checks an encryption request against the body its principal signed.
+    pub fn authorize_crypt(&self, request: &KeyCrypt, now: u64, tag: Tagger<'_>) -> Result<AuditReceipt, ErrorReply> {
+        let Some(operation) = crypt_operation(&request.op) else {
+            return Err(refuse(
+                ErrorCode::SignatureRequired,
+                "authorization is on, and this operation (streams, secrets, PSBTs, key agreement) has no signed-request path yet: it is refused",
+            ));
+        };
+        let identity = &request.row.identity;
+        let subject = Subject {
+            operation,
+            keystore: DEFAULT_KEYSTORE,
+            key: identity.name.to_string(),
+            version: Some(identity.version.get()),
+        };
+        self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| {
+            crypt_body_matches(&auth.body, request).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
+        })
+    }
+}
+
+fn b64(field: &str, value: Option<&str>) -> Result<Vec<u8>, String> {
+    value.map_or(Ok(Vec::new()), |v| STANDARD.decode(v).map_err(|_| format!("the signed body's {field} is not base64")))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the signed body is not {what}: {e}"))
+}
+
+/// Whether the typed operation is the one the signed body asks for.
+fn crypt_body_matches(body: &[u8], request: &KeyCrypt) -> Result<(), String> {
+    let same = match &request.op {
+        CryptOp::Encrypt { plaintext, associated_data } => {
+            let b: Encrypt = parse(body, "an encryption request")?;
+            b64("plaintext_b64", Some(&b.plaintext_b64))? == plaintext.expose()
+                && b64("associated_data_b64", b.associated_data_b64.as_deref())? == *associated_data
+        }
+        CryptOp::Decrypt { ciphertext, associated_data } | CryptOp::Rewrap { ciphertext, associated_data, .. } => {
+            let b: Decrypt = parse(body, "a decryption request")?;
+            b64("ciphertext_b64", Some(&b.ciphertext_b64))? == *ciphertext
+                && b64("associated_data_b64", b.associated_data_b64.as_deref())? == *associated_data
+        }
+        CryptOp::DataKey { spec, plaintext, associated_data } => {
+            let b: GenerateDataKey = parse(body, "a data key request")?;
+            DataKeySpec::parse(&b.spec) == Some(*spec)
+                && b.plaintext == *plaintext
+                && b64("associated_data_b64", b.associated_data_b64.as_deref())? == *associated_data
+        }
+        CryptOp::Mac { message } => {
+            let b: MacRequest = parse(body, "a MAC request")?;
+            b64("message_b64", Some(&b.message_b64))? == *message
+        }
+        CryptOp::VerifyMac { message, mac } => {
+            let b: VerifyMac = parse(body, "a MAC check")?;
+            b64("message_b64", Some(&b.message_b64))? == *message
+                && b64("mac_b64", Some(&b.mac_b64))? == *mac
+                && b.version.is_none_or(|v| v == request.row.identity.version.get())
+        }
+        _ => false,
+    };
+    if same { Ok(()) } else { Err("the request the enclave received is not the one the principal signed".into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use keyward_authz::{Principal, PrincipalKey, RequestToSign};
+    use keyward_proto::{
+        Authorization, KeyFlags, KeyIdentity, KeyName, KeyType, KeyVersion, Origin, PrincipalSignature, RootId,
+        SecretBytes, WrappedKey,
+    };
+
+    use super::super::{Owners, tests::tagger};
+    use super::*;
+
+    const NOW: u64 = 1_764_547_200;
+
+    fn owner() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[1; 32]).unwrap()
+    }
+
+    fn row() -> WrappedKey {
+        let identity = KeyIdentity {
+            name: KeyName::parse("vault").unwrap(),
+            version: KeyVersion::new(1).unwrap(),
+            key_type: KeyType::Aes256Gcm,
+            flags: KeyFlags { exportable: false, origin: Origin::Generated },
+        };
+        WrappedKey { identity, root_id: RootId([0; 16]), public_key: vec![], wrapped: vec![] }
+    }
+
+    /// `op` authorized by the owner for `operation` with `body`.
+    fn request(op: CryptOp, operation: Operation, body: &str) -> KeyCrypt {
+        let to_sign = RequestToSign {
+            operation,
+            keystore: DEFAULT_KEYSTORE.into(),
+            key: "vault".into(),
+            body_digest: RequestToSign::digest(body.as_bytes()),
+            request_id: [3; 16],
+            timestamp: NOW,
+        };
+        let auth = Authorization {
+            keystore: DEFAULT_KEYSTORE.into(),
+            body: body.as_bytes().to_vec(),
+            request_id: [3; 16],
+            timestamp: NOW,
+            requester: PrincipalSignature {
+                algorithm: "ed25519".into(),
+                public_key: owner().public_key().as_ref().to_vec(),
+                signature: owner().sign(&to_sign.canonical().unwrap()).as_ref().to_vec(),
+            },
+            approvals: vec![],
+            policy: None,
+        };
+        KeyCrypt { row: row(), op, auth: Some(Box::new(auth)) }
+    }
+
+    #[test]
+    fn each_operation_is_checked_against_its_signed_body() {
+        let principal = Principal::new(PrincipalKey::ed25519(owner().public_key().as_ref()).unwrap());
+        let a = Authorizer::new(Owners { principals: vec![principal], quorum: 1 }, owner()).unwrap();
+        let b = |bytes: &[u8]| STANDARD.encode(bytes);
+        let encrypt = format!(r#"{{"plaintext_b64":"{}","associated_data_b64":"{}"}}"#, b(b"pay"), b(b"ad"));
+        let enc = |p: &[u8], ad: &[u8]| CryptOp::Encrypt {
+            plaintext: SecretBytes::new(p.to_vec()),
+            associated_data: ad.to_vec(),
+        };
+        let decrypt = format!(r#"{{"ciphertext_b64":"{}"}}"#, b(b"ct"));
+        let dec = |c: &[u8]| CryptOp::Decrypt { ciphertext: c.to_vec(), associated_data: vec![] };
+        let datakey = r#"{"spec":"aes-256"}"#;
+        let dk = |plaintext| CryptOp::DataKey { spec: DataKeySpec::Aes256, plaintext, associated_data: vec![] };
+        let mac = format!(r#"{{"message_b64":"{}"}}"#, b(b"m"));
+        use Operation::*;
+        let cases: Vec<(&str, KeyCrypt, Option<ErrorCode>)> = vec![
+            ("encrypt", request(enc(b"pay", b"ad"), Encrypt, &encrypt), None),
+            ("another plaintext", request(enc(b"PAY", b"ad"), Encrypt, &encrypt), Some(ErrorCode::RequestMismatch)),
+            ("other associated data", request(enc(b"pay", b""), Encrypt, &encrypt), Some(ErrorCode::RequestMismatch)),
+            ("decrypt", request(dec(b"ct"), Decrypt, &decrypt), None),
+            ("another ciphertext", request(dec(b"CT"), Decrypt, &decrypt), Some(ErrorCode::RequestMismatch)),
+            ("signed as encrypt", request(dec(b"ct"), Encrypt, &decrypt), Some(ErrorCode::BadRequestSignature)),
+            ("a wrapped data key", request(dk(false), DataKey, datakey), None),
+            ("its plaintext too", request(dk(true), DataKey, datakey), Some(ErrorCode::RequestMismatch)),
+            ("a MAC is signed as sign", request(CryptOp::Mac { message: b"m".to_vec() }, Sign, &mac), None),
+            (
+                "no signed path for streams",
+                request(CryptOp::BeginStream, Encrypt, "{}"),
+                Some(ErrorCode::SignatureRequired),
+            ),
+            ("unsigned", KeyCrypt { row: row(), op: dec(b"ct"), auth: None }, Some(ErrorCode::SignatureRequired)),
+        ];
+        for (what, request, expected) in cases {
+            assert_eq!(a.authorize_crypt(&request, NOW, &tagger()).err().map(|e| e.code), expected, "{what}");
+        }
+    }
+}
