@@ -155,7 +155,7 @@ pub(crate) async fn create(
         });
     }
     if let [one] = identities.as_slice() {
-        with_policy(app, &mut auth, one.name.as_str()).await?;
+        auth = with_policy(app, auth, one.name.as_str()).await?;
     }
     crash_point("gateway:keys:before-enclave");
     let rows = generate(app, identities, auth).await?;
@@ -276,18 +276,23 @@ async fn rotate_key(
     rotate(&app, &name, auth).await.map(Json)
 }
 
-/// The key's newest policy row, for the enclave to check with a signed request about it.
-async fn with_policy(app: &AppState, auth: &mut Option<Authorization>, name: &str) -> Result<(), ApiError> {
+/// `auth` with the key's newest policy row, for the enclave to check with a signed request
+/// about the key.
+pub(crate) async fn with_policy(
+    app: &AppState,
+    mut auth: Option<Authorization>,
+    name: &str,
+) -> Result<Option<Authorization>, ApiError> {
     if let Some(auth) = auth.as_mut() {
         let keystore = signed::DEFAULT_KEYSTORE.to_owned();
         let record = app.db.latest_policy(keystore, name.to_owned()).await.map_err(store_error)?;
         auth.policy = record.map(crate::keys_policy::policy_row);
     }
-    Ok(())
+    Ok(auth)
 }
 
 /// Adds a version generated in an enclave; the latest version is the one new work uses.
-pub(crate) async fn rotate(app: &AppState, name: &str, mut auth: Option<Authorization>) -> Result<KeyInfo, ApiError> {
+pub(crate) async fn rotate(app: &AppState, name: &str, auth: Option<Authorization>) -> Result<KeyInfo, ApiError> {
     let (key, _) = load(app, name).await?;
     usable(&key)?;
     if key.origin == Origin::Imported.as_str() {
@@ -309,7 +314,7 @@ pub(crate) async fn rotate(app: &AppState, name: &str, mut auth: Option<Authoriz
         )
     })?;
     let version = next.version;
-    with_policy(app, &mut auth, name).await?;
+    let auth = with_policy(app, auth, name).await?;
     let mut rows = generate(app, vec![next], auth).await?;
     let row = rows.pop().ok_or_else(|| ApiError::internal("no key version made"))?;
     crash_point("gateway:key-rotate:before-store");

@@ -81,13 +81,9 @@ async fn crypt_signed(
     app: &AppState,
     row: WrappedKey,
     op: CryptOp,
-    mut auth: Option<Authorization>,
+    auth: Option<Authorization>,
 ) -> Result<CryptOutput, ApiError> {
-    if let Some(auth) = auth.as_mut() {
-        let (keystore, name) = (signed::DEFAULT_KEYSTORE.to_owned(), row.identity.name.to_string());
-        let record = app.db.latest_policy(keystore, name).await.map_err(store_error)?;
-        auth.policy = record.map(crate::keys_policy::policy_row);
-    }
+    let auth = crate::keys_api::with_policy(app, auth, row.identity.name.as_str()).await?;
     let link = keyring_link(app)?;
     let request = KeyCrypt { row, op, auth: auth.map(Box::new) };
     match link.call(Request::KeyCrypt(Box::new(request)), KEY_TIMEOUT).await {

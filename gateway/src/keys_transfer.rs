@@ -6,7 +6,7 @@
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
+    extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, StatusCode},
     routing::post,
 };
@@ -23,9 +23,10 @@ use keyward_store::{KeyRow, NewKey};
 use crate::{
     api::AppState,
     errors::ApiError,
-    keys_api::{KEY_TIMEOUT, key_name, signing_row, store_error},
+    keys_api::{KEY_TIMEOUT, key_name, signing_row, store_error, with_policy},
     keys_sign::key_info,
     link::{LinkError, unexpected_reply},
+    signed::{self, SignedJson},
 };
 
 pub fn routes() -> Router<AppState> {
@@ -74,6 +75,7 @@ fn parse_import(name: &str, body: &ImportKey) -> Result<KeyImport, ApiError> {
             )?,
             ciphertext: base64_field("ciphertext_b64", &body.ciphertext_b64, TRANSFER_CIPHERTEXT_LEN)?,
         },
+        auth: None,
     })
 }
 
@@ -108,11 +110,13 @@ async fn import(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<ImportKey>, JsonRejection>,
+    body: Result<SignedJson<ImportKey>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
     app.authorize_admin(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
-    let request = parse_import(&name, &body)?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let mut request = parse_import(&name, &body.value)?;
+    request.auth = with_policy(&app, auth, request.identity.name.as_str()).await?.map(Box::new);
     if app.db.key(request.identity.name.to_string()).await.map_err(store_error)?.is_some() {
         return Err(ApiError::new(StatusCode::CONFLICT, "key_exists", format!("key {name} exists")));
     }
@@ -142,10 +146,12 @@ async fn export(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<ExportKey>, JsonRejection>,
+    body: Result<SignedJson<ExportKey>, ApiError>,
 ) -> Result<Json<ExportedKey>, ApiError> {
     app.authorize_admin(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let body = body?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let recipient = fixed_hex::<TRANSFER_PUBLIC_KEY_LEN>("public_key_hex", &body.public_key_hex)?;
     let (key, row) = signing_row(&app, &name, body.version).await?;
     if !key.exportable {
@@ -162,7 +168,8 @@ async fn export(
     let link = app.enclaves.values().find_map(|slot| slot.keyring_link()).ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keyring_not_ready", "no enclave has its keyring ready")
     })?;
-    let request = KeyExport { row, recipient_public_key: recipient.to_vec() };
+    let auth = with_policy(&app, auth, &name).await?.map(Box::new);
+    let request = KeyExport { row, recipient_public_key: recipient.to_vec(), auth };
     let sealed = match link.call(Request::KeyExport(Box::new(request)), KEY_TIMEOUT).await {
         Ok(Response::ExportedKey(sealed)) => sealed,
         Ok(other) => return Err(ApiError::from_link(unexpected_reply("KeyExport", &other))),

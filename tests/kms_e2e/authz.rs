@@ -19,7 +19,23 @@ use keyward_proto::{
 /// A new Ed25519 principal: the SDK's signer and the same key as an aws-lc-rs pair.
 pub(crate) fn principal() -> (Arc<PrincipalSigner>, Ed25519KeyPair) {
     let pem = PrincipalSigner::generate_ed25519_pem().unwrap();
-    let signer = PrincipalSigner::from_pem(&pem).unwrap();
+    principal_from(&pem)
+}
+
+/// A new principal whose key is also written to `dir/name.key` (for the CLI).
+pub(crate) fn principal_file(
+    dir: &std::path::Path,
+    name: &str,
+) -> (Arc<PrincipalSigner>, Ed25519KeyPair, std::path::PathBuf) {
+    let pem = PrincipalSigner::generate_ed25519_pem().unwrap();
+    let path = dir.join(format!("{name}.key"));
+    std::fs::write(&path, pem.as_bytes()).unwrap();
+    let (signer, pair) = principal_from(&pem);
+    (signer, pair, path)
+}
+
+fn principal_from(pem: &str) -> (Arc<PrincipalSigner>, Ed25519KeyPair) {
+    let signer = PrincipalSigner::from_pem(pem).unwrap();
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&STANDARD.decode(body).unwrap()).unwrap();
     (Arc::new(signer), pair)
@@ -53,6 +69,18 @@ pub(crate) fn authorization_for(
     key: &str,
     body: &[u8],
 ) -> Authorization {
+    authorization_by(&[owner], operation, keystore, key, body)
+}
+
+/// The authorization of `operation` on `key` with `body`, requested by `signers[0]` and
+/// approved by the others.
+pub(crate) fn authorization_by(
+    signers: &[&Ed25519KeyPair],
+    operation: Operation,
+    keystore: &str,
+    key: &str,
+    body: &[u8],
+) -> Authorization {
     let request = RequestToSign {
         operation,
         keystore: keystore.into(),
@@ -61,18 +89,19 @@ pub(crate) fn authorization_for(
         request_id: rand_id(),
         timestamp: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
     };
-    let signature = owner.sign(&request.canonical().unwrap()).as_ref().to_vec();
+    let canonical = request.canonical().unwrap();
+    let sign = |pair: &Ed25519KeyPair| PrincipalSignature {
+        algorithm: "ed25519".into(),
+        public_key: pair.public_key().as_ref().to_vec(),
+        signature: pair.sign(&canonical).as_ref().to_vec(),
+    };
     Authorization {
-        keystore: request.keystore,
+        keystore: request.keystore.clone(),
         body: body.to_vec(),
         request_id: request.request_id,
         timestamp: request.timestamp,
-        requester: PrincipalSignature {
-            algorithm: "ed25519".into(),
-            public_key: owner.public_key().as_ref().to_vec(),
-            signature,
-        },
-        approvals: vec![],
+        requester: sign(signers[0]),
+        approvals: signers[1..].iter().map(|p| sign(p)).collect(),
         policy: None,
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn keys_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value
 }
 
 /// 32 random bytes that are a valid secp256k1 scalar (and Ed25519 seed).
-fn random_secret() -> [u8; 32] {
+pub(crate) fn random_secret() -> [u8; 32] {
     loop {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("randomness");
@@ -36,7 +36,7 @@ fn random_secret() -> [u8; 32] {
     }
 }
 
-fn write_secret(dir: &std::path::Path, name: &str, secret: &[u8; 32]) -> String {
+pub(crate) fn write_secret(dir: &std::path::Path, name: &str, secret: &[u8; 32]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, hex::encode(secret)).expect("write secret");
     path.display().to_string()

@@ -8,6 +8,7 @@ mod attestation;
 mod authz;
 mod authz_crypt;
 mod authz_policy;
+mod authz_transfer;
 mod bitgo;
 mod crypt;
 mod dev_stack;

@@ -291,12 +291,36 @@ impl Client {
 
     /// Imports a key sealed to an enclave's transfer key (admin token).
     pub async fn import_key(&self, name: &str, request: &ImportKey) -> Result<KeyInfo, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/import")))).json(request)).await
+        self.import_key_approved(name, request, &[]).await
+    }
+
+    /// [`Self::import_key`], approved by `approvers` too (the owners' quorum imports).
+    pub async fn import_key_approved(
+        &self,
+        name: &str,
+        request: &ImportKey,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<KeyInfo, ClientError> {
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/import"))));
+        let operation = keyward_authz::Operation::Import;
+        self.send(self.approved_json(post, operation, ("default", name), request, approvers)?).await
     }
 
     /// Exports a version of an exportable key, sealed to the caller's key (admin token).
     pub async fn export_key(&self, name: &str, request: &ExportKey) -> Result<ExportedKey, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/export")))).json(request)).await
+        self.export_key_approved(name, request, &[]).await
+    }
+
+    /// [`Self::export_key`], approved by `approvers` too (the owners' quorum exports).
+    pub async fn export_key_approved(
+        &self,
+        name: &str,
+        request: &ExportKey,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<ExportedKey, ClientError> {
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/export"))));
+        let operation = keyward_authz::Operation::Export;
+        self.send(self.approved_json(post, operation, ("default", name), request, approvers)?).await
     }
 
     /// Reseals the keyring root under a new KMS data key (admin token).

@@ -465,6 +465,8 @@ fn body_check(auth: &Authorization, request: &KeySign) -> Result<(), String> {
 mod admin;
 #[path = "authorizer_crypt.rs"]
 mod crypt;
+#[path = "authorizer_transfer.rs"]
+mod transfer;
 
 #[cfg(test)]
 #[path = "authorizer_tests.rs"]

@@ -126,7 +126,23 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
-            Request::KeyExport(_) | Request::KeyImport(_) | Request::SignBatch(_) => Err(ErrorReply::new(
+            Request::KeyExport(e) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    authorizer.authorize_export(&e, now_unix(), &|row| keyring.policy_tag(row))?;
+                    keyring.export(&e).map(Response::ExportedKey)
+                })
+                .await
+            }
+            Request::KeyImport(i) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    authorizer.authorize_import(&i, now_unix(), &|row| keyring.policy_tag(row))?;
+                    keyring.import(&i).map(|row| Response::WrappedKeys(vec![row]))
+                })
+                .await
+            }
+            Request::SignBatch(_) => Err(ErrorReply::new(
                 ErrorCode::SignatureRequired,
                 "authorization is on, and this operation has no signed-request path yet: it is refused",
             )),

@@ -182,6 +182,9 @@ pub struct KeyImport {
     pub transfer_public_key: Vec<u8>,
     /// The sealed material.
     pub sealed: TransferSealed,
+    /// The principals' signed request (required when the enclave has owners).
+    #[serde(default)]
+    pub auth: Option<Box<crate::Authorization>>,
 }
 
 /// Export a key version, sealed to `recipient_public_key` (X25519, 32 bytes). Only for keys
@@ -193,4 +196,7 @@ pub struct KeyExport {
     /// The caller's public key.
     #[serde(with = "serde_bytes")]
     pub recipient_public_key: Vec<u8>,
+    /// The principals' signed request (required when the enclave has owners).
+    #[serde(default)]
+    pub auth: Option<Box<crate::Authorization>>,
 }

@@ -339,11 +339,12 @@ fn request() -> impl Strategy<Value = Request> {
             |(identity, transfer_public_key, sealed)| Request::KeyImport(Box::new(KeyImport {
                 identity,
                 transfer_public_key,
-                sealed
+                sealed,
+                auth: None,
             }))
         ),
         (wrapped_key(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(row, recipient_public_key)| {
-            Request::KeyExport(Box::new(KeyExport { row, recipient_public_key }))
+            Request::KeyExport(Box::new(KeyExport { row, recipient_public_key, auth: None }))
         }),
         (wrapped_key(), crypt_op(), proptest::option::of(authorization()))
             .prop_map(|(row, op, auth)| Request::KeyCrypt(Box::new(KeyCrypt { row, op, auth: auth.map(Box::new) }))),

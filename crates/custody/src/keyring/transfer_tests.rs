@@ -28,6 +28,7 @@ fn client_seal(transfer_public_key: &[u8; 32], identity: &KeyIdentity, secret: &
         identity: identity.clone(),
         transfer_public_key: transfer_public_key.to_vec(),
         sealed: TransferSealed { encapsulated_key: sealed.encapsulated_key, ciphertext: sealed.ciphertext },
+        auth: None,
     }
 }
 
@@ -95,19 +96,20 @@ async fn only_exportable_keys_leave_and_only_sealed_to_the_callers_key() {
     let caller = TransferKey::derive(&Zeroizing::new([5; 32]));
     let exportable = imported("exportable", KeyType::P256, true);
     let row = keyring.import(&client_seal(&keyring.transfer_public_key(), &exportable, &SECRET)).unwrap();
-    let sealed =
-        keyring.export(&KeyExport { row: row.clone(), recipient_public_key: caller.public_key().to_vec() }).unwrap();
+    let sealed = keyring
+        .export(&KeyExport { row: row.clone(), recipient_public_key: caller.public_key().to_vec(), auth: None })
+        .unwrap();
     let sealed = keyward_keyring::Sealed { encapsulated_key: sealed.encapsulated_key, ciphertext: sealed.ciphertext };
     assert_eq!(*caller.open(&export_info(&row.identity), &sealed).unwrap(), SECRET);
     assert!(caller.open(&import_info(&row.identity.name, row.identity.key_type, row.identity.flags), &sealed).is_err());
 
     let kept = imported("kept", KeyType::P256, false);
     let row = keyring.import(&client_seal(&keyring.transfer_public_key(), &kept, &SECRET)).unwrap();
-    let request = KeyExport { row: row.clone(), recipient_public_key: caller.public_key().to_vec() };
+    let request = KeyExport { row: row.clone(), recipient_public_key: caller.public_key().to_vec(), auth: None };
     assert_eq!(keyring.export(&request).unwrap_err().code, ErrorCode::KeyNotExportable);
     // The host flips the exportable flag in the row: the row no longer opens.
     let mut forged = row;
     forged.identity.flags.exportable = true;
-    let request = KeyExport { row: forged, recipient_public_key: caller.public_key().to_vec() };
+    let request = KeyExport { row: forged, recipient_public_key: caller.public_key().to_vec(), auth: None };
     assert_eq!(keyring.export(&request).unwrap_err().code, ErrorCode::KeyRowDoesNotOpen);
 }

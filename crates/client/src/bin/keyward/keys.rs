@@ -8,6 +8,7 @@ use base64::Engine;
 use keyward_client::{
     Client,
     keys::{CreateKey, SignWithKey, VerifyWithKey},
+    principal::PrincipalSigner,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -82,6 +83,9 @@ pub enum KeysCommand {
         exportable: bool,
         #[command(flatten)]
         image: crate::verify::ImageArgs,
+        /// Another principal's key file that approves the import (the owners' quorum).
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
     },
     /// Export a version of an exportable key. A fresh X25519 key pair is made here; the
     /// gateway gets its public half only. The secret is written to --out (a new file, mode
@@ -92,6 +96,9 @@ pub enum KeysCommand {
         version: Option<u32>,
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
+        /// Another principal's key file that approves the export (the owners' quorum).
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
     },
     /// A key's newest policy (who besides the owners may use it).
     Policy { name: String },
@@ -194,24 +201,35 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
             };
             json(&client.verify_with_key(&name, &request).await?)
         }
-        KeysCommand::Import { name, key_type, secret_file, exportable, image } => {
-            json(&crate::transfer::import(client, &name, &key_type, &secret_file, exportable, &image).await?)
+        KeysCommand::Import { name, key_type, secret_file, exportable, image, approve_with } => {
+            let approvers = read_approvers(&approve_with)?;
+            let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
+            json(
+                &crate::transfer::import(client, &name, &key_type, &secret_file, exportable, &image, &approvers)
+                    .await?,
+            )
         }
-        KeysCommand::Export { name, version, out } => {
-            json(&crate::transfer::export(client, &name, version, &out).await?)
+        KeysCommand::Export { name, version, out, approve_with } => {
+            let approvers = read_approvers(&approve_with)?;
+            let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
+            json(&crate::transfer::export(client, &name, version, &out, &approvers).await?)
         }
         KeysCommand::Policy { name } => json(&client.key_policy(&name).await?),
         KeysCommand::SetPolicy { name, file, approve_with } => {
             let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let policy: serde_json::Value =
                 serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-            let approvers =
-                approve_with.iter().map(|p| crate::read_principal(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            let approvers: Vec<&keyward_client::principal::PrincipalSigner> = approvers.iter().collect();
+            let approvers = read_approvers(&approve_with)?;
+            let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
             json(&client.set_key_policy(&name, &policy, &approvers).await?)
         }
         KeysCommand::Crypt(command) => crate::crypt::run(client, command).await?,
     })
+}
+
+/// The principals' keys of `--approve-with`.
+fn read_approvers(paths: &[PathBuf]) -> anyhow::Result<Vec<PrincipalSigner>> {
+    paths.iter().map(|p| crate::read_principal(p)).collect()
 }
 
 pub use erased::Json;

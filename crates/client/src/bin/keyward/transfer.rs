@@ -41,6 +41,7 @@ pub async fn import(
     secret_file: &Path,
     exportable: bool,
     image: &ImageArgs,
+    approvers: &[&keyward_client::principal::PrincipalSigner],
 ) -> anyhow::Result<KeyInfo> {
     let key_name = KeyName::parse(name).map_err(|e| anyhow!("{e}"))?;
     let key_type = key_type(type_name)?;
@@ -60,7 +61,7 @@ pub async fn import(
         encapsulated_key_b64: STANDARD.encode(&sealed.encapsulated_key),
         ciphertext_b64: STANDARD.encode(&sealed.ciphertext),
     };
-    Ok(client.import_key(name, &request).await?)
+    Ok(client.import_key_approved(name, &request, approvers).await?)
 }
 
 /// What `export` prints (the secret goes to the file only).
@@ -74,10 +75,16 @@ pub struct Exported {
     written_to: String,
 }
 
-pub async fn export(client: &Client, name: &str, version: Option<u32>, out: &Path) -> anyhow::Result<Exported> {
+pub async fn export(
+    client: &Client,
+    name: &str,
+    version: Option<u32>,
+    out: &Path,
+    approvers: &[&keyward_client::principal::PrincipalSigner],
+) -> anyhow::Result<Exported> {
     // Refuse an existing file before asking for anything.
     let mut file = crate::crypt::create_new_private(out)?;
-    let result = receive(client, name, version).await;
+    let result = receive(client, name, version, approvers).await;
     let (answer, secret) = match result {
         Ok(received) => received,
         Err(e) => {
@@ -96,10 +103,15 @@ pub async fn export(client: &Client, name: &str, version: Option<u32>, out: &Pat
 
 /// Asks for the export with a fresh key pair and opens it; checks the answer is the key asked
 /// for and the secret is the key's public key.
-async fn receive(client: &Client, name: &str, version: Option<u32>) -> anyhow::Result<(Exported, Zeroizing<[u8; 32]>)> {
+async fn receive(
+    client: &Client,
+    name: &str,
+    version: Option<u32>,
+    approvers: &[&keyward_client::principal::PrincipalSigner],
+) -> anyhow::Result<(Exported, Zeroizing<[u8; 32]>)> {
     let receiver = TransferKey::derive(&random32()?);
     let request = ExportKey { public_key_hex: hex::encode(receiver.public_key()), version };
-    let answer = client.export_key(name, &request).await?;
+    let answer = client.export_key_approved(name, &request, approvers).await?;
     ensure!(answer.name == name, "asked for key {name}, the gateway answered for {}", answer.name);
     ensure!(version.is_none_or(|v| v == answer.version), "asked for version {version:?}, got {}", answer.version);
     let identity = KeyIdentity {
