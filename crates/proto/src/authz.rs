@@ -15,8 +15,9 @@ pub struct PrincipalSignature {
 }
 
 /// What a client sent to authorize one key operation: the request body as it signed it, the
-/// fields of the canonical encoding that are not in the body, and its signatures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// fields of the canonical encoding that are not in the body, and its signatures. The body
+/// may hold a plaintext (an encryption request), so `Debug` shows its length only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authorization {
     /// The keystore the request addresses (`default` for `/v1/keys/…`).
     pub keystore: String,
@@ -35,6 +36,37 @@ pub struct Authorization {
     /// checked by the enclave; none when the key has no policy of its own).
     #[serde(default)]
     pub policy: Option<PolicyRow>,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("keystore", &self.keystore)
+            .field("body_len", &self.body.len())
+            .field("timestamp", &self.timestamp)
+            .field("requester", &self.requester)
+            .field("approvals", &self.approvals.len())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_never_shows_the_signed_body() {
+        let auth = super::Authorization {
+            keystore: "default".into(),
+            body: br#"{"plaintext_b64":"c2VjcmV0LXNhbGFyeQ=="}"#.to_vec(),
+            request_id: [1; 16],
+            timestamp: 7,
+            requester: super::PrincipalSignature { algorithm: "ed25519".into(), public_key: vec![], signature: vec![] },
+            approvals: vec![],
+            policy: None,
+        };
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("c2VjcmV0") && !shown.contains("plaintext") && shown.contains("body_len"), "{shown}");
+    }
 }
 
 /// A key's policy as the database keeps it: the document its owners signed, and the tag an
