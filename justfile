@@ -56,8 +56,9 @@ test-kms-e2e:
 
 # The compromised-host tests so far (also part of `just test` and `just test-kms-e2e`): a host
 # with the gateway's link key sends its own frames; unsigned, foreign and replayed-over-another-
-# request signatures are refused in the enclave, and an edited, cut or shortened audit log is
-# caught. docs/security.md lists what the suite does not cover yet.
+# request signatures are refused in the enclave; key and keystore policy rows edited, moved,
+# rolled back or withheld are refused; an edited, cut or shortened audit log is caught.
+# docs/security.md lists what the suite does not cover yet.
 test-compromised-host:
     cargo test -p keyward-e2e --test kms_e2e --no-fail-fast authz
 
@@ -143,20 +144,12 @@ fuzz-smoke:
 
 # Supply-chain gate (deny.toml): advisories against the offline RustSec snapshot in
 # ../shared/supply-chain, licenses, duplicate versions and sources. Installs cargo-deny into
-# .dev/tools on first use.
+# .dev/tools on first use (scripts/tools pins its version).
 [doc("Supply-chain gate: cargo deny --offline check against the RustSec snapshot.")]
 deny:
     #!/usr/bin/env bash
     set -euo pipefail
-    version=0.20.2
-    bin=$(command -v cargo-deny 2>/dev/null || true)
-    if [ -z "$bin" ] || ! "$bin" --version | grep -q " $version\$"; then
-      bin=.dev/tools/bin/cargo-deny
-      if [ ! -x "$bin" ]; then
-        echo "deny: installing cargo-deny $version into .dev/tools (one time, a few minutes)..." >&2
-        cargo install --quiet --locked --root .dev/tools --version "$version" cargo-deny >&2
-      fi
-    fi
+    bin=$(scripts/tools path cargo-deny)
     # Unpacks the snapshot into ~/.cache/keyward-advisory-db, deny.toml's db-path.
     bash ../shared/supply-chain/advisory-db >/dev/null
     # The offline check runs `cargo metadata --offline`, which needs every crate of the lock
