@@ -13,7 +13,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use keyward_proto::{Digest, EnclaveId, Request, Response as EnclaveResponse, Scheme, SignRequest, SignatureReply};
+use keyward_proto::{
+    Digest, EnclaveId, Request, Response as EnclaveResponse, Scheme, SignBatchSigned, SignRequest, SignatureReply,
+};
 
 use base64::Engine;
 use keyward_admission::Db;
@@ -123,10 +125,12 @@ async fn sign(
 async fn sign_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<SignBatchRequest>, JsonRejection>,
+    body: SignedJson<SignBatchRequest>,
 ) -> Result<Json<SignBatchResponse>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    // A signed batch is authorized as a whole: one signature over the body as sent.
+    let auth = signed::authorization(&headers, signed::MASTER_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     if body.items.is_empty() || body.items.len() > MAX_BATCH {
         return Err(ApiError::invalid(
             "invalid_batch_size",
@@ -142,10 +146,15 @@ async fn sign_batch(
     let slot = app.slot(body.enclave_id)?;
     let (public_key_hex, _) = ready_key(&slot)?;
     let link = slot.ready_link().ok_or_else(|| not_ready(&slot))?;
-    let replies = match link.call(Request::SignBatch(requests), SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
+    let request = match auth {
+        Some(auth) => Request::SignBatchSigned(Box::new(SignBatchSigned { items: requests, auth })),
+        None => Request::SignBatch(requests),
+    };
+    let replies = match link.call(request, SIGN_TIMEOUT).await.map_err(ApiError::from_link)? {
         EnclaveResponse::Signatures(replies) => replies,
         other => return Err(ApiError::internal(format!("enclave answered SignBatch with {}", other.kind()))),
     };
+    let receipt = replies.iter().find_map(|r| r.as_ref().ok().and_then(|reply| reply.receipt));
     let results = replies
         .into_iter()
         .map(|r| match r {
@@ -158,6 +167,7 @@ async fn sign_batch(
         xonly_public_key_hex: xonly_hex(&public_key_hex),
         public_key_hex,
         results,
+        receipt: receipt.map(|r| AuditReceiptInfo { seq: r.seq, hash: r.hash }),
     }))
 }
 

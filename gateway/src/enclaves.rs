@@ -269,8 +269,8 @@ impl Supervisor {
                 Ok(()) => check_image(&self.expect, link.as_ref(), UnixTime::now()).await,
                 Err(problem) => Err(problem),
             };
-            let audit_key = hello.info.authorization.as_ref().map(|a| hex::encode(&a.audit_public_key));
-            write(&self.slot.health).audit_public_key_hex = audit_key;
+            let audit_key = hello.info.authorization.as_ref().map(|a| a.audit_public_key.clone());
+            write(&self.slot.health).audit_public_key_hex = audit_key.as_ref().map(hex::encode);
             if let Err(problem) = checked {
                 self.slot.set(Phase::Refused, Some(problem));
                 drop(link);
@@ -281,9 +281,16 @@ impl Supervisor {
                 Ok(status) => {
                     retry = FIRST_RETRY;
                     self.slot.set_ready(link.clone(), &status);
+                    let collecting = async {
+                        match &audit_key {
+                            Some(key) => crate::audit::keep_collecting(&self.db, &self.slot, &link, key.clone()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     let reason = tokio::select! {
                         reason = link.closed() => reason,
                         () = self.keep_keyring_up(&link) => "keyring supervision ended".to_owned(),
+                        () = collecting => "audit collection ended".to_owned(),
                     };
                     self.slot.clear_link();
                     let detail = format!("connection lost ({reason}); reconnecting");

@@ -19,8 +19,8 @@ use keyward_client::keys::{
     SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
 };
 use keyward_proto::{
-    Authorization, KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeyVersion, MAX_KEYS_PER_BATCH, Origin,
-    PolicyRow, Request, Response, WrappedKey, fault::crash_point,
+    Authorization, KeyCreate, KeyFlags, KeyIdentity, KeyName, KeySign, KeySignBatchSigned, KeyVersion,
+    MAX_KEYS_PER_BATCH, Origin, Request, Response, WrappedKey, fault::crash_point,
 };
 use keyward_store::{KeyRow, NewKey, StoreError, VersionRow};
 use serde::Deserialize;
@@ -154,9 +154,12 @@ pub(crate) async fn create(
             flags: KeyFlags { exportable: key.exportable, origin: Origin::Generated },
         });
     }
-    if let [one] = identities.as_slice() {
-        auth = with_policy(app, auth, one.name.as_str()).await?;
-    }
+    // A batch is signed for the keystore (an empty key name): only its policy applies.
+    let policy_key = match identities.as_slice() {
+        [one] => one.name.as_str(),
+        _ => "",
+    };
+    auth = with_policy(app, auth, policy_key).await?;
     crash_point("gateway:keys:before-enclave");
     let rows = generate(app, identities, auth).await?;
     crash_point("gateway:keys:before-store");
@@ -276,8 +279,8 @@ async fn rotate_key(
     rotate(&app, &name, auth).await.map(Json)
 }
 
-/// `auth` with the key's newest policy row, for the enclave to check with a signed request
-/// about the key.
+/// `auth` with the newest policy rows of the key `name` and of its keystore (an empty `name`:
+/// the keystore's only), for the enclave to check with a signed request.
 pub(crate) async fn with_policy(
     app: &AppState,
     mut auth: Option<Authorization>,
@@ -285,10 +288,16 @@ pub(crate) async fn with_policy(
 ) -> Result<Option<Authorization>, ApiError> {
     if let Some(auth) = auth.as_mut() {
         let keystore = signed::DEFAULT_KEYSTORE.to_owned();
-        let record = app.db.latest_policy(keystore, name.to_owned()).await.map_err(store_error)?;
-        auth.policy = record.map(crate::keys_policy::policy_row);
+        let policies = app.db.policies(keystore, name.to_owned()).await.map_err(store_error)?;
+        attach(auth, policies);
     }
     Ok(auth)
+}
+
+/// Puts the stored policy rows into a signed request.
+pub(crate) fn attach(auth: &mut Authorization, policies: keyward_admission::Policies) {
+    auth.policy = policies.key.map(crate::keys_policy::policy_row);
+    auth.keystore_policy = policies.keystore.map(crate::keys_policy::policy_row);
 }
 
 /// Adds a version generated in an enclave; the latest version is the one new work uses.
@@ -394,14 +403,14 @@ pub(crate) async fn signing_row(
     signing_row_and_policy(app, name, version, None).await.map(|(key, row, _)| (key, row))
 }
 
-/// [`signing_row`], and the key's newest policy row in `keystore` when asked for (signed
-/// requests: the enclave checks it).
+/// [`signing_row`], and the newest policy rows of the key and of `keystore` when asked for
+/// (signed requests: the enclave checks them).
 pub(crate) async fn signing_row_and_policy(
     app: &AppState,
     name: &str,
     version: Option<u32>,
     policy_in: Option<&str>,
-) -> Result<(KeyRow, WrappedKey, Option<PolicyRow>), ApiError> {
+) -> Result<(KeyRow, WrappedKey, keyward_admission::Policies), ApiError> {
     let name = key_name(name)?;
     let (key, row, policy) = app
         .db
@@ -424,7 +433,7 @@ pub(crate) async fn signing_row_and_policy(
             format!("stored key {name} is damaged: {e}"),
         )
     })?;
-    Ok((key, wrapped, policy.map(crate::keys_policy::policy_row)))
+    Ok((key, wrapped, policy))
 }
 
 async fn sign(
@@ -439,7 +448,7 @@ async fn sign(
     let policy_in = auth.as_ref().map(|_| signed::DEFAULT_KEYSTORE);
     let (_, row, policy) = signing_row_and_policy(&app, &name, body.version, policy_in).await?;
     if let Some(auth) = auth.as_mut() {
-        auth.policy = policy;
+        attach(auth, policy);
     }
     let (algorithm, payload, format) = parse_sign(&body, row.identity.key_type)?;
     let request = KeySign { row, algorithm, payload, format, auth };
@@ -458,10 +467,12 @@ async fn sign_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<SignWithKeyBatch>, JsonRejection>,
+    body: SignedJson<SignWithKeyBatch>,
 ) -> Result<Json<KeySignatureBatch>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    // A signed batch is authorized as a whole: one signature over the body as sent.
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     if body.items.is_empty() || body.items.len() > MAX_KEYS_PER_BATCH {
         return Err(ApiError::invalid(
             "invalid_batch_size",
@@ -485,8 +496,16 @@ async fn sign_batch(
     }
     let described: Vec<_> =
         requests.iter().map(|r| (r.row.identity.clone(), r.row.public_key.clone(), r.algorithm, r.format)).collect();
+    let request = match auth {
+        Some(mut auth) => {
+            let keystore = signed::DEFAULT_KEYSTORE.to_owned();
+            attach(&mut auth, app.db.policies(keystore, name.clone()).await.map_err(store_error)?);
+            Request::KeySignBatchSigned(Box::new(KeySignBatchSigned { items: requests, auth }))
+        }
+        None => Request::KeySignBatch(requests),
+    };
     let link = keyring_link(&app)?;
-    let replies = match link.call(Request::KeySignBatch(requests), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
+    let replies = match link.call(request, KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
         Response::KeySignatures(replies) if replies.len() == described.len() => replies,
         other => return Err(ApiError::from_link(unexpected_reply("KeySignBatch", &other))),
     };

@@ -1,8 +1,10 @@
-//! Key policies over HTTP. `PUT /v1/keys/{name}/policy` takes a signed request whose body is
-//! the new policy document; the enclave checks the signatures against the owners' and the key's
-//! current policy, and tags the new version under the keyring root. The gateway only stores the
-//! row it gets back (a version stored meanwhile by another gateway is a 409). `GET` shows the
-//! newest stored version.
+//! Key and keystore policies over HTTP. `PUT /v1/keys/{name}/policy` and
+//! `PUT /v1/keystores/{id}/policy` take a signed request whose body is the new policy document;
+//! the enclave checks the signatures against the owners' policy and the current key and
+//! keystore policies, and tags the new version under the keyring root. The gateway only stores
+//! the row it gets back (a version stored meanwhile by another gateway is a 409). `GET` shows
+//! the newest stored version. A keystore's policy is the row whose key name is empty; only the
+//! default keystore exists so far.
 
 use axum::{
     Json, Router,
@@ -11,14 +13,14 @@ use axum::{
     routing::put,
 };
 use keyward_admission::keyring::now_unix;
-use keyward_client::keys::{AuditReceiptInfo, KeyPolicyInfo};
+use keyward_client::keys::{AuditReceiptInfo, KeyPolicyInfo, KeystorePolicyInfo};
 use keyward_proto::{PolicyRow, PolicySet, Request, Response};
 use keyward_store::PolicyRecord;
 
 use crate::{
     api::AppState,
     errors::ApiError,
-    keys_api::{KEY_TIMEOUT, key_name, keyring_link, load, store_error},
+    keys_api::{KEY_TIMEOUT, key_name, keyring_link, load, store_error, with_policy},
     link::unexpected_reply,
     signed::{self, SignedJson},
 };
@@ -27,8 +29,10 @@ use crate::{
 const MAX_POLICY_BODY: usize = 64 * 1024;
 
 pub fn routes() -> Router<AppState> {
+    let limit = || DefaultBodyLimit::max(MAX_POLICY_BODY);
     Router::new()
-        .route("/v1/keys/{name}/policy", put(set_policy).get(get_policy).layer(DefaultBodyLimit::max(MAX_POLICY_BODY)))
+        .route("/v1/keys/{name}/policy", put(set_key_policy).get(get_key_policy).layer(limit()))
+        .route("/v1/keystores/{id}/policy", put(set_keystore_policy).get(get_keystore_policy).layer(limit()))
 }
 
 /// A stored row as the enclave takes it. A tag column of the wrong length is passed on as
@@ -43,30 +47,42 @@ pub(crate) fn policy_row(record: PolicyRecord) -> PolicyRow {
     }
 }
 
-fn info(row: &PolicyRow, receipt: Option<AuditReceiptInfo>) -> Result<KeyPolicyInfo, ApiError> {
-    let policy = serde_json::from_slice(&row.body).map_err(|e| {
-        ApiError::internal(format!("the stored policy of {} (version {}) is not JSON: {e}", row.key, row.version))
-    })?;
-    Ok(KeyPolicyInfo { name: row.key.clone(), version: row.version, policy, receipt })
+/// The stored document, as JSON.
+fn document(row: &PolicyRow) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(&row.body).map_err(|e| {
+        let of = if row.key.is_empty() { format!("keystore {}", row.keystore) } else { row.key.clone() };
+        ApiError::internal(format!("the stored policy of {of} (version {}) is not JSON: {e}", row.version))
+    })
 }
 
-async fn set_policy(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: SignedJson<serde_json::Value>,
-) -> Result<Json<KeyPolicyInfo>, ApiError> {
-    app.api_token.authorize(&headers)?;
-    let name = key_name(&name)?;
-    load(&app, name.as_str()).await?;
-    let keystore = signed::DEFAULT_KEYSTORE;
-    let mut auth = signed::authorization(&headers, keystore, &body.bytes)?;
-    let current = app.db.latest_policy(keystore.to_owned(), name.to_string()).await.map_err(store_error)?;
-    if let Some(auth) = auth.as_mut() {
-        auth.policy = current.map(policy_row);
+fn key_info(row: &PolicyRow, receipt: Option<AuditReceiptInfo>) -> Result<KeyPolicyInfo, ApiError> {
+    Ok(KeyPolicyInfo { name: row.key.clone(), version: row.version, policy: document(row)?, receipt })
+}
+
+fn keystore_info(row: &PolicyRow, receipt: Option<AuditReceiptInfo>) -> Result<KeystorePolicyInfo, ApiError> {
+    Ok(KeystorePolicyInfo { keystore: row.keystore.clone(), version: row.version, policy: document(row)?, receipt })
+}
+
+/// The keystore `id` names; only the default keystore exists so far.
+fn keystore(id: &str) -> Result<&'static str, ApiError> {
+    match id {
+        signed::DEFAULT_KEYSTORE => Ok(signed::DEFAULT_KEYSTORE),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "keystore_not_found", format!("no keystore {id:?}"))),
     }
-    let request = PolicySet { keystore: keystore.to_owned(), key: name.to_string(), auth };
-    let link = keyring_link(&app)?;
+}
+
+/// Has the enclave check and tag a new policy of `key` (empty: the keystore's), then stores it.
+async fn seal_and_store(
+    app: &AppState,
+    headers: &HeaderMap,
+    keystore: &str,
+    key: &str,
+    body: &SignedJson<serde_json::Value>,
+) -> Result<(PolicyRow, AuditReceiptInfo), ApiError> {
+    let auth = signed::authorization(headers, keystore, &body.bytes)?;
+    let auth = with_policy(app, auth, key).await?;
+    let request = PolicySet { keystore: keystore.to_owned(), key: key.to_owned(), auth };
+    let link = keyring_link(app)?;
     let sealed =
         match link.call(Request::PolicySet(Box::new(request)), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
             Response::PolicySealed(sealed) => sealed,
@@ -82,12 +98,24 @@ async fn set_policy(
         created_at: now_unix(),
     };
     app.db.insert_policy(record).await.map_err(store_error)?;
-    tracing::info!(key = %name, version = row.version, "key policy set");
-    let receipt = AuditReceiptInfo { seq: sealed.receipt.seq, hash: sealed.receipt.hash };
-    Ok(Json(info(&row, Some(receipt))?))
+    tracing::info!(keystore, key, version = row.version, "policy set");
+    Ok((row, AuditReceiptInfo { seq: sealed.receipt.seq, hash: sealed.receipt.hash }))
 }
 
-async fn get_policy(
+async fn set_key_policy(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: SignedJson<serde_json::Value>,
+) -> Result<Json<KeyPolicyInfo>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let name = key_name(&name)?;
+    load(&app, name.as_str()).await?;
+    let (row, receipt) = seal_and_store(&app, &headers, signed::DEFAULT_KEYSTORE, name.as_str(), &body).await?;
+    Ok(Json(key_info(&row, Some(receipt))?))
+}
+
+async fn get_key_policy(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
@@ -98,5 +126,31 @@ async fn get_policy(
     let record = app.db.latest_policy(keystore, name.to_string()).await.map_err(store_error)?.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("key {name} has no policy of its own"))
     })?;
-    Ok(Json(info(&policy_row(record), None)?))
+    Ok(Json(key_info(&policy_row(record), None)?))
+}
+
+async fn set_keystore_policy(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: SignedJson<serde_json::Value>,
+) -> Result<Json<KeystorePolicyInfo>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let keystore = keystore(&id)?;
+    let (row, receipt) = seal_and_store(&app, &headers, keystore, "", &body).await?;
+    Ok(Json(keystore_info(&row, Some(receipt))?))
+}
+
+async fn get_keystore_policy(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<KeystorePolicyInfo>, ApiError> {
+    app.api_token.authorize(&headers)?;
+    let keystore = keystore(&id)?;
+    let record =
+        app.db.latest_policy(keystore.to_owned(), String::new()).await.map_err(store_error)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("keystore {keystore} has no policy"))
+        })?;
+    Ok(Json(keystore_info(&policy_row(record), None)?))
 }

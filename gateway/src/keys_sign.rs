@@ -1,7 +1,7 @@
 //! Parsing keyring requests into typed values once, at the boundary, and shaping the answers.
 
 use keyward_client::keys::{AuditReceiptInfo, CreateKey, KeyInfo, KeySignatureInfo, SignWithKey, VersionInfo};
-use keyward_keyring::{SignFields, parse_sign_fields};
+use keyward_keyring::parse_sign_fields;
 use keyward_proto::{KeyIdentity, KeyName, KeySignature, KeyType, SignAlgorithm, SignFormat, SignPayload};
 use keyward_store::{KeyRow, VersionRow};
 
@@ -36,14 +36,7 @@ fn format_name(format: SignFormat) -> &'static str {
 /// The scheme, what to sign and the encoding, for a key of `key_type` (the enclave parses a
 /// signed body with the same `parse_sign_fields`).
 pub fn parse_sign(body: &SignWithKey, key_type: KeyType) -> Result<(SignAlgorithm, SignPayload, SignFormat), ApiError> {
-    let fields = SignFields {
-        digest_hex: body.digest_hex.as_deref(),
-        message_b64: body.message_b64.as_deref(),
-        hash: body.hash.as_deref(),
-        algorithm: body.algorithm.as_deref(),
-        format: body.format.as_deref(),
-    };
-    parse_sign_fields(fields, key_type).map_err(|e| ApiError::invalid(e.code, e.message))
+    parse_sign_fields(body.fields(), key_type).map_err(|e| ApiError::invalid(e.code, e.message))
 }
 
 /// A key's metadata as the API shows it.

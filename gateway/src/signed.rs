@@ -133,6 +133,7 @@ pub fn authorization(headers: &HeaderMap, keystore: &str, body: &Bytes) -> Resul
         requester: principal(PRINCIPAL_HEADER, requester, &signature)?,
         approvals,
         policy: None,
+        keystore_policy: None,
     }))
 }
 

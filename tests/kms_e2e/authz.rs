@@ -103,6 +103,7 @@ pub(crate) fn authorization_by(
         requester: sign(signers[0]),
         approvals: signers[1..].iter().map(|p| sign(p)).collect(),
         policy: None,
+        keystore_policy: None,
     }
 }
 
@@ -160,11 +161,11 @@ fn key_sign(row: WrappedKey, digest: [u8; 32], auth: Option<Authorization>) -> R
 
 /// Runs `keyward ARGS` against the stack with the API token and `env`; returns success, the
 /// JSON printed, and stderr.
-fn cli(stack: &Stack, env: &[(&str, &std::path::Path)], args: &[&str]) -> (bool, serde_json::Value, String) {
+pub(crate) fn cli(stack: &Stack, env: &[(&str, &std::path::Path)], args: &[&str]) -> (bool, serde_json::Value, String) {
     cli_with(stack, "api-token", env, args)
 }
 
-fn cli_with(
+pub(crate) fn cli_with(
     stack: &Stack,
     token: &str,
     env: &[(&str, &std::path::Path)],
@@ -336,6 +337,16 @@ async fn only_what_an_owner_signed_is_signed_through_the_gateway_or_a_hostile_li
     assert!(signed.receipt.expect("a receipt").seq > r2.seq);
     assert_eq!(status_and_code(stack.client.sign(&digest, "ecdsa", None).await), (401, "signature_required".into()));
     assert_eq!(status_and_code(stranger_client.sign(&digest, "ecdsa", None).await), (403, "not_permitted".into()));
+    // ... and so does a master-key batch, under one signature over the whole batch.
+    let items = [(digest, "ecdsa"), ([0x77; 32], "ecdsa")];
+    let batch = signed_client.sign_batch(&items, None).await.expect("the owner's batch");
+    for (result, (d, _)) in batch.results.iter().zip(&items) {
+        let keyward_client::api::BatchResult::Ok(signature) = result else { panic!("{result:?}") };
+        k256_verifies(&master, d, &hex::decode(&signature.signature_hex).unwrap());
+    }
+    assert!(batch.receipt.expect("the batch's receipt").seq > signed.receipt.unwrap().seq);
+    assert_eq!(status_and_code(stack.client.sign_batch(&items, None).await), (401, "signature_required".into()));
+    assert_eq!(status_and_code(stranger_client.sign_batch(&items, None).await), (403, "not_permitted".into()));
     // Encryption obeys the same rules (kms_e2e::authz_crypt has the rest).
     let encrypt = Encrypt { plaintext_b64: STANDARD.encode(b"payroll"), associated_data_b64: None };
     assert_eq!(status_and_code(stack.client.encrypt("vault", &encrypt).await), (401, "signature_required".into()));

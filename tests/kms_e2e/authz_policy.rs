@@ -9,14 +9,14 @@ use keyward_client::{ClientError, keys::SignWithKey, principal::PrincipalSigner}
 use keyward_e2e::{Stack, StackOptions};
 use serde_json::json;
 
-fn principal(dir: &std::path::Path, name: &str) -> (Arc<PrincipalSigner>, std::path::PathBuf) {
+pub(crate) fn principal(dir: &std::path::Path, name: &str) -> (Arc<PrincipalSigner>, std::path::PathBuf) {
     let pem = PrincipalSigner::generate_ed25519_pem().unwrap();
     let path = dir.join(format!("{name}.key"));
     std::fs::write(&path, pem.as_bytes()).unwrap();
     (Arc::new(PrincipalSigner::from_pem(&pem).unwrap()), path)
 }
 
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
+pub(crate) fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
     match result {
         Err(ClientError::Api { status, code, .. }) => (status, code),
         other => panic!("expected an API error, got {other:?}"),
@@ -29,7 +29,7 @@ fn grant(version: u64, ids: &[String]) -> serde_json::Value {
 }
 
 /// The host's hand on the database.
-fn sql(stack: &Stack, statement: &str, params: &[&dyn rusqlite::ToSql]) -> usize {
+pub(crate) fn sql(stack: &Stack, statement: &str, params: &[&dyn rusqlite::ToSql]) -> usize {
     rusqlite::Connection::open(stack.db_path()).unwrap().execute(statement, params).unwrap()
 }
 

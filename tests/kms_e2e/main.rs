@@ -6,7 +6,9 @@
 mod agree;
 mod attestation;
 mod authz;
+mod authz_audit;
 mod authz_crypt;
+mod authz_keystore;
 mod authz_policy;
 mod authz_transfer;
 mod bitgo;

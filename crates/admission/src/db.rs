@@ -8,7 +8,8 @@ use std::{
 
 use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
 use keyward_store::{
-    BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow, Store, StoreError, VersionRow,
+    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow, Store,
+    StoreError, VersionRow,
 };
 
 /// The store behind its trait; this is the only place that names the SQLite implementation.
@@ -164,28 +165,63 @@ impl Db {
         self.with(move |s| s.latest_policy(&keystore, &key)).await
     }
 
-    /// [`Self::key_with_version`], and the key's newest policy in `keystore` when asked for (in
-    /// one trip to the database thread).
+    pub async fn insert_audit(&self, rows: Vec<AuditRow>) -> Result<usize, StoreError> {
+        self.with(move |s| s.insert_audit(&rows)).await
+    }
+
+    pub async fn audit_page(&self, audit_key: Vec<u8>, after: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        self.with(move |s| s.audit_page(&audit_key, after, limit)).await
+    }
+
+    pub async fn audit_chains(&self) -> Result<Vec<AuditChainRow>, StoreError> {
+        self.with(|s| s.audit_chains()).await
+    }
+
+    pub async fn audit_last_seq(&self, audit_key: Vec<u8>) -> Result<Option<i64>, StoreError> {
+        self.with(move |s| s.audit_last_seq(&audit_key)).await
+    }
+
+    /// The newest policy rows of `keystore` and of its key `key` (none for an empty `key`), in
+    /// one trip to the database thread.
+    pub async fn policies(&self, keystore: String, key: String) -> Result<Policies, StoreError> {
+        self.with(move |s| policies(s, &keystore, &key)).await
+    }
+
+    /// [`Self::key_with_version`], and the newest policies of the key and of `keystore` when
+    /// asked for (in one trip to the database thread).
     #[allow(clippy::type_complexity)]
     pub async fn key_version_policy(
         &self,
         name: String,
         version: Option<i64>,
         policy_in: Option<String>,
-    ) -> Result<Option<(KeyRow, Option<VersionRow>, Option<PolicyRecord>)>, StoreError> {
+    ) -> Result<Option<(KeyRow, Option<VersionRow>, Policies)>, StoreError> {
         self.with(move |s| match s.key(&name)? {
             Some(key) => {
                 let row = s.key_version(&name, version.unwrap_or(key.latest_version))?;
-                let policy = match &policy_in {
-                    Some(keystore) => s.latest_policy(keystore, &name)?,
-                    None => None,
+                let policies = match &policy_in {
+                    Some(keystore) => policies(s, keystore, &name)?,
+                    None => Policies::default(),
                 };
-                Ok(Some((key, row, policy)))
+                Ok(Some((key, row, policies)))
             }
             None => Ok(None),
         })
         .await
     }
+}
+
+/// The newest policy rows a signed request about a key carries: the key's own and its
+/// keystore's (the row whose key name is empty).
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    pub key: Option<PolicyRecord>,
+    pub keystore: Option<PolicyRecord>,
+}
+
+fn policies(s: &mut dyn KeyStore, keystore: &str, key: &str) -> Result<Policies, StoreError> {
+    let own = if key.is_empty() { None } else { s.latest_policy(keystore, key)? };
+    Ok(Policies { key: own, keystore: s.latest_policy(keystore, "")? })
 }
 
 /// A stored row as the typed value the enclave takes; a damaged column is named.

@@ -80,6 +80,9 @@ pub struct SignBatchResponse {
     pub public_key_hex: String,
     pub xonly_public_key_hex: String,
     pub results: Vec<BatchResult>,
+    /// A signed batch's one audit record (when the enclave has owners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::keys::AuditReceiptInfo>,
 }
 
 /// A batch item's outcome.

@@ -29,9 +29,31 @@ pub struct AuditLine {
 /// `GET /v1/admin/audit`: records after `after`, oldest first, at most 1,000.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPage {
-    /// The audit key the enclave reported when it connected, as the gateway saw it.
+    /// The chain's audit key: the one the enclave reported when it connected, unless the
+    /// request named an older chain.
     pub audit_public_key_hex: String,
     pub records: Vec<AuditLine>,
+}
+
+/// One stored audit chain (`GET /v1/admin/audit/chains`): an enclave's chain from one start,
+/// under its own audit key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChainInfo {
+    pub audit_public_key_hex: String,
+    pub enclave_id: u32,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: u64,
+    /// When its first record was stored (Unix seconds).
+    pub first_stored_at: i64,
+    /// Whether it is the chain the enclave signs now.
+    pub current: bool,
+}
+
+/// `GET /v1/admin/audit/chains`, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChains {
+    pub chains: Vec<AuditChainInfo>,
 }
 
 #[cfg(feature = "http")]

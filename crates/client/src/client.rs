@@ -19,7 +19,8 @@ use crate::crypt::{
 };
 use crate::keys::{
     CreateKey, CreateKeys, ExportKey, ExportedKey, ImportKey, KeyInfo, KeyInfos, KeyPage, KeyPolicyInfo,
-    KeySignatureBatch, KeySignatureInfo, RootRotated, SignWithKey, SignWithKeyBatch, Verified, VerifyWithKey,
+    KeySignatureBatch, KeySignatureInfo, KeystorePolicyInfo, RootRotated, SignWithKey, SignWithKeyBatch, Verified,
+    VerifyWithKey,
 };
 
 /// Client errors.
@@ -150,7 +151,9 @@ impl Client {
         let items =
             items.iter().map(|(d, s)| SignItem { digest_hex: hex::encode(d), scheme: (*s).to_owned() }).collect();
         let body = SignBatchRequest { items, enclave_id };
-        self.send(self.authorized(self.http.post(self.url("/v1/sign-batch"))).json(&body)).await
+        let post = self.authorized(self.http.post(self.url("/v1/sign-batch")));
+        // One signature over the whole batch, in the master keys' keystore.
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("master", ""), &body)?).await
     }
 
     /// The master public key.
@@ -175,15 +178,34 @@ impl Client {
         Ok((status, health))
     }
 
-    /// Audit records after `after` (admin token), at most 1,000 per page.
+    /// Audit records after `after` (admin token), at most 1,000 per page, of the enclave's
+    /// current chain.
     pub async fn audit_page(
         &self,
         after: u64,
         enclave_id: Option<u32>,
     ) -> Result<crate::audit::AuditPage, ClientError> {
+        self.audit_page_of(after, enclave_id, None).await
+    }
+
+    /// [`Self::audit_page`] of a stored chain, named by its audit key (hex), when given.
+    pub async fn audit_page_of(
+        &self,
+        after: u64,
+        enclave_id: Option<u32>,
+        chain: Option<&str>,
+    ) -> Result<crate::audit::AuditPage, ClientError> {
         let mut query = enclave_query(enclave_id);
         query.push(("after", after.to_string()));
+        if let Some(chain) = chain {
+            query.push(("chain", chain.to_owned()));
+        }
         self.send(self.authorized(self.http.get(self.url("/v1/admin/audit"))).query(&query)).await
+    }
+
+    /// Every stored audit chain, oldest first (admin token).
+    pub async fn audit_chains(&self) -> Result<crate::audit::AuditChains, ClientError> {
+        self.send(self.authorized(self.http.get(self.url("/v1/admin/audit/chains")))).await
     }
 
     /// Rotates the data key of an enclave (admin token).
@@ -274,6 +296,25 @@ impl Client {
         self.send(self.authorized(self.http.get(self.url(&key_path(name, "/policy"))))).await
     }
 
+    /// Sets the policy of keystore `keystore` (grants on all its keys and on creating keys in
+    /// it), signed by this client's principal and approved by `approvers`. The canonical
+    /// request names the keystore and an empty key.
+    pub async fn set_keystore_policy(
+        &self,
+        keystore: &str,
+        policy: &serde_json::Value,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<KeystorePolicyInfo, ClientError> {
+        let put = self.authorized(self.http.put(self.url(&keystore_path(keystore, "/policy"))));
+        let operation = keyward_authz::Operation::SetPolicy;
+        self.send(self.approved_json(put, operation, (keystore, ""), policy, approvers)?).await
+    }
+
+    /// A keystore's newest policy.
+    pub async fn keystore_policy(&self, keystore: &str) -> Result<KeystorePolicyInfo, ClientError> {
+        self.send(self.authorized(self.http.get(self.url(&keystore_path(keystore, "/policy"))))).await
+    }
+
     /// Signs several items with a key.
     pub async fn sign_batch_with_key(
         &self,
@@ -281,7 +322,9 @@ impl Client {
         items: Vec<SignWithKey>,
     ) -> Result<KeySignatureBatch, ClientError> {
         let body = SignWithKeyBatch { items };
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/sign-batch")))).json(&body)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/sign-batch"))));
+        // One signature over the whole batch (operation sign); the enclave checks every item.
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), &body)?).await
     }
 
     /// Checks a signature by a key.
@@ -499,14 +542,21 @@ pub fn install_crypto_provider() {
 /// `/v1/keys/<name><suffix>`, the name percent-encoded (key names are URL-safe by rule, but a
 /// caller's typo must not become another path).
 fn key_path(name: &str, suffix: &str) -> String {
-    let encoded: String = name
-        .bytes()
+    format!("/v1/keys/{}{suffix}", path_segment(name))
+}
+
+fn keystore_path(id: &str, suffix: &str) -> String {
+    format!("/v1/keystores/{}{suffix}", path_segment(id))
+}
+
+/// `text` percent-encoded as one path segment.
+fn path_segment(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
             other => format!("%{other:02X}"),
         })
-        .collect();
-    format!("/v1/keys/{encoded}{suffix}")
+        .collect()
 }
 
 #[cfg(test)]

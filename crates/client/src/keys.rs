@@ -129,6 +129,20 @@ pub struct SignWithKey {
     pub version: Option<u32>,
 }
 
+#[cfg(feature = "sign-fields")]
+impl SignWithKey {
+    /// The fields `keyward_keyring::parse_sign_fields` reads.
+    pub fn fields(&self) -> keyward_keyring::SignFields<'_> {
+        keyward_keyring::SignFields {
+            digest_hex: self.digest_hex.as_deref(),
+            message_b64: self.message_b64.as_deref(),
+            hash: self.hash.as_deref(),
+            algorithm: self.algorithm.as_deref(),
+            format: self.format.as_deref(),
+        }
+    }
+}
+
 /// A signature by a keyring key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeySignatureInfo {
@@ -157,6 +171,17 @@ pub struct KeySignatureInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyPolicyInfo {
     pub name: String,
+    pub version: u64,
+    pub policy: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<AuditReceiptInfo>,
+}
+
+/// A keystore's policy (`GET` and `PUT /v1/keystores/{id}/policy`): grants on every key of the
+/// keystore and on creating keys in it, with its version and the receipt of the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeystorePolicyInfo {
+    pub keystore: String,
     pub version: u64,
     pub policy: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,7 +19,7 @@ use keyward_authz::{
     ReplayGuard, RequestToSign, Rule, SignedRecord,
 };
 use keyward_client::keys::SignWithKey;
-use keyward_keyring::{SignFields, parse_sign_fields};
+use keyward_keyring::parse_sign_fields;
 use keyward_proto::{
     AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PolicyRow, PolicySealed, PolicySet,
     PrincipalSignature, Scheme, SignRequest,
@@ -197,16 +197,17 @@ impl Authorizer {
         })
     }
 
-    /// Checks a new policy for a key (the signed body is the policy document) and, when it is
-    /// allowed, seals it under the root: the row for the gateway to store.
+    /// Checks a new policy for a key, or with an empty key name for the keystore (the signed
+    /// body is the policy document) and, when it is allowed, seals it under the root: the row
+    /// for the gateway to store.
     pub fn authorize_set_policy(
         &self,
         request: &PolicySet,
         now: u64,
         tag: Tagger<'_>,
     ) -> Result<PolicySealed, ErrorReply> {
-        if request.keystore != DEFAULT_KEYSTORE || request.key.is_empty() {
-            return Err(refuse(ErrorCode::BadRequest, "policies are set on keys of the default keystore"));
+        if request.keystore != DEFAULT_KEYSTORE {
+            return Err(refuse(ErrorCode::BadRequest, "policies are set on the default keystore and its keys"));
         }
         let subject = Subject {
             operation: Operation::SetPolicy,
@@ -223,7 +224,8 @@ impl Authorizer {
                     ErrorCode::PolicyVersionConflict,
                     format!(
                         "the new policy is version {}; the next version of {} is {expected}",
-                        policy.version, request.key
+                        policy.version,
+                        crate::policies::describe(&request.keystore, &request.key)
                     ),
                 ));
             }
@@ -335,14 +337,26 @@ impl Authorizer {
                 format!("keystore {:?} is not the one this request addresses", auth.keystore),
             );
         }
-        let current = match self.policies.current(subject.keystore, &subject.key, auth.policy.as_ref(), tag) {
-            Ok(current) => current,
-            Err(e) => return Err((Some(id), digest, e)),
+        // The keystore's own policy (the row with an empty key name), and the key's when the
+        // request names one key; a request about the keystore as a whole (a batch creation, a
+        // keystore policy) has only the first.
+        let keystore_policy = self.policies.current(subject.keystore, "", auth.keystore_policy.as_ref(), tag);
+        let keystore_current = keystore_policy.map_err(|e| (Some(id), digest, e))?;
+        let key_current = match subject.key.as_str() {
+            "" => None,
+            key => self
+                .policies
+                .current(subject.keystore, key, auth.policy.as_ref(), tag)
+                .map_err(|e| (Some(id), digest, e))?,
         };
-        if let Err(e) = body_matches(auth, current.as_ref()) {
+        let own = if subject.key.is_empty() { keystore_current.as_ref() } else { key_current.as_ref() };
+        if let Err(e) = body_matches(auth, own) {
             return Err((Some(id), digest, e));
         }
-        let stored = current.as_ref().map(|c| c.policy.evaluate(subject.operation, id, &approvers));
+        let stored = [&key_current, &keystore_current]
+            .into_iter()
+            .flatten()
+            .map(|c| c.policy.evaluate(subject.operation, id, &approvers));
         match combine(self.policy.evaluate(subject.operation, id, &approvers), stored) {
             Decision::Allow => {
                 if subject.operation.refuses_replay()
@@ -374,14 +388,19 @@ impl Authorizer {
     }
 }
 
-/// The owners' decision joined with the key's own policy: either may allow; a denial reports
-/// the closest miss (a quorum short rather than no grant at all).
-fn combine(owners: Decision, stored: Option<Decision>) -> Decision {
-    match (owners, stored) {
-        (Decision::Allow, _) | (_, Some(Decision::Allow)) => Decision::Allow,
-        (Decision::Deny(DenyReason::NotPermitted), Some(other)) => other,
-        (owners, _) => owners,
+/// The owners' decision joined with the stored policies' (the key's, the keystore's): any may
+/// allow; a denial reports the closest miss (a quorum short rather than no grant at all),
+/// preferring the owners' and then the key's.
+fn combine(owners: Decision, stored: impl IntoIterator<Item = Decision>) -> Decision {
+    let mut best = owners;
+    for decision in stored {
+        match (&best, decision) {
+            (Decision::Allow, _) | (_, Decision::Allow) => return Decision::Allow,
+            (Decision::Deny(DenyReason::NotPermitted), other) => best = other,
+            _ => {}
+        }
     }
+    best
 }
 
 /// What a request addresses, as the enclave sees it (never as the gateway says).
@@ -396,6 +415,7 @@ impl Subject {
     fn describe(&self) -> String {
         match (self.keystore, self.key.as_str()) {
             (MASTER_KEYSTORE, _) => format!("{} with the master key", self.operation.as_str()),
+            (keystore, "") => format!("{} in keystore {keystore}", self.operation.as_str()),
             (_, key) => format!("{} with {key}", self.operation.as_str()),
         }
     }
@@ -412,10 +432,14 @@ fn master_body_check(auth: &Authorization, request: &SignRequest, enclave_id: Op
     if body.enclave_id.is_some_and(|id| Some(id) != enclave_id) {
         return Err("the signed body names another enclave".into());
     }
+    master_item_check(&body.digest_hex, &body.scheme, request)
+}
+
+/// Whether `request` signs the digest and scheme the principal signed for.
+fn master_item_check(digest_hex: &str, scheme: &str, request: &SignRequest) -> Result<(), String> {
     let mut digest = [0u8; 32];
-    hex::decode_to_slice(&body.digest_hex, &mut digest)
-        .map_err(|_| "the signed body's digest_hex is not 64 hex digits")?;
-    let scheme = match body.scheme.as_str() {
+    hex::decode_to_slice(digest_hex, &mut digest).map_err(|_| "the signed body's digest_hex is not 64 hex digits")?;
+    let scheme = match scheme {
         "ecdsa" => Scheme::Ecdsa,
         "bip340" => Scheme::Bip340,
         other => return Err(format!("the signed body's scheme {other:?} is neither ecdsa nor bip340")),
@@ -443,18 +467,16 @@ fn body_matches(auth: &Authorization, request: &KeySign) -> Result<(), ErrorRepl
 fn body_check(auth: &Authorization, request: &KeySign) -> Result<(), String> {
     let body: SignWithKey =
         serde_json::from_slice(&auth.body).map_err(|e| format!("the signed body is not a signing request: {e}"))?;
+    item_check(&body, request)
+}
+
+/// Whether `request` is what `body` (one signing request, as the principal signed it) asks.
+fn item_check(body: &SignWithKey, request: &KeySign) -> Result<(), String> {
     let identity = &request.row.identity;
     if body.version.is_some_and(|v| v != identity.version.get()) {
         return Err(format!("the signed body names another version than {}", identity.version.get()));
     }
-    let fields = SignFields {
-        digest_hex: body.digest_hex.as_deref(),
-        message_b64: body.message_b64.as_deref(),
-        hash: body.hash.as_deref(),
-        algorithm: body.algorithm.as_deref(),
-        format: body.format.as_deref(),
-    };
-    let parsed = parse_sign_fields(fields, identity.key_type).map_err(|e| format!("the signed body: {e}"))?;
+    let parsed = parse_sign_fields(body.fields(), identity.key_type).map_err(|e| format!("the signed body: {e}"))?;
     if parsed != (request.algorithm, request.payload.clone(), request.format) {
         return Err("the request the enclave received is not the one the principal signed".into());
     }
@@ -463,6 +485,8 @@ fn body_check(auth: &Authorization, request: &KeySign) -> Result<(), String> {
 
 #[path = "authorizer_admin.rs"]
 mod admin;
+#[path = "authorizer_batch.rs"]
+mod batch;
 #[path = "authorizer_crypt.rs"]
 mod crypt;
 #[path = "authorizer_transfer.rs"]
@@ -475,3 +499,7 @@ mod tests;
 #[cfg(test)]
 #[path = "authorizer_policy_tests.rs"]
 mod policy_tests;
+
+#[cfg(test)]
+#[path = "authorizer_keystore_tests.rs"]
+mod keystore_tests;

@@ -120,6 +120,7 @@ mod tests {
             },
             approvals: vec![],
             policy: None,
+            keystore_policy: None,
         };
         KeyCreate { keys, auth: Some(Box::new(auth)) }
     }

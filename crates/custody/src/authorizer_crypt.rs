@@ -140,6 +140,7 @@ mod tests {
             },
             approvals: vec![],
             policy: None,
+            keystore_policy: None,
         };
         KeyCrypt { row: row(), op, auth: Some(Box::new(auth)) }
     }

@@ -14,12 +14,12 @@ fn pair(seed: u8) -> Ed25519KeyPair {
     Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
 }
 
-fn id(seed: u8) -> String {
+pub(super) fn id(seed: u8) -> String {
     Principal::new(PrincipalKey::ed25519(pair(seed).public_key().as_ref()).unwrap()).id().to_string()
 }
 
 /// Owners 1 and 2, both needed for administration.
-fn authorizer() -> Authorizer {
+pub(super) fn authorizer() -> Authorizer {
     let principals =
         [1, 2].iter().map(|s| Principal::new(PrincipalKey::ed25519(pair(*s).public_key().as_ref()).unwrap()));
     Authorizer::new(Owners { principals: principals.collect(), quorum: 2 }, pair(99)).unwrap()
@@ -34,7 +34,7 @@ fn sig(signer: &Ed25519KeyPair, canonical: &[u8]) -> PrincipalSignature {
 }
 
 /// `operation` on `key` with `body`, by `signers[0]` approved by the rest, with the host's row.
-fn auth(
+pub(super) fn auth(
     operation: Operation,
     key: &str,
     body: &str,
@@ -59,10 +59,11 @@ fn auth(
         requester: sig(&pair(signers[0]), &canonical),
         approvals: signers[1..].iter().map(|s| sig(&pair(*s), &canonical)).collect(),
         policy,
+        keystore_policy: None,
     }
 }
 
-fn policy(version: u64, rules: &[(&[u8], &str, u8)]) -> String {
+pub(super) fn policy(version: u64, rules: &[(&[u8], &str, u8)]) -> String {
     let rules: Vec<String> = rules
         .iter()
         .map(|(who, ops, quorum)| {

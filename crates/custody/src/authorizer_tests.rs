@@ -71,6 +71,7 @@ fn signed(signer: &Ed25519KeyPair, body: &str, timestamp: u64) -> KeySign {
         requester: signature(signer, &to_sign),
         approvals: vec![],
         policy: None,
+        keystore_policy: None,
     });
     request
 }
@@ -167,6 +168,7 @@ fn master_signed(signer: &Ed25519KeyPair, body: &str, digest: [u8; 32]) -> SignR
         requester: signature(signer, &to_sign),
         approvals: vec![],
         policy: None,
+        keystore_policy: None,
     };
     SignRequest { digest: Digest(digest), scheme: keyward_proto::Scheme::Ecdsa, auth: Some(Box::new(auth)) }
 }

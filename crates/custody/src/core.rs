@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use keyward_proto::{
-    AuditRecord, ErrorCode, ErrorReply, KeySignature, Request, Response, SignatureReply, fault::crash_point,
+    AuditReceipt, AuditRecord, ErrorCode, ErrorReply, KeySignature, Request, Response, SignatureReply,
+    fault::crash_point,
 };
 
 /// Audit records one `AuditRead` answers at most (a frame stays far below its limit).
@@ -29,7 +30,7 @@ fn audit_record(r: keyward_authz::SignedRecord) -> AuditRecord {
     }
 }
 
-use crate::{Authorizer, DataKeySource, Keyring, Master, authorizer::now_unix};
+use crate::{Authorizer, DataKeySource, Keyring, Master, authorizer::now_unix, policies::Tagger};
 
 /// The master key and keyring of one enclave, and its authorizer when it has owners.
 pub struct EnclaveCore<D> {
@@ -66,13 +67,16 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
     async fn handle_authorized(&self, authorizer: Arc<Authorizer>, request: Request) -> Result<Response, ErrorReply> {
         match request {
             Request::KeySign(s) => {
-                let keyring = self.keyring.clone();
-                blocking(move || {
-                    let receipt = authorizer.authorize_sign(&s, now_unix(), &|row| keyring.policy_tag(row))?;
-                    keyring
-                        .sign(&s)
-                        .map(|signature| Response::KeySignature(KeySignature { receipt: Some(receipt), ..signature }))
-                })
+                self.authorized(
+                    authorizer,
+                    s,
+                    |a, s, now, tag| a.authorize_sign(s, now, tag),
+                    |k, s, receipt| {
+                        k.sign(s).map(|signature| {
+                            Response::KeySignature(KeySignature { receipt: Some(receipt), ..signature })
+                        })
+                    },
+                )
                 .await
             }
             Request::KeySignBatch(items) => {
@@ -88,6 +92,21 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
+            Request::KeySignBatchSigned(batch) => {
+                self.authorized(
+                    authorizer,
+                    batch,
+                    |a, b, now, tag| a.authorize_sign_batch(b, now, tag),
+                    |k, batch, receipt| {
+                        let signed = batch
+                            .items
+                            .iter()
+                            .map(|s| k.sign(s).map(|signature| KeySignature { receipt: Some(receipt), ..signature }));
+                        Ok(Response::KeySignatures(signed.collect()))
+                    },
+                )
+                .await
+            }
             Request::AuditRead(read) => {
                 let max = usize::try_from(read.max).unwrap_or(usize::MAX).min(MAX_AUDIT_READ);
                 let records = authorizer.audit_records(read.after, max).into_iter().map(audit_record).collect();
@@ -101,12 +120,14 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                     .map(|signature| Response::Signature(SignatureReply { receipt: Some(receipt), ..signature }))
             }
             Request::KeyCreate(c) => {
-                let keyring = self.keyring.clone();
-                let created = blocking(move || {
-                    authorizer.authorize_create(&c, now_unix(), &|row| keyring.policy_tag(row))?;
-                    keyring.create(&c.keys).map(Response::WrappedKeys)
-                })
-                .await;
+                let created = self
+                    .authorized(
+                        authorizer,
+                        c,
+                        |a, c, now, tag| a.authorize_create(c, now, tag),
+                        |k, c, _| k.create(&c.keys).map(Response::WrappedKeys),
+                    )
+                    .await;
                 crash_point("enclave:keys:created");
                 created
             }
@@ -119,35 +140,64 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 .await
             }
             Request::KeyCrypt(c) => {
-                let keyring = self.keyring.clone();
-                blocking(move || {
-                    authorizer.authorize_crypt(&c, now_unix(), &|row| keyring.policy_tag(row))?;
-                    keyring.crypt(&c).map(Response::Crypt)
-                })
+                self.authorized(
+                    authorizer,
+                    c,
+                    |a, c, now, tag| a.authorize_crypt(c, now, tag),
+                    |k, c, _| k.crypt(c).map(Response::Crypt),
+                )
                 .await
             }
             Request::KeyExport(e) => {
-                let keyring = self.keyring.clone();
-                blocking(move || {
-                    authorizer.authorize_export(&e, now_unix(), &|row| keyring.policy_tag(row))?;
-                    keyring.export(&e).map(Response::ExportedKey)
-                })
+                self.authorized(
+                    authorizer,
+                    e,
+                    |a, e, now, tag| a.authorize_export(e, now, tag),
+                    |k, e, _| k.export(e).map(Response::ExportedKey),
+                )
                 .await
             }
             Request::KeyImport(i) => {
-                let keyring = self.keyring.clone();
-                blocking(move || {
-                    authorizer.authorize_import(&i, now_unix(), &|row| keyring.policy_tag(row))?;
-                    keyring.import(&i).map(|row| Response::WrappedKeys(vec![row]))
-                })
+                self.authorized(
+                    authorizer,
+                    i,
+                    |a, i, now, tag| a.authorize_import(i, now, tag),
+                    |k, i, _| k.import(i).map(|row| Response::WrappedKeys(vec![row])),
+                )
                 .await
             }
             Request::SignBatch(_) => Err(ErrorReply::new(
                 ErrorCode::SignatureRequired,
-                "authorization is on, and this operation has no signed-request path yet: it is refused",
+                "authorization is on: a batch needs one principal's signature over the whole batch",
             )),
+            Request::SignBatchSigned(batch) => {
+                let enclave_id = self.master.status().enclave_id.map(|id| id.0);
+                let receipt = authorizer.authorize_master_sign_batch(&batch, enclave_id, now_unix())?;
+                let with_receipt = |r: Result<SignatureReply, ErrorReply>| {
+                    r.map(|signature| SignatureReply { receipt: Some(receipt), ..signature })
+                };
+                let replies = self.master.sign_batch(&batch.items)?;
+                Ok(Response::Signatures(replies.into_iter().map(with_receipt).collect()))
+            }
             other => self.dispatch(other).await,
         }
+    }
+
+    /// Checks `request` with the authorizer (its tag under this keyring's root), then runs it
+    /// on the keyring with the audit receipt; both off the async workers (CPU work).
+    async fn authorized<T: Send + 'static>(
+        &self,
+        authorizer: Arc<Authorizer>,
+        request: T,
+        check: impl FnOnce(&Authorizer, &T, u64, Tagger<'_>) -> Result<AuditReceipt, ErrorReply> + Send + 'static,
+        run: impl FnOnce(&Keyring<D>, &T, AuditReceipt) -> Result<Response, ErrorReply> + Send + 'static,
+    ) -> Result<Response, ErrorReply> {
+        let keyring = self.keyring.clone();
+        blocking(move || {
+            let receipt = check(&authorizer, &request, now_unix(), &|row| keyring.policy_tag(row))?;
+            run(&keyring, &request, receipt)
+        })
+        .await
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, ErrorReply> {
@@ -194,6 +244,8 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
             Request::Rotate(r) => master.rotate(r).await.map(Response::Rotated),
             Request::Sign(s) => master.sign(&s).map(Response::Signature),
             Request::SignBatch(items) => master.sign_batch(&items).map(Response::Signatures),
+            // Without owners there is nothing to check: signed as an unsigned batch.
+            Request::SignBatchSigned(batch) => master.sign_batch(&batch.items).map(Response::Signatures),
             Request::PublicKey => master.public_key().map(Response::PublicKey),
             Request::Status => Ok(Response::Status(master.status())),
             Request::Hello(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "Hello was already exchanged")),
@@ -202,6 +254,12 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
             }
             Request::AuditRead(_) => {
                 Err(ErrorReply::new(ErrorCode::BadRequest, "this enclave has no owners, so it keeps no audit chain"))
+            }
+            // Without owners there is nothing to check: the batch is signed as an unsigned one.
+            Request::KeySignBatchSigned(batch) => {
+                let keyring = keyring.clone();
+                blocking(move || Ok(Response::KeySignatures(batch.items.iter().map(|s| keyring.sign(s)).collect())))
+                    .await
             }
             Request::PolicySet(_) => Err(ErrorReply::new(
                 ErrorCode::BadRequest,

@@ -1,4 +1,5 @@
-//! The key policies this enclave has seen. The database keeps each key's policy rows, tagged
+//! The key and keystore policies this enclave has seen (a keystore's is the row whose key name
+//! is empty). The database keeps each key's policy rows, tagged
 //! under the keyring root (`keyward_keyring::PolicyRowFields`); the gateway presents the latest
 //! with each signed request. A row whose tag does not verify, or that belongs to another key, is
 //! refused (`policy_tampered`). Once a version of a key's policy was seen or sealed here, an
@@ -46,6 +47,14 @@ fn rollback(message: String) -> ErrorReply {
     ErrorReply::new(ErrorCode::PolicyRollback, message)
 }
 
+/// A key by its name; a keystore's own policy (an empty key name) as `keystore NAME`.
+pub(crate) fn describe(keystore: &str, key: &str) -> String {
+    match key {
+        "" => format!("keystore {keystore}"),
+        key => key.to_owned(),
+    }
+}
+
 fn same_tag(a: &[u8; 32], b: &[u8; 32]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
@@ -58,8 +67,8 @@ impl std::fmt::Debug for PolicyBook {
 }
 
 impl PolicyBook {
-    /// The policy of `keystore`/`key`, from the row the host presented (`None`: the key has
-    /// no policy of its own).
+    /// The policy of `keystore`/`key` (an empty key: the keystore's own), from the row the host
+    /// presented (`None`: the key has no policy of its own).
     pub fn current(
         &self,
         keystore: &str,
@@ -67,6 +76,7 @@ impl PolicyBook {
         row: Option<&PolicyRow>,
         tag: Tagger<'_>,
     ) -> Result<Option<Current>, ErrorReply> {
+        let what = describe(keystore, key);
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = (keystore.to_owned(), key.to_owned());
         let known = seen.get(&id);
@@ -74,18 +84,18 @@ impl PolicyBook {
             return match known {
                 None => Ok(None),
                 Some(s) => Err(rollback(format!(
-                    "no policy row was presented for {key}, but this enclave has seen its version {}",
+                    "no policy row was presented for {what}, but this enclave has seen its version {}",
                     s.version
                 ))),
             };
         };
         if row.keystore != keystore || row.key != key {
-            return Err(tampered(format!("the policy row presented belongs to another key than {key}")));
+            return Err(tampered(format!("the policy row presented belongs to another key or keystore than {what}")));
         }
         if let Some(s) = known {
             if row.version < s.version {
                 return Err(rollback(format!(
-                    "the policy row of {key} is version {}; this enclave has seen version {}",
+                    "the policy row of {what} is version {}; this enclave has seen version {}",
                     row.version, s.version
                 )));
             }
@@ -93,13 +103,13 @@ impl PolicyBook {
                 return if same_tag(&row.tag, &s.tag) && row.body == s.body {
                     Ok(Some(Current { version: s.version, policy: s.policy.clone() }))
                 } else {
-                    Err(tampered(format!("version {} of the policy of {key} was altered", row.version)))
+                    Err(tampered(format!("version {} of the policy of {what} was altered", row.version)))
                 };
             }
         }
         if !same_tag(&tag(row)?, &row.tag) {
             return Err(tampered(format!(
-                "the policy row of {key} (version {}) was not made by this keyring: edited, forged or moved",
+                "the policy row of {what} (version {}) was not made by this keyring: edited, forged or moved",
                 row.version
             )));
         }
@@ -107,7 +117,7 @@ impl PolicyBook {
         let policy = Policy::from_json(&row.body)
             .ok()
             .filter(|p| p.version == row.version)
-            .ok_or_else(|| tampered(format!("the policy row of {key} has a valid tag but no valid document")))?;
+            .ok_or_else(|| tampered(format!("the policy row of {what} has a valid tag but no valid document")))?;
         let policy = Arc::new(policy);
         seen.insert(id, Seen { version: row.version, tag: row.tag, body: row.body.clone(), policy: policy.clone() });
         Ok(Some(Current { version: row.version, policy }))

@@ -36,6 +36,10 @@ pub struct Authorization {
     /// checked by the enclave; none when the key has no policy of its own).
     #[serde(default)]
     pub policy: Option<PolicyRow>,
+    /// The latest policy row the gateway's database holds for the keystore itself (the row
+    /// whose key name is empty): grants on every key of the keystore, creation included.
+    #[serde(default)]
+    pub keystore_policy: Option<PolicyRow>,
 }
 
 impl std::fmt::Debug for Authorization {
@@ -47,6 +51,7 @@ impl std::fmt::Debug for Authorization {
             .field("requester", &self.requester)
             .field("approvals", &self.approvals.len())
             .field("policy", &self.policy)
+            .field("keystore_policy", &self.keystore_policy)
             .finish_non_exhaustive()
     }
 }
@@ -63,14 +68,16 @@ mod tests {
             requester: super::PrincipalSignature { algorithm: "ed25519".into(), public_key: vec![], signature: vec![] },
             approvals: vec![],
             policy: None,
+            keystore_policy: None,
         };
         let shown = format!("{auth:?}");
         assert!(!shown.contains("c2VjcmV0") && !shown.contains("plaintext") && shown.contains("body_len"), "{shown}");
     }
 }
 
-/// A key's policy as the database keeps it: the document its owners signed, and the tag an
-/// enclave made over it under a key derived from the keyring root.
+/// A key's policy (or, with an empty `key`, a keystore's) as the database keeps it: the
+/// document its owners signed, and the tag an enclave made over it under a key derived from the
+/// keyring root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRow {
     pub keystore: String,
@@ -82,13 +89,15 @@ pub struct PolicyRow {
     pub tag: [u8; 32],
 }
 
-/// Set a key's policy: the signed request's body is the new policy document, whose version
-/// follows `current`'s (1 when there is none). Answered with `PolicySealed`.
+/// Set a key's policy (an empty `key`: the keystore's): the signed request's body is the new
+/// policy document, whose version follows the current one's (1 when there is none). Answered
+/// with `PolicySealed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicySet {
     pub keystore: String,
     pub key: String,
-    /// The signed request; its `policy` is the key's current row.
+    /// The signed request; its `policy` is the key's current row, its `keystore_policy` the
+    /// keystore's.
     pub auth: Option<Authorization>,
 }
 

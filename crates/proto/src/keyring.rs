@@ -136,6 +136,14 @@ pub struct KeySign {
     pub auth: Option<crate::Authorization>,
 }
 
+/// Signatures with one key, authorized together: `auth`'s body is the batch as the principal
+/// signed it (`POST /v1/keys/{name}/sign-batch`), and each item's own `auth` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySignBatchSigned {
+    pub items: Vec<KeySign>,
+    pub auth: crate::Authorization,
+}
+
 /// A keyring signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySignature {

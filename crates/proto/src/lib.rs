@@ -25,9 +25,9 @@ pub use frame::{
     write_frame,
 };
 pub use keyring::{
-    KeyCreate, KeyExport, KeyImport, KeySign, KeySignature, KeyringPhase, KeyringStatus, MAX_KEYS_PER_BATCH,
-    MessageHash, RootCommit, RootProvision, RootRotate, RootUnseal, SignAlgorithm, SignFormat, SignPayload,
-    TransferSealed,
+    KeyCreate, KeyExport, KeyImport, KeySign, KeySignBatchSigned, KeySignature, KeyringPhase, KeyringStatus,
+    MAX_KEYS_PER_BATCH, MessageHash, RootCommit, RootProvision, RootRotate, RootUnseal, SignAlgorithm, SignFormat,
+    SignPayload, TransferSealed,
 };
 pub use keys::{
     KeyFlags, KeyIdentity, KeyName, KeyNameError, KeyType, KeyVersion, MAX_KEY_NAME_LEN, MAX_PUBLIC_KEY_LEN,
@@ -35,8 +35,8 @@ pub use keys::{
 };
 pub use message::{
     AttestRequest, Authenticate, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind,
-    Provision, PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, SignRequest,
-    SignatureReply, Status, Unseal,
+    Provision, PublicKeyInfo, Reply, Request, RequestFrame, Response, ResponseFrame, Rotate, SignBatchSigned,
+    SignRequest, SignatureReply, Status, Unseal,
 };
 pub use types::{AwsCredentials, CompressedPublicKey, Digest, EnclaveId, Scheme, SealedKey};
 pub use writer::{WriterEnd, write_frames};
@@ -49,7 +49,9 @@ pub use writer::{WriterEnd, write_frames};
 /// Version 6: signed requests checked in the enclave (`KeySign::auth`), audit receipts and
 /// `AuditRead`.
 /// Version 7: key policies bound to the keyring root (`PolicySet`, `Authorization::policy`).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// Version 8: keystore policies (`Authorization::keystore_policy`, `PolicySet` with no key),
+/// signed batches (`KeySignBatchSigned`, `SignBatchSigned`).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

@@ -59,6 +59,10 @@ pub enum Request {
     Sign(SignRequest),
     /// Sign several digests in one round trip; each item gets its own result.
     SignBatch(Vec<SignRequest>),
+    /// Several digests with the master key under one signed request over the whole batch
+    /// (`POST /v1/sign-batch`'s body); answered with `Signatures`, each with the batch's
+    /// audit receipt.
+    SignBatchSigned(Box<SignBatchSigned>),
     /// The master public key.
     PublicKey,
     /// State of the enclave.
@@ -83,6 +87,9 @@ pub enum Request {
     KeySign(Box<KeySign>),
     /// Keyring: several signatures in one round trip, each with its own result.
     KeySignBatch(Vec<KeySign>),
+    /// Keyring: a batch with one key, authorized by one signed request over the whole batch;
+    /// answered with `KeySignatures`, each carrying the batch's audit receipt.
+    KeySignBatchSigned(Box<crate::KeySignBatchSigned>),
     /// Keyring: a key whose material a client sealed to the enclave's transfer key; answered
     /// with `WrappedKeys` (one row).
     KeyImport(Box<KeyImport>),
@@ -171,9 +178,18 @@ pub struct SignRequest {
     pub digest: Digest,
     /// ECDSA or BIP340.
     pub scheme: Scheme,
-    /// A principal's signed request (when the enclave has owners; never in a batch yet).
+    /// A principal's signed request (when the enclave has owners; a signed batch carries one
+    /// for all its items instead).
     #[serde(default)]
     pub auth: Option<Box<crate::Authorization>>,
+}
+
+/// Master-key signatures authorized together: `auth`'s body is the batch as the principal
+/// signed it, and each item's own `auth` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignBatchSigned {
+    pub items: Vec<SignRequest>,
+    pub auth: crate::Authorization,
 }
 
 /// A nonce for a fresh attestation document.
@@ -212,7 +228,7 @@ pub enum Response {
     WrappedKeys(Vec<WrappedKey>),
     /// Answer to `KeySign`.
     KeySignature(KeySignature),
-    /// Answer to `KeySignBatch`, one entry per item in order.
+    /// Answer to `KeySignBatch` and `KeySignBatchSigned`, one entry per item in order.
     KeySignatures(Vec<Result<KeySignature, ErrorReply>>),
     /// Answer to `KeyExport`.
     ExportedKey(TransferSealed),

@@ -243,15 +243,10 @@ fn authorization() -> impl Strategy<Value = Authorization> {
         principal_signature(),
         proptest::collection::vec(principal_signature(), 0..3),
         proptest::option::of(policy_row()),
+        proptest::option::of(policy_row()),
     )
-        .prop_map(|(keystore, body, request_id, timestamp, requester, approvals, policy)| Authorization {
-            keystore,
-            body,
-            request_id,
-            timestamp,
-            requester,
-            approvals,
-            policy,
+        .prop_map(|(keystore, body, request_id, timestamp, requester, approvals, policy, keystore_policy)| {
+            Authorization { keystore, body, request_id, timestamp, requester, approvals, policy, keystore_policy }
         })
 }
 
@@ -317,6 +312,8 @@ fn request() -> impl Strategy<Value = Request> {
         (sealed_key(), credentials()).prop_map(|(sealed, credentials)| Request::Unseal(Unseal { sealed, credentials })),
         sign_request().prop_map(Request::Sign),
         proptest::collection::vec(sign_request(), 0..8).prop_map(Request::SignBatch),
+        (proptest::collection::vec(sign_request(), 0..3), authorization())
+            .prop_map(|(items, auth)| Request::SignBatchSigned(Box::new(SignBatchSigned { items, auth }))),
         LazyJust::new(|| Request::PublicKey),
         LazyJust::new(|| Request::Status),
         proptest::collection::vec(any::<u8>(), 0..600).prop_map(|nonce| Request::Attest(AttestRequest { nonce })),
@@ -335,6 +332,8 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(keys, auth)| Request::KeyCreate(KeyCreate { keys, auth: auth.map(Box::new) })),
         key_sign().prop_map(|sign| Request::KeySign(Box::new(sign))),
         proptest::collection::vec(key_sign(), 0..3).prop_map(Request::KeySignBatch),
+        (proptest::collection::vec(key_sign(), 0..3), authorization())
+            .prop_map(|(items, auth)| Request::KeySignBatchSigned(Box::new(KeySignBatchSigned { items, auth }))),
         (identity(), proptest::collection::vec(any::<u8>(), 0..40), transfer_sealed()).prop_map(
             |(identity, transfer_public_key, sealed)| Request::KeyImport(Box::new(KeyImport {
                 identity,
@@ -436,6 +435,7 @@ fn request_variant(request: &Request) -> &'static str {
         Request::Unseal(_) => "Unseal",
         Request::Sign(_) => "Sign",
         Request::SignBatch(_) => "SignBatch",
+        Request::SignBatchSigned(_) => "SignBatchSigned",
         Request::PublicKey => "PublicKey",
         Request::Status => "Status",
         Request::Attest(_) => "Attest",
@@ -448,6 +448,7 @@ fn request_variant(request: &Request) -> &'static str {
         Request::KeyCreate(_) => "KeyCreate",
         Request::KeySign(_) => "KeySign",
         Request::KeySignBatch(_) => "KeySignBatch",
+        Request::KeySignBatchSigned(_) => "KeySignBatchSigned",
         Request::KeyImport(_) => "KeyImport",
         Request::KeyExport(_) => "KeyExport",
         Request::KeyCrypt(_) => "KeyCrypt",

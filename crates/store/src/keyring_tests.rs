@@ -141,7 +141,8 @@ fn a_database_of_the_previous_schema_is_upgraded_and_its_keys_decrypt_every_vers
         store
             .conn
             .execute_batch(
-                "DROP TABLE key_policies; DROP TABLE bitgo_keys; ALTER TABLE keys DROP COLUMN min_decryption_version; \
+                "DROP TABLE audit_records; DROP TABLE key_policies; DROP TABLE bitgo_keys; \
+                 ALTER TABLE keys DROP COLUMN min_decryption_version; \
                  DELETE FROM schema_migrations WHERE version >= 3;",
             )
             .unwrap();

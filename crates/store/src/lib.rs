@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+mod audit;
 mod bitgo;
 mod keyring;
 mod migrations;
 mod policies;
 mod traits;
 
+pub use audit::{AuditChainRow, AuditRow};
 pub use bitgo::BitgoKeyRow;
 pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
 pub use policies::PolicyRecord;
@@ -126,6 +128,14 @@ pub enum StoreError {
         /// The version.
         version: i64,
     },
+    /// An audit record with this chain and sequence number is stored already with other
+    /// content; nothing of the batch was written. Records are never replaced.
+    #[error("audit record {seq} of chain {chain} is stored already with other content")]
+    AuditConflict {
+        /// The chain's audit key, hex.
+        chain: String,
+        seq: i64,
+    },
     /// The key changed since it was read (another gateway rotated it, or changed its
     /// state); nothing was written.
     #[error("key {0} changed meanwhile; nothing was written (read it again)")]
@@ -176,6 +186,7 @@ impl StoreError {
             StoreError::RootEpochConflict { .. } => "rotation_conflict",
             StoreError::KeyExists(_) => "key_exists",
             StoreError::PolicyExists { .. } => "policy_version_conflict",
+            StoreError::AuditConflict { .. } => "audit_conflict",
             StoreError::KeyConflict(_) => "key_conflict",
             StoreError::EpochConflict { .. } => "rotation_conflict",
             StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {

@@ -85,6 +85,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         PRIMARY KEY (keystore, key_name, version)
     );",
     ),
+    (
+        6,
+        "audit records: every chain an enclave signed, kept past its restarts",
+        "CREATE TABLE audit_records (
+        audit_key BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        enclave_id INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        stored_at INTEGER NOT NULL,
+        PRIMARY KEY (audit_key, seq)
+    );",
+    ),
 ];
 
 /// Highest schema version this build knows.

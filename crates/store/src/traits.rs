@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use crate::{BitgoKeyRow, KeyRow, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow, VersionRow};
+use crate::{
+    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow, VersionRow,
+};
 
 /// The keyward database behind the gateway.
 pub trait KeyStore: Send + fmt::Debug {
@@ -61,6 +63,16 @@ pub trait KeyStore: Send + fmt::Debug {
     fn insert_policy(&mut self, row: &PolicyRecord) -> Result<()>;
     /// The newest policy version of `keystore`/`key`.
     fn latest_policy(&self, keystore: &str, key: &str) -> Result<Option<PolicyRecord>>;
+    /// Appends audit records (all or none); one stored already with the same content is
+    /// skipped, with other content is [`crate::StoreError::AuditConflict`]. Returns how many
+    /// were new.
+    fn insert_audit(&mut self, rows: &[AuditRow]) -> Result<usize>;
+    /// Records of chain `audit_key` after `after`, oldest first, at most `limit`.
+    fn audit_page(&self, audit_key: &[u8], after: i64, limit: u32) -> Result<Vec<AuditRow>>;
+    /// Every chain stored, oldest first.
+    fn audit_chains(&self) -> Result<Vec<AuditChainRow>>;
+    /// The highest sequence number stored of chain `audit_key`.
+    fn audit_last_seq(&self, audit_key: &[u8]) -> Result<Option<i64>>;
 }
 
 impl KeyStore for crate::Store {
@@ -129,5 +141,17 @@ impl KeyStore for crate::Store {
     }
     fn latest_policy(&self, keystore: &str, key: &str) -> Result<Option<PolicyRecord>> {
         crate::Store::latest_policy(self, keystore, key)
+    }
+    fn insert_audit(&mut self, rows: &[AuditRow]) -> Result<usize> {
+        crate::Store::insert_audit(self, rows)
+    }
+    fn audit_page(&self, audit_key: &[u8], after: i64, limit: u32) -> Result<Vec<AuditRow>> {
+        crate::Store::audit_page(self, audit_key, after, limit)
+    }
+    fn audit_chains(&self) -> Result<Vec<AuditChainRow>> {
+        crate::Store::audit_chains(self)
+    }
+    fn audit_last_seq(&self, audit_key: &[u8]) -> Result<Option<i64>> {
+        crate::Store::audit_last_seq(self, audit_key)
     }
 }

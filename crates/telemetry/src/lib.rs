@@ -50,6 +50,9 @@ pub mod event {
     pub const PEER_REFUSED: &str = "peer_refused";
     /// The attesting dev KMS decided a request (`operation`, `decision`).
     pub const KMS_REQUEST: &str = "kms_request";
+    /// The gateway could not store the enclave's audit records, or found some the enclave no
+    /// longer held (`enclave_id`, `code`; the detail follows).
+    pub const AUDIT_STORE_FAILED: &str = "audit_store_failed";
     /// A process refused to start (the error follows).
     pub const START_REFUSED: &str = "start_refused";
 }

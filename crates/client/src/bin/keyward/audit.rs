@@ -16,15 +16,20 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Write every audit record the enclave holds to FILE, one JSON object per line (admin
-    /// token; FILE must not exist). Prints the count, the last record and the audit key the
-    /// gateway reported.
+    /// Write every record of an audit chain to FILE, one JSON object per line (admin token;
+    /// FILE must not exist): the enclave's current chain, or with --chain a stored one (an
+    /// earlier start's). Prints the count, the last record and the chain's audit key.
     Export {
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
         enclave_id: Option<u32>,
+        /// A stored chain's audit key (64 hex digits; `keyward audit chains` lists them).
+        #[arg(long)]
+        chain: Option<String>,
     },
+    /// List the stored audit chains (one per enclave start), oldest first.
+    Chains,
     /// Check an exported log: each record's hash and signature by the audit key, the chain,
     /// the sequence from record 1, and that every receipt kept is in the log. Prints
     /// `{"verified": true, ...}`, or `{"verified": false, "code", "seq", "message"}` and exits
@@ -46,7 +51,10 @@ pub enum AuditCommand {
 /// What `run` printed, and whether it is a success.
 pub async fn run(client: &Client, command: AuditCommand) -> anyhow::Result<(bool, Value)> {
     match command {
-        AuditCommand::Export { out, enclave_id } => export(client, &out, enclave_id).await.map(|v| (true, v)),
+        AuditCommand::Export { out, enclave_id, chain } => {
+            export(client, &out, enclave_id, chain).await.map(|v| (true, v))
+        }
+        AuditCommand::Chains => Ok((true, serde_json::to_value(client.audit_chains().await?)?)),
         AuditCommand::Verify { log, public_key, receipts } => {
             Ok(match verify(&log, &public_key, receipts.as_deref()) {
                 Ok(value) => (true, value),
@@ -59,15 +67,18 @@ pub async fn run(client: &Client, command: AuditCommand) -> anyhow::Result<(bool
     }
 }
 
-async fn export(client: &Client, out: &Path, enclave_id: Option<u32>) -> anyhow::Result<Value> {
+async fn export(client: &Client, out: &Path, enclave_id: Option<u32>, chain: Option<String>) -> anyhow::Result<Value> {
     let mut writer = std::io::BufWriter::new(crate::crypt::create_new_private(out)?);
-    let (mut after, mut count, mut key) = (0u64, 0u64, String::new());
+    let (mut after, mut count) = (0u64, 0u64);
+    // The first page names the chain; the next ones ask for that chain, so an enclave that
+    // restarts during the export does not mix two chains.
+    let mut key = chain.map(|c| c.to_ascii_lowercase());
     loop {
-        let page = client.audit_page(after, enclave_id).await?;
-        if !key.is_empty() && key != page.audit_public_key_hex {
-            anyhow::bail!("the enclave's audit key changed during the export (the enclave restarted): export again");
+        let page = client.audit_page_of(after, enclave_id, key.as_deref()).await?;
+        if key.as_ref().is_some_and(|k| *k != page.audit_public_key_hex) {
+            anyhow::bail!("the gateway answered with another chain than {}", key.unwrap_or_default());
         }
-        key = page.audit_public_key_hex;
+        key = Some(page.audit_public_key_hex);
         let Some(last) = page.records.last().map(|r| r.seq) else { break };
         for record in &page.records {
             serde_json::to_writer(&mut writer, record)?;
@@ -78,7 +89,7 @@ async fn export(client: &Client, out: &Path, enclave_id: Option<u32>) -> anyhow:
         eprintln!("keyward: exported {count} records (up to {after})");
     }
     writer.flush()?;
-    Ok(json!({ "records": count, "last_seq": after, "audit_public_key_hex": key, "out": out }))
+    Ok(json!({ "records": count, "last_seq": after, "audit_public_key_hex": key.unwrap_or_default(), "out": out }))
 }
 
 fn malformed(path: &Path, n: usize, e: impl std::fmt::Display) -> AuditFinding {

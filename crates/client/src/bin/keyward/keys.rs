@@ -216,15 +216,52 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
         }
         KeysCommand::Policy { name } => json(&client.key_policy(&name).await?),
         KeysCommand::SetPolicy { name, file, approve_with } => {
-            let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let policy: serde_json::Value =
-                serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            let policy = read_policy(&file)?;
             let approvers = read_approvers(&approve_with)?;
             let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
             json(&client.set_key_policy(&name, &policy, &approvers).await?)
         }
         KeysCommand::Crypt(command) => crate::crypt::run(client, command).await?,
     })
+}
+
+/// `keyward keystore …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeystoreCommand {
+    /// A keystore's newest policy (who besides the owners may use or create its keys).
+    Policy {
+        #[arg(long, default_value = "default")]
+        keystore: String,
+    },
+    /// Set a keystore's policy from a JSON document (docs/authorization.md), signed with
+    /// --principal-key and approved with each --approve-with key (the owners' quorum).
+    SetPolicy {
+        #[arg(long, default_value = "default")]
+        keystore: String,
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Another principal's key file that approves the same request; repeat for more.
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
+    },
+}
+
+pub async fn run_keystore(client: &Client, command: KeystoreCommand) -> anyhow::Result<serde_json::Value> {
+    let json = |value: &dyn Json| value.to_json();
+    Ok(match command {
+        KeystoreCommand::Policy { keystore } => json(&client.keystore_policy(&keystore).await?),
+        KeystoreCommand::SetPolicy { keystore, file, approve_with } => {
+            let policy = read_policy(&file)?;
+            let approvers = read_approvers(&approve_with)?;
+            let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
+            json(&client.set_keystore_policy(&keystore, &policy, &approvers).await?)
+        }
+    })
+}
+
+fn read_policy(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))
 }
 
 /// The principals' keys of `--approve-with`.

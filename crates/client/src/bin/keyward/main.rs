@@ -73,6 +73,9 @@ enum Command {
     /// Principals: the keys that sign requests.
     #[command(subcommand)]
     Principal(PrincipalCommand),
+    /// Keystores: the policy that grants on every key of a keystore.
+    #[command(subcommand)]
+    Keystore(keys::KeystoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::PublicKey { enclave_id } => print_json(&client.public_key(enclave_id).await?),
         Command::Keys(command) => print_json(&keys::run(&client, command).await?),
+        Command::Keystore(command) => print_json(&keys::run_keystore(&client, command).await?),
         Command::Random { bytes, source } => print_json(&client.random(bytes, source.as_deref()).await?),
         Command::VerifyAttestation(args) => match verify::verify_attestation(&client, args).await {
             Ok(verified) => print_json(&verified),
