@@ -53,6 +53,9 @@ pub struct AppState {
     pub attestation_limit: Arc<RateLimit>,
     /// How long a deleted key stays recoverable (`keyring.deletion_waiting_days`).
     pub key_deletion_waiting_seconds: i64,
+    /// The enclaves have owners (config `authorization`): a key's state is changed by signed
+    /// requests and kept in its enclave-tagged policy row; the `keys` row only mirrors it.
+    pub owners: bool,
 }
 
 pub fn router(state: AppState) -> Router {

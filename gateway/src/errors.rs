@@ -116,7 +116,12 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ErrorCode::NotPermitted | ErrorCode::QuorumNotMet => StatusCode::FORBIDDEN,
-            ErrorCode::RequestReplayed | ErrorCode::PolicyVersionConflict => StatusCode::CONFLICT,
+            ErrorCode::RequestReplayed
+            | ErrorCode::PolicyVersionConflict
+            | ErrorCode::KeyDisabled
+            | ErrorCode::KeyPendingDeletion
+            | ErrorCode::KeyDeleted
+            | ErrorCode::InvalidKeyState => StatusCode::CONFLICT,
             ErrorCode::RequestMismatch => StatusCode::BAD_REQUEST,
             ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => {

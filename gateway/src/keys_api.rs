@@ -42,11 +42,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/batch", post(create_keys).layer(DefaultBodyLimit::max(512 * 1024)))
-        .route("/v1/keys/{name}", get(get_key).delete(delete_key))
+        .route("/v1/keys/{name}", get(get_key).delete(crate::keys_state::delete_key))
         .route("/v1/keys/{name}/rotate", post(rotate_key))
-        .route("/v1/keys/{name}/disable", post(disable_key))
-        .route("/v1/keys/{name}/enable", post(enable_key))
-        .route("/v1/keys/{name}/cancel-deletion", post(cancel_deletion))
+        .route("/v1/keys/{name}/disable", post(crate::keys_state::disable_key))
+        .route("/v1/keys/{name}/enable", post(crate::keys_state::enable_key))
+        .route("/v1/keys/{name}/cancel-deletion", post(crate::keys_state::cancel_deletion))
         .route("/v1/keys/{name}/sign", post(sign).layer(DefaultBodyLimit::max(128 * 1024)))
         .route("/v1/keys/{name}/sign-batch", post(sign_batch).layer(DefaultBodyLimit::max(1024 * 1024)))
         .route("/v1/keys/{name}/verify", post(verify).layer(DefaultBodyLimit::max(128 * 1024)))
@@ -332,66 +332,6 @@ pub(crate) async fn rotate(app: &AppState, name: &str, auth: Option<Authorizatio
     tracing::info!(key = %name, version = version.get(), "rotated key");
     let (key, versions) = load(app, name).await?;
     Ok(key_info(&key, &versions, now_unix()))
-}
-
-/// Moves a key from one of `from` to `to`, by compare-and-swap on its revision.
-async fn change_state(
-    app: &AppState,
-    headers: &HeaderMap,
-    name: &str,
-    from: &[&str],
-    to: &'static str,
-    deletion_due: Option<i64>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    app.authorize_admin(headers)?;
-    let (key, _) = load(app, name).await?;
-    let now = now_unix();
-    let state = effective_state(&key, now);
-    if !from.contains(&state) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_key_state",
-            format!("key {name} is {state}; this needs it {}", from.join(" or ")),
-        ));
-    }
-    app.db.set_key_state(key.name.clone(), to, deletion_due, key.revision).await.map_err(store_error)?;
-    tracing::info!(key = %name, state = to, "key state changed");
-    let (key, versions) = load(app, name).await?;
-    Ok(Json(key_info(&key, &versions, now)))
-}
-
-async fn disable_key(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    change_state(&app, &headers, &name, &["enabled"], "disabled", None).await
-}
-
-async fn enable_key(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    change_state(&app, &headers, &name, &["disabled"], "enabled", None).await
-}
-
-async fn delete_key(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    let due = now_unix() + app.key_deletion_waiting_seconds;
-    change_state(&app, &headers, &name, &["enabled", "disabled"], "pending_deletion", Some(due)).await
-}
-
-/// A cancelled deletion leaves the key disabled (enable it to use it again).
-async fn cancel_deletion(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    change_state(&app, &headers, &name, &["pending_deletion"], "disabled", None).await
 }
 
 /// The key, the row of the version asked for (default: the latest), ready to sign with.

@@ -88,7 +88,18 @@ async fn seal_and_store(
             Response::PolicySealed(sealed) => sealed,
             other => return Err(ApiError::from_link(unexpected_reply("PolicySet", &other))),
         };
-    let row = sealed.row;
+    store_sealed(app, &sealed.row).await?;
+    tracing::info!(keystore, key, version = sealed.row.version, "policy set");
+    Ok((sealed.row, receipt(sealed.receipt)))
+}
+
+/// A receipt as the API shows it.
+pub(crate) fn receipt(r: keyward_proto::AuditReceipt) -> AuditReceiptInfo {
+    AuditReceiptInfo { seq: r.seq, hash: r.hash }
+}
+
+/// Stores a policy row an enclave sealed (a version stored meanwhile is a 409).
+pub(crate) async fn store_sealed(app: &AppState, row: &PolicyRow) -> Result<(), ApiError> {
     let record = PolicyRecord {
         keystore: row.keystore.clone(),
         key_name: row.key.clone(),
@@ -97,9 +108,7 @@ async fn seal_and_store(
         tag: row.tag.to_vec(),
         created_at: now_unix(),
     };
-    app.db.insert_policy(record).await.map_err(store_error)?;
-    tracing::info!(keystore, key, version = row.version, "policy set");
-    Ok((row, AuditReceiptInfo { seq: sealed.receipt.seq, hash: sealed.receipt.hash }))
+    app.db.insert_policy(record).await.map_err(store_error)
 }
 
 async fn set_key_policy(

@@ -14,6 +14,7 @@ mod keys_api;
 mod keys_crypt;
 mod keys_policy;
 mod keys_sign;
+mod keys_state;
 mod keys_stream;
 mod keys_transfer;
 mod limit;
@@ -197,6 +198,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         credentials,
         attestation_limit: Arc::new(limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
         key_deletion_waiting_seconds: i64::from(config.key_deletion_waiting_days) * 86_400,
+        owners: config.owners.is_some(),
     };
     if let Some(progressdb) = &config.progressdb {
         serve_progressdb(progressdb, &state).await?;

@@ -169,7 +169,12 @@ async fn a_replayed_set_policy_request_is_refused() {
 }
 
 /// Sends `body` with `headers` (a request a client signed, as the host captured it) to `path`.
-async fn replay(stack: &Stack, path: &str, body: &[u8], headers: &[(&'static str, String)]) -> (u16, String) {
+pub(crate) async fn replay(
+    stack: &Stack,
+    path: &str,
+    body: &[u8],
+    headers: &[(&'static str, String)],
+) -> (u16, String) {
     let token = std::fs::read_to_string(stack.path().join("admin-token")).unwrap();
     let mut post = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{}{path}", stack.api_port))

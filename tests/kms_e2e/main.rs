@@ -10,6 +10,7 @@ mod authz_audit;
 mod authz_crypt;
 mod authz_keystore;
 mod authz_policy;
+mod authz_state;
 mod authz_transfer;
 mod bitgo;
 mod crypt;

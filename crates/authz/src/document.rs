@@ -6,6 +6,9 @@
 //! ]}
 //! ```
 //!
+//! A key's row also carries its state when the key is not enabled: `"state": "disabled"`, or
+//! `"state": "pending_deletion", "deletion_due": <Unix seconds>` (absent: enabled).
+//!
 //! Parsing is strict: unknown fields, unknown operations, ids that are not 16 bytes of hex, an
 //! empty rule and a rule whose quorum its principals cannot meet are refused with a reason, so a
 //! stored policy never means something its signers did not write.
@@ -14,7 +17,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Operation, Policy, PrincipalId, Rule};
+use crate::{KeyState, Operation, Policy, PrincipalId, Rule};
 
 /// Rules one policy holds at most.
 pub const MAX_RULES: usize = 32;
@@ -34,6 +37,24 @@ struct RuleDocument {
 struct PolicyDocument {
     version: u64,
     rules: Vec<RuleDocument>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deletion_due: Option<u64>,
+}
+
+fn parse_state(state: Option<&str>, deletion_due: Option<u64>) -> Result<KeyState, String> {
+    match (state, deletion_due) {
+        (None | Some("enabled"), None) => Ok(KeyState::Enabled),
+        (Some("disabled"), None) => Ok(KeyState::Disabled),
+        (Some("pending_deletion"), Some(due)) => Ok(KeyState::PendingDeletion { due }),
+        (Some("pending_deletion"), None) => Err("state pending_deletion needs deletion_due".into()),
+        (Some(other), None) => Err(format!(
+            "unknown state {:?}; enabled, disabled or pending_deletion",
+            other.chars().take(24).collect::<String>()
+        )),
+        (_, Some(_)) => Err("deletion_due goes only with state pending_deletion".into()),
+    }
 }
 
 /// Why a policy document was refused (code `invalid_policy`).
@@ -55,11 +76,12 @@ impl Policy {
         if doc.rules.len() > MAX_RULES {
             return fail(format!("{} rules; at most {MAX_RULES}", doc.rules.len()));
         }
+        let state = parse_state(doc.state.as_deref(), doc.deletion_due).map_err(PolicyDocumentError)?;
         let mut rules = Vec::with_capacity(doc.rules.len());
         for (i, rule) in doc.rules.into_iter().enumerate() {
             rules.push(parse_rule(rule).map_err(|m| PolicyDocumentError(format!("rules[{i}]: {m}")))?);
         }
-        Ok(Policy { version: doc.version, rules })
+        Ok(Policy { version: doc.version, rules, state })
     }
 
     /// The document of this policy (principals and operations sorted).
@@ -75,6 +97,11 @@ impl Policy {
                     quorum: r.quorum,
                 })
                 .collect(),
+            state: (self.state != KeyState::Enabled).then(|| self.state.stored_name().to_owned()),
+            deletion_due: match self.state {
+                KeyState::PendingDeletion { due } => Some(due),
+                _ => None,
+            },
         };
         // Serializing strings, numbers and lists cannot fail.
         serde_json::to_vec(&doc).unwrap_or_default()
@@ -130,6 +157,18 @@ mod tests {
         assert_eq!(policy.rules[0].quorum, 2);
         assert!(policy.rules[0].operations.contains(&Operation::SetPolicy));
         assert_eq!(Policy::from_json(&policy.to_json()).unwrap(), policy);
+        assert_eq!(policy.state, KeyState::Enabled);
+        assert!(!String::from_utf8(policy.to_json()).unwrap().contains("state"), "enabled is not written");
+        for state in [KeyState::Disabled, KeyState::PendingDeletion { due: 1_900_000_000 }] {
+            let with_state = Policy { state, ..policy.clone() };
+            assert_eq!(Policy::from_json(&with_state.to_json()).unwrap(), with_state);
+        }
+        let pending = Policy::from_json(br#"{"version":3,"rules":[],"state":"pending_deletion","deletion_due":100}"#);
+        let state = pending.unwrap().state;
+        assert_eq!(
+            (state.name(99), state.name(100), state.stored_name()),
+            ("pending_deletion", "deleted", "pending_deletion")
+        );
     }
 
     #[test]
@@ -150,6 +189,10 @@ mod tests {
             (rule(&format!("\"{ALICE}\""), "", 1), "grants no operation"),
             (rule(&format!("\"{ALICE}\""), "\"sign\"", 0), "cannot be met"),
             (rule(&format!("\"{ALICE}\""), "\"sign\"", 2), "cannot be met"),
+            (r#"{"version":1,"rules":[],"state":"paused"}"#.to_owned(), "unknown state"),
+            (r#"{"version":1,"rules":[],"state":"pending_deletion"}"#.to_owned(), "needs deletion_due"),
+            (r#"{"version":1,"rules":[],"state":"disabled","deletion_due":5}"#.to_owned(), "only with state"),
+            (r#"{"version":1,"rules":[],"deletion_due":5}"#.to_owned(), "only with state"),
         ];
         for (text, reason) in cases {
             let err = Policy::from_json(text.as_bytes()).unwrap_err();

@@ -20,6 +20,51 @@ pub struct Rule {
 pub struct Policy {
     pub version: u64,
     pub rules: Vec<Rule>,
+    /// A key's state (always enabled for a keystore): it changes only with `disable` and
+    /// `delete` requests, each a new version of the key's policy row.
+    pub state: KeyState,
+}
+
+/// A key's state as its policy row carries it. An enclave refuses to use a key that is not
+/// enabled, whatever the host's own row of the key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyState {
+    #[default]
+    Enabled,
+    Disabled,
+    /// Deleted from `due` (Unix seconds) on; until then the deletion can be cancelled.
+    PendingDeletion {
+        due: u64,
+    },
+}
+
+impl KeyState {
+    /// The state's stable name at `now`: `enabled`, `disabled`, `pending_deletion`, or
+    /// `deleted` once a pending deletion is due.
+    pub fn name(self, now: u64) -> &'static str {
+        match self {
+            KeyState::Enabled => "enabled",
+            KeyState::Disabled => "disabled",
+            KeyState::PendingDeletion { due } if due <= now => "deleted",
+            KeyState::PendingDeletion { .. } => "pending_deletion",
+        }
+    }
+
+    /// The name as a policy document stores it (a due deletion is still `pending_deletion`).
+    pub fn stored_name(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "enabled",
+            KeyState::Disabled => "disabled",
+            KeyState::PendingDeletion { .. } => "pending_deletion",
+        }
+    }
+
+    /// Whether `operation` uses the key's material (refused unless the key is enabled); state
+    /// changes and policy changes do not.
+    pub fn uses_key(operation: Operation) -> bool {
+        use Operation::*;
+        matches!(operation, Sign | Verify | Encrypt | Decrypt | DataKey | Export | Rotate)
+    }
 }
 
 /// Why a request was denied (the stable reason codes the API will answer with).
@@ -117,6 +162,7 @@ mod tests {
                 rule(&[ALICE, BOB, CAROL], &[Operation::Rotate, Operation::Export], 2),
                 rule(&[ALICE, BOB, CAROL], &[Operation::SetPolicy], 3),
             ],
+            state: KeyState::Enabled,
         }
     }
 
@@ -157,9 +203,9 @@ mod tests {
         for op in Operation::ALL {
             assert_eq!(Policy::default().evaluate(op, ALICE, &[]), Decision::Deny(DenyReason::NotPermitted));
         }
-        let zero = Policy { version: 1, rules: vec![rule(&[ALICE], &[Operation::Sign], 0)] };
+        let zero = Policy { version: 1, rules: vec![rule(&[ALICE], &[Operation::Sign], 0)], ..Policy::default() };
         assert_eq!(zero.evaluate(Operation::Sign, ALICE, &[]), Decision::Deny(DenyReason::InvalidRule));
-        let too_many = Policy { version: 1, rules: vec![rule(&[ALICE], &[Operation::Sign], 2)] };
+        let too_many = Policy { version: 1, rules: vec![rule(&[ALICE], &[Operation::Sign], 2)], ..Policy::default() };
         assert_eq!(too_many.evaluate(Operation::Sign, ALICE, &[BOB]), Decision::Deny(DenyReason::InvalidRule));
         assert_eq!(DenyReason::QuorumNotMet { have: 1, need: 2 }.code(), "quorum_not_met");
     }

@@ -262,14 +262,38 @@ impl Client {
         self.send(self.signed_json(post, keyward_authz::Operation::Rotate, ("default", name), &body)?).await
     }
 
-    /// `disable`, `enable` or `cancel-deletion` (admin token).
+    /// `disable`, `enable` or `cancel-deletion` (admin token), signed when this client has a
+    /// principal.
     pub async fn set_key_state(&self, name: &str, action: &str) -> Result<KeyInfo, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, &format!("/{action}")))))).await
+        self.set_key_state_approved(name, action, &[]).await
     }
 
-    /// Schedules a key's deletion (admin token).
+    /// Schedules a key's deletion (admin token), signed when this client has a principal.
     pub async fn delete_key(&self, name: &str) -> Result<KeyInfo, ClientError> {
-        self.send(self.authorized(self.http.delete(self.url(&key_path(name, ""))))).await
+        self.set_key_state_approved(name, "delete", &[]).await
+    }
+
+    /// A state change (`disable`, `enable`, `delete`, `cancel-deletion`) signed by this
+    /// client's principal and approved by `approvers`: operation `disable` for the first two,
+    /// `delete` for the others, the body naming the action.
+    pub async fn set_key_state_approved(
+        &self,
+        name: &str,
+        action: &str,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<KeyInfo, ClientError> {
+        use keyward_authz::Operation;
+        let (request, operation) = match action {
+            "delete" => (self.http.delete(self.url(&key_path(name, ""))), Operation::Delete),
+            "cancel-deletion" => (self.http.post(self.url(&key_path(name, "/cancel-deletion"))), Operation::Delete),
+            other => (self.http.post(self.url(&key_path(name, &format!("/{other}")))), Operation::Disable),
+        };
+        let request = self.authorized(request);
+        if self.principal.is_none() {
+            return self.send(request).await;
+        }
+        let body = crate::keys::KeyStateAction { action: action.to_owned() };
+        self.send(self.approved_json(request, operation, ("default", name), &body, approvers)?).await
     }
 
     /// Signs with a key.

@@ -177,6 +177,16 @@ pub struct KeyPolicyInfo {
     pub receipt: Option<AuditReceiptInfo>,
 }
 
+/// The signed body of a key state change (`POST /v1/keys/{name}/disable`, `enable`,
+/// `cancel-deletion`, `DELETE /v1/keys/{name}`): the action, so that a signature for one change
+/// cannot be spent on another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyStateAction {
+    /// `disable`, `enable`, `delete` or `cancel-deletion`.
+    pub action: String,
+}
+
 /// A keystore's policy (`GET` and `PUT /v1/keystores/{id}/policy`): grants on every key of the
 /// keystore and on creating keys in it, with its version and the receipt of the change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

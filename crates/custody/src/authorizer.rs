@@ -15,8 +15,8 @@ use std::{
 
 use aws_lc_rs::signature::Ed25519KeyPair;
 use keyward_authz::{
-    AuditChain, AuditEntry, Decision, DenyReason, Operation, Policy, Principal, PrincipalId, PrincipalKey, ReplayError,
-    ReplayGuard, RequestToSign, Rule, SignedRecord,
+    AuditChain, AuditEntry, Decision, DenyReason, KeyState, Operation, Policy, Principal, PrincipalId, PrincipalKey,
+    ReplayError, ReplayGuard, RequestToSign, Rule, SignedRecord,
 };
 use keyward_client::keys::SignWithKey;
 use keyward_keyring::parse_sign_fields;
@@ -72,6 +72,7 @@ impl Owners {
                 rule(&[Sign, Verify, Encrypt, Decrypt, DataKey, Create, Rotate], 1),
                 rule(&[Import, Export, Disable, Delete, SetPolicy], self.quorum),
             ],
+            state: keyward_authz::KeyState::Enabled,
         })
     }
 }
@@ -219,6 +220,12 @@ impl Authorizer {
         let receipt = self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, current| {
             let policy = Policy::from_json(&auth.body).map_err(|e| refuse(ErrorCode::InvalidPolicy, e.to_string()))?;
             let expected = current.map_or(1, |c| c.version + 1);
+            if policy.state != current.map_or(KeyState::Enabled, |c| c.policy.state) {
+                return Err(refuse(
+                    ErrorCode::InvalidPolicy,
+                    "a policy keeps the key's state: it changes only with disable, enable and delete",
+                ));
+            }
             if policy.version != expected {
                 return Err(refuse(
                     ErrorCode::PolicyVersionConflict,
@@ -359,6 +366,13 @@ impl Authorizer {
             .map(|c| c.policy.evaluate(subject.operation, id, &approvers));
         match combine(self.policy.evaluate(subject.operation, id, &approvers), stored) {
             Decision::Allow => {
+                // A key its own policy row disables (or deletes) is not used, whoever asks.
+                if KeyState::uses_key(subject.operation)
+                    && let Some(e) =
+                        key_current.as_ref().and_then(|c| state::unusable(c.policy.state, &subject.key, now))
+                {
+                    return Err((Some(id), digest, e));
+                }
                 if subject.operation.refuses_replay()
                     && let Err(e) = lock(&self.replay).accept(auth.request_id, auth.timestamp, now)
                 {
@@ -489,6 +503,8 @@ mod admin;
 mod batch;
 #[path = "authorizer_crypt.rs"]
 mod crypt;
+#[path = "authorizer_state.rs"]
+mod state;
 #[path = "authorizer_transfer.rs"]
 mod transfer;
 

@@ -131,6 +131,14 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 crash_point("enclave:keys:created");
                 created
             }
+            Request::KeyStateSet(s) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    let sealed = authorizer.authorize_state_change(&s, now_unix(), &|row| keyring.policy_tag(row))?;
+                    Ok(Response::PolicySealed(Box::new(sealed)))
+                })
+                .await
+            }
             Request::PolicySet(p) => {
                 let keyring = self.keyring.clone();
                 blocking(move || {
@@ -261,9 +269,9 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 blocking(move || Ok(Response::KeySignatures(batch.items.iter().map(|s| keyring.sign(s)).collect())))
                     .await
             }
-            Request::PolicySet(_) => Err(ErrorReply::new(
+            Request::PolicySet(_) | Request::KeyStateSet(_) => Err(ErrorReply::new(
                 ErrorCode::BadRequest,
-                "this enclave has no owners: authorization is off, so it keeps no policies",
+                "this enclave has no owners: authorization is off, so it keeps no policies or key states",
             )),
             _ => Err(ErrorReply::new(ErrorCode::BadRequest, "request not supported by this enclave")),
         }

@@ -101,6 +101,33 @@ pub struct PolicySet {
     pub auth: Option<Authorization>,
 }
 
+/// A change of a key's state, as a new version of the key's policy row (the rules kept, the
+/// state changed): the enclave checks the signed request (operation `disable` for disable and
+/// enable, `delete` for scheduling and cancelling a deletion) and the transition against the
+/// state of the current row. Answered with `PolicySealed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStateSet {
+    pub keystore: String,
+    pub key: String,
+    pub change: KeyStateChange,
+    /// The signed request; its `policy` is the key's current row, its `keystore_policy` the
+    /// keystore's.
+    pub auth: Option<Authorization>,
+}
+
+/// What a [`KeyStateSet`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyStateChange {
+    /// Enabled → disabled.
+    Disable,
+    /// Disabled → enabled.
+    Enable,
+    /// Enabled or disabled → pending deletion, due this many seconds after the enclave's now.
+    ScheduleDeletion { waiting_seconds: u64 },
+    /// Pending deletion (not yet due) → disabled.
+    CancelDeletion,
+}
+
 /// The new policy row to store, and the audit receipt of the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicySealed {

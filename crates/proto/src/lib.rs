@@ -13,8 +13,8 @@ mod types;
 mod writer;
 
 pub use authz::{
-    AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, PolicyRow, PolicySealed, PolicySet,
-    PrincipalSignature,
+    AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, KeyStateChange, KeyStateSet, PolicyRow,
+    PolicySealed, PolicySet, PrincipalSignature,
 };
 pub use crypt::{
     CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
@@ -50,7 +50,8 @@ pub use writer::{WriterEnd, write_frames};
 /// `AuditRead`.
 /// Version 7: key policies bound to the keyring root (`PolicySet`, `Authorization::policy`).
 /// Version 8: keystore policies (`Authorization::keystore_policy`, `PolicySet` with no key),
-/// signed batches (`KeySignBatchSigned`, `SignBatchSigned`).
+/// signed batches (`KeySignBatchSigned`, `SignBatchSigned`), key states in policy rows
+/// (`KeyStateSet`).
 pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose

@@ -105,6 +105,9 @@ pub enum Request {
     /// A key's new policy, signed by those the current policy lets set it; answered with
     /// `PolicySealed`.
     PolicySet(Box<crate::PolicySet>),
+    /// A key's new state (disable, enable, schedule or cancel a deletion), signed by those the
+    /// policies let do it; answered with `PolicySealed`.
+    KeyStateSet(Box<crate::KeyStateSet>),
 }
 
 /// Version handshake.
@@ -497,13 +500,21 @@ pub enum ErrorCode {
     PolicyRollback,
     /// A new policy's version does not follow the current one.
     PolicyVersionConflict,
+    /// The key's policy row says it is disabled.
+    KeyDisabled,
+    /// The key's policy row says it is scheduled for deletion.
+    KeyPendingDeletion,
+    /// The key's policy row says its deletion is due.
+    KeyDeleted,
+    /// A state change that does not apply to the key's current state.
+    InvalidKeyState,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 44] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -547,6 +558,10 @@ impl ErrorCode {
         ErrorCode::PolicyTampered,
         ErrorCode::PolicyRollback,
         ErrorCode::PolicyVersionConflict,
+        ErrorCode::KeyDisabled,
+        ErrorCode::KeyPendingDeletion,
+        ErrorCode::KeyDeleted,
+        ErrorCode::InvalidKeyState,
         ErrorCode::Internal,
     ];
 
@@ -596,6 +611,10 @@ impl ErrorCode {
             ErrorCode::PolicyTampered => "policy_tampered",
             ErrorCode::PolicyRollback => "policy_rollback",
             ErrorCode::PolicyVersionConflict => "policy_version_conflict",
+            ErrorCode::KeyDisabled => "key_disabled",
+            ErrorCode::KeyPendingDeletion => "key_pending_deletion",
+            ErrorCode::KeyDeleted => "key_deleted",
+            ErrorCode::InvalidKeyState => "invalid_key_state",
             ErrorCode::Internal => "internal",
         }
     }

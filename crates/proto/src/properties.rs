@@ -145,6 +145,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::PolicyTampered
         | ErrorCode::PolicyRollback
         | ErrorCode::PolicyVersionConflict
+        | ErrorCode::KeyDisabled
+        | ErrorCode::KeyPendingDeletion
+        | ErrorCode::KeyDeleted
+        | ErrorCode::InvalidKeyState
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
@@ -354,6 +358,18 @@ fn request() -> impl Strategy<Value = Request> {
         (any::<u64>(), any::<u32>()).prop_map(|(after, max)| Request::AuditRead(AuditRead { after, max })),
         (text(), text(), proptest::option::of(authorization()))
             .prop_map(|(keystore, key, auth)| Request::PolicySet(Box::new(PolicySet { keystore, key, auth }))),
+        (text(), text(), key_state_change(), proptest::option::of(authorization())).prop_map(
+            |(keystore, key, change, auth)| Request::KeyStateSet(Box::new(KeyStateSet { keystore, key, change, auth }))
+        ),
+    ]
+}
+
+fn key_state_change() -> impl Strategy<Value = KeyStateChange> {
+    prop_oneof![
+        Just(KeyStateChange::Disable),
+        Just(KeyStateChange::Enable),
+        any::<u64>().prop_map(|waiting_seconds| KeyStateChange::ScheduleDeletion { waiting_seconds }),
+        Just(KeyStateChange::CancelDeletion),
     ]
 }
 
@@ -455,6 +471,7 @@ fn request_variant(request: &Request) -> &'static str {
         Request::Random(_) => "Random",
         Request::AuditRead(_) => "AuditRead",
         Request::PolicySet(_) => "PolicySet",
+        Request::KeyStateSet(_) => "KeyStateSet",
     }
 }
 

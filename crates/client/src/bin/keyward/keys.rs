@@ -45,14 +45,32 @@ pub enum KeysCommand {
     Show { name: String },
     /// A new version (signing uses it; older versions still verify).
     Rotate { name: String },
-    /// Stop a key from being used.
-    Disable { name: String },
-    /// Use a disabled key again.
-    Enable { name: String },
-    /// Schedule the key's deletion (unusable at once; gone after the waiting period).
-    Delete { name: String },
-    /// Undo a scheduled deletion (the key stays disabled until enabled).
-    CancelDeletion { name: String },
+    /// Stop a key from being used. With owners: signed with --principal-key and approved with
+    /// each --approve-with key (the owners' quorum, or a policy's `disable` grant).
+    Disable {
+        name: String,
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
+    },
+    /// Use a disabled key again (signed like disable).
+    Enable {
+        name: String,
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
+    },
+    /// Schedule the key's deletion (unusable at once; gone after the waiting period). With
+    /// owners: signed and approved like disable (operation `delete`).
+    Delete {
+        name: String,
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
+    },
+    /// Undo a scheduled deletion (the key stays disabled until enabled; signed like delete).
+    CancelDeletion {
+        name: String,
+        #[arg(long, value_name = "PATH")]
+        approve_with: Vec<PathBuf>,
+    },
     /// Sign with a key.
     Sign {
         name: String,
@@ -183,10 +201,12 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
         KeysCommand::List { after, limit, public_key: None } => json(&client.list_keys(after.as_deref(), limit).await?),
         KeysCommand::Show { name } => json(&client.key(&name).await?),
         KeysCommand::Rotate { name } => json(&client.rotate_key(&name).await?),
-        KeysCommand::Disable { name } => json(&client.set_key_state(&name, "disable").await?),
-        KeysCommand::Enable { name } => json(&client.set_key_state(&name, "enable").await?),
-        KeysCommand::CancelDeletion { name } => json(&client.set_key_state(&name, "cancel-deletion").await?),
-        KeysCommand::Delete { name } => json(&client.delete_key(&name).await?),
+        KeysCommand::Disable { name, approve_with } => state(client, &name, "disable", &approve_with).await?,
+        KeysCommand::Enable { name, approve_with } => state(client, &name, "enable", &approve_with).await?,
+        KeysCommand::CancelDeletion { name, approve_with } => {
+            state(client, &name, "cancel-deletion", &approve_with).await?
+        }
+        KeysCommand::Delete { name, approve_with } => state(client, &name, "delete", &approve_with).await?,
         KeysCommand::Sign { name, what } => json(&client.sign_with_key(&name, &what.request()?).await?),
         KeysCommand::Verify { name, what, signature } => {
             let signed = what.request()?;
@@ -223,6 +243,18 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
         }
         KeysCommand::Crypt(command) => crate::crypt::run(client, command).await?,
     })
+}
+
+/// A state change (`disable`, `enable`, `delete`, `cancel-deletion`), approved by `approve_with`.
+async fn state(
+    client: &Client,
+    name: &str,
+    action: &str,
+    approve_with: &[PathBuf],
+) -> anyhow::Result<serde_json::Value> {
+    let approvers = read_approvers(approve_with)?;
+    let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
+    Ok(serde_json::to_value(client.set_key_state_approved(name, action, &approvers).await?)?)
 }
 
 /// `keyward keystore …`.
