@@ -23,10 +23,7 @@ use axum::{
     routing::{get, post},
 };
 use keyward_client::keys::CreateKey;
-use keyward_proto::{
-    CryptOp, CryptOutput, DataKeySpec, Digest, KeySign, KeyType, Request, SecretBytes, SignAlgorithm, SignFormat,
-    SignPayload,
-};
+use keyward_proto::{CryptOp, CryptOutput, DataKeySpec, KeySign, KeyType, Request, SecretBytes, SignFormat};
 use keyward_store::BitgoKeyRow;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -34,8 +31,9 @@ use crate::{
     api::AppState,
     config::seeds::BitgoConfig,
     errors::ApiError,
-    keys_api::{KEY_TIMEOUT, create, keyring_link, signing_row, store_error},
-    keys_crypt::{crypt, decryption_row},
+    front_principal::{self, FrontPrincipal},
+    keys_api::{KEY_TIMEOUT, keyring_link, signing_row, store_error, with_policy},
+    keys_crypt::decryption_row,
     link::unexpected_reply,
 };
 
@@ -50,6 +48,8 @@ const DATA_KEY_CONTEXT: &[u8] = b"bitgo data key";
 pub struct Bitgo {
     pub app: AppState,
     pub config: Arc<BitgoConfig>,
+    /// What the front door signs its requests as when the enclaves have owners.
+    pub principal: FrontPrincipal,
 }
 
 pub fn router(state: Bitgo) -> Router {
@@ -156,12 +156,19 @@ fn prv_context(source: &str, public: &str) -> Vec<u8> {
 
 /// Makes keyring key `name` of `key_type`; one that exists already (a retry after a lost
 /// answer) is used as it is.
-async fn ensure_key(app: &AppState, name: &str, key_type: KeyType) -> Result<(), ApiError> {
+async fn ensure_key(bitgo: &Bitgo, name: &str, key_type: KeyType) -> Result<(), ApiError> {
     let key = CreateKey { name: name.to_owned(), key_type: key_type.as_str().to_owned(), exportable: false };
-    match create(app, vec![key], None).await {
+    match front_principal::create(&bitgo.app, &bitgo.principal, key).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == "key_exists" => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+impl Bitgo {
+    /// An encryption operation, signed as the front door's principal when there are owners.
+    async fn crypt(&self, row: keyward_proto::WrappedKey, op: CryptOp) -> Result<CryptOutput, ApiError> {
+        front_principal::crypt(&self.app, &self.principal, row, op).await
     }
 }
 
@@ -216,13 +223,13 @@ async fn store_key(
     // The name is the pub's hash: a retry after a crash finds the same key.
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public.as_bytes());
     let name = format!("{}{source}.{}", bitgo.config.key_prefix, hex::encode(&digest.as_ref()[..20]));
-    ensure_key(app, &name, KeyType::Secret).await?;
+    ensure_key(&bitgo, &name, KeyType::Secret).await?;
     let (_, row) = signing_row(app, &name, None).await?;
     let op = CryptOp::SealSecret {
         secret: SecretBytes::new(prv.as_bytes().to_vec()),
         associated_data: prv_context(source, public),
     };
-    let sealed = match crypt(app, row, op).await? {
+    let sealed = match bitgo.crypt(row, op).await? {
         CryptOutput::Ciphertext(sealed) => sealed,
         _ => return Err(ApiError::internal("the enclave answered SealSecret with another kind").into()),
     };
@@ -295,7 +302,7 @@ async fn get_key(
     }
     let row = decryption_row(&bitgo.app, &stored.key_name, &sealed).await?;
     let op = CryptOp::OpenSecret { sealed, associated_data: prv_context(source, &public) };
-    let prv = match crypt(&bitgo.app, row, op).await? {
+    let prv = match bitgo.crypt(row, op).await? {
         CryptOutput::Plaintext(prv) => prv,
         _ => return Err(ApiError::internal("the enclave answered OpenSecret with another kind").into()),
     };
@@ -340,7 +347,7 @@ async fn generate_key(
     let mut random = [0u8; 16];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| ApiError::internal("no randomness for a key name"))?;
     let name = format!("{}{source}.gen-{}", bitgo.config.key_prefix, hex::encode(random));
-    ensure_key(&bitgo.app, &name, KeyType::Bip32).await?;
+    ensure_key(&bitgo, &name, KeyType::Bip32).await?;
     let (_, row) = signing_row(&bitgo.app, &name, None).await?;
     let public = xpub(&row.public_key).ok_or_else(|| ApiError::internal("a bip32 key without a chain code"))?;
     let stored = BitgoKeyRow {
@@ -407,14 +414,8 @@ async fn sign(State(bitgo): State<Bitgo>, bytes: Result<Bytes, BytesRejection>) 
             "Invalid data provided from client: an operation hash is 0x and 64 hex digits",
         )
     })?;
-    let request = KeySign {
-        row,
-        algorithm: SignAlgorithm::Ecdsa,
-        payload: SignPayload::Digest(Digest(digest)),
-        format: SignFormat::Ethereum,
-        // The BitGo front door maps no principal yet: with owners, the enclave refuses this.
-        auth: None,
-    };
+    let request = front_principal::key_sign(&bitgo.principal, row, digest, SignFormat::Ethereum)?;
+    let request = KeySign { auth: with_policy(&bitgo.app, request.auth, &stored.key_name).await?, ..request };
     let link = keyring_link(&bitgo.app)?;
     match link.call(Request::KeySign(Box::new(request)), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
         keyward_proto::Response::KeySignature(signed) => {
@@ -437,7 +438,7 @@ async fn sign_psbt(bitgo: &Bitgo, row: keyward_proto::WrappedKey, payload: &str)
                 "Invalid data provided from client: signablePayload is an operation hash (0x and 64 hex digits) or a PSBT in hex (70736274ff...)",
             )
         })?;
-    match crypt(&bitgo.app, row, CryptOp::SignPsbt { psbt }).await? {
+    match bitgo.crypt(row, CryptOp::SignPsbt { psbt }).await? {
         CryptOutput::SignedPsbt { psbt, inputs } => {
             tracing::info!(inputs = inputs.len(), "BitGo PSBT signed");
             Ok(Json(Signature { signature: hex::encode(psbt) }))
@@ -494,10 +495,10 @@ async fn generate_data_key(
         }
     };
     let name = data_key_name(&bitgo);
-    ensure_key(&bitgo.app, &name, KeyType::Aes256Gcm).await?;
+    ensure_key(&bitgo, &name, KeyType::Aes256Gcm).await?;
     let (_, row) = signing_row(&bitgo.app, &name, None).await?;
     let op = CryptOp::DataKey { spec, plaintext: true, associated_data: DATA_KEY_CONTEXT.to_vec() };
-    match crypt(&bitgo.app, row, op).await? {
+    match bitgo.crypt(row, op).await? {
         CryptOutput::DataKey { wrapped, plaintext: Some(plaintext), .. } => Ok(Json(DataKeyAnswer {
             plaintext_key: comma_bytes(plaintext.expose()),
             encrypted_key: comma_bytes(&wrapped),
@@ -534,7 +535,7 @@ async fn decrypt_data_key(
     let name = data_key_name(&bitgo);
     let row = decryption_row(&bitgo.app, &name, &ciphertext).await?;
     let op = CryptOp::Decrypt { ciphertext, associated_data: DATA_KEY_CONTEXT.to_vec() };
-    match crypt(&bitgo.app, row, op).await? {
+    match bitgo.crypt(row, op).await? {
         CryptOutput::Plaintext(plaintext) => Ok(Json(PlaintextKey { plaintext_key: comma_bytes(plaintext.expose()) })),
         _ => Err(ApiError::internal("the enclave answered Decrypt with another kind").into()),
     }

@@ -339,7 +339,7 @@ impl Config {
                 }
             }
         }
-        Ok(Config {
+        let config = Config {
             environment: file.environment,
             kms_endpoint,
             kms_key_id: file.kms.key_id,
@@ -371,7 +371,30 @@ impl Config {
             progressdb: file.progressdb.map(seeds::ProgressDbSection::validate).transpose()?,
             bitgo: file.bitgo.map(seeds::BitgoSection::validate).transpose()?,
             owners: file.authorization.map(authorization::AuthorizationSection::validate).transpose()?,
-        })
+        };
+        config.check_front_door_principals()?;
+        Ok(config)
+    }
+
+    /// With owners, each front door signs as its own principal; without, it has none to sign as.
+    fn check_front_door_principals(&self) -> anyhow::Result<()> {
+        let doors = [
+            ("bitgo", self.bitgo.as_ref().map(|b| &b.principal_key_file)),
+            ("progressdb", self.progressdb.as_ref().map(|p| &p.principal_key_file)),
+        ];
+        for (door, file) in doors {
+            match (self.owners.is_some(), file) {
+                (true, Some(None)) => bail!(
+                    "{door}.principal_key_file is needed with authorization: the front door signs its requests as a \
+                     principal the owners grant (keyward principal new --out FILE; docs/authorization.md)"
+                ),
+                (false, Some(Some(_))) => {
+                    bail!("{door}.principal_key_file needs authorization (owners): without owners nothing is signed")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Everything production refuses, each with the reason.

@@ -77,7 +77,7 @@ pub(crate) async fn crypt(app: &AppState, row: WrappedKey, op: CryptOp) -> Resul
 }
 
 /// [`crypt`] with the principal's signed request (and the key's policy row) for the enclave.
-async fn crypt_signed(
+pub(crate) async fn crypt_signed(
     app: &AppState,
     row: WrappedKey,
     op: CryptOp,

@@ -25,7 +25,7 @@ fn algorithm_name(algorithm: SignAlgorithm) -> &'static str {
     }
 }
 
-fn format_name(format: SignFormat) -> &'static str {
+pub(crate) fn format_name(format: SignFormat) -> &'static str {
     match format {
         SignFormat::Compact => "compact",
         SignFormat::Der => "der",

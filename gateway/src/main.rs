@@ -8,6 +8,7 @@ mod config;
 mod credentials;
 mod enclaves;
 mod errors;
+mod front_principal;
 mod frontdoor;
 mod keys_agree;
 mod keys_api;
@@ -220,8 +221,12 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
 
 /// ProgressDB's KMS API on each listener its section names.
 async fn serve_progressdb(config: &config::seeds::ProgressDbConfig, app: &api::AppState) -> anyhow::Result<()> {
-    let router =
-        progressdb::router(progressdb::ProgressDb { app: app.clone(), key_prefix: config.key_prefix.as_str().into() });
+    let principal = front_principal(config.principal_key_file.as_deref(), "progressdb")?;
+    let router = progressdb::router(progressdb::ProgressDb {
+        app: app.clone(),
+        key_prefix: config.key_prefix.as_str().into(),
+        principal,
+    });
     let mut addresses = Vec::new();
     if let Some(listen) = &config.listen {
         addresses.push(keyward_transport::Address::Tcp { host: listen.ip().to_string(), port: listen.port() });
@@ -249,7 +254,8 @@ async fn serve_progressdb(config: &config::seeds::ProgressDbConfig, app: &api::A
 
 /// BitGo's key provider API: mutual TLS, or plain HTTP in development.
 async fn serve_bitgo(config: &config::seeds::BitgoConfig, app: &api::AppState) -> anyhow::Result<()> {
-    let router = bitgo::router(bitgo::Bitgo { app: app.clone(), config: Arc::new(config.clone()) });
+    let principal = front_principal(config.principal_key_file.as_deref(), "bitgo")?;
+    let router = bitgo::router(bitgo::Bitgo { app: app.clone(), config: Arc::new(config.clone()), principal });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bitgo front door on {}", config.listen))?;
@@ -266,6 +272,20 @@ async fn serve_bitgo(config: &config::seeds::BitgoConfig, app: &api::AppState) -
         }
     }
     Ok(())
+}
+
+/// A front door's principal (none without `principal_key_file`: the enclaves have no owners;
+/// the config checked that).
+fn front_principal(file: Option<&std::path::Path>, door: &str) -> anyhow::Result<front_principal::FrontPrincipal> {
+    let Some(file) = file else { return Ok(front_principal::FrontPrincipal::default()) };
+    let principal =
+        front_principal::FrontPrincipal::load(file).with_context(|| format!("{door}.principal_key_file"))?;
+    tracing::info!(
+        front_door = door,
+        principal = principal.id().unwrap_or_default(),
+        "front door signs as its principal"
+    );
+    Ok(principal)
 }
 
 /// The link key, checked against `link.public_key` when that is set too. Production refuses a

@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     api::AppState,
     errors::ApiError,
-    keys_api::{create, keyring_link, load, rotate, signing_row},
-    keys_crypt::{base64_field, crypt, decryption_row},
+    front_principal::{self, FrontPrincipal},
+    keys_api::{keyring_link, load, rotate, signing_row},
+    keys_crypt::{base64_field, decryption_row},
 };
 
 /// Longest ProgressDB key id (its validator's limit).
@@ -39,6 +40,8 @@ pub struct ProgressDb {
     pub app: AppState,
     /// `progressdb.key_prefix`.
     pub key_prefix: Arc<str>,
+    /// What the front door signs its requests as when the enclaves have owners.
+    pub principal: FrontPrincipal,
 }
 
 pub fn router(state: ProgressDb) -> Router {
@@ -159,7 +162,7 @@ async fn dek(pdb: &ProgressDb, key_id: String, name: &KeyName) -> Result<Dek, Pl
 /// Makes the key of `name` in an enclave.
 async fn new_key(pdb: &ProgressDb, name: &KeyName) -> Result<(), ApiError> {
     let key = CreateKey { name: name.to_string(), key_type: "aes256-gcm".into(), exportable: false };
-    create(&pdb.app, vec![key], None).await.map(drop)
+    front_principal::create(&pdb.app, &pdb.principal, key).await
 }
 
 #[derive(Deserialize)]
@@ -286,7 +289,8 @@ async fn encrypt(
     let associated_data = optional_associated_data(request.associated_data.as_deref())?;
     let (_, row) = signing_row(&pdb.app, name.as_str(), None).await?;
     let version = row.identity.version.get();
-    match crypt(&pdb.app, row, CryptOp::Encrypt { plaintext, associated_data }).await? {
+    match front_principal::crypt(&pdb.app, &pdb.principal, row, CryptOp::Encrypt { plaintext, associated_data }).await?
+    {
         CryptOutput::Ciphertext(c) => {
             Ok(Json(Encrypted { ciphertext: STANDARD.encode(c), key_version: version.to_string() }))
         }
@@ -318,7 +322,9 @@ async fn decrypt(
     let ciphertext = base64_field("ciphertext", &request.ciphertext, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = optional_associated_data(request.associated_data.as_deref())?;
     let row = decryption_row(&pdb.app, name.as_str(), &ciphertext).await?;
-    match crypt(&pdb.app, row, CryptOp::Decrypt { ciphertext, associated_data }).await? {
+    match front_principal::crypt(&pdb.app, &pdb.principal, row, CryptOp::Decrypt { ciphertext, associated_data })
+        .await?
+    {
         CryptOutput::Plaintext(p) => Ok(Json(Decrypted { plaintext: STANDARD.encode(p.expose()) })),
         _ => Err(ApiError::internal("the enclave answered Decrypt with another kind").into()),
     }
@@ -351,7 +357,8 @@ async fn rewrap(State(pdb): State<ProgressDb>, bytes: Result<Bytes, BytesRejecti
             "keyward takes no key-encryption key from callers: the KEK is the keyring root, held only in the enclave; omit new_kek_hex",
         ));
     }
-    rotate(&pdb.app, name.as_str(), None).await?;
+    let auth = pdb.principal.authorize(keyward_authz::Operation::Rotate, name.as_str(), &serde_json::json!({}))?;
+    rotate(&pdb.app, name.as_str(), auth).await?;
     let (row, kek_id, kek_version) = wrapped(&pdb, &name).await?;
     Ok(Json(Rewrapped { new_wrapped: STANDARD.encode(&row.wrapped), new_kek_id: kek_id, new_kek_version: kek_version }))
 }

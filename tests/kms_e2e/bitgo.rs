@@ -56,7 +56,7 @@ fn comma_bytes(text: &str) -> Vec<u8> {
 }
 
 /// The compressed public key inside an xpub, checked against BIP32's serialization.
-fn xpub_key(xpub: &str) -> Vec<u8> {
+pub(crate) fn xpub_key(xpub: &str) -> Vec<u8> {
     let raw = bs58_decode(xpub);
     assert_eq!(raw.len(), 82, "78 bytes and a 4-byte checksum");
     let check = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &raw[..78]);
@@ -278,7 +278,7 @@ async fn bitgo_key_provider_api_conforms_over_mutual_tls() {
 
 /// The PSBTs BitGo's wallet manager sends: a 2-of-3 P2WSH spend of the wallet's three keys
 /// (BitGo's chain 20), built with rust-bitcoin from the xpub keyward answered.
-mod psbt {
+pub(crate) mod psbt {
     use std::str::FromStr;
 
     use bitcoin::{

@@ -8,6 +8,7 @@ mod attestation;
 mod authz;
 mod authz_audit;
 mod authz_crypt;
+mod authz_front_doors;
 mod authz_keystore;
 mod authz_policy;
 mod authz_state;

@@ -30,7 +30,12 @@ struct RuleDocument {
     principals: Vec<String>,
     operations: Vec<String>,
     quorum: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_prefix: Option<String>,
 }
+
+/// The longest key prefix a rule may name.
+pub const MAX_KEY_PREFIX_LEN: usize = 64;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +100,7 @@ impl Policy {
                     principals: r.principals.iter().map(ToString::to_string).collect(),
                     operations: r.operations.iter().map(|o| o.as_str().to_owned()).collect(),
                     quorum: r.quorum,
+                    key_prefix: r.key_prefix.clone(),
                 })
                 .collect(),
             state: (self.state != KeyState::Enabled).then(|| self.state.stored_name().to_owned()),
@@ -133,7 +139,19 @@ fn parse_rule(rule: RuleDocument) -> Result<Rule, String> {
     if operations.is_empty() {
         return Err("grants no operation".into());
     }
-    let rule = Rule { principals, operations, quorum: rule.quorum };
+    if let Some(prefix) = &rule.key_prefix {
+        let fits = !prefix.is_empty()
+            && prefix.len() <= MAX_KEY_PREFIX_LEN
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !prefix.starts_with('.');
+        if !fits {
+            return Err(format!(
+                "key_prefix {:?} does not begin a key name (1 to {MAX_KEY_PREFIX_LEN} of A-Z a-z 0-9 . _ -, not first .)",
+                prefix.chars().take(24).collect::<String>()
+            ));
+        }
+    }
+    let rule = Rule { principals, operations, quorum: rule.quorum, key_prefix: rule.key_prefix };
     if !rule.is_valid() {
         return Err(format!("a quorum of {} cannot be met by {} principals", rule.quorum, rule.principals.len()));
     }
@@ -158,6 +176,10 @@ mod tests {
         assert!(policy.rules[0].operations.contains(&Operation::SetPolicy));
         assert_eq!(Policy::from_json(&policy.to_json()).unwrap(), policy);
         assert_eq!(policy.state, KeyState::Enabled);
+        let scoped = text.replace(r#""quorum""#, r#""key_prefix":"bitgo.","quorum""#);
+        let scoped = Policy::from_json(scoped.as_bytes()).unwrap();
+        assert_eq!(scoped.rules[0].key_prefix.as_deref(), Some("bitgo."));
+        assert_eq!(Policy::from_json(&scoped.to_json()).unwrap(), scoped);
         assert!(!String::from_utf8(policy.to_json()).unwrap().contains("state"), "enabled is not written");
         for state in [KeyState::Disabled, KeyState::PendingDeletion { due: 1_900_000_000 }] {
             let with_state = Policy { state, ..policy.clone() };
@@ -190,6 +212,15 @@ mod tests {
             (rule(&format!("\"{ALICE}\""), "\"sign\"", 0), "cannot be met"),
             (rule(&format!("\"{ALICE}\""), "\"sign\"", 2), "cannot be met"),
             (r#"{"version":1,"rules":[],"state":"paused"}"#.to_owned(), "unknown state"),
+            (
+                rule(&format!("\"{ALICE}\""), "\"sign\"", 1).replace(r#""quorum""#, r#""key_prefix":"","quorum""#),
+                "key_prefix",
+            ),
+            (
+                rule(&format!("\"{ALICE}\""), "\"sign\"", 1)
+                    .replace(r#""quorum""#, r#""key_prefix":"bit/go","quorum""#),
+                "key_prefix",
+            ),
             (r#"{"version":1,"rules":[],"state":"pending_deletion"}"#.to_owned(), "needs deletion_due"),
             (r#"{"version":1,"rules":[],"state":"disabled","deletion_due":5}"#.to_owned(), "only with state"),
             (r#"{"version":1,"rules":[],"deletion_due":5}"#.to_owned(), "only with state"),

@@ -12,6 +12,9 @@ pub struct Rule {
     pub principals: BTreeSet<PrincipalId>,
     pub operations: BTreeSet<Operation>,
     pub quorum: u8,
+    /// When set, the rule grants only on keys whose name begins with it (a front door's
+    /// keys, `bitgo.` say), never on a request about the keystore as a whole.
+    pub key_prefix: Option<String>,
 }
 
 /// A key's or keystore's policy, versioned: an enclave never accepts an older version than
@@ -107,16 +110,34 @@ impl Rule {
     pub fn is_valid(&self) -> bool {
         self.quorum >= 1 && usize::from(self.quorum) <= self.principals.len()
     }
+
+    /// Whether the rule covers key `key` (empty: the keystore as a whole).
+    pub fn covers(&self, key: &str) -> bool {
+        self.key_prefix.as_deref().is_none_or(|prefix| !key.is_empty() && key.starts_with(prefix))
+    }
 }
 
 impl Policy {
     /// `operation` requested by `requester`, with the request also signed by `approvers` (the
-    /// signatures already verified; duplicates and the requester count once).
+    /// signatures already verified; duplicates and the requester count once), on no key in
+    /// particular: rules with a key prefix do not apply.
     pub fn evaluate(&self, operation: Operation, requester: PrincipalId, approvers: &[PrincipalId]) -> Decision {
+        self.evaluate_on("", operation, requester, approvers)
+    }
+
+    /// [`Self::evaluate`] for a request about key `key` (empty: the keystore as a whole).
+    pub fn evaluate_on(
+        &self,
+        key: &str,
+        operation: Operation,
+        requester: PrincipalId,
+        approvers: &[PrincipalId],
+    ) -> Decision {
         let signers: BTreeSet<PrincipalId> = std::iter::once(requester).chain(approvers.iter().copied()).collect();
         let mut closest: Option<(u8, u8)> = None;
-        for rule in self.rules.iter().filter(|r| r.operations.contains(&operation) && r.principals.contains(&requester))
-        {
+        let applies =
+            |r: &&Rule| r.operations.contains(&operation) && r.principals.contains(&requester) && r.covers(key);
+        for rule in self.rules.iter().filter(applies) {
             if !rule.is_valid() {
                 return Decision::Deny(DenyReason::InvalidRule);
             }
@@ -147,6 +168,7 @@ mod tests {
 
     fn rule(principals: &[PrincipalId], operations: &[Operation], quorum: u8) -> Rule {
         Rule {
+            key_prefix: None,
             principals: principals.iter().copied().collect(),
             operations: operations.iter().copied().collect(),
             quorum,
@@ -164,6 +186,27 @@ mod tests {
             ],
             state: KeyState::Enabled,
         }
+    }
+
+    #[test]
+    fn a_rule_with_a_key_prefix_grants_only_on_those_keys() {
+        let mut front_door = rule(&[BOB], &[Operation::Sign, Operation::Create], 1);
+        front_door.key_prefix = Some("bitgo.".into());
+        let policy = Policy { version: 1, rules: vec![front_door], ..Policy::default() };
+        let deny = Decision::Deny(DenyReason::NotPermitted);
+        let cases = [
+            ("bitgo.user.1", Operation::Sign, Decision::Allow),
+            ("bitgo.data-keys", Operation::Create, Decision::Allow),
+            ("bitgo.user.1", Operation::Export, deny),
+            ("treasury", Operation::Sign, deny),
+            ("bitgo", Operation::Sign, deny),
+            ("xbitgo.user", Operation::Sign, deny),
+            ("", Operation::Create, deny),
+        ];
+        for (key, op, expected) in cases {
+            assert_eq!(policy.evaluate_on(key, op, BOB, &[]), expected, "{key} {op:?}");
+        }
+        assert_eq!(policy.evaluate(Operation::Sign, BOB, &[]), deny, "no key named");
     }
 
     #[test]

@@ -4,6 +4,30 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The signed body of sealing a secret with a `secret` key (a front door's `SealSecret`, the
+/// BitGo key provider's stored `prv`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealSecretBody {
+    pub secret_b64: String,
+    pub associated_data_b64: String,
+}
+
+/// The signed body of opening a sealed secret (`OpenSecret`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenSecretBody {
+    pub sealed_b64: String,
+    pub associated_data_b64: String,
+}
+
+/// The signed body of signing a PSBT's inputs with a `bip32` key (`SignPsbt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignPsbtBody {
+    pub psbt_b64: String,
+}
+
 /// `POST /v1/keys/{name}/encrypt` (aes256-gcm keys).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

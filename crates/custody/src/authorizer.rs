@@ -62,6 +62,7 @@ impl Owners {
         }
         use Operation::*;
         let rule = |operations: &[Operation], quorum| Rule {
+            key_prefix: None,
             principals: ids.clone(),
             operations: operations.iter().copied().collect(),
             quorum,
@@ -363,7 +364,7 @@ impl Authorizer {
         let stored = [&key_current, &keystore_current]
             .into_iter()
             .flatten()
-            .map(|c| c.policy.evaluate(subject.operation, id, &approvers));
+            .map(|c| c.policy.evaluate_on(&subject.key, subject.operation, id, &approvers));
         match combine(self.policy.evaluate(subject.operation, id, &approvers), stored) {
             Decision::Allow => {
                 // A key its own policy row disables (or deletes) is not used, whoever asks.

@@ -2,12 +2,16 @@
 //! `decrypt`, `rewrap`, `datakey`, `hmac`, `verify-hmac`, as JSON). The enclave parses the
 //! signed body itself and refuses a typed request that differs from it: a host cannot decrypt
 //! another ciphertext with a principal's signature, change the associated data, or ask for a
-//! data key's plaintext the principal did not ask for. Streams, secrets, PSBTs and key agreement
-//! have no signed path yet and are refused.
+//! data key's plaintext the principal did not ask for. The front doors' sealed secrets and
+//! PSBTs are checked the same way (their bodies are `keyward_client::crypt::SealSecretBody`,
+//! `OpenSecretBody`, `SignPsbtBody`). Streams and key agreement have no signed path yet and are
+//! refused.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use keyward_authz::Operation;
-use keyward_client::crypt::{Decrypt, Encrypt, GenerateDataKey, MacRequest, VerifyMac};
+use keyward_client::crypt::{
+    Decrypt, Encrypt, GenerateDataKey, MacRequest, OpenSecretBody, SealSecretBody, SignPsbtBody, VerifyMac,
+};
 use keyward_proto::{AuditReceipt, CryptOp, DataKeySpec, ErrorCode, ErrorReply, KeyCrypt};
 
 use super::{Authorizer, DEFAULT_KEYSTORE, Subject, refuse};
@@ -22,6 +26,10 @@ pub fn crypt_operation(op: &CryptOp) -> Option<Operation> {
         CryptOp::DataKey { .. } => Some(Operation::DataKey),
         CryptOp::Mac { .. } => Some(Operation::Sign),
         CryptOp::VerifyMac { .. } => Some(Operation::Verify),
+        // The front doors' operations (docs/authorization.md, front doors).
+        CryptOp::SealSecret { .. } => Some(Operation::Encrypt),
+        CryptOp::OpenSecret { .. } => Some(Operation::Decrypt),
+        CryptOp::SignPsbt { .. } => Some(Operation::Sign),
         _ => None,
     }
 }
@@ -32,7 +40,7 @@ impl Authorizer {
         let Some(operation) = crypt_operation(&request.op) else {
             return Err(refuse(
                 ErrorCode::SignatureRequired,
-                "authorization is on, and this operation (streams, secrets, PSBTs, key agreement) has no signed-request path yet: it is refused",
+                "authorization is on, and this operation (streams, key agreement) has no signed-request path yet: it is refused",
             ));
         };
         let identity = &request.row.identity;
@@ -84,6 +92,20 @@ fn crypt_body_matches(body: &[u8], request: &KeyCrypt) -> Result<(), String> {
             b64("message_b64", Some(&b.message_b64))? == *message
                 && b64("mac_b64", Some(&b.mac_b64))? == *mac
                 && b.version.is_none_or(|v| v == request.row.identity.version.get())
+        }
+        CryptOp::SealSecret { secret, associated_data } => {
+            let b: SealSecretBody = parse(body, "a secret to seal")?;
+            b64("secret_b64", Some(&b.secret_b64))? == secret.expose()
+                && b64("associated_data_b64", Some(&b.associated_data_b64))? == *associated_data
+        }
+        CryptOp::OpenSecret { sealed, associated_data } => {
+            let b: OpenSecretBody = parse(body, "a sealed secret to open")?;
+            b64("sealed_b64", Some(&b.sealed_b64))? == *sealed
+                && b64("associated_data_b64", Some(&b.associated_data_b64))? == *associated_data
+        }
+        CryptOp::SignPsbt { psbt } => {
+            let b: SignPsbtBody = parse(body, "a PSBT to sign")?;
+            b64("psbt_b64", Some(&b.psbt_b64))? == *psbt
         }
         _ => false,
     };
@@ -160,6 +182,15 @@ mod tests {
         let datakey = r#"{"spec":"aes-256"}"#;
         let dk = |plaintext| CryptOp::DataKey { spec: DataKeySpec::Aes256, plaintext, associated_data: vec![] };
         let mac = format!(r#"{{"message_b64":"{}"}}"#, b(b"m"));
+        let seal_body = format!(r#"{{"secret_b64":"{}","associated_data_b64":"{}"}}"#, b(b"prv"), b(b"ctx"));
+        let seal = |s: &[u8], ad: &[u8]| CryptOp::SealSecret {
+            secret: SecretBytes::new(s.to_vec()),
+            associated_data: ad.to_vec(),
+        };
+        let open_body = format!(r#"{{"sealed_b64":"{}","associated_data_b64":"{}"}}"#, b(b"sealed"), b(b"ctx"));
+        let open = |s: &[u8]| CryptOp::OpenSecret { sealed: s.to_vec(), associated_data: b"ctx".to_vec() };
+        let psbt_body = format!(r#"{{"psbt_b64":"{}"}}"#, b(b"psbt\xff1"));
+        let psbt = |p: &[u8]| CryptOp::SignPsbt { psbt: p.to_vec() };
         use Operation::*;
         let cases: Vec<(&str, KeyCrypt, Option<ErrorCode>)> = vec![
             ("encrypt", request(enc(b"pay", b"ad"), Encrypt, &encrypt), None),
@@ -171,6 +202,18 @@ mod tests {
             ("a wrapped data key", request(dk(false), DataKey, datakey), None),
             ("its plaintext too", request(dk(true), DataKey, datakey), Some(ErrorCode::RequestMismatch)),
             ("a MAC is signed as sign", request(CryptOp::Mac { message: b"m".to_vec() }, Sign, &mac), None),
+            ("a secret sealed", request(seal(b"prv", b"ctx"), Encrypt, &seal_body), None),
+            ("another secret", request(seal(b"PRV", b"ctx"), Encrypt, &seal_body), Some(ErrorCode::RequestMismatch)),
+            ("another context", request(seal(b"prv", b"other"), Encrypt, &seal_body), Some(ErrorCode::RequestMismatch)),
+            ("a secret opened", request(open(b"sealed"), Decrypt, &open_body), None),
+            ("another sealed secret", request(open(b"SEALED"), Decrypt, &open_body), Some(ErrorCode::RequestMismatch)),
+            (
+                "an encryption body for a secret",
+                request(seal(b"pay", b"ad"), Encrypt, &encrypt),
+                Some(ErrorCode::RequestMismatch),
+            ),
+            ("a PSBT signed", request(psbt(b"psbt\xff1"), Sign, &psbt_body), None),
+            ("another PSBT", request(psbt(b"psbt\xff2"), Sign, &psbt_body), Some(ErrorCode::RequestMismatch)),
             (
                 "no signed path for streams",
                 request(CryptOp::BeginStream, Encrypt, "{}"),

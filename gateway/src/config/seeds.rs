@@ -26,6 +26,10 @@ pub struct ProgressDbSection {
     /// `progressdb.`), `/` in a key id becoming `.`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// The principal key (PKCS#8 PEM) the front door signs its requests with; required with
+    /// `authorization` (docs/authorization.md, front doors).
+    #[serde(default)]
+    pub principal_key_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {
@@ -42,6 +46,7 @@ pub struct ProgressDbConfig {
     /// Whether the file listed them (production must).
     allowed_uids_given: bool,
     pub key_prefix: String,
+    pub principal_key_file: Option<PathBuf>,
 }
 
 impl ProgressDbSection {
@@ -63,6 +68,7 @@ impl ProgressDbSection {
             allowed_uids,
             allowed_uids_given: !self.allowed_uids.is_empty(),
             key_prefix: self.key_prefix,
+            principal_key_file: self.principal_key_file,
         })
     }
 }
@@ -104,6 +110,10 @@ pub struct BitgoSection {
     /// Keyring names: `<key_prefix><source>.<…>` and `<key_prefix>data-keys` (default `bitgo.`).
     #[serde(default = "default_bitgo_prefix")]
     pub key_prefix: String,
+    /// The principal key (PKCS#8 PEM) the front door signs its requests with; required with
+    /// `authorization` (docs/authorization.md, front doors).
+    #[serde(default)]
+    pub principal_key_file: Option<PathBuf>,
 }
 
 fn default_bitgo_prefix() -> String {
@@ -128,6 +138,7 @@ pub struct BitgoConfig {
     pub reveal_prv_user: bool,
     pub reveal_prv_backup: bool,
     pub key_prefix: String,
+    pub principal_key_file: Option<PathBuf>,
 }
 
 impl BitgoSection {
@@ -151,6 +162,7 @@ impl BitgoSection {
             reveal_prv_user: reveal.0,
             reveal_prv_backup: reveal.1,
             key_prefix: self.key_prefix,
+            principal_key_file: self.principal_key_file,
         })
     }
 }

@@ -220,12 +220,17 @@ fn production_serves_progressdb_only_on_a_unix_socket_with_its_users_listed() {
     let dir = tempfile::tempdir().unwrap();
     let base = production(dir.path());
     let with = |section: &str| format!("{base}\nprogressdb:\n{section}");
-    let ok = Config::parse(&with("  unix_socket: /run/keyward/progressdb-kms.sock\n  allowed_uids: [998]\n")).unwrap();
+    let principal = "  principal_key_file: /etc/keyward/progressdb-principal.key\n";
+    let ok = Config::parse(&with(&format!(
+        "  unix_socket: /run/keyward/progressdb-kms.sock\n  allowed_uids: [998]\n{principal}"
+    )))
+    .unwrap();
     assert_eq!(ok.progressdb.unwrap().allowed_uids, BTreeSet::from([998]));
-    let tcp = with("  listen: 127.0.0.1:6820\n  unix_socket: /run/k.sock\n  allowed_uids: [998]\n");
+    let tcp =
+        with(&format!("  listen: 127.0.0.1:6820\n  unix_socket: /run/k.sock\n  allowed_uids: [998]\n{principal}"));
     let err = format!("{:#}", Config::parse(&tcp).unwrap_err());
     assert!(err.contains("production refuses progressdb.listen 127.0.0.1:6820"), "{err}");
-    let unlisted = with("  unix_socket: /run/k.sock\n");
+    let unlisted = with(&format!("  unix_socket: /run/k.sock\n{principal}"));
     let err = format!("{:#}", Config::parse(&unlisted).unwrap_err());
     assert!(err.contains("production needs progressdb.allowed_uids"), "{err}");
 }
@@ -244,12 +249,23 @@ fn bitgo_section_is_checked_and_production_requires_mutual_tls() {
 
     let dir = tempfile::tempdir().unwrap();
     let base = production(dir.path());
-    let plain = format!("{base}\nbitgo:\n  listen: 10.0.0.5:8091\n");
+    let plain = format!("{base}\nbitgo:\n  listen: 10.0.0.5:8091\n  principal_key_file: /etc/k/bitgo.key\n");
     let err = format!("{:#}", Config::parse(&plain).unwrap_err());
     assert!(err.contains("production refuses bitgo without tls"), "{err}");
     let tls = format!(
         "{base}\nbitgo:\n  listen: 10.0.0.5:8091\n  tls:\n    cert_file: /etc/k/s.pem\n    key_file: /etc/k/s.key\n    client_ca_file: /etc/k/ca.pem\n"
     );
+    // With owners (production has them) the front door must have a principal to sign as.
+    let err = format!("{:#}", Config::parse(&tls).unwrap_err());
+    assert!(err.contains("bitgo.principal_key_file is needed with authorization"), "{err}");
+    let tls = format!("{tls}  principal_key_file: /etc/k/bitgo.key\n");
     let config = Config::parse(&tls).unwrap().bitgo.unwrap();
     assert!(!config.reveal_prv_user && !config.reveal_prv_backup, "no prv is revealed unless configured");
+    // Without owners (development) a principal key is refused: nothing would be signed.
+    let dev_with_key = shipped("development.yaml").replace(
+        "reveal_prv_sources: [user, backup]",
+        "reveal_prv_sources: [user, backup]\n  principal_key_file: /tmp/bitgo.key",
+    );
+    let err = format!("{:#}", Config::parse(&dev_with_key).unwrap_err());
+    assert!(err.contains("bitgo.principal_key_file needs authorization"), "{err}");
 }
