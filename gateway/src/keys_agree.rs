@@ -22,7 +22,13 @@ use keyward_keyring::{Curve, JOSE_ALG, MAX_CEK_LEN, jose_wrap, peer_public_key};
 use keyward_proto::{CryptOp, CryptOutput, KeyType};
 use serde::Deserialize;
 
-use crate::{api::AppState, errors::ApiError, keys_api::signing_row, keys_crypt::crypt};
+use crate::{
+    api::AppState,
+    errors::ApiError,
+    keys_api::signing_row,
+    keys_crypt::crypt_signed,
+    signed::{self, SignedJson},
+};
 
 /// Longest `apu` or `apv`.
 const MAX_PARTY_INFO_LEN: usize = 1024;
@@ -60,24 +66,7 @@ impl JwkExt for PublicJwk {
     /// The curve and the public key as the keyring takes it (X25519 raw; P-256 SEC1
     /// uncompressed).
     fn parse(&self) -> Result<(Curve, Vec<u8>), ApiError> {
-        let coordinate = |name: &str, value: &str| {
-            b64url(name, value, 32)
-                .ok()
-                .filter(|b| b.len() == 32)
-                .ok_or_else(|| invalid_jwk(format!("the JWK's {name} is not 32 bytes of base64url")))
-        };
-        match (self.kty.as_str(), self.crv.as_str()) {
-            ("OKP", "X25519") => Ok((Curve::X25519, coordinate("x", &self.x)?)),
-            ("EC", "P-256") => {
-                let y = self.y.as_deref().ok_or_else(|| invalid_jwk("an EC JWK needs y"))?;
-                let point = [&[4u8][..], &coordinate("x", &self.x)?, &coordinate("y", y)?].concat();
-                let point = peer_public_key(Curve::P256, &point).map_err(|e| invalid_jwk(e.to_string()))?;
-                Ok((Curve::P256, point))
-            }
-            (kty, crv) => {
-                Err(invalid_jwk(format!("a JWK of kty {kty:?} and crv {crv:?}: use OKP with X25519, or EC with P-256")))
-            }
-        }
+        self.point().map_err(invalid_jwk)
     }
 
     /// The JWK of a public key (X25519 raw, or P-256 SEC1 of either form).
@@ -114,10 +103,11 @@ async fn derive_shared_secret(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<DeriveRequest>, JsonRejection>,
+    body: SignedJson<DeriveRequest>,
 ) -> Result<Json<SharedSecret>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     let (_, row) = signing_row(&app, &name, body.version).await?;
     let curve = curve_of(row.identity.key_type, &name)?;
     let peer = match (&body.public_key_b64, &body.public_key_jwk) {
@@ -134,7 +124,7 @@ async fn derive_shared_secret(
         _ => return Err(ApiError::invalid("invalid_field", "give public_key_b64 or public_key_jwk, one of them")),
     };
     let version = row.identity.version.get();
-    match crypt(&app, row, CryptOp::DeriveSharedSecret { peer_public_key: peer }).await? {
+    match crypt_signed(&app, row, CryptOp::DeriveSharedSecret { peer_public_key: peer }, auth).await? {
         CryptOutput::Plaintext(secret) => {
             Ok(Json(SharedSecret { shared_secret_b64: STANDARD.encode(secret.expose()), version }))
         }
@@ -162,10 +152,11 @@ async fn unwrap(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<UnwrapRequest>, JsonRejection>,
+    body: SignedJson<UnwrapRequest>,
 ) -> Result<Json<Unwrapped>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let Json(body) = body.map_err(ApiError::from_json)?;
+    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let body = body.value;
     check_alg(body.alg.as_deref())?;
     let (_, row) = signing_row(&app, &name, body.version).await?;
     let curve = curve_of(row.identity.key_type, &name)?;
@@ -180,7 +171,7 @@ async fn unwrap(
         apv: party_info("apv", body.apv.as_deref())?,
     };
     let version = row.identity.version.get();
-    match crypt(&app, row, op).await? {
+    match crypt_signed(&app, row, op, auth).await? {
         CryptOutput::Plaintext(cek) => Ok(Json(Unwrapped { cek_b64: STANDARD.encode(cek.expose()), version })),
         _ => Err(ApiError::internal("the enclave answered JoseUnwrap with another kind")),
     }

@@ -153,4 +153,26 @@ async fn encryption_obeys_signed_requests_and_a_host_cannot_bend_them() {
         })))
         .await;
     assert!(matches!(frame.reply, Reply::Ok(Response::Crypt(_))), "the owner's own data key: {frame:?}");
+
+    // Key agreement: the owner's signed request derives the secret the peer computes too; an
+    // unsigned one, or a stranger's, is refused in the enclave.
+    admin.create_key("agree-x", "x25519", false).await.unwrap();
+    let peer = aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::X25519).unwrap();
+    let request = keyward_client::agree::DeriveSharedSecret {
+        public_key_b64: Some(STANDARD.encode(peer.compute_public_key().unwrap().as_ref())),
+        ..Default::default()
+    };
+    let derived = as_alice.derive_shared_secret("agree-x", &request).await.expect("the owner derives");
+    let ours = stack.client.key("agree-x").await.unwrap().versions[0].public_key_hex.clone().unwrap();
+    let expected = aws_lc_rs::agreement::agree(
+        &peer,
+        aws_lc_rs::agreement::UnparsedPublicKey::new(&aws_lc_rs::agreement::X25519, hex::decode(ours).unwrap()),
+        (),
+        |z| Ok(z.to_vec()),
+    )
+    .unwrap();
+    assert_eq!(STANDARD.decode(&derived.shared_secret_b64).unwrap(), expected);
+    assert_eq!(code(stack.client.derive_shared_secret("agree-x", &request).await), (401, "signature_required".into()));
+    let as_carol = stack.client.clone().with_principal(carol.clone());
+    assert_eq!(code(as_carol.derive_shared_secret("agree-x", &request).await), (403, "not_permitted".into()));
 }

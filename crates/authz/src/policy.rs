@@ -66,7 +66,7 @@ impl KeyState {
     /// changes and policy changes do not.
     pub fn uses_key(operation: Operation) -> bool {
         use Operation::*;
-        matches!(operation, Sign | Verify | Encrypt | Decrypt | DataKey | Export | Rotate)
+        matches!(operation, Sign | Verify | Encrypt | Decrypt | DataKey | Agree | Export | Rotate)
     }
 }
 

@@ -26,11 +26,13 @@ pub enum Operation {
     Disable,
     Delete,
     SetPolicy,
+    /// Key agreement: the raw ECDH secret of a key and a peer (`derive-shared-secret`).
+    Agree,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::Sign,
         Operation::Verify,
         Operation::Encrypt,
@@ -43,6 +45,7 @@ impl Operation {
         Operation::Disable,
         Operation::Delete,
         Operation::SetPolicy,
+        Operation::Agree,
     ];
 
     /// The name in policies and in the canonical encoding.
@@ -60,6 +63,7 @@ impl Operation {
             Operation::Disable => "disable",
             Operation::Delete => "delete",
             Operation::SetPolicy => "set-policy",
+            Operation::Agree => "agree",
         }
     }
 
@@ -74,7 +78,12 @@ impl Operation {
     pub fn refuses_replay(self) -> bool {
         !matches!(
             self,
-            Operation::Sign | Operation::Verify | Operation::Encrypt | Operation::Decrypt | Operation::DataKey
+            Operation::Sign
+                | Operation::Verify
+                | Operation::Encrypt
+                | Operation::Decrypt
+                | Operation::DataKey
+                | Operation::Agree
         )
     }
 }

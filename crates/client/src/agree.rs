@@ -21,6 +21,33 @@ pub struct PublicJwk {
     pub kid: Option<String>,
 }
 
+#[cfg(feature = "sign-fields")]
+impl PublicJwk {
+    /// The curve and the public key as the keyring takes it (X25519 raw; P-256 SEC1
+    /// uncompressed), or why the JWK is not one.
+    pub fn point(&self) -> Result<(keyward_keyring::Curve, Vec<u8>), String> {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        use keyward_keyring::{Curve, peer_public_key};
+        let coordinate = |name: &str, value: &str| {
+            URL_SAFE_NO_PAD
+                .decode(value.trim_end_matches('='))
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| format!("the JWK's {name} is not 32 bytes of base64url"))
+        };
+        match (self.kty.as_str(), self.crv.as_str()) {
+            ("OKP", "X25519") => Ok((Curve::X25519, coordinate("x", &self.x)?)),
+            ("EC", "P-256") => {
+                let y = self.y.as_deref().ok_or("an EC JWK needs y")?;
+                let point = [&[4u8][..], &coordinate("x", &self.x)?, &coordinate("y", y)?].concat();
+                let point = peer_public_key(Curve::P256, &point).map_err(|e| e.to_string())?;
+                Ok((Curve::P256, point))
+            }
+            (kty, crv) => Err(format!("a JWK of kty {kty:?} and crv {crv:?}: use OKP with X25519, or EC with P-256")),
+        }
+    }
+}
+
 /// `POST /v1/keys/{name}/derive-shared-secret`: the peer's public key, one of the two forms.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

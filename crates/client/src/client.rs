@@ -448,8 +448,8 @@ impl Client {
         name: &str,
         request: &crate::agree::DeriveSharedSecret,
     ) -> Result<crate::agree::SharedSecret, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/derive-shared-secret")))).json(request))
-            .await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/derive-shared-secret"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Agree, ("default", name), request)?).await
     }
 
     /// Opens, in the enclave, a content key wrapped to the key with ECDH-ES+A256KW.
@@ -458,7 +458,8 @@ impl Client {
         name: &str,
         request: &crate::agree::UnwrapKey,
     ) -> Result<crate::agree::UnwrappedKey, ClientError> {
-        self.send(self.authorized(self.http.post(self.url(&key_path(name, "/unwrap")))).json(request)).await
+        let post = self.authorized(self.http.post(self.url(&key_path(name, "/unwrap"))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, ("default", name), request)?).await
     }
 
     /// Wraps a content key to a recipient's public key with ECDH-ES+A256KW.

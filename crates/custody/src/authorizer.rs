@@ -70,7 +70,7 @@ impl Owners {
         Ok(Policy {
             version: 1,
             rules: vec![
-                rule(&[Sign, Verify, Encrypt, Decrypt, DataKey, Create, Rotate], 1),
+                rule(&[Sign, Verify, Encrypt, Decrypt, DataKey, Agree, Create, Rotate], 1),
                 rule(&[Import, Export, Disable, Delete, SetPolicy], self.quorum),
             ],
             state: keyward_authz::KeyState::Enabled,

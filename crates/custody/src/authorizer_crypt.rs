@@ -4,13 +4,17 @@
 //! another ciphertext with a principal's signature, change the associated data, or ask for a
 //! data key's plaintext the principal did not ask for. The front doors' sealed secrets and
 //! PSBTs are checked the same way (their bodies are `keyward_client::crypt::SealSecretBody`,
-//! `OpenSecretBody`, `SignPsbtBody`). Streams and key agreement have no signed path yet and are
-//! refused.
+//! `OpenSecretBody`, `SignPsbtBody`), and key agreement's (`derive-shared-secret` as operation
+//! `agree`, `unwrap` as `decrypt`). Streams have no signed path yet and are refused.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use keyward_authz::Operation;
-use keyward_client::crypt::{
-    Decrypt, Encrypt, GenerateDataKey, MacRequest, OpenSecretBody, SealSecretBody, SignPsbtBody, VerifyMac,
+use keyward_client::{
+    agree::{DeriveSharedSecret, UnwrapKey},
+    crypt::{Decrypt, Encrypt, GenerateDataKey, MacRequest, OpenSecretBody, SealSecretBody, SignPsbtBody, VerifyMac},
 };
 use keyward_proto::{AuditReceipt, CryptOp, DataKeySpec, ErrorCode, ErrorReply, KeyCrypt};
 
@@ -30,6 +34,9 @@ pub fn crypt_operation(op: &CryptOp) -> Option<Operation> {
         CryptOp::SealSecret { .. } => Some(Operation::Encrypt),
         CryptOp::OpenSecret { .. } => Some(Operation::Decrypt),
         CryptOp::SignPsbt { .. } => Some(Operation::Sign),
+        // Key agreement: the raw secret is its own operation; unwrapping a content key decrypts.
+        CryptOp::DeriveSharedSecret { .. } => Some(Operation::Agree),
+        CryptOp::JoseUnwrap { .. } => Some(Operation::Decrypt),
         _ => None,
     }
 }
@@ -40,7 +47,7 @@ impl Authorizer {
         let Some(operation) = crypt_operation(&request.op) else {
             return Err(refuse(
                 ErrorCode::SignatureRequired,
-                "authorization is on, and this operation (streams, key agreement) has no signed-request path yet: it is refused",
+                "authorization is on, and streams have no signed-request path yet: refused",
             ));
         };
         let identity = &request.row.identity;
@@ -54,6 +61,11 @@ impl Authorizer {
             crypt_body_matches(&auth.body, request).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
         })
     }
+}
+
+/// A version the signed body names is the row's.
+fn version_matches(version: Option<u32>, request: &KeyCrypt) -> bool {
+    version.is_none_or(|v| v == request.row.identity.version.get())
 }
 
 fn b64(field: &str, value: Option<&str>) -> Result<Vec<u8>, String> {
@@ -106,6 +118,30 @@ fn crypt_body_matches(body: &[u8], request: &KeyCrypt) -> Result<(), String> {
         CryptOp::SignPsbt { psbt } => {
             let b: SignPsbtBody = parse(body, "a PSBT to sign")?;
             b64("psbt_b64", Some(&b.psbt_b64))? == *psbt
+        }
+        CryptOp::DeriveSharedSecret { peer_public_key } => {
+            let b: DeriveSharedSecret = parse(body, "a key agreement")?;
+            let peer = match (&b.public_key_b64, &b.public_key_jwk) {
+                (Some(raw), None) => b64("public_key_b64", Some(raw))?,
+                (None, Some(jwk)) => jwk.point().map_err(|e| format!("the signed body's JWK: {e}"))?.1,
+                _ => return Err("the signed body names no peer key, or two".into()),
+            };
+            peer == *peer_public_key && version_matches(b.version, request)
+        }
+        CryptOp::JoseUnwrap { epk, encrypted_key, apu, apv } => {
+            let b: UnwrapKey = parse(body, "a key to unwrap")?;
+            let url = |field: &str, value: Option<&str>| {
+                value.map_or(Ok(Vec::new()), |v| {
+                    URL_SAFE_NO_PAD
+                        .decode(v.trim_end_matches('='))
+                        .map_err(|_| format!("the signed body's {field} is not base64url"))
+                })
+            };
+            b.epk.point().map_err(|e| format!("the signed body's epk: {e}"))?.1 == *epk
+                && url("encrypted_key", Some(&b.encrypted_key))? == *encrypted_key
+                && url("apu", b.apu.as_deref())? == *apu
+                && url("apv", b.apv.as_deref())? == *apv
+                && version_matches(b.version, request)
         }
         _ => false,
     };
@@ -191,6 +227,21 @@ mod tests {
         let open = |s: &[u8]| CryptOp::OpenSecret { sealed: s.to_vec(), associated_data: b"ctx".to_vec() };
         let psbt_body = format!(r#"{{"psbt_b64":"{}"}}"#, b(b"psbt\xff1"));
         let psbt = |p: &[u8]| CryptOp::SignPsbt { psbt: p.to_vec() };
+        let derive_body = format!(r#"{{"public_key_b64":"{}"}}"#, b(&[9; 32]));
+        let derive = |peer: u8| CryptOp::DeriveSharedSecret { peer_public_key: vec![peer; 32] };
+        let url = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let unwrap_body = format!(
+            r#"{{"epk":{{"kty":"OKP","crv":"X25519","x":"{}"}},"encrypted_key":"{}","apv":"{}"}}"#,
+            url(&[7; 32]),
+            url(b"wrapped-cek-40-bytes"),
+            url(b"bob")
+        );
+        let unwrap = |apv: &[u8]| CryptOp::JoseUnwrap {
+            epk: vec![7; 32],
+            encrypted_key: b"wrapped-cek-40-bytes".to_vec(),
+            apu: vec![],
+            apv: apv.to_vec(),
+        };
         use Operation::*;
         let cases: Vec<(&str, KeyCrypt, Option<ErrorCode>)> = vec![
             ("encrypt", request(enc(b"pay", b"ad"), Encrypt, &encrypt), None),
@@ -214,6 +265,15 @@ mod tests {
             ),
             ("a PSBT signed", request(psbt(b"psbt\xff1"), Sign, &psbt_body), None),
             ("another PSBT", request(psbt(b"psbt\xff2"), Sign, &psbt_body), Some(ErrorCode::RequestMismatch)),
+            ("a shared secret", request(derive(9), Agree, &derive_body), None),
+            ("with another peer", request(derive(8), Agree, &derive_body), Some(ErrorCode::RequestMismatch)),
+            (
+                "agree signed as decrypt",
+                request(derive(9), Decrypt, &derive_body),
+                Some(ErrorCode::BadRequestSignature),
+            ),
+            ("a content key unwrapped", request(unwrap(b"bob"), Decrypt, &unwrap_body), None),
+            ("for another party", request(unwrap(b"eve"), Decrypt, &unwrap_body), Some(ErrorCode::RequestMismatch)),
             (
                 "no signed path for streams",
                 request(CryptOp::BeginStream, Encrypt, "{}"),
