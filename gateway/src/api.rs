@@ -305,6 +305,18 @@ impl AppState {
         admin.authorize(headers)
     }
 
+    /// The API token, or the admin token (reads that administrators need too, such as the
+    /// policy version a signed state change names).
+    pub(crate) fn authorize_reader(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.api_token.authorize(headers) {
+            Ok(()) => Ok(()),
+            Err(e) => match &self.admin_token {
+                Some(admin) if admin.authorize(headers).is_ok() => Ok(()),
+                _ => Err(e),
+            },
+        }
+    }
+
     /// The enclave a request addresses: the given id, or the only one configured.
     pub(crate) fn slot(&self, enclave_id: Option<u32>) -> Result<Arc<EnclaveSlot>, ApiError> {
         match enclave_id {

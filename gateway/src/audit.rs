@@ -182,6 +182,15 @@ async fn audit(
         let link = slot.ready_link().ok_or_else(|| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", "the enclave is not connected")
         })?;
+        // The link must be the one of the enclave that reported this chain: a reconnect in
+        // between starts another chain (the supervisor records the key before the link).
+        if slot.health().audit_public_key_hex.as_deref() != Some(chain.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "enclave_not_ready",
+                "the enclave reconnected during the request (a new audit chain): ask again",
+            ));
+        }
         collect(&app.db, &slot, &link, &key).await.map_err(|e| match e {
             CollectError::Link(e) => ApiError::from_link(e),
             CollectError::Store(e) => store_error(e),

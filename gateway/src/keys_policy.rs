@@ -129,7 +129,7 @@ async fn get_key_policy(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<KeyPolicyInfo>, ApiError> {
-    app.api_token.authorize(&headers)?;
+    app.authorize_reader(&headers)?;
     let name = key_name(&name)?;
     let keystore = signed::DEFAULT_KEYSTORE.to_owned();
     let record = app.db.latest_policy(keystore, name.to_string()).await.map_err(store_error)?.ok_or_else(|| {
@@ -155,7 +155,7 @@ async fn get_keystore_policy(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<KeystorePolicyInfo>, ApiError> {
-    app.api_token.authorize(&headers)?;
+    app.authorize_reader(&headers)?;
     let keystore = keystore(&id)?;
     let record =
         app.db.latest_policy(keystore.to_owned(), String::new()).await.map_err(store_error)?.ok_or_else(|| {

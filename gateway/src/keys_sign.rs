@@ -59,6 +59,7 @@ pub fn key_info(key: &KeyRow, versions: &[VersionRow], now: i64) -> KeyInfo {
         created_at: u64::try_from(key.created_at).unwrap_or(0),
         deletion_due: key.deletion_due.and_then(|d| u64::try_from(d).ok()),
         min_decryption_version: u32::try_from(key.min_decryption_version).unwrap_or(1),
+        receipt: None,
     }
 }
 

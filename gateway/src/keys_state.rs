@@ -1,11 +1,13 @@
 //! Key states: `POST /v1/keys/{name}/disable`, `enable`, `cancel-deletion` and
 //! `DELETE /v1/keys/{name}` (a deletion after the configured waiting time).
 //!
-//! With owners, each is a signed request (body `{"action": "disable"}` and so on) that the
-//! enclave checks and turns into the key's next policy row, its state changed and tagged under
-//! the keyring root; the enclave then refuses to use a key whose row is not enabled. The `keys`
-//! row's state only mirrors it, for listings and for the gateway's own early refusal. Without
-//! owners the gateway changes the `keys` row alone, by compare-and-swap on its revision.
+//! With owners, each is a signed request (body `{"action": "disable", "version": N}` and so
+//! on, `waiting_days` for a deletion) that the enclave checks and turns into the key's next
+//! policy row, its state changed and tagged under the keyring root; the enclave then refuses to
+//! use a key whose row is not enabled. The answer carries the change's audit receipt. The
+//! `keys` row's state only mirrors it, for listings and for the gateway's own early refusal;
+//! the deletion time is the one the owners signed. Without owners the gateway changes the
+//! `keys` row alone, by compare-and-swap on its revision, with its configured waiting time.
 
 use axum::{
     Json,
@@ -15,7 +17,7 @@ use axum::{
 };
 use keyward_admission::keyring::now_unix;
 use keyward_authz::{KeyState, Policy};
-use keyward_client::keys::KeyInfo;
+use keyward_client::keys::{AuditReceiptInfo, KeyInfo};
 use keyward_proto::{KeyStateChange, KeyStateSet, Request, Response};
 use keyward_store::StoreError;
 
@@ -51,14 +53,14 @@ fn mirror(state: KeyState) -> (&'static str, Option<i64>) {
 }
 
 /// Has the enclave check a signed state change and seal the key's next policy row; stores the
-/// row and returns the state it holds.
+/// row and returns the state it holds, with the change's audit receipt.
 async fn sealed_state(
     app: &AppState,
     headers: &HeaderMap,
     name: &str,
     body: &Bytes,
     change: KeyStateChange,
-) -> Result<KeyState, ApiError> {
+) -> Result<(KeyState, AuditReceiptInfo), ApiError> {
     let auth = signed::authorization(headers, signed::DEFAULT_KEYSTORE, body)?;
     let auth = with_policy(app, auth, name).await?;
     let request = KeyStateSet { keystore: signed::DEFAULT_KEYSTORE.into(), key: name.into(), change, auth };
@@ -72,7 +74,7 @@ async fn sealed_state(
     let policy = Policy::from_json(&sealed.row.body)
         .map_err(|e| ApiError::internal(format!("the enclave sealed a policy row that does not parse: {e}")))?;
     tracing::info!(key = name, version = sealed.row.version, receipt = sealed.receipt.seq, "key state sealed");
-    Ok(policy.state)
+    Ok((policy.state, crate::keys_policy::receipt(sealed.receipt)))
 }
 
 async fn change_state(
@@ -85,8 +87,11 @@ async fn change_state(
     app.authorize_admin(headers)?;
     let (mut key, _) = load(app, name).await?;
     let now = now_unix();
+    let mut receipt = None;
     let (to, deletion_due) = if app.owners {
-        mirror(sealed_state(app, headers, &key.name, body, change).await?)
+        let (state, sealed) = sealed_state(app, headers, &key.name, body, change).await?;
+        receipt = Some(sealed);
+        mirror(state)
     } else {
         let (from, to) = host_transition(change);
         let state = effective_state(&key, now);
@@ -117,7 +122,7 @@ async fn change_state(
     }
     tracing::info!(key = %name, state = to, "key state changed");
     let (key, versions) = load(app, name).await?;
-    Ok(Json(key_info(&key, &versions, now)))
+    Ok(Json(KeyInfo { receipt, ..key_info(&key, &versions, now) }))
 }
 
 pub(crate) async fn disable_key(

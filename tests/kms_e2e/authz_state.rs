@@ -53,21 +53,24 @@ async fn a_disabled_or_deleted_key_stays_unusable_whatever_the_host_does() {
 
     // The owners sign a disable request that the host keeps; they enable the key. The kept
     // request works once, as the owners' own request; replayed after the next enable, it is
-    // refused.
-    let kept_body = br#"{"action":"disable"}"#;
+    // refused: the row version it makes is spent (on this enclave or any other).
+    // Version 1 disabled the key; the enable makes 2, so the kept disable names version 3.
+    let kept_body = br#"{"action":"disable","version":3}"#;
     let kept = alice.headers(Operation::Disable, "default", "treasury", kept_body, &[&bob]).unwrap();
-    as_alice_admin.set_key_state_approved("treasury", "enable", &[&bob]).await.expect("the owners enable it");
+    let enabled =
+        as_alice_admin.set_key_state_approved("treasury", "enable", &[&bob]).await.expect("the owners enable it");
+    assert!(enabled.receipt.is_some(), "a signed change answers with its audit receipt");
     as_alice.sign_with_key("treasury", &request).await.expect("enabled again");
     assert_eq!(replay(&stack, "/v1/keys/treasury/disable", kept_body, &kept).await, (200, "ok".into()));
     assert_eq!(code(as_alice.sign_with_key("treasury", &request).await), (409, "key_disabled".into()));
     as_alice_admin.set_key_state_approved("treasury", "enable", &[&bob]).await.expect("enabled again");
     assert_eq!(
         replay(&stack, "/v1/keys/treasury/disable", kept_body, &kept).await,
-        (409, "request_replayed".into()),
-        "an owners' request is used once"
+        (409, "policy_version_conflict".into()),
+        "an owners' request applies once"
     );
-    // A signature for one action is not spent on another of the same operation.
-    let enable_body = br#"{"action":"enable"}"#;
+    // A signature for one action is not spent on another.
+    let enable_body = br#"{"action":"enable","version":5}"#;
     let enable = alice.headers(Operation::Disable, "default", "treasury", enable_body, &[&bob]).unwrap();
     assert_eq!(
         replay(&stack, "/v1/keys/treasury/disable", enable_body, &enable).await,
@@ -76,8 +79,11 @@ async fn a_disabled_or_deleted_key_stays_unusable_whatever_the_host_does() {
     as_alice.sign_with_key("treasury", &request).await.expect("still enabled");
 
     // A deletion: unusable at once, whatever the host's row says; cancelled, the key is disabled.
-    let deleted = as_alice_admin.set_key_state_approved("treasury", "delete", &[&bob]).await.unwrap();
+    let deleted = as_alice_admin.delete_key_approved("treasury", 3, &[&bob]).await.unwrap();
     assert_eq!(deleted.state, "pending_deletion");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let due = deleted.deletion_due.expect("a due time");
+    assert!(due.abs_diff(now + 3 * 86_400) < 120, "the 3 days the owners signed, not the gateway's setting: {due}");
     assert_eq!(host_enables(), 1);
     assert_eq!(code(as_alice.sign_with_key("treasury", &request).await), (409, "key_pending_deletion".into()));
     let cancelled = as_alice_admin.set_key_state_approved("treasury", "cancel-deletion", &[&bob]).await.unwrap();

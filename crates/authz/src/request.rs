@@ -28,11 +28,14 @@ pub enum Operation {
     SetPolicy,
     /// Key agreement: the raw ECDH secret of a key and a peer (`derive-shared-secret`).
     Agree,
+    /// Use a disabled key again (apart from `disable`, so that a principal trusted to stop a
+    /// key cannot undo the owners' stop).
+    Enable,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 14] = [
         Operation::Sign,
         Operation::Verify,
         Operation::Encrypt,
@@ -46,6 +49,7 @@ impl Operation {
         Operation::Delete,
         Operation::SetPolicy,
         Operation::Agree,
+        Operation::Enable,
     ];
 
     /// The name in policies and in the canonical encoding.
@@ -64,6 +68,7 @@ impl Operation {
             Operation::Delete => "delete",
             Operation::SetPolicy => "set-policy",
             Operation::Agree => "agree",
+            Operation::Enable => "enable",
         }
     }
 

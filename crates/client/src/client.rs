@@ -268,31 +268,62 @@ impl Client {
         self.set_key_state_approved(name, action, &[]).await
     }
 
-    /// Schedules a key's deletion (admin token), signed when this client has a principal.
+    /// Schedules a key's deletion (admin token), signed when this client has a principal
+    /// (then final after [`DEFAULT_WAITING_DAYS`]).
     pub async fn delete_key(&self, name: &str) -> Result<KeyInfo, ClientError> {
-        self.set_key_state_approved(name, "delete", &[]).await
+        self.delete_key_approved(name, DEFAULT_WAITING_DAYS, &[]).await
+    }
+
+    /// A deletion final after `waiting_days`, signed by this client's principal and approved by
+    /// `approvers` (without a principal: the gateway's configured waiting time).
+    pub async fn delete_key_approved(
+        &self,
+        name: &str,
+        waiting_days: u32,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<KeyInfo, ClientError> {
+        self.state_change(name, "delete", Some(waiting_days), approvers).await
     }
 
     /// A state change (`disable`, `enable`, `delete`, `cancel-deletion`) signed by this
-    /// client's principal and approved by `approvers`: operation `disable` for the first two,
-    /// `delete` for the others, the body naming the action.
+    /// client's principal and approved by `approvers`.
     pub async fn set_key_state_approved(
         &self,
         name: &str,
         action: &str,
         approvers: &[&PrincipalSigner],
     ) -> Result<KeyInfo, ClientError> {
+        let waiting_days = (action == "delete").then_some(DEFAULT_WAITING_DAYS);
+        self.state_change(name, action, waiting_days, approvers).await
+    }
+
+    /// Operation `disable`, `enable`, or `delete` (for delete and cancel-deletion); the body
+    /// names the action and the key's next policy row version (read from the gateway: a wrong
+    /// one is refused in the enclave, never applied).
+    async fn state_change(
+        &self,
+        name: &str,
+        action: &str,
+        waiting_days: Option<u32>,
+        approvers: &[&PrincipalSigner],
+    ) -> Result<KeyInfo, ClientError> {
         use keyward_authz::Operation;
         let (request, operation) = match action {
             "delete" => (self.http.delete(self.url(&key_path(name, ""))), Operation::Delete),
             "cancel-deletion" => (self.http.post(self.url(&key_path(name, "/cancel-deletion"))), Operation::Delete),
+            "enable" => (self.http.post(self.url(&key_path(name, "/enable"))), Operation::Enable),
             other => (self.http.post(self.url(&key_path(name, &format!("/{other}")))), Operation::Disable),
         };
         let request = self.authorized(request);
         if self.principal.is_none() {
             return self.send(request).await;
         }
-        let body = crate::keys::KeyStateAction { action: action.to_owned() };
+        let version = match self.key_policy(name).await {
+            Ok(current) => current.version + 1,
+            Err(ClientError::Api { status: 404, .. }) => 1,
+            Err(e) => return Err(e),
+        };
+        let body = crate::keys::KeyStateAction { action: action.to_owned(), version, waiting_days };
         self.send(self.approved_json(request, operation, ("default", name), &body, approvers)?).await
     }
 
@@ -563,6 +594,9 @@ fn enclave_query(enclave_id: Option<u32>) -> Vec<(&'static str, String)> {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// Days a signed deletion waits before it is final, unless the caller says otherwise.
+pub const DEFAULT_WAITING_DAYS: u32 = 7;
 
 /// `/v1/keys/<name><suffix>`, the name percent-encoded (key names are URL-safe by rule, but a
 /// caller's typo must not become another path).

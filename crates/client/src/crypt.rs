@@ -5,12 +5,21 @@
 use serde::{Deserialize, Serialize};
 
 /// The signed body of sealing a secret with a `secret` key (a front door's `SealSecret`, the
-/// BitGo key provider's stored `prv`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// BitGo key provider's stored `prv`). `Debug` shows the secret's length only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealSecretBody {
     pub secret_b64: String,
     pub associated_data_b64: String,
+}
+
+impl std::fmt::Debug for SealSecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealSecretBody")
+            .field("secret_b64_len", &self.secret_b64.len())
+            .field("associated_data_b64", &self.associated_data_b64)
+            .finish()
+    }
 }
 
 /// The signed body of opening a sealed secret (`OpenSecret`).

@@ -82,6 +82,9 @@ pub struct KeyInfo {
     /// Ciphertexts of older versions are refused.
     #[serde(default = "first_version")]
     pub min_decryption_version: u32,
+    /// A signed state change's audit record (with owners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<AuditReceiptInfo>,
 }
 
 fn first_version() -> u32 {
@@ -185,6 +188,12 @@ pub struct KeyPolicyInfo {
 pub struct KeyStateAction {
     /// `disable`, `enable`, `delete` or `cancel-deletion`.
     pub action: String,
+    /// The version of the key's policy row the change makes: the current one plus 1 (1 when
+    /// the key has none), so that the request applies once, on every enclave.
+    pub version: u64,
+    /// `delete` only: days until the deletion is final (1 to 3650); the enclave counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_days: Option<u32>,
 }
 
 /// A keystore's policy (`GET` and `PUT /v1/keystores/{id}/policy`): grants on every key of the

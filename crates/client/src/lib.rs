@@ -10,4 +10,4 @@ pub mod keys;
 #[cfg(feature = "http")]
 pub mod principal;
 #[cfg(feature = "http")]
-pub use client::{Client, ClientError, install_crypto_provider};
+pub use client::{Client, ClientError, DEFAULT_WAITING_DAYS, install_crypto_provider};

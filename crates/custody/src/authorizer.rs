@@ -71,7 +71,7 @@ impl Owners {
             version: 1,
             rules: vec![
                 rule(&[Sign, Verify, Encrypt, Decrypt, DataKey, Agree, Create, Rotate], 1),
-                rule(&[Import, Export, Disable, Delete, SetPolicy], self.quorum),
+                rule(&[Import, Export, Disable, Enable, Delete, SetPolicy], self.quorum),
             ],
             state: keyward_authz::KeyState::Enabled,
         })

@@ -52,7 +52,7 @@ pub enum KeysCommand {
         #[arg(long, value_name = "PATH")]
         approve_with: Vec<PathBuf>,
     },
-    /// Use a disabled key again (signed like disable).
+    /// Use a disabled key again (operation `enable`; signed like disable).
     Enable {
         name: String,
         #[arg(long, value_name = "PATH")]
@@ -64,6 +64,9 @@ pub enum KeysCommand {
         name: String,
         #[arg(long, value_name = "PATH")]
         approve_with: Vec<PathBuf>,
+        /// With owners: days until the deletion is final, signed with the request (1 to 3650).
+        #[arg(long, default_value_t = keyward_client::DEFAULT_WAITING_DAYS)]
+        waiting_days: u32,
     },
     /// Undo a scheduled deletion (the key stays disabled until enabled; signed like delete).
     CancelDeletion {
@@ -206,7 +209,11 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
         KeysCommand::CancelDeletion { name, approve_with } => {
             state(client, &name, "cancel-deletion", &approve_with).await?
         }
-        KeysCommand::Delete { name, approve_with } => state(client, &name, "delete", &approve_with).await?,
+        KeysCommand::Delete { name, approve_with, waiting_days } => {
+            let approvers = read_approvers(&approve_with)?;
+            let approvers: Vec<&PrincipalSigner> = approvers.iter().collect();
+            serde_json::to_value(client.delete_key_approved(&name, waiting_days, &approvers).await?)?
+        }
         KeysCommand::Sign { name, what } => json(&client.sign_with_key(&name, &what.request()?).await?),
         KeysCommand::Verify { name, what, signature } => {
             let signed = what.request()?;
