@@ -119,7 +119,7 @@ fn crypt_body(op: &CryptOp) -> Result<(Operation, serde_json::Value), ApiError> 
 /// Creates a key for a front door, signed as its principal.
 pub(crate) async fn create(app: &AppState, front: &FrontPrincipal, key: CreateKey) -> Result<(), ApiError> {
     let auth = front.authorize(Operation::Create, &key.name, &key)?;
-    crate::keys_api::create(app, vec![key], auth).await.map(drop)
+    crate::keys_api::create(app, &keyward_proto::KeystoreId::default_keystore(), vec![key], auth).await.map(drop)
 }
 
 /// An encryption operation of a front door, signed as its principal.

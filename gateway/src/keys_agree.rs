@@ -6,7 +6,7 @@
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, Query, State, rejection::JsonRejection},
+    extract::{DefaultBodyLimit, Query, State, rejection::JsonRejection},
     http::HeaderMap,
     routing::{get, post},
 };
@@ -22,6 +22,7 @@ use keyward_keyring::{Curve, JOSE_ALG, MAX_CEK_LEN, jose_wrap, peer_public_key};
 use keyward_proto::{CryptOp, CryptOutput, KeyType};
 use serde::Deserialize;
 
+use crate::key_path::KeyPath;
 use crate::{
     api::AppState,
     errors::ApiError,
@@ -35,11 +36,14 @@ const MAX_PARTY_INFO_LEN: usize = 1024;
 
 pub fn routes() -> Router<AppState> {
     let limit = || DefaultBodyLimit::max(16 * 1024);
-    Router::new()
-        .route("/v1/keys/{name}/derive-shared-secret", post(derive_shared_secret).layer(limit()))
-        .route("/v1/keys/{name}/unwrap", post(unwrap).layer(limit()))
-        .route("/v1/keys/{name}/jwk", get(public_jwk))
-        .route("/v1/wrap", post(wrap).layer(limit()))
+    let mut router = Router::new().route("/v1/wrap", post(wrap).layer(limit()));
+    for prefix in crate::key_path::PREFIXES {
+        router = router
+            .route(&format!("{prefix}/{{name}}/derive-shared-secret"), post(derive_shared_secret).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/unwrap"), post(unwrap).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/jwk"), get(public_jwk));
+    }
+    router
 }
 
 fn invalid_jwk(message: impl Into<String>) -> ApiError {
@@ -102,11 +106,11 @@ fn curve_of(key_type: KeyType, name: &str) -> Result<Curve, ApiError> {
 async fn derive_shared_secret(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: SignedJson<DeriveRequest>,
 ) -> Result<Json<SharedSecret>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     let (_, row) = signing_row(&app, &name, body.version).await?;
     let curve = curve_of(row.identity.key_type, &name)?;
@@ -151,11 +155,11 @@ fn party_info(field: &str, value: Option<&str>) -> Result<Vec<u8>, ApiError> {
 async fn unwrap(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: SignedJson<UnwrapRequest>,
 ) -> Result<Json<Unwrapped>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     check_alg(body.alg.as_deref())?;
     let (_, row) = signing_row(&app, &name, body.version).await?;
@@ -189,7 +193,7 @@ struct VersionQuery {
 async fn public_jwk(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     query: Result<Query<VersionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PublicJwk>, ApiError> {
     app.api_token.authorize(&headers)?;

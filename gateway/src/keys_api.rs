@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{
-        DefaultBodyLimit, Path, Query, State,
+        DefaultBodyLimit, Query, State,
         rejection::{JsonRejection, QueryRejection},
     },
     http::{HeaderMap, StatusCode},
@@ -28,6 +28,7 @@ use serde::Deserialize;
 use crate::{
     api::AppState,
     errors::ApiError,
+    key_path::{KeyPath, KeystorePath},
     keys_sign::{key_info, parse_create, parse_sign, signature_info},
     link::{EnclaveLink, unexpected_reply},
     signed::{self, SignedJson},
@@ -39,17 +40,22 @@ pub(crate) const KEY_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 const MAX_PAGE: u32 = 1000;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/keys", post(create_key).get(list_keys))
-        .route("/v1/keys/batch", post(create_keys).layer(DefaultBodyLimit::max(512 * 1024)))
-        .route("/v1/keys/{name}", get(get_key).delete(crate::keys_state::delete_key))
-        .route("/v1/keys/{name}/rotate", post(rotate_key))
-        .route("/v1/keys/{name}/disable", post(crate::keys_state::disable_key))
-        .route("/v1/keys/{name}/enable", post(crate::keys_state::enable_key))
-        .route("/v1/keys/{name}/cancel-deletion", post(crate::keys_state::cancel_deletion))
-        .route("/v1/keys/{name}/sign", post(sign).layer(DefaultBodyLimit::max(128 * 1024)))
-        .route("/v1/keys/{name}/sign-batch", post(sign_batch).layer(DefaultBodyLimit::max(1024 * 1024)))
-        .route("/v1/keys/{name}/verify", post(verify).layer(DefaultBodyLimit::max(128 * 1024)))
+    let mut router = Router::new();
+    for prefix in crate::key_path::PREFIXES {
+        let at = |path: &str| format!("{prefix}{path}");
+        router = router
+            .route(prefix, post(create_key).get(list_keys))
+            .route(&at("/batch"), post(create_keys).layer(DefaultBodyLimit::max(512 * 1024)))
+            .route(&at("/{name}"), get(get_key).delete(crate::keys_state::delete_key))
+            .route(&at("/{name}/rotate"), post(rotate_key))
+            .route(&at("/{name}/disable"), post(crate::keys_state::disable_key))
+            .route(&at("/{name}/enable"), post(crate::keys_state::enable_key))
+            .route(&at("/{name}/cancel-deletion"), post(crate::keys_state::cancel_deletion))
+            .route(&at("/{name}/sign"), post(sign).layer(DefaultBodyLimit::max(128 * 1024)))
+            .route(&at("/{name}/sign-batch"), post(sign_batch).layer(DefaultBodyLimit::max(1024 * 1024)))
+            .route(&at("/{name}/verify"), post(verify).layer(DefaultBodyLimit::max(128 * 1024)));
+    }
+    router
 }
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
@@ -131,6 +137,7 @@ async fn generate(
 /// enclave when it has owners.
 pub(crate) async fn create(
     app: &AppState,
+    keystore: &keyward_proto::KeystoreId,
     keys: Vec<CreateKey>,
     mut auth: Option<Authorization>,
 ) -> Result<Vec<KeyInfo>, ApiError> {
@@ -143,7 +150,7 @@ pub(crate) async fn create(
     let mut identities = Vec::with_capacity(keys.len());
     let mut seen = std::collections::HashSet::new();
     for (i, key) in keys.iter().enumerate() {
-        let (name, key_type) = parse_create(key).map_err(|e| e.at_item("keys", i))?;
+        let (name, key_type) = parse_create(keystore, key).map_err(|e| e.at_item("keys", i))?;
         if !seen.insert(name.clone()) {
             return Err(ApiError::invalid("duplicate_key_name", format!("keys[{i}]: {name} appears twice")));
         }
@@ -156,10 +163,10 @@ pub(crate) async fn create(
     }
     // A batch is signed for the keystore (an empty key name): only its policy applies.
     let policy_key = match identities.as_slice() {
-        [one] => one.name.as_str(),
+        [one] => one.name.local(),
         _ => "",
     };
-    auth = with_policy(app, auth, policy_key).await?;
+    auth = with_policies_of(app, auth, keystore.as_str(), policy_key).await?;
     crash_point("gateway:keys:before-enclave");
     let rows = generate(app, identities, auth).await?;
     crash_point("gateway:keys:before-store");
@@ -191,12 +198,13 @@ pub(crate) async fn create(
 async fn create_key(
     State(app): State<AppState>,
     headers: HeaderMap,
+    KeystorePath(keystore): KeystorePath,
     body: Result<SignedJson<CreateKey>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
     app.authorize_admin(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
-    let mut created = create(&app, vec![body.value], auth).await?;
+    let auth = signed::authorization(&headers, keystore.as_str(), &body.bytes)?;
+    let mut created = create(&app, &keystore, vec![body.value], auth).await?;
     let info = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -204,12 +212,13 @@ async fn create_key(
 async fn create_keys(
     State(app): State<AppState>,
     headers: HeaderMap,
+    KeystorePath(keystore): KeystorePath,
     body: Result<SignedJson<CreateKeys>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyInfos>), ApiError> {
     app.authorize_admin(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
-    Ok((StatusCode::CREATED, Json(KeyInfos { keys: create(&app, body.value.keys, auth).await? })))
+    let auth = signed::authorization(&headers, keystore.as_str(), &body.bytes)?;
+    Ok((StatusCode::CREATED, Json(KeyInfos { keys: create(&app, &keystore, body.value.keys, auth).await? })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,9 +232,12 @@ struct ListQuery {
     public_key_hex: Option<String>,
 }
 
+/// The keys of the keystore the path names (`/v1/keys`: the default one), by page or by public
+/// key; never another keystore's.
 async fn list_keys(
     State(app): State<AppState>,
     headers: HeaderMap,
+    KeystorePath(keystore): KeystorePath,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<KeyPage>, ApiError> {
     app.api_token.authorize(&headers)?;
@@ -237,7 +249,8 @@ async fn list_keys(
             .filter(|k| (32..=65).contains(&k.len()))
             .ok_or_else(|| ApiError::invalid("invalid_public_key", "public_key_hex must be 32 to 65 bytes of hex"))?;
         let keys = app.db.keys_by_public_key(public_key).await.map_err(store_error)?;
-        return Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after: None }));
+        let keys = keys.iter().filter(|(k, _)| signed::keystore_of(&k.name) == keystore.as_str());
+        return Ok(Json(KeyPage { keys: keys.map(|(k, v)| key_info(k, v, now)).collect(), next_after: None }));
     }
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
@@ -246,7 +259,7 @@ async fn list_keys(
     if let Some(after) = &query.after {
         key_name(after)?;
     }
-    let keys = app.db.list_keys(query.after, limit).await.map_err(store_error)?;
+    let keys = app.db.list_keys(keystore, query.after, limit).await.map_err(store_error)?;
     let next_after = (keys.len() == limit as usize).then(|| keys.last().map(|(k, _)| k.name.clone())).flatten();
     Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after }))
 }
@@ -259,7 +272,7 @@ pub(crate) async fn load(app: &AppState, name: &str) -> Result<(KeyRow, Vec<Vers
 async fn get_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
 ) -> Result<Json<KeyInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
     let (key, versions) = load(&app, &name).await?;
@@ -269,13 +282,13 @@ async fn get_key(
 async fn rotate_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: axum::body::Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     app.authorize_admin(&headers)?;
     // The signed body of a rotation carries nothing the enclave needs (the canonical request
     // names the key); it is signed as sent.
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body)?;
     rotate(&app, &name, auth).await.map(Json)
 }
 
@@ -283,12 +296,23 @@ async fn rotate_key(
 /// the keystore's only), for the enclave to check with a signed request.
 pub(crate) async fn with_policy(
     app: &AppState,
-    mut auth: Option<Authorization>,
+    auth: Option<Authorization>,
     name: &str,
 ) -> Result<Option<Authorization>, ApiError> {
+    let (keystore, key) = keyward_proto::split_key_name(name);
+    with_policies_of(app, auth, keystore, key).await
+}
+
+/// `auth` with the newest policy rows of keystore `keystore` and, unless `key` is empty, of its
+/// key `key` (a name within the keystore).
+pub(crate) async fn with_policies_of(
+    app: &AppState,
+    mut auth: Option<Authorization>,
+    keystore: &str,
+    key: &str,
+) -> Result<Option<Authorization>, ApiError> {
     if let Some(auth) = auth.as_mut() {
-        let keystore = signed::DEFAULT_KEYSTORE.to_owned();
-        let policies = app.db.policies(keystore, name.to_owned()).await.map_err(store_error)?;
+        let policies = app.db.policies(keystore.to_owned(), key.to_owned()).await.map_err(store_error)?;
         attach(auth, policies);
     }
     Ok(auth)
@@ -340,7 +364,7 @@ pub(crate) async fn signing_row(
     name: &str,
     version: Option<u32>,
 ) -> Result<(KeyRow, WrappedKey), ApiError> {
-    signing_row_and_policy(app, name, version, None).await.map(|(key, row, _)| (key, row))
+    signing_row_and_policy(app, name, version, false).await.map(|(key, row, _)| (key, row))
 }
 
 /// [`signing_row`], and the newest policy rows of the key and of `keystore` when asked for
@@ -349,12 +373,12 @@ pub(crate) async fn signing_row_and_policy(
     app: &AppState,
     name: &str,
     version: Option<u32>,
-    policy_in: Option<&str>,
+    with_policies: bool,
 ) -> Result<(KeyRow, WrappedKey, keyward_admission::Policies), ApiError> {
     let name = key_name(name)?;
     let (key, row, policy) = app
         .db
-        .key_version_policy(name.to_string(), version.map(i64::from), policy_in.map(str::to_owned))
+        .key_version_policy(name.to_string(), version.map(i64::from), with_policies)
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(name.as_str()))?;
@@ -379,14 +403,13 @@ pub(crate) async fn signing_row_and_policy(
 async fn sign(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: SignedJson<SignWithKey>,
 ) -> Result<Json<KeySignatureInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let mut auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let mut auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
-    let policy_in = auth.as_ref().map(|_| signed::DEFAULT_KEYSTORE);
-    let (_, row, policy) = signing_row_and_policy(&app, &name, body.version, policy_in).await?;
+    let (_, row, policy) = signing_row_and_policy(&app, &name, body.version, auth.is_some()).await?;
     if let Some(auth) = auth.as_mut() {
         attach(auth, policy);
     }
@@ -406,12 +429,12 @@ async fn sign(
 async fn sign_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: SignedJson<SignWithKeyBatch>,
 ) -> Result<Json<KeySignatureBatch>, ApiError> {
     app.api_token.authorize(&headers)?;
     // A signed batch is authorized as a whole: one signature over the body as sent.
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     if body.items.is_empty() || body.items.len() > MAX_KEYS_PER_BATCH {
         return Err(ApiError::invalid(
@@ -438,8 +461,8 @@ async fn sign_batch(
         requests.iter().map(|r| (r.row.identity.clone(), r.row.public_key.clone(), r.algorithm, r.format)).collect();
     let request = match auth {
         Some(mut auth) => {
-            let keystore = signed::DEFAULT_KEYSTORE.to_owned();
-            attach(&mut auth, app.db.policies(keystore, name.clone()).await.map_err(store_error)?);
+            let (keystore, local) = keyward_proto::split_key_name(&name);
+            attach(&mut auth, app.db.policies(keystore.to_owned(), local.to_owned()).await.map_err(store_error)?);
             Request::KeySignBatchSigned(Box::new(KeySignBatchSigned { items: requests, auth }))
         }
         None => Request::KeySignBatch(requests),
@@ -467,7 +490,7 @@ async fn sign_batch(
 async fn verify(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<Json<VerifyWithKey>, JsonRejection>,
 ) -> Result<Json<Verified>, ApiError> {
     app.api_token.authorize(&headers)?;

@@ -7,7 +7,7 @@
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, FromRequest, Path, State, rejection::JsonRejection},
+    extract::{DefaultBodyLimit, FromRequest, State, rejection::JsonRejection},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
     routing::post,
@@ -25,6 +25,7 @@ use keyward_proto::{
     Request, Response, SecretBytes, WrappedKey,
 };
 
+use crate::key_path::KeyPath;
 use crate::{
     api::AppState,
     errors::ApiError,
@@ -41,15 +42,18 @@ const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     let limit = || DefaultBodyLimit::max(BODY_LIMIT);
-    Router::new()
-        .route("/v1/keys/{name}/encrypt", post(encrypt).layer(limit()))
-        .route("/v1/keys/{name}/decrypt", post(decrypt).layer(limit()))
-        .route("/v1/keys/{name}/rewrap", post(rewrap).layer(limit()))
-        .route("/v1/keys/{name}/datakey", post(data_key).layer(DefaultBodyLimit::max(128 * 1024)))
-        .route("/v1/keys/{name}/hmac", post(hmac).layer(limit()))
-        .route("/v1/keys/{name}/verify-hmac", post(verify_hmac).layer(limit()))
-        .route("/v1/keys/{name}/config", post(configure).layer(DefaultBodyLimit::max(4 * 1024)))
-        .route("/v1/random", post(random).layer(DefaultBodyLimit::max(4 * 1024)))
+    let mut router = Router::new().route("/v1/random", post(random).layer(DefaultBodyLimit::max(4 * 1024)));
+    for prefix in crate::key_path::PREFIXES {
+        router = router
+            .route(&format!("{prefix}/{{name}}/encrypt"), post(encrypt).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/decrypt"), post(decrypt).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/rewrap"), post(rewrap).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/datakey"), post(data_key).layer(DefaultBodyLimit::max(128 * 1024)))
+            .route(&format!("{prefix}/{{name}}/hmac"), post(hmac).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/verify-hmac"), post(verify_hmac).layer(limit()))
+            .route(&format!("{prefix}/{{name}}/config"), post(configure).layer(DefaultBodyLimit::max(4 * 1024)));
+    }
+    router
 }
 
 /// A base64 field of at most `max` bytes; `code` names the field's rule.
@@ -138,7 +142,7 @@ pub(crate) async fn decryption_row_for(
 async fn encrypt(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, ApiError> {
     app.api_token.authorize(&headers)?;
@@ -146,7 +150,7 @@ async fn encrypt(
         return crate::keys_stream::encrypt(&app, &name, &headers, request.into_body()).await;
     }
     let body = SignedJson::<Encrypt>::from_request(request, &()).await?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     encrypt_json(&app, &name, body.value, auth).await.map(IntoResponse::into_response)
 }
 
@@ -170,7 +174,7 @@ async fn encrypt_json(
 async fn decrypt(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, ApiError> {
     app.api_token.authorize(&headers)?;
@@ -178,7 +182,7 @@ async fn decrypt(
         return crate::keys_stream::decrypt(&app, &name, &headers, request.into_body()).await;
     }
     let body = SignedJson::<Decrypt>::from_request(request, &()).await?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     decrypt_json(&app, &name, body.value, auth).await.map(IntoResponse::into_response)
 }
 
@@ -201,12 +205,12 @@ async fn decrypt_json(
 async fn rewrap(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<SignedJson<Decrypt>, ApiError>,
 ) -> Result<Json<Encrypted>, ApiError> {
     app.api_token.authorize(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     let ciphertext = base64_field("ciphertext_b64", &body.ciphertext_b64, MAX_CRYPT_PAYLOAD_LEN + 64)?;
     let associated_data = associated_data(&body.associated_data_b64)?;
@@ -223,12 +227,12 @@ async fn rewrap(
 async fn data_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<SignedJson<GenerateDataKey>, ApiError>,
 ) -> Result<Json<DataKey>, ApiError> {
     app.api_token.authorize(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     let spec = DataKeySpec::parse(&body.spec).ok_or_else(|| {
         let shown: String = body.spec.chars().take(32).collect();
@@ -253,12 +257,12 @@ async fn data_key(
 async fn hmac(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<SignedJson<MacRequest>, ApiError>,
 ) -> Result<Json<MacInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     let message = base64_field("message_b64", &body.message_b64, MAX_CRYPT_PAYLOAD_LEN)?;
     let (_, row) = signing_row(&app, &name, None).await?;
@@ -272,12 +276,12 @@ async fn hmac(
 async fn verify_hmac(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<SignedJson<keyward_client::crypt::VerifyMac>, ApiError>,
 ) -> Result<Json<Verified>, ApiError> {
     app.api_token.authorize(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     let message = base64_field("message_b64", &body.message_b64, MAX_CRYPT_PAYLOAD_LEN)?;
     let mac = base64_field("mac_b64", &body.mac_b64, 64)?;
@@ -293,7 +297,7 @@ async fn verify_hmac(
 async fn configure(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<Json<KeyConfig>, JsonRejection>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     app.authorize_admin(&headers)?;

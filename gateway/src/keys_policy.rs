@@ -8,7 +8,7 @@
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, State},
     http::{HeaderMap, StatusCode},
     routing::put,
 };
@@ -17,10 +17,11 @@ use keyward_client::keys::{AuditReceiptInfo, KeyPolicyInfo, KeystorePolicyInfo};
 use keyward_proto::{PolicyRow, PolicySet, Request, Response};
 use keyward_store::PolicyRecord;
 
+use crate::key_path::{KeyPath, KeystorePath};
 use crate::{
     api::AppState,
     errors::ApiError,
-    keys_api::{KEY_TIMEOUT, key_name, keyring_link, load, store_error, with_policy},
+    keys_api::{KEY_TIMEOUT, key_name, keyring_link, load, store_error, with_policies_of},
     link::unexpected_reply,
     signed::{self, SignedJson},
 };
@@ -30,9 +31,13 @@ const MAX_POLICY_BODY: usize = 64 * 1024;
 
 pub fn routes() -> Router<AppState> {
     let limit = || DefaultBodyLimit::max(MAX_POLICY_BODY);
-    Router::new()
-        .route("/v1/keys/{name}/policy", put(set_key_policy).get(get_key_policy).layer(limit()))
-        .route("/v1/keystores/{id}/policy", put(set_keystore_policy).get(get_keystore_policy).layer(limit()))
+    let mut router = Router::new()
+        .route("/v1/keystores/{keystore}/policy", put(set_keystore_policy).get(get_keystore_policy).layer(limit()));
+    for prefix in crate::key_path::PREFIXES {
+        router =
+            router.route(&format!("{prefix}/{{name}}/policy"), put(set_key_policy).get(get_key_policy).layer(limit()));
+    }
+    router
 }
 
 /// A stored row as the enclave takes it. A tag column of the wrong length is passed on as
@@ -56,19 +61,15 @@ fn document(row: &PolicyRow) -> Result<serde_json::Value, ApiError> {
 }
 
 fn key_info(row: &PolicyRow, receipt: Option<AuditReceiptInfo>) -> Result<KeyPolicyInfo, ApiError> {
-    Ok(KeyPolicyInfo { name: row.key.clone(), version: row.version, policy: document(row)?, receipt })
+    let name = match row.keystore.as_str() {
+        signed::DEFAULT_KEYSTORE => row.key.clone(),
+        keystore => format!("{keystore}/{}", row.key),
+    };
+    Ok(KeyPolicyInfo { name, version: row.version, policy: document(row)?, receipt })
 }
 
 fn keystore_info(row: &PolicyRow, receipt: Option<AuditReceiptInfo>) -> Result<KeystorePolicyInfo, ApiError> {
     Ok(KeystorePolicyInfo { keystore: row.keystore.clone(), version: row.version, policy: document(row)?, receipt })
-}
-
-/// The keystore `id` names; only the default keystore exists so far.
-fn keystore(id: &str) -> Result<&'static str, ApiError> {
-    match id {
-        signed::DEFAULT_KEYSTORE => Ok(signed::DEFAULT_KEYSTORE),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "keystore_not_found", format!("no keystore {id:?}"))),
-    }
 }
 
 /// Has the enclave check and tag a new policy of `key` (empty: the keystore's), then stores it.
@@ -80,7 +81,7 @@ async fn seal_and_store(
     body: &SignedJson<serde_json::Value>,
 ) -> Result<(PolicyRow, AuditReceiptInfo), ApiError> {
     let auth = signed::authorization(headers, keystore, &body.bytes)?;
-    let auth = with_policy(app, auth, key).await?;
+    let auth = with_policies_of(app, auth, keystore, key).await?;
     let request = PolicySet { keystore: keystore.to_owned(), key: key.to_owned(), auth };
     let link = keyring_link(app)?;
     let sealed =
@@ -114,25 +115,25 @@ pub(crate) async fn store_sealed(app: &AppState, row: &PolicyRow) -> Result<(), 
 async fn set_key_policy(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: SignedJson<serde_json::Value>,
 ) -> Result<Json<KeyPolicyInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
     let name = key_name(&name)?;
     load(&app, name.as_str()).await?;
-    let (row, receipt) = seal_and_store(&app, &headers, signed::DEFAULT_KEYSTORE, name.as_str(), &body).await?;
+    let (row, receipt) = seal_and_store(&app, &headers, name.keystore(), name.local(), &body).await?;
     Ok(Json(key_info(&row, Some(receipt))?))
 }
 
 async fn get_key_policy(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
 ) -> Result<Json<KeyPolicyInfo>, ApiError> {
     app.authorize_reader(&headers)?;
     let name = key_name(&name)?;
-    let keystore = signed::DEFAULT_KEYSTORE.to_owned();
-    let record = app.db.latest_policy(keystore, name.to_string()).await.map_err(store_error)?.ok_or_else(|| {
+    let (keystore, key) = (name.keystore().to_owned(), name.local().to_owned());
+    let record = app.db.latest_policy(keystore, key).await.map_err(store_error)?.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("key {name} has no policy of its own"))
     })?;
     Ok(Json(key_info(&policy_row(record), None)?))
@@ -141,24 +142,22 @@ async fn get_key_policy(
 async fn set_keystore_policy(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    KeystorePath(keystore): KeystorePath,
     body: SignedJson<serde_json::Value>,
 ) -> Result<Json<KeystorePolicyInfo>, ApiError> {
     app.api_token.authorize(&headers)?;
-    let keystore = keystore(&id)?;
-    let (row, receipt) = seal_and_store(&app, &headers, keystore, "", &body).await?;
+    let (row, receipt) = seal_and_store(&app, &headers, keystore.as_str(), "", &body).await?;
     Ok(Json(keystore_info(&row, Some(receipt))?))
 }
 
 async fn get_keystore_policy(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    KeystorePath(keystore): KeystorePath,
 ) -> Result<Json<KeystorePolicyInfo>, ApiError> {
     app.authorize_reader(&headers)?;
-    let keystore = keystore(&id)?;
     let record =
-        app.db.latest_policy(keystore.to_owned(), String::new()).await.map_err(store_error)?.ok_or_else(|| {
+        app.db.latest_policy(keystore.to_string(), String::new()).await.map_err(store_error)?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("keystore {keystore} has no policy"))
         })?;
     Ok(Json(keystore_info(&policy_row(record), None)?))

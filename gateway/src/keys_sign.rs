@@ -2,14 +2,15 @@
 
 use keyward_client::keys::{AuditReceiptInfo, CreateKey, KeyInfo, KeySignatureInfo, SignWithKey, VersionInfo};
 use keyward_keyring::parse_sign_fields;
-use keyward_proto::{KeyIdentity, KeyName, KeySignature, KeyType, SignAlgorithm, SignFormat, SignPayload};
+use keyward_proto::{KeyIdentity, KeyName, KeySignature, KeyType, KeystoreId, SignAlgorithm, SignFormat, SignPayload};
 use keyward_store::{KeyRow, VersionRow};
 
 use crate::{errors::ApiError, keys_api::effective_state};
 
-/// The name and type of a key to create.
-pub fn parse_create(key: &CreateKey) -> Result<(KeyName, KeyType), ApiError> {
-    let name = KeyName::parse(&key.name).map_err(|e| ApiError::invalid("invalid_key_name", e.to_string()))?;
+/// The full name and type of a key to create in keystore `keystore` (the body names the key
+/// within it).
+pub fn parse_create(keystore: &KeystoreId, key: &CreateKey) -> Result<(KeyName, KeyType), ApiError> {
+    let name = crate::key_path::key_in(keystore, &key.name)?;
     let key_type = KeyType::parse(&key.key_type).ok_or_else(|| {
         let shown: String = key.key_type.chars().take(32).collect();
         ApiError::invalid("invalid_key_type", format!("unknown key type {shown:?}: use {}", KeyType::NAMES))
@@ -179,8 +180,14 @@ mod tests {
     fn create_requests_name_the_rule_they_break() {
         let key =
             |name: &str, key_type: &str| CreateKey { name: name.into(), key_type: key_type.into(), exportable: false };
-        assert_eq!(parse_create(&key("a b", "ed25519")).unwrap_err().code, "invalid_key_name");
-        assert_eq!(parse_create(&key("ok", "rsa")).unwrap_err().code, "invalid_key_type");
-        assert_eq!(parse_create(&key("ok", "p256")).unwrap().1, KeyType::P256);
+        assert_eq!(
+            parse_create(&KeystoreId::default_keystore(), &key("a b", "ed25519")).unwrap_err().code,
+            "invalid_key_name"
+        );
+        assert_eq!(
+            parse_create(&KeystoreId::default_keystore(), &key("ok", "rsa")).unwrap_err().code,
+            "invalid_key_type"
+        );
+        assert_eq!(parse_create(&KeystoreId::default_keystore(), &key("ok", "p256")).unwrap().1, KeyType::P256);
     }
 }

@@ -12,7 +12,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
 };
 use keyward_admission::keyring::now_unix;
@@ -21,6 +21,7 @@ use keyward_client::keys::{AuditReceiptInfo, KeyInfo};
 use keyward_proto::{KeyStateChange, KeyStateSet, Request, Response};
 use keyward_store::StoreError;
 
+use crate::key_path::KeyPath;
 use crate::{
     api::AppState,
     errors::ApiError,
@@ -61,9 +62,10 @@ async fn sealed_state(
     body: &Bytes,
     change: KeyStateChange,
 ) -> Result<(KeyState, AuditReceiptInfo), ApiError> {
-    let auth = signed::authorization(headers, signed::DEFAULT_KEYSTORE, body)?;
+    let (keystore, key) = keyward_proto::split_key_name(name);
+    let auth = signed::authorization(headers, keystore, body)?;
     let auth = with_policy(app, auth, name).await?;
-    let request = KeyStateSet { keystore: signed::DEFAULT_KEYSTORE.into(), key: name.into(), change, auth };
+    let request = KeyStateSet { keystore: keystore.into(), key: key.into(), change, auth };
     let link = keyring_link(app)?;
     let sealed =
         match link.call(Request::KeyStateSet(Box::new(request)), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
@@ -128,7 +130,7 @@ async fn change_state(
 pub(crate) async fn disable_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     change_state(&app, &headers, &name, &body, KeyStateChange::Disable).await
@@ -137,7 +139,7 @@ pub(crate) async fn disable_key(
 pub(crate) async fn enable_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     change_state(&app, &headers, &name, &body, KeyStateChange::Enable).await
@@ -146,7 +148,7 @@ pub(crate) async fn enable_key(
 pub(crate) async fn delete_key(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     let waiting_seconds = u64::try_from(app.key_deletion_waiting_seconds).unwrap_or(0);
@@ -156,7 +158,7 @@ pub(crate) async fn delete_key(
 pub(crate) async fn cancel_deletion(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     change_state(&app, &headers, &name, &body, KeyStateChange::CancelDeletion).await

@@ -6,7 +6,7 @@
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, State},
     http::{HeaderMap, StatusCode},
     routing::post,
 };
@@ -20,6 +20,7 @@ use keyward_proto::{
 };
 use keyward_store::{KeyRow, NewKey};
 
+use crate::key_path::KeyPath;
 use crate::{
     api::AppState,
     errors::ApiError,
@@ -30,9 +31,13 @@ use crate::{
 };
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/keys/{name}/import", post(import).layer(DefaultBodyLimit::max(16 * 1024)))
-        .route("/v1/keys/{name}/export", post(export).layer(DefaultBodyLimit::max(16 * 1024)))
+    let mut router = Router::new();
+    for prefix in crate::key_path::PREFIXES {
+        router = router
+            .route(&format!("{prefix}/{{name}}/import"), post(import).layer(DefaultBodyLimit::max(16 * 1024)))
+            .route(&format!("{prefix}/{{name}}/export"), post(export).layer(DefaultBodyLimit::max(16 * 1024)));
+    }
+    router
 }
 
 fn fixed_hex<const N: usize>(field: &str, value: &str) -> Result<[u8; N], ApiError> {
@@ -109,12 +114,12 @@ async fn wrap_import(app: &AppState, request: KeyImport) -> Result<WrappedKey, A
 async fn import(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<SignedJson<ImportKey>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyInfo>), ApiError> {
     app.authorize_admin(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let mut request = parse_import(&name, &body.value)?;
     request.auth = with_policy(&app, auth, request.identity.name.as_str()).await?.map(Box::new);
     if app.db.key(request.identity.name.to_string()).await.map_err(store_error)?.is_some() {
@@ -145,12 +150,12 @@ async fn import(
 async fn export(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    KeyPath(name): KeyPath,
     body: Result<SignedJson<ExportKey>, ApiError>,
 ) -> Result<Json<ExportedKey>, ApiError> {
     app.authorize_admin(&headers)?;
     let body = body?;
-    let auth = signed::authorization(&headers, signed::DEFAULT_KEYSTORE, &body.bytes)?;
+    let auth = signed::authorization(&headers, signed::keystore_of(&name), &body.bytes)?;
     let body = body.value;
     let recipient = fixed_hex::<TRANSFER_PUBLIC_KEY_LEN>("public_key_hex", &body.public_key_hex)?;
     let (key, row) = signing_row(&app, &name, body.version).await?;

@@ -10,6 +10,7 @@ mod enclaves;
 mod errors;
 mod front_principal;
 mod frontdoor;
+mod key_path;
 mod keys_agree;
 mod keys_api;
 mod keys_crypt;

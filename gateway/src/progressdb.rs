@@ -110,7 +110,7 @@ pub fn key_name(prefix: &str, key_id: &str) -> Result<KeyName, Plain> {
     }
     // ProgressDB ids never hold '.', so '/' → '.' names each id's key without collisions.
     let name = format!("{prefix}{}", key_id.replace('/', "."));
-    KeyName::parse(&name).map_err(|_| {
+    KeyName::parse_local(&name).map_err(|_| {
         invalid(format!(
             "key_id too long for keyward: with the key prefix {prefix:?} at most {} characters",
             keyward_proto::MAX_KEY_NAME_LEN - prefix.len()

@@ -17,10 +17,12 @@ use keyward_proto::{Authorization, PrincipalSignature};
 
 use crate::errors::ApiError;
 
-/// The keystore that `/v1/keys/…` addresses.
-pub const DEFAULT_KEYSTORE: &str = "default";
-/// The keystore of the master keys (`/v1/sign`; the key name in the signed request is empty).
-pub const MASTER_KEYSTORE: &str = "master";
+pub use keyward_proto::{DEFAULT_KEYSTORE, MASTER_KEYSTORE};
+
+/// The keystore of the key whose full name is `name` (what a signed request about it names).
+pub fn keystore_of(name: &str) -> &str {
+    keyward_proto::split_key_name(name).0
+}
 
 /// At most this many approvals ride on one request.
 const MAX_APPROVALS: usize = 16;

@@ -28,7 +28,7 @@ async fn a_keystore_policy_delegates_creating_and_signing_and_nothing_else() {
 
     assert_eq!(code(as_service_admin.create_key("svc-1", "secp256k1", false).await), (403, "not_permitted".into()));
     assert_eq!(code(stack.client.keystore_policy("default").await), (404, "policy_not_found".into()));
-    assert_eq!(code(stack.client.keystore_policy("tenant-b").await), (404, "keystore_not_found".into()));
+    assert_eq!(code(stack.client.keystore_policy("tenant-b").await), (404, "policy_not_found".into()));
 
     // Both owners set version 1 with the CLI.
     let grant = |version: u64, operations: &[&str]| json!({"version": version, "rules": [{"principals": [service.id()], "operations": operations, "quorum": 1}]});

@@ -85,18 +85,20 @@ impl Db {
         name: String,
         version: Option<i64>,
     ) -> Result<Option<(KeyRow, Option<VersionRow>)>, StoreError> {
-        let found = self.key_version_policy(name, version, None).await?;
+        let found = self.key_version_policy(name, version, false).await?;
         Ok(found.map(|(key, row, _)| (key, row)))
     }
 
-    /// A page of keys with their versions.
+    /// A page of keys of keystore `keystore` with their versions.
     pub async fn list_keys(
         &self,
+        keystore: keyward_proto::KeystoreId,
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<(KeyRow, Vec<VersionRow>)>, StoreError> {
         self.with(move |s| {
-            s.list_keys(after.as_deref(), limit)?
+            let keystore = (!keystore.is_default()).then_some(keystore.as_str());
+            s.list_keys(keystore, after.as_deref(), limit)?
                 .into_iter()
                 .map(|key| {
                     let versions = s.key_versions(&key.name)?;
@@ -187,21 +189,23 @@ impl Db {
         self.with(move |s| policies(s, &keystore, &key)).await
     }
 
-    /// [`Self::key_with_version`], and the newest policies of the key and of `keystore` when
-    /// asked for (in one trip to the database thread).
+    /// [`Self::key_with_version`], and when asked for the newest policies of the key and of its
+    /// keystore (the prefix of its full name), in one trip to the database thread.
     #[allow(clippy::type_complexity)]
     pub async fn key_version_policy(
         &self,
         name: String,
         version: Option<i64>,
-        policy_in: Option<String>,
+        with_policies: bool,
     ) -> Result<Option<(KeyRow, Option<VersionRow>, Policies)>, StoreError> {
         self.with(move |s| match s.key(&name)? {
             Some(key) => {
                 let row = s.key_version(&name, version.unwrap_or(key.latest_version))?;
-                let policies = match &policy_in {
-                    Some(keystore) => policies(s, keystore, &name)?,
-                    None => Policies::default(),
+                let policies = if with_policies {
+                    let (keystore, local) = keyward_proto::split_key_name(&name);
+                    policies(s, keystore, local)?
+                } else {
+                    Policies::default()
                 };
                 Ok(Some((key, row, policies)))
             }

@@ -12,6 +12,8 @@ use crate::api::{
 };
 /// The deadline of one streamed encryption or decryption.
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The keystore a key name without a `<keystore>/` prefix belongs to.
+pub const DEFAULT_KEYSTORE: &str = "default";
 
 use crate::crypt::{
     DataKey, Decrypt, Decrypted, Encrypt, Encrypted, GenerateDataKey, KeyConfig, MacInfo, MacRequest, RandomBytes,
@@ -43,6 +45,9 @@ pub enum ClientError {
     /// The request could not be signed with the principal's key.
     #[error("cannot sign the request: {0}")]
     Signing(String),
+    /// The request cannot be sent as asked (nothing was sent).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// The gateway answered with something that is not the expected JSON.
     #[error("unexpected answer from the gateway (HTTP {status}): {reason}")]
     Decode {
@@ -214,23 +219,46 @@ impl Client {
         self.send(self.authorized(self.http.post(self.url("/v1/admin/rotate"))).json(&body)).await
     }
 
-    /// Creates a key (admin token).
+    /// Creates a key (admin token); `name` is a full name (`<keystore>/<name>` for a key of
+    /// another keystore than the default one).
     pub async fn create_key(&self, name: &str, key_type: &str, exportable: bool) -> Result<KeyInfo, ClientError> {
-        let body = CreateKey { name: name.to_owned(), key_type: key_type.to_owned(), exportable };
-        let post = self.authorized(self.http.post(self.url("/v1/keys")));
-        self.send(self.signed_json(post, keyward_authz::Operation::Create, ("default", name), &body)?).await
+        let (keystore, local) = scope(name);
+        let body = CreateKey { name: local.to_owned(), key_type: key_type.to_owned(), exportable };
+        let post = self.authorized(self.http.post(self.url(&keys_path(keystore, ""))));
+        self.send(self.signed_json(post, keyward_authz::Operation::Create, (keystore, local), &body)?).await
     }
 
-    /// Creates many keys at once, all or none (admin token).
-    pub async fn create_keys(&self, keys: Vec<CreateKey>) -> Result<KeyInfos, ClientError> {
-        let post = self.authorized(self.http.post(self.url("/v1/keys/batch")));
+    /// Creates many keys at once, all or none (admin token), all in one keystore (full names).
+    pub async fn create_keys(&self, mut keys: Vec<CreateKey>) -> Result<KeyInfos, ClientError> {
+        let keystore = keys.first().map_or(DEFAULT_KEYSTORE, |k| scope(&k.name).0).to_owned();
+        for key in &mut keys {
+            let (theirs, local) = scope(&key.name);
+            if theirs != keystore {
+                return Err(ClientError::Invalid(format!(
+                    "a batch is in one keystore: {} is not in {keystore}",
+                    key.name
+                )));
+            }
+            key.name = local.to_owned();
+        }
+        let post = self.authorized(self.http.post(self.url(&keys_path(&keystore, "/batch"))));
         // A batch is signed with an empty key name: the body names the keys.
-        self.send(self.signed_json(post, keyward_authz::Operation::Create, ("default", ""), &CreateKeys { keys })?)
-            .await
+        let operation = keyward_authz::Operation::Create;
+        self.send(self.signed_json(post, operation, (&keystore, ""), &CreateKeys { keys })?).await
     }
 
-    /// A page of keys in name order, after `after`.
+    /// A page of keys of the default keystore in name order, after `after`.
     pub async fn list_keys(&self, after: Option<&str>, limit: Option<u32>) -> Result<KeyPage, ClientError> {
+        self.list_keys_in(DEFAULT_KEYSTORE, after, limit).await
+    }
+
+    /// A page of keystore `keystore`'s keys in name order, after `after` (a full name).
+    pub async fn list_keys_in(
+        &self,
+        keystore: &str,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<KeyPage, ClientError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(after) = after {
             query.push(("after", after.to_owned()));
@@ -238,13 +266,18 @@ impl Client {
         if let Some(limit) = limit {
             query.push(("limit", limit.to_string()));
         }
-        self.send(self.authorized(self.http.get(self.url("/v1/keys"))).query(&query)).await
+        self.send(self.authorized(self.http.get(self.url(&keys_path(keystore, "")))).query(&query)).await
     }
 
-    /// The keys holding a version with this public key.
+    /// The keys of the default keystore holding a version with this public key.
     pub async fn find_key(&self, public_key: &[u8]) -> Result<KeyPage, ClientError> {
+        self.find_key_in(DEFAULT_KEYSTORE, public_key).await
+    }
+
+    /// The keys of keystore `keystore` holding a version with this public key.
+    pub async fn find_key_in(&self, keystore: &str, public_key: &[u8]) -> Result<KeyPage, ClientError> {
         let query = [("public_key_hex", hex::encode(public_key))];
-        self.send(self.authorized(self.http.get(self.url("/v1/keys"))).query(&query)).await
+        self.send(self.authorized(self.http.get(self.url(&keys_path(keystore, "")))).query(&query)).await
     }
 
     /// A key's metadata.
@@ -259,7 +292,7 @@ impl Client {
             return self.send(post).await;
         }
         let body = serde_json::json!({});
-        self.send(self.signed_json(post, keyward_authz::Operation::Rotate, ("default", name), &body)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Rotate, scope(name), &body)?).await
     }
 
     /// `disable`, `enable` or `cancel-deletion` (admin token), signed when this client has a
@@ -324,13 +357,13 @@ impl Client {
             Err(e) => return Err(e),
         };
         let body = crate::keys::KeyStateAction { action: action.to_owned(), version, waiting_days };
-        self.send(self.approved_json(request, operation, ("default", name), &body, approvers)?).await
+        self.send(self.approved_json(request, operation, scope(name), &body, approvers)?).await
     }
 
     /// Signs with a key.
     pub async fn sign_with_key(&self, name: &str, request: &SignWithKey) -> Result<KeySignatureInfo, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/sign"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, scope(name), request)?).await
     }
 
     /// Sets a key's policy to `policy` (a document as docs/authorization.md describes, its
@@ -343,7 +376,7 @@ impl Client {
     ) -> Result<KeyPolicyInfo, ClientError> {
         let put = self.authorized(self.http.put(self.url(&key_path(name, "/policy"))));
         let operation = keyward_authz::Operation::SetPolicy;
-        self.send(self.approved_json(put, operation, ("default", name), policy, approvers)?).await
+        self.send(self.approved_json(put, operation, scope(name), policy, approvers)?).await
     }
 
     /// A key's newest policy.
@@ -379,7 +412,7 @@ impl Client {
         let body = SignWithKeyBatch { items };
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/sign-batch"))));
         // One signature over the whole batch (operation sign); the enclave checks every item.
-        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), &body)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, scope(name), &body)?).await
     }
 
     /// Checks a signature by a key.
@@ -401,7 +434,7 @@ impl Client {
     ) -> Result<KeyInfo, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/import"))));
         let operation = keyward_authz::Operation::Import;
-        self.send(self.approved_json(post, operation, ("default", name), request, approvers)?).await
+        self.send(self.approved_json(post, operation, scope(name), request, approvers)?).await
     }
 
     /// Exports a version of an exportable key, sealed to the caller's key (admin token).
@@ -418,7 +451,7 @@ impl Client {
     ) -> Result<ExportedKey, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/export"))));
         let operation = keyward_authz::Operation::Export;
-        self.send(self.approved_json(post, operation, ("default", name), request, approvers)?).await
+        self.send(self.approved_json(post, operation, scope(name), request, approvers)?).await
     }
 
     /// Reseals the keyring root under a new KMS data key (admin token).
@@ -429,38 +462,38 @@ impl Client {
     /// Encrypts with an aes256-gcm key.
     pub async fn encrypt(&self, name: &str, request: &Encrypt) -> Result<Encrypted, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/encrypt"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Encrypt, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Encrypt, scope(name), request)?).await
     }
 
     /// Decrypts a ciphertext (or a wrapped data key).
     pub async fn decrypt(&self, name: &str, request: &Decrypt) -> Result<Decrypted, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/decrypt"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, scope(name), request)?).await
     }
 
     /// Re-encrypts a ciphertext under the key's latest version (signed as a decryption: the
     /// enclave decrypts before it encrypts again).
     pub async fn rewrap(&self, name: &str, request: &Decrypt) -> Result<Encrypted, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/rewrap"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, scope(name), request)?).await
     }
 
     /// A new data key wrapped under the key.
     pub async fn data_key(&self, name: &str, request: &GenerateDataKey) -> Result<DataKey, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/datakey"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::DataKey, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::DataKey, scope(name), request)?).await
     }
 
     /// HMAC-SHA256 with an hmac-sha256 key (signed as `sign`).
     pub async fn hmac(&self, name: &str, request: &MacRequest) -> Result<MacInfo, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/hmac"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Sign, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Sign, scope(name), request)?).await
     }
 
     /// Checks an HMAC-SHA256.
     pub async fn verify_hmac(&self, name: &str, request: &VerifyMac) -> Result<Verified, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/verify-hmac"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Verify, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Verify, scope(name), request)?).await
     }
 
     /// Changes a key's settings (admin token).
@@ -480,7 +513,7 @@ impl Client {
         request: &crate::agree::DeriveSharedSecret,
     ) -> Result<crate::agree::SharedSecret, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/derive-shared-secret"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Agree, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Agree, scope(name), request)?).await
     }
 
     /// Opens, in the enclave, a content key wrapped to the key with ECDH-ES+A256KW.
@@ -490,7 +523,7 @@ impl Client {
         request: &crate::agree::UnwrapKey,
     ) -> Result<crate::agree::UnwrappedKey, ClientError> {
         let post = self.authorized(self.http.post(self.url(&key_path(name, "/unwrap"))));
-        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, ("default", name), request)?).await
+        self.send(self.signed_json(post, keyward_authz::Operation::Decrypt, scope(name), request)?).await
     }
 
     /// Wraps a content key to a recipient's public key with ECDH-ES+A256KW.
@@ -600,8 +633,28 @@ pub const DEFAULT_WAITING_DAYS: u32 = 7;
 
 /// `/v1/keys/<name><suffix>`, the name percent-encoded (key names are URL-safe by rule, but a
 /// caller's typo must not become another path).
+/// The keystore and the name within it of a key's full name (`<keystore>/<name>`, or a name
+/// in the default keystore): what a signed request about the key names.
+pub fn scope(name: &str) -> (&str, &str) {
+    name.split_once('/').unwrap_or((DEFAULT_KEYSTORE, name))
+}
+
+/// The path of key `name` (a full name), then `suffix`.
 fn key_path(name: &str, suffix: &str) -> String {
-    format!("/v1/keys/{}{suffix}", path_segment(name))
+    match name.split_once('/') {
+        None => format!("/v1/keys/{}{suffix}", path_segment(name)),
+        Some((keystore, local)) => {
+            format!("/v1/keystores/{}/keys/{}{suffix}", path_segment(keystore), path_segment(local))
+        }
+    }
+}
+
+/// The path of keystore `keystore`'s keys, then `suffix`.
+fn keys_path(keystore: &str, suffix: &str) -> String {
+    match keystore {
+        DEFAULT_KEYSTORE => format!("/v1/keys{suffix}"),
+        other => keystore_path(other, &format!("/keys{suffix}")),
+    }
 }
 
 fn keystore_path(id: &str, suffix: &str) -> String {

@@ -21,8 +21,8 @@ use keyward_authz::{
 use keyward_client::keys::SignWithKey;
 use keyward_keyring::parse_sign_fields;
 use keyward_proto::{
-    AuditReceipt, Authorization, ErrorCode, ErrorReply, KeySign, PolicyRow, PolicySealed, PolicySet,
-    PrincipalSignature, Scheme, SignRequest,
+    AuditReceipt, Authorization, ErrorCode, ErrorReply, KeyName, KeySign, KeystoreId, PolicyRow, PolicySealed,
+    PolicySet, PrincipalSignature, Scheme, SignRequest,
 };
 
 use crate::policies::{Current, PolicyBook, Tagger};
@@ -31,10 +31,7 @@ use crate::policies::{Current, PolicyBook, Tagger};
 pub const REQUEST_WINDOW: u64 = 300;
 /// Audit records the enclave keeps for the gateway to fetch.
 pub const AUDIT_RETAINED: usize = 100_000;
-/// The keystore `/v1/keys/…` addresses.
-pub const DEFAULT_KEYSTORE: &str = "default";
-/// The keystore of the enclaves' master keys (`/v1/sign`), whose key name is empty.
-pub const MASTER_KEYSTORE: &str = "master";
+pub use keyward_proto::{DEFAULT_KEYSTORE, MASTER_KEYSTORE};
 
 /// The owners of a deployment: principals and how many of them must approve administrative
 /// operations together.
@@ -174,12 +171,7 @@ impl Authorizer {
     /// receipt of the record; a refusal is recorded as well.
     pub fn authorize_sign(&self, request: &KeySign, now: u64, tag: Tagger<'_>) -> Result<AuditReceipt, ErrorReply> {
         let identity = &request.row.identity;
-        let subject = Subject {
-            operation: Operation::Sign,
-            keystore: DEFAULT_KEYSTORE,
-            key: identity.name.to_string(),
-            version: Some(identity.version.get()),
-        };
+        let subject = Subject::key(Operation::Sign, &identity.name, Some(identity.version.get()));
         self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, _| body_matches(auth, request))
     }
 
@@ -191,8 +183,7 @@ impl Authorizer {
         enclave_id: Option<u32>,
         now: u64,
     ) -> Result<AuditReceipt, ErrorReply> {
-        let subject =
-            Subject { operation: Operation::Sign, keystore: MASTER_KEYSTORE, key: String::new(), version: None };
+        let subject = Subject::master();
         let no_policies = |_: &PolicyRow| Err(refuse(ErrorCode::PolicyTampered, "master keys have no stored policies"));
         self.authorize(&subject, request.auth.as_deref(), now, &no_policies, |auth, _| {
             master_body_matches(auth, request, enclave_id)
@@ -208,15 +199,7 @@ impl Authorizer {
         now: u64,
         tag: Tagger<'_>,
     ) -> Result<PolicySealed, ErrorReply> {
-        if request.keystore != DEFAULT_KEYSTORE {
-            return Err(refuse(ErrorCode::BadRequest, "policies are set on the default keystore and its keys"));
-        }
-        let subject = Subject {
-            operation: Operation::SetPolicy,
-            keystore: DEFAULT_KEYSTORE,
-            key: request.key.clone(),
-            version: None,
-        };
+        let subject = Subject::named(Operation::SetPolicy, &request.keystore, &request.key)?;
         let mut sealed = None;
         let receipt = self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, current| {
             let policy = Policy::from_json(&auth.body).map_err(|e| refuse(ErrorCode::InvalidPolicy, e.to_string()))?;
@@ -269,7 +252,7 @@ impl Authorizer {
             time: now,
             principal,
             operation: subject.operation.as_str().to_owned(),
-            keystore: subject.keystore.to_owned(),
+            keystore: subject.keystore.clone(),
             key: subject.key.clone(),
             version: subject.version,
             outcome: outcome.as_ref().map_or_else(|e| e.code.as_str(), |()| "ok").to_owned(),
@@ -348,13 +331,13 @@ impl Authorizer {
         // The keystore's own policy (the row with an empty key name), and the key's when the
         // request names one key; a request about the keystore as a whole (a batch creation, a
         // keystore policy) has only the first.
-        let keystore_policy = self.policies.current(subject.keystore, "", auth.keystore_policy.as_ref(), tag);
+        let keystore_policy = self.policies.current(&subject.keystore, "", auth.keystore_policy.as_ref(), tag);
         let keystore_current = keystore_policy.map_err(|e| (Some(id), digest, e))?;
         let key_current = match subject.key.as_str() {
             "" => None,
             key => self
                 .policies
-                .current(subject.keystore, key, auth.policy.as_ref(), tag)
+                .current(&subject.keystore, key, auth.policy.as_ref(), tag)
                 .map_err(|e| (Some(id), digest, e))?,
         };
         let own = if subject.key.is_empty() { keystore_current.as_ref() } else { key_current.as_ref() };
@@ -418,20 +401,50 @@ fn combine(owners: Decision, stored: impl IntoIterator<Item = Decision>) -> Deci
     best
 }
 
-/// What a request addresses, as the enclave sees it (never as the gateway says).
+/// What a request addresses, as the enclave sees it (never as the gateway says): the keystore
+/// comes from the key's own name, which its wrapped row binds.
 struct Subject {
     operation: Operation,
-    keystore: &'static str,
+    keystore: String,
+    /// The name within the keystore; empty for the keystore as a whole (and the master keys).
     key: String,
     version: Option<u32>,
 }
 
 impl Subject {
+    /// A request about key `name` (its keystore and its name within it).
+    fn key(operation: Operation, name: &KeyName, version: Option<u32>) -> Self {
+        Subject { operation, keystore: name.keystore().to_owned(), key: name.local().to_owned(), version }
+    }
+
+    /// A request about keystore `keystore` as a whole.
+    fn keystore(operation: Operation, keystore: &str) -> Self {
+        Subject { operation, keystore: keystore.to_owned(), key: String::new(), version: None }
+    }
+
+    /// A request for the master keys (`/v1/sign`).
+    fn master() -> Self {
+        Self::keystore(Operation::Sign, MASTER_KEYSTORE)
+    }
+
+    /// A request naming a keystore and a key in it (empty: the keystore) as the gateway sent
+    /// them, checked: a named key must be a key name, the keystore an id (never `master`).
+    fn named(operation: Operation, keystore: &str, key: &str) -> Result<Self, ErrorReply> {
+        let keystore = KeystoreId::parse(keystore).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
+        if key.is_empty() {
+            return Ok(Self::keystore(operation, keystore.as_str()));
+        }
+        let name = KeyName::qualified(&keystore, key).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
+        Ok(Self::key(operation, &name, None))
+    }
+
     fn describe(&self) -> String {
-        match (self.keystore, self.key.as_str()) {
-            (MASTER_KEYSTORE, _) => format!("{} with the master key", self.operation.as_str()),
-            (keystore, "") => format!("{} in keystore {keystore}", self.operation.as_str()),
-            (_, key) => format!("{} with {key}", self.operation.as_str()),
+        let operation = self.operation.as_str();
+        match (self.keystore.as_str(), self.key.as_str()) {
+            (MASTER_KEYSTORE, _) => format!("{operation} with the master key"),
+            (keystore, "") => format!("{operation} in keystore {keystore}"),
+            (DEFAULT_KEYSTORE, key) => format!("{operation} with {key}"),
+            (keystore, key) => format!("{operation} with {keystore}/{key}"),
         }
     }
 }
@@ -520,3 +533,7 @@ mod policy_tests;
 #[cfg(test)]
 #[path = "authorizer_keystore_tests.rs"]
 mod keystore_tests;
+
+#[cfg(test)]
+#[path = "authorizer_tenant_tests.rs"]
+mod tenant_tests;

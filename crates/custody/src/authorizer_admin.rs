@@ -5,7 +5,7 @@ use keyward_authz::Operation;
 use keyward_client::keys::{CreateKey, CreateKeys};
 use keyward_proto::{AuditReceipt, ErrorCode, ErrorReply, KeyCreate, KeyIdentity, Origin};
 
-use super::{Authorizer, DEFAULT_KEYSTORE, Subject, refuse};
+use super::{Authorizer, Subject, refuse};
 use crate::policies::Tagger;
 
 impl Authorizer {
@@ -24,22 +24,18 @@ impl Authorizer {
             }
         };
         let subject = match (rotation, keys.as_slice()) {
-            (Some(key), _) => Subject {
-                operation: Operation::Rotate,
-                keystore: DEFAULT_KEYSTORE,
-                key: key.name.to_string(),
-                version: Some(key.version.get()),
-            },
-            (None, [one]) => Subject {
-                operation: Operation::Create,
-                keystore: DEFAULT_KEYSTORE,
-                key: one.name.to_string(),
-                version: Some(1),
-            },
-            // A batch: the names are in the signed body, not in the canonical request.
-            (None, _) => {
-                Subject { operation: Operation::Create, keystore: DEFAULT_KEYSTORE, key: String::new(), version: None }
+            (Some(key), _) => Subject::key(Operation::Rotate, &key.name, Some(key.version.get())),
+            (None, [one]) => Subject::key(Operation::Create, &one.name, Some(1)),
+            // A batch: the names are in the signed body, not in the canonical request; the
+            // keystore is, and every key must be in it.
+            (None, [first, ..]) => {
+                let keystore = first.name.keystore();
+                if keys.iter().any(|k| k.name.keystore() != keystore) {
+                    return Err(refuse(ErrorCode::BadRequest, "a batch of new keys is in one keystore"));
+                }
+                Subject::keystore(Operation::Create, keystore)
             }
+            (None, []) => return Err(refuse(ErrorCode::BadRequest, "a signed KeyCreate names at least one key")),
         };
         self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| match rotation {
             // The canonical request names the key and the operation; a rotation has no body.
@@ -62,7 +58,9 @@ fn creation_matches(body: &[u8], identities: &[KeyIdentity]) -> Result<(), Strin
         return Err(format!("the signed body asks for {} keys, not {}", asked.len(), identities.len()));
     }
     for (i, (want, made)) in asked.iter().zip(identities).enumerate() {
-        let same = want.name == made.name.as_str()
+        // The body names keys within the keystore the canonical request names (the subject's,
+        // from these same identities).
+        let same = want.name == made.name.local()
             && want.key_type == made.key_type.as_str()
             && want.exportable == made.flags.exportable
             && made.flags.origin == Origin::Generated;
@@ -77,7 +75,7 @@ fn creation_matches(body: &[u8], identities: &[KeyIdentity]) -> Result<(), Strin
 mod tests {
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
     use keyward_authz::{Principal, PrincipalKey, RequestToSign};
-    use keyward_proto::{Authorization, KeyName, KeyType, KeyVersion, PrincipalSignature};
+    use keyward_proto::{Authorization, DEFAULT_KEYSTORE, KeyName, KeyType, KeyVersion, PrincipalSignature};
 
     use super::super::{Owners, tests::tagger};
     use super::*;

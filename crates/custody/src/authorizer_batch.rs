@@ -7,7 +7,7 @@ use keyward_authz::Operation;
 use keyward_client::{api::SignBatchRequest, keys::SignWithKeyBatch};
 use keyward_proto::{AuditReceipt, ErrorCode, ErrorReply, KeySignBatchSigned, PolicyRow, SignBatchSigned};
 
-use super::{Authorizer, DEFAULT_KEYSTORE, MASTER_KEYSTORE, Subject, item_check, master_item_check, refuse};
+use super::{Authorizer, Subject, item_check, master_item_check, refuse};
 use crate::policies::Tagger;
 
 impl Authorizer {
@@ -30,12 +30,7 @@ impl Authorizer {
         }
         let version = first.row.identity.version.get();
         let same_version = batch.items.iter().all(|item| item.row.identity.version.get() == version);
-        let subject = Subject {
-            operation: Operation::Sign,
-            keystore: DEFAULT_KEYSTORE,
-            key: name.to_string(),
-            version: same_version.then_some(version),
-        };
+        let subject = Subject::key(Operation::Sign, name, same_version.then_some(version));
         self.authorize(&subject, Some(&batch.auth), now, tag, |auth, _| {
             batch_check(&auth.body, batch).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
         })
@@ -57,8 +52,7 @@ impl Authorizer {
                 "a signed batch has at least one item, under the batch's authorization only",
             ));
         }
-        let subject =
-            Subject { operation: Operation::Sign, keystore: MASTER_KEYSTORE, key: String::new(), version: None };
+        let subject = Subject::master();
         let no_policies = |_: &PolicyRow| Err(refuse(ErrorCode::PolicyTampered, "master keys have no stored policies"));
         self.authorize(&subject, Some(&batch.auth), now, &no_policies, |auth, _| {
             master_batch_check(&auth.body, batch, enclave_id).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
@@ -95,7 +89,7 @@ fn batch_check(body: &[u8], batch: &KeySignBatchSigned) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use keyward_proto::{Digest, KeySign, SignPayload};
+    use keyward_proto::{Digest, KeySign, MASTER_KEYSTORE, SignPayload};
 
     use super::super::policy_tests::{auth, authorizer};
     use super::super::tests::{request_for, tagger};

@@ -18,7 +18,7 @@ use keyward_client::{
 };
 use keyward_proto::{AuditReceipt, CryptOp, DataKeySpec, ErrorCode, ErrorReply, KeyCrypt};
 
-use super::{Authorizer, DEFAULT_KEYSTORE, Subject, refuse};
+use super::{Authorizer, Subject, refuse};
 use crate::policies::Tagger;
 
 /// The operation a policy must grant for `op`, or `None` when it has no signed path.
@@ -51,12 +51,7 @@ impl Authorizer {
             ));
         };
         let identity = &request.row.identity;
-        let subject = Subject {
-            operation,
-            keystore: DEFAULT_KEYSTORE,
-            key: identity.name.to_string(),
-            version: Some(identity.version.get()),
-        };
+        let subject = Subject::key(operation, &identity.name, Some(identity.version.get()));
         self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| {
             crypt_body_matches(&auth.body, request).map_err(|m| refuse(ErrorCode::RequestMismatch, m))
         })
@@ -153,8 +148,8 @@ mod tests {
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
     use keyward_authz::{Principal, PrincipalKey, RequestToSign};
     use keyward_proto::{
-        Authorization, KeyFlags, KeyIdentity, KeyName, KeyType, KeyVersion, Origin, PrincipalSignature, RootId,
-        SecretBytes, WrappedKey,
+        Authorization, DEFAULT_KEYSTORE, KeyFlags, KeyIdentity, KeyName, KeyType, KeyVersion, Origin,
+        PrincipalSignature, RootId, SecretBytes, WrappedKey,
     };
 
     use super::super::{Owners, tests::tagger};

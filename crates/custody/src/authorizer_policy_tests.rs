@@ -42,9 +42,22 @@ pub(super) fn auth(
     request_id: u8,
     policy: Option<PolicyRow>,
 ) -> Authorization {
+    auth_in(DEFAULT_KEYSTORE, operation, key, body, signers, request_id, policy)
+}
+
+/// [`auth`] for a key (or, empty, the whole) of keystore `keystore`.
+pub(super) fn auth_in(
+    keystore: &str,
+    operation: Operation,
+    key: &str,
+    body: &str,
+    signers: &[u8],
+    request_id: u8,
+    policy: Option<PolicyRow>,
+) -> Authorization {
     let to_sign = RequestToSign {
         operation,
-        keystore: DEFAULT_KEYSTORE.into(),
+        keystore: keystore.into(),
         key: key.into(),
         body_digest: RequestToSign::digest(body.as_bytes()),
         request_id: [request_id; 16],
@@ -52,7 +65,7 @@ pub(super) fn auth(
     };
     let canonical = to_sign.canonical().unwrap();
     Authorization {
-        keystore: DEFAULT_KEYSTORE.into(),
+        keystore: keystore.into(),
         body: body.as_bytes().to_vec(),
         request_id: [request_id; 16],
         timestamp: NOW,

@@ -15,7 +15,7 @@ use keyward_authz::{KeyState, Operation, Policy};
 use keyward_client::keys::KeyStateAction;
 use keyward_proto::{ErrorCode, ErrorReply, KeyStateChange, KeyStateSet, PolicyRow, PolicySealed};
 
-use super::{Authorizer, DEFAULT_KEYSTORE, Subject, refuse};
+use super::{Authorizer, Subject, refuse};
 use crate::policies::Tagger;
 
 /// The action a signed body must name for `change`.
@@ -103,11 +103,10 @@ impl Authorizer {
         now: u64,
         tag: Tagger<'_>,
     ) -> Result<PolicySealed, ErrorReply> {
-        if request.keystore != DEFAULT_KEYSTORE || request.key.is_empty() {
-            return Err(refuse(ErrorCode::BadRequest, "key states are set on keys of the default keystore"));
+        if request.key.is_empty() {
+            return Err(refuse(ErrorCode::BadRequest, "key states are set on keys, not on keystores"));
         }
-        let operation = operation_of(request.change);
-        let subject = Subject { operation, keystore: DEFAULT_KEYSTORE, key: request.key.clone(), version: None };
+        let subject = Subject::named(operation_of(request.change), &request.keystore, &request.key)?;
         let mut sealed = None;
         let receipt = self.authorize(&subject, request.auth.as_ref(), now, tag, |auth, current| {
             let body: KeyStateAction = serde_json::from_slice(&auth.body).map_err(|e| {
@@ -138,7 +137,7 @@ impl Authorizer {
 
 #[cfg(test)]
 mod tests {
-    use keyward_proto::SignPayload;
+    use keyward_proto::{DEFAULT_KEYSTORE, SignPayload};
 
     use super::super::policy_tests::{auth, authorizer, policy};
     use super::super::tests::{request_for, tagger};

@@ -8,7 +8,7 @@ use keyward_authz::Operation;
 use keyward_client::keys::{ExportKey, ImportKey};
 use keyward_proto::{AuditReceipt, ErrorCode, ErrorReply, KeyExport, KeyImport};
 
-use super::{Authorizer, DEFAULT_KEYSTORE, Subject, refuse};
+use super::{Authorizer, Subject, refuse};
 use crate::policies::Tagger;
 
 const MISMATCH: &str = "the request the enclave received is not the one the principals signed";
@@ -18,12 +18,7 @@ impl Authorizer {
     /// key and, optionally, the version.
     pub fn authorize_export(&self, request: &KeyExport, now: u64, tag: Tagger<'_>) -> Result<AuditReceipt, ErrorReply> {
         let identity = &request.row.identity;
-        let subject = Subject {
-            operation: Operation::Export,
-            keystore: DEFAULT_KEYSTORE,
-            key: identity.name.to_string(),
-            version: Some(identity.version.get()),
-        };
+        let subject = Subject::key(Operation::Export, &identity.name, Some(identity.version.get()));
         self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| {
             let body: ExportKey = serde_json::from_slice(&auth.body)
                 .map_err(|e| refuse(ErrorCode::RequestMismatch, format!("the signed body is not an export: {e}")))?;
@@ -38,12 +33,7 @@ impl Authorizer {
     /// transfer key and sealed bytes are the signed body's (`POST /v1/keys/{name}/import`).
     pub fn authorize_import(&self, request: &KeyImport, now: u64, tag: Tagger<'_>) -> Result<AuditReceipt, ErrorReply> {
         let identity = &request.identity;
-        let subject = Subject {
-            operation: Operation::Import,
-            keystore: DEFAULT_KEYSTORE,
-            key: identity.name.to_string(),
-            version: Some(identity.version.get()),
-        };
+        let subject = Subject::key(Operation::Import, &identity.name, Some(identity.version.get()));
         self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| {
             let body: ImportKey = serde_json::from_slice(&auth.body)
                 .map_err(|e| refuse(ErrorCode::RequestMismatch, format!("the signed body is not an import: {e}")))?;

@@ -6,13 +6,22 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A key's name: 1 to 128 characters from `A-Z a-z 0-9 . _ -`.
+/// A key's name: 1 to 128 characters from `A-Z a-z 0-9 . _ -` in the default keystore, or
+/// `<keystore>/<name>` in another one (a [`KeystoreId`], then the name by the same rule). The
+/// whole name is the key's identity: it is bound into every wrapped row, so a row cannot move
+/// from one keystore to another.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct KeyName(String);
 
-/// Longest key name.
+/// Longest key name within its keystore.
 pub const MAX_KEY_NAME_LEN: usize = 128;
+/// Longest keystore id.
+pub const MAX_KEYSTORE_LEN: usize = 32;
+/// The keystore of keys whose names have no `<keystore>/` prefix (`/v1/keys/…`).
+pub const DEFAULT_KEYSTORE: &str = "default";
+/// The keystore of the enclaves' master keys (`/v1/sign`): reserved, it holds no named keys.
+pub const MASTER_KEYSTORE: &str = "master";
 
 /// Why a string is not a key name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,11 +45,121 @@ pub enum KeyNameError {
     /// so such a key could not be addressed as `/v1/keys/{name}`.
     #[error("a key name must not start with '.'")]
     LeadingDot,
+    /// The keystore part of `<keystore>/<name>` is not a keystore id.
+    #[error("{0}")]
+    Keystore(KeystoreIdError),
+    /// A `/` where the name must be one keystore's (the paths `/v1/keys/{name}` and
+    /// `/v1/keystores/{id}/keys/{name}` take the name without its keystore).
+    #[error("a key name here must not contain '/': the keystore is named by the path")]
+    Qualified,
+    /// `default/<name>`: a key of the default keystore has one name, without the prefix.
+    #[error("a key of the default keystore is named without the \"default/\" prefix")]
+    DefaultPrefix,
+}
+
+/// A keystore's id: 1 to 32 characters from `a-z 0-9 -`, starting with a letter or digit.
+/// `default` names the default keystore (whose keys' names carry no prefix); `master` is
+/// reserved for the master keys.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeystoreId(String);
+
+/// Why a string is not a keystore id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeystoreIdError {
+    /// Empty, too long, or a character outside the set.
+    #[error("a keystore id is 1 to 32 characters from a-z 0-9 - starting with a letter or digit, not {0:?}")]
+    Invalid(String),
+    /// `master`.
+    #[error("keystore id \"master\" is reserved for the enclaves' master keys")]
+    Reserved,
+}
+
+impl KeystoreId {
+    /// Checks `id` against the rule.
+    pub fn parse(id: &str) -> Result<Self, KeystoreIdError> {
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if id.is_empty() || id.len() > MAX_KEYSTORE_LEN || id.starts_with('-') || !id.chars().all(allowed) {
+            return Err(KeystoreIdError::Invalid(id.chars().take(40).collect()));
+        }
+        if id == MASTER_KEYSTORE {
+            return Err(KeystoreIdError::Reserved);
+        }
+        Ok(KeystoreId(id.to_owned()))
+    }
+
+    /// The default keystore.
+    pub fn default_keystore() -> Self {
+        KeystoreId(DEFAULT_KEYSTORE.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_KEYSTORE
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeystoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeystoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeystoreId({})", self.0)
+    }
+}
+
+/// The keystore and the name within it of a full key name (`<keystore>/<name>`, or a name of
+/// the default keystore). Does not check the parts: [`KeyName`] does.
+pub fn split_key_name(name: &str) -> (&str, &str) {
+    match name.split_once('/') {
+        Some((keystore, local)) => (keystore, local),
+        None => (DEFAULT_KEYSTORE, name),
+    }
 }
 
 impl KeyName {
-    /// Checks `name` against the rule.
+    /// Checks a full name (`<keystore>/<name>`, or a name of the default keystore, which never
+    /// carries the `default/` prefix).
     pub fn parse(name: &str) -> Result<Self, KeyNameError> {
+        match name.split_once('/') {
+            None => Self::parse_local(name),
+            Some((keystore, local)) => {
+                let keystore = KeystoreId::parse(keystore).map_err(KeyNameError::Keystore)?;
+                if keystore.is_default() {
+                    return Err(KeyNameError::DefaultPrefix);
+                }
+                Self::qualified(&keystore, local)
+            }
+        }
+    }
+
+    /// The key `local` of keystore `keystore`.
+    pub fn qualified(keystore: &KeystoreId, local: &str) -> Result<Self, KeyNameError> {
+        let local = Self::parse_local(local)?;
+        Ok(if keystore.is_default() { local } else { KeyName(format!("{keystore}/{}", local.0)) })
+    }
+
+    /// The keystore the key belongs to.
+    pub fn keystore(&self) -> &str {
+        split_key_name(&self.0).0
+    }
+
+    /// The name within its keystore.
+    pub fn local(&self) -> &str {
+        split_key_name(&self.0).1
+    }
+
+    /// Checks a name of one keystore (no `/`).
+    pub fn parse_local(name: &str) -> Result<Self, KeyNameError> {
+        if name.contains('/') {
+            return Err(KeyNameError::Qualified);
+        }
         if name.is_empty() {
             return Err(KeyNameError::Empty);
         }
@@ -370,12 +489,39 @@ mod tests {
         }
         assert_eq!(KeyName::parse(""), Err(KeyNameError::Empty));
         assert_eq!(KeyName::parse(&"x".repeat(129)), Err(KeyNameError::TooLong(129)));
-        assert_eq!(KeyName::parse("a/b"), Err(KeyNameError::InvalidCharacter { position: 1, character: '/' }));
+        assert_eq!(KeyName::parse_local("a/b"), Err(KeyNameError::Qualified));
         assert!(matches!(KeyName::parse("é"), Err(KeyNameError::InvalidCharacter { position: 0, .. })));
         assert!(KeyNameError::Empty.to_string().contains("A-Z a-z 0-9 . _ -"));
         for dotted in [".", "..", ".hidden"] {
             assert_eq!(KeyName::parse(dotted), Err(KeyNameError::LeadingDot), "{dotted}");
         }
+    }
+
+    #[test]
+    fn names_carry_their_keystore() {
+        let plain = KeyName::parse("treasury").unwrap();
+        assert_eq!((plain.keystore(), plain.local()), (DEFAULT_KEYSTORE, "treasury"));
+        let qualified = KeyName::parse("acme-2/treasury").unwrap();
+        assert_eq!((qualified.keystore(), qualified.local()), ("acme-2", "treasury"));
+        let acme = KeystoreId::parse("acme-2").unwrap();
+        assert_eq!(KeyName::qualified(&acme, "treasury").unwrap(), qualified);
+        assert_eq!(KeyName::qualified(&KeystoreId::default_keystore(), "treasury").unwrap(), plain);
+        assert_eq!(KeyName::qualified(&acme, "x/y"), Err(KeyNameError::Qualified));
+        // The name within the keystore keeps the whole rule, and a keystore adds its own.
+        assert!(KeyName::parse(&format!("acme/{}", "x".repeat(128))).is_ok());
+        assert_eq!(KeyName::parse(&format!("acme/{}", "x".repeat(129))), Err(KeyNameError::TooLong(129)));
+        assert_eq!(KeyName::parse("acme/.x"), Err(KeyNameError::LeadingDot));
+        assert_eq!(KeyName::parse("acme/"), Err(KeyNameError::Empty));
+        assert_eq!(KeyName::parse("a/b/c"), Err(KeyNameError::Qualified));
+        assert_eq!(KeyName::parse("default/x"), Err(KeyNameError::DefaultPrefix));
+        assert_eq!(KeyName::parse("master/x"), Err(KeyNameError::Keystore(KeystoreIdError::Reserved)));
+        for bad in ["", "Acme", "-acme", "ac_me", "a.b", &"a".repeat(33)] {
+            assert!(
+                matches!(KeyName::parse(&format!("{bad}/x")), Err(KeyNameError::Keystore(KeystoreIdError::Invalid(_)))),
+                "{bad:?}"
+            );
+        }
+        assert!(KeystoreId::parse(&"a".repeat(32)).is_ok());
     }
 
     #[test]

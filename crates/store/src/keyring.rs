@@ -269,13 +269,30 @@ impl Store {
             .map_err(|source| StoreError::Sqlite { op: "read key versions", source })
     }
 
-    /// Keys in name order after `after` (exclusive), at most `limit`: stable pages however
-    /// many keys are added meanwhile.
-    pub fn list_keys(&self, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
-        self.conn
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2"))
-            .and_then(|mut s| s.query_map(params![after.unwrap_or(""), limit], key_row)?.collect())
-            .map_err(|source| StoreError::Sqlite { op: "list keys", source })
+    /// Keys of one keystore in name order after `after` (exclusive), at most `limit`: stable
+    /// pages however many keys are added meanwhile. `keystore` `None` is the default keystore
+    /// (names without a `/`); `Some(id)` the keys named `<id>/…`.
+    pub fn list_keys(&self, keystore: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
+        let after = after.unwrap_or("");
+        let found = match keystore {
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE name > ?1 AND instr(name, '/') = 0 ORDER BY name LIMIT ?2"
+                ))
+                .and_then(|mut s| s.query_map(params![after, limit], key_row)?.collect()),
+            Some(id) => {
+                // `<id>/` up to `<id>0` ('0' follows '/'): exactly the names with the prefix.
+                let (start, end) = (format!("{id}/"), format!("{id}0"));
+                let after = if after > start.as_str() { after } else { start.as_str() };
+                self.conn
+                    .prepare_cached(&format!(
+                        "SELECT {KEY_COLUMNS} FROM keys WHERE name > ?1 AND name < ?2 ORDER BY name LIMIT ?3"
+                    ))
+                    .and_then(|mut s| s.query_map(params![after, end, limit], key_row)?.collect())
+            }
+        };
+        found.map_err(|source| StoreError::Sqlite { op: "list keys", source })
     }
 
     /// The versions whose public key is `public_key`.

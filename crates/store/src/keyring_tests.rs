@@ -69,6 +69,27 @@ fn a_batch_of_keys_is_stored_whole_or_not_at_all() {
 }
 
 #[test]
+fn a_keystores_pages_hold_its_keys_only() {
+    let (_dir, mut store) = temp_store();
+    // Names either side of each prefix in byte order: "acme-x" and "acme.x" sort around
+    // "acme/", "acme0" right after the last "acme/…".
+    let names = ["acme", "acme-x/k", "acme.x", "acme/a", "acme/b", "acme/c", "acme0", "acmez/a", "b", "beta/a"];
+    store.insert_keys(&names.iter().map(|n| new_key(n)).collect::<Vec<_>>()).unwrap();
+    let page = |keystore, after: Option<&str>, limit| -> Vec<String> {
+        store.list_keys(keystore, after, limit).unwrap().into_iter().map(|k| k.name).collect()
+    };
+    assert_eq!(page(None, None, 100), ["acme", "acme.x", "acme0", "b"]);
+    assert_eq!(page(Some("acme"), None, 100), ["acme/a", "acme/b", "acme/c"]);
+    assert_eq!(page(Some("acme"), None, 2), ["acme/a", "acme/b"]);
+    assert_eq!(page(Some("acme"), Some("acme/b"), 2), ["acme/c"]);
+    // A cursor from before the keystore, or from another one, starts at its beginning or end.
+    assert_eq!(page(Some("acme"), Some("a"), 1), ["acme/a"]);
+    assert!(page(Some("acme"), Some("beta/a"), 10).is_empty());
+    assert_eq!(page(Some("beta"), None, 10), ["beta/a"]);
+    assert!(page(Some("gamma"), None, 10).is_empty());
+}
+
+#[test]
 fn pages_are_in_name_order_and_stable() {
     let (_dir, mut store) = temp_store();
     let names: Vec<String> = (0..25).map(|i| format!("key-{i:03}")).collect();
@@ -76,7 +97,7 @@ fn pages_are_in_name_order_and_stable() {
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = store.list_keys(after.as_deref(), 10).unwrap();
+        let page = store.list_keys(None, after.as_deref(), 10).unwrap();
         if page.is_empty() {
             break;
         }
@@ -164,6 +185,6 @@ fn the_keyring_works_through_the_store_trait_alone() {
     store.add_version(&version("a", 2, 4), 1).unwrap();
     assert_eq!(store.add_version(&version("a", 3, 5), 1).unwrap_err().code(), "key_conflict");
     assert_eq!(store.key_versions("a").unwrap().len(), 2);
-    let page: Vec<String> = store.list_keys(None, 10).unwrap().into_iter().map(|k| k.name).collect();
+    let page: Vec<String> = store.list_keys(None, None, 10).unwrap().into_iter().map(|k| k.name).collect();
     assert_eq!(page, ["a", "b"]);
 }

@@ -38,7 +38,7 @@ pub trait KeyStore: Send + fmt::Debug {
     /// Every version of a key, oldest first.
     fn key_versions(&self, name: &str) -> Result<Vec<VersionRow>>;
     /// Up to `limit` keys in name order, after `after`.
-    fn list_keys(&self, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>>;
+    fn list_keys(&self, keystore: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>>;
     /// The versions whose public key is `public_key`.
     fn versions_by_public_key(&self, public_key: &[u8]) -> Result<Vec<VersionRow>>;
     /// Adds a version if the key is still at `expected_revision`.
@@ -109,8 +109,8 @@ impl KeyStore for crate::Store {
     fn key_versions(&self, name: &str) -> Result<Vec<VersionRow>> {
         crate::Store::key_versions(self, name)
     }
-    fn list_keys(&self, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
-        crate::Store::list_keys(self, after, limit)
+    fn list_keys(&self, keystore: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
+        crate::Store::list_keys(self, keystore, after, limit)
     }
     fn versions_by_public_key(&self, public_key: &[u8]) -> Result<Vec<VersionRow>> {
         crate::Store::versions_by_public_key(self, public_key)

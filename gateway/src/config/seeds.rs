@@ -55,7 +55,7 @@ impl ProgressDbSection {
             bail!("progressdb: give listen (TCP), unix_socket, or both");
         }
         // The prefix must make a valid key name with the shortest key id.
-        KeyName::parse(&format!("{}x", self.key_prefix))
+        KeyName::parse_local(&format!("{}x", self.key_prefix))
             .with_context(|| format!("progressdb.key_prefix {:?} does not begin a valid key name", self.key_prefix))?;
         let allowed_uids = if self.allowed_uids.is_empty() {
             BTreeSet::from([nix_uid()])
@@ -151,7 +151,7 @@ impl BitgoSection {
                 other => bail!("bitgo.reveal_prv_sources: {other:?} is not a source (user or backup)"),
             }
         }
-        KeyName::parse(&format!("{}data-keys", self.key_prefix))
+        KeyName::parse_local(&format!("{}data-keys", self.key_prefix))
             .with_context(|| format!("bitgo.key_prefix {:?} does not begin a valid key name", self.key_prefix))?;
         if self.key_prefix.len() > 32 {
             bail!("bitgo.key_prefix is at most 32 characters");

@@ -1,5 +1,7 @@
 //! `keyward keys ...`: the keyring API from the command line. Management (create, batch,
 //! rotate, disable, enable, delete, cancel-deletion) needs the admin token as `--token-file`.
+//! A key of another keystore than the default one is named `<keystore>/<name>` everywhere
+//! (`keys create acme/treasury`, `keys sign acme/treasury …`).
 
 use std::path::PathBuf;
 
@@ -33,6 +35,9 @@ pub enum KeysCommand {
     },
     /// List keys in name order (one page; --after for the next).
     List {
+        /// The keystore whose keys to list (names `<keystore>/<name>`).
+        #[arg(long, default_value = "default")]
+        keystore: String,
         #[arg(long)]
         after: Option<String>,
         #[arg(long)]
@@ -197,11 +202,13 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<serde_
                 .collect();
             json(&client.create_keys(keys).await?)
         }
-        KeysCommand::List { public_key: Some(hex_key), .. } => {
+        KeysCommand::List { keystore, public_key: Some(hex_key), .. } => {
             let key = hex::decode(&hex_key).context("--public-key is not hex")?;
-            json(&client.find_key(&key).await?)
+            json(&client.find_key_in(&keystore, &key).await?)
         }
-        KeysCommand::List { after, limit, public_key: None } => json(&client.list_keys(after.as_deref(), limit).await?),
+        KeysCommand::List { keystore, after, limit, public_key: None } => {
+            json(&client.list_keys_in(&keystore, after.as_deref(), limit).await?)
+        }
         KeysCommand::Show { name } => json(&client.key(&name).await?),
         KeysCommand::Rotate { name } => json(&client.rotate_key(&name).await?),
         KeysCommand::Disable { name, approve_with } => state(client, &name, "disable", &approve_with).await?,
