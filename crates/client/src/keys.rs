@@ -16,6 +16,9 @@
 //! | POST | `/v1/keys/{name}/import` | admin | [`ImportKey`] → 201 [`KeyInfo`] (`origin: imported`) |
 //! | POST | `/v1/keys/{name}/export` | admin | [`ExportKey`] → [`ExportedKey`] (exportable keys only) |
 //! | POST | `/v1/admin/keyring/rotate` | admin | → [`RootRotated`] (the root under a new KMS data key) |
+//!
+//! Every `/v1/keys…` path addresses the default keystore; `/v1/keystores/{id}/keys…` the same
+//! for keystore `{id}`, whose keys' full names are `{id}/{name}` (docs/authorization.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +28,8 @@ use crate::api::ErrorBody;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// 1 to 128 characters from `A-Z a-z 0-9 . _ -`.
+    /// 1 to 128 characters from `A-Z a-z 0-9 . _ -`: the name within the keystore the path
+    /// names (the SDK's `create_key` takes a full name and sends this part).
     pub name: String,
     /// `secp256k1`, `ed25519`, `p256`, `aes256-gcm` or `hmac-sha256`.
     #[serde(rename = "type")]
