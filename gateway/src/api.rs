@@ -306,7 +306,7 @@ impl AppState {
     }
 
     /// The API token, or the admin token (reads that administrators need too, such as the
-    /// policy version a signed state change names).
+    /// policy version a signed state change names, or the key version a rotation makes).
     pub(crate) fn authorize_reader(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         match self.api_token.authorize(headers) {
             Ok(()) => Ok(()),

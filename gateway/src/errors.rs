@@ -121,7 +121,8 @@ impl ApiError {
             | ErrorCode::KeyDisabled
             | ErrorCode::KeyPendingDeletion
             | ErrorCode::KeyDeleted
-            | ErrorCode::InvalidKeyState => StatusCode::CONFLICT,
+            | ErrorCode::InvalidKeyState
+            | ErrorCode::KeyVersionConflict => StatusCode::CONFLICT,
             ErrorCode::RequestMismatch => StatusCode::BAD_REQUEST,
             ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => {

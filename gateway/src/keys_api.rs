@@ -274,7 +274,8 @@ async fn get_key(
     headers: HeaderMap,
     KeyPath(name): KeyPath,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    app.api_token.authorize(&headers)?;
+    // The admin token reads too: a signed rotation names the version it makes.
+    app.authorize_reader(&headers)?;
     let (key, versions) = load(&app, &name).await?;
     Ok(Json(key_info(&key, &versions, now_unix())))
 }
@@ -286,8 +287,8 @@ async fn rotate_key(
     body: axum::body::Bytes,
 ) -> Result<Json<KeyInfo>, ApiError> {
     app.authorize_admin(&headers)?;
-    // The signed body of a rotation carries nothing the enclave needs (the canonical request
-    // names the key); it is signed as sent.
+    // The signed body of a rotation (`RotateKey`, the version it makes) is passed on as sent;
+    // the enclave compares it with the version it is asked to make.
     let auth = signed::authorization(&headers, signed::keystore_of(&name), &body)?;
     rotate(&app, &name, auth).await.map(Json)
 }

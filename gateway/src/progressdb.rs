@@ -357,7 +357,11 @@ async fn rewrap(State(pdb): State<ProgressDb>, bytes: Result<Bytes, BytesRejecti
             "keyward takes no key-encryption key from callers: the KEK is the keyring root, held only in the enclave; omit new_kek_hex",
         ));
     }
-    let auth = pdb.principal.authorize(keyward_authz::Operation::Rotate, name.as_str(), &serde_json::json!({}))?;
+    // Signed as a rotation to the next version: a replay of it makes no further version.
+    let (key, _) = crate::keys_api::load(&pdb.app, name.as_str()).await?;
+    let version = u32::try_from(key.latest_version + 1).map_err(|_| ApiError::internal("key version out of range"))?;
+    let body = keyward_client::keys::RotateKey { version };
+    let auth = pdb.principal.authorize(keyward_authz::Operation::Rotate, name.as_str(), &body)?;
     rotate(&pdb.app, name.as_str(), auth).await?;
     let (row, kek_id, kek_version) = wrapped(&pdb, &name).await?;
     Ok(Json(Rewrapped { new_wrapped: STANDARD.encode(&row.wrapped), new_kek_id: kek_id, new_kek_version: kek_version }))

@@ -209,9 +209,14 @@ async fn a_host_cannot_create_or_rotate_keys_nor_repeat_an_owners_request() {
     let headers = alice.headers(Operation::Create, "default", "treasury", body, &[]).unwrap();
     assert_eq!(replay(&stack, "/v1/keys", body, &headers).await, (201, "ok".into()));
     assert_eq!(replay(&stack, "/v1/keys", body, &headers).await, (409, "request_replayed".into()));
-    let rotate = alice.headers(Operation::Rotate, "default", "treasury", b"{}", &[]).unwrap();
-    assert_eq!(replay(&stack, "/v1/keys/treasury/rotate", b"{}", &rotate).await, (200, "ok".into()));
-    assert_eq!(replay(&stack, "/v1/keys/treasury/rotate", b"{}", &rotate).await, (409, "request_replayed".into()));
+    // A rotation's body names the version it makes: replayed, it would make another one.
+    let rotation = br#"{"version":2}"#;
+    let rotate = alice.headers(Operation::Rotate, "default", "treasury", rotation, &[]).unwrap();
+    let path = "/v1/keys/treasury/rotate";
+    assert_eq!(replay(&stack, path, rotation, &rotate).await, (200, "ok".into()));
+    assert_eq!(replay(&stack, path, rotation, &rotate).await, (409, "key_version_conflict".into()));
+    let unversioned = alice.headers(Operation::Rotate, "default", "treasury", b"{}", &[]).unwrap();
+    assert_eq!(replay(&stack, path, b"{}", &unversioned).await, (400, "request_mismatch".into()));
     assert_eq!(code(admin.rotate_key("treasury").await), (401, "signature_required".into()));
     // ... signed by a principal that is not an owner: refused.
     let (stranger, _) = principal(dir.path(), "stranger");
@@ -240,4 +245,12 @@ async fn a_host_cannot_create_or_rotate_keys_nor_repeat_an_owners_request() {
         .call(Request::KeyCreate(KeyCreate { keys: vec![identity("hosts-own", 1)], auth: Some(Box::new(auth)) }))
         .await;
     assert!(matches!(frame.reply, keyward_proto::Reply::Ok(keyward_proto::Response::WrappedKeys(_))), "{frame:?}");
+    drop(link);
+
+    // A restarted enclave has forgotten the request ids; the rotation's version still holds.
+    stack.kill_enclave(1).await;
+    stack.start_enclave(1);
+    stack.wait_keyring().await;
+    assert_eq!(replay(&stack, path, rotation, &rotate).await, (409, "key_version_conflict".into()));
+    assert_eq!(stack.client.key("treasury").await.unwrap().latest_version, 2, "no version from the replay");
 }

@@ -291,7 +291,10 @@ impl Client {
         if self.principal.is_none() {
             return self.send(post).await;
         }
-        let body = serde_json::json!({});
+        // The signed body names the version the rotation makes: the latest the gateway shows,
+        // plus 1 (a wrong one is refused in the enclave, never applied).
+        let version = self.key(name).await?.latest_version.saturating_add(1);
+        let body = crate::keys::RotateKey { version };
         self.send(self.signed_json(post, keyward_authz::Operation::Rotate, scope(name), &body)?).await
     }
 

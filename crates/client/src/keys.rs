@@ -6,8 +6,8 @@
 //! | POST | `/v1/keys/batch` | admin | [`CreateKeys`] → 201 [`KeyInfos`], all or nothing |
 //! | GET | `/v1/keys?limit=&after=` | API | [`KeyPage`] (name order; `next_after` for the next page) |
 //! | GET | `/v1/keys?public_key_hex=` | API | [`KeyPage`] of the keys with that public key |
-//! | GET | `/v1/keys/{name}` | API | [`KeyInfo`] |
-//! | POST | `/v1/keys/{name}/rotate` | admin | → [`KeyInfo`] (a new latest version) |
+//! | GET | `/v1/keys/{name}` | API or admin | [`KeyInfo`] |
+//! | POST | `/v1/keys/{name}/rotate` | admin | [`RotateKey`] (signed requests) → [`KeyInfo`] (a new latest version) |
 //! | POST | `/v1/keys/{name}/disable`, `/enable`, `/cancel-deletion` | admin | → [`KeyInfo`] |
 //! | DELETE | `/v1/keys/{name}` | admin | → [`KeyInfo`] (`pending_deletion`, `deletion_due`) |
 //! | POST | `/v1/keys/{name}/sign` | API | [`SignWithKey`] → [`KeySignatureInfo`] |
@@ -198,6 +198,15 @@ pub struct KeyStateAction {
     /// `delete` only: days until the deletion is final (1 to 3650); the enclave counts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_days: Option<u32>,
+}
+
+/// The signed body of a rotation (`POST /v1/keys/{name}/rotate`): the version it makes (the
+/// latest plus 1), so that a signature for one rotation makes one version, on every enclave;
+/// a stale or replayed one is `key_version_conflict`. Unsigned rotations take no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    pub version: u32,
 }
 
 /// A keystore's policy (`GET` and `PUT /v1/keystores/{id}/policy`): grants on every key of the

@@ -2,7 +2,7 @@
 //! rotating a key (a new version). Both are state-changing, so a request id is accepted once.
 
 use keyward_authz::Operation;
-use keyward_client::keys::{CreateKey, CreateKeys};
+use keyward_client::keys::{CreateKey, CreateKeys, RotateKey};
 use keyward_proto::{AuditReceipt, ErrorCode, ErrorReply, KeyCreate, KeyIdentity, Origin};
 
 use super::{Authorizer, Subject, refuse};
@@ -38,11 +38,26 @@ impl Authorizer {
             (None, []) => return Err(refuse(ErrorCode::BadRequest, "a signed KeyCreate names at least one key")),
         };
         self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| match rotation {
-            // The canonical request names the key and the operation; a rotation has no body.
-            Some(_) => Ok(()),
+            // The canonical request names the key and the operation; the body the version the
+            // rotation makes, so that it makes one version however often it is replayed.
+            Some(key) => rotation_matches(&auth.body, key.version.get()),
             None => creation_matches(&auth.body, keys).map_err(|m| refuse(ErrorCode::RequestMismatch, m)),
         })
     }
+}
+
+/// Whether the signed rotation makes `version`.
+fn rotation_matches(body: &[u8], version: u32) -> Result<(), ErrorReply> {
+    let asked: RotateKey = serde_json::from_slice(body).map_err(|e| {
+        refuse(ErrorCode::RequestMismatch, format!("the signed body of a rotation names the version it makes: {e}"))
+    })?;
+    if asked.version != version {
+        return Err(refuse(
+            ErrorCode::KeyVersionConflict,
+            format!("the signed rotation makes version {}, this one would be version {version}", asked.version),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the identities are exactly the keys the signed body asks for, in order.
@@ -167,7 +182,24 @@ mod tests {
                 request([batch_keys(), vec![secp("c")]].concat(), 1, create, "", batch, 7),
                 Some(ErrorCode::RequestMismatch),
             ),
-            ("the owner rotates", request(rotation(), 1, Operation::Rotate, "treasury", "{}", 8), None),
+            ("the owner rotates", request(rotation(), 1, Operation::Rotate, "treasury", r#"{"version":2}"#, 8), None),
+            (
+                "the same rotation replayed once the key is at version 2",
+                request(
+                    vec![identity("treasury", 3, KeyType::Secp256k1, false)],
+                    1,
+                    Operation::Rotate,
+                    "treasury",
+                    r#"{"version":2}"#,
+                    12,
+                ),
+                Some(ErrorCode::KeyVersionConflict),
+            ),
+            (
+                "a rotation that names no version",
+                request(rotation(), 1, Operation::Rotate, "treasury", "{}", 13),
+                Some(ErrorCode::RequestMismatch),
+            ),
             (
                 "a creation signature used to rotate",
                 request(rotation(), 1, create, "treasury", one, 9),
@@ -175,7 +207,7 @@ mod tests {
             ),
             (
                 "a stranger rotates",
-                request(rotation(), 2, Operation::Rotate, "treasury", "{}", 10),
+                request(rotation(), 2, Operation::Rotate, "treasury", r#"{"version":2}"#, 10),
                 Some(ErrorCode::NotPermitted),
             ),
             (

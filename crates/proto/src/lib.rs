@@ -53,7 +53,9 @@ pub use writer::{WriterEnd, write_frames};
 /// Version 8: keystore policies (`Authorization::keystore_policy`, `PolicySet` with no key),
 /// signed batches (`KeySignBatchSigned`, `SignBatchSigned`), key states in policy rows
 /// (`KeyStateSet`).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// Version 9: keystores beyond the default one (a key's keystore is the prefix of its name),
+/// `ErrorCode::KeyVersionConflict` (a signed rotation names the version it makes).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

@@ -508,13 +508,16 @@ pub enum ErrorCode {
     KeyDeleted,
     /// A state change that does not apply to the key's current state.
     InvalidKeyState,
+    /// A signed rotation names another version than the one it would make: it is stale (the
+    /// key was rotated since) or replayed.
+    KeyVersionConflict,
     /// Anything else; the message has details.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the property tests check each one round-trips).
-    pub const ALL: [ErrorCode; 48] = [
+    pub const ALL: [ErrorCode; 49] = [
         ErrorCode::BadRequest,
         ErrorCode::HandshakeRequired,
         ErrorCode::VersionMismatch,
@@ -562,6 +565,7 @@ impl ErrorCode {
         ErrorCode::KeyPendingDeletion,
         ErrorCode::KeyDeleted,
         ErrorCode::InvalidKeyState,
+        ErrorCode::KeyVersionConflict,
         ErrorCode::Internal,
     ];
 
@@ -615,6 +619,7 @@ impl ErrorCode {
             ErrorCode::KeyPendingDeletion => "key_pending_deletion",
             ErrorCode::KeyDeleted => "key_deleted",
             ErrorCode::InvalidKeyState => "invalid_key_state",
+            ErrorCode::KeyVersionConflict => "key_version_conflict",
             ErrorCode::Internal => "internal",
         }
     }

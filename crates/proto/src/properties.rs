@@ -149,6 +149,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         | ErrorCode::KeyPendingDeletion
         | ErrorCode::KeyDeleted
         | ErrorCode::InvalidKeyState
+        | ErrorCode::KeyVersionConflict
         | ErrorCode::Internal => (),
     };
     proptest::sample::select(&ErrorCode::ALL[..])
