@@ -5,6 +5,11 @@
 //! `keyward_keyring::stream`), a few in flight at once; neither process holds more than a few
 //! segments, whatever the size.
 //!
+//! With owners, a stream is a signed request too: the principal signs the JSON in
+//! `X-Keyward-Stream-Request` (`StreamEncryptBody`: the associated data and the plaintext's
+//! SHA-256; `StreamDecryptBody`: the header and the associated data), the enclave checks it
+//! once and answers with a ticket every segment carries (docs/authorization.md, streams).
+//!
 //! Decryption checks the header and opens the first segment before answering, so most bad
 //! input gets a 4xx JSON answer. A segment that fails later (a stream cut, spliced or altered
 //! after its start) aborts the response: the client sees a broken transfer, never a complete
@@ -20,23 +25,26 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures_util::StreamExt;
+use keyward_client::crypt::{STREAM_REQUEST_HEADER, StreamEncryptBody};
 use keyward_keyring::{STREAM_HEADER_LEN, StreamHeader, TAG_LEN};
-use keyward_proto::{CryptOp, CryptOutput, KeyCrypt, Request, SecretBytes, WrappedKey};
+use keyward_proto::{Authorization, CryptOp, CryptOutput, KeyCrypt, Request, SecretBytes, StreamTicket, WrappedKey};
 use tokio::sync::mpsc;
 
 use crate::{
     api::AppState,
     errors::ApiError,
     keys_api::{KEY_TIMEOUT, keyring_link, signing_row},
-    keys_crypt::{crypt, decryption_row_for},
+    keys_crypt::{crypt, crypt_signed, decryption_row_for},
     link::{EnclaveLink, unexpected_reply},
+    signed,
 };
 
 /// The header that carries a stream's associated data (base64).
 pub const ASSOCIATED_DATA_HEADER: &str = "x-keyward-associated-data";
 /// The header that names the key version of a stream's answer.
 pub const KEY_VERSION_HEADER: &str = "x-keyward-key-version";
-/// Segments sent to the enclave at once.
+/// Segments sent to the enclave at once (a signed encryption: one, the enclave hashes them in
+/// order).
 const IN_FLIGHT: usize = 4;
 /// Answer chunks queued for the client before reading more of the request stops.
 const QUEUED: usize = 4;
@@ -124,10 +132,11 @@ fn broken(e: &ApiError) -> std::io::Error {
     std::io::Error::other(format!("{}: {}", e.code, e.message))
 }
 
-/// The segment operations of one stream, `IN_FLIGHT` at a time, answers in order.
+/// The segment operations of one stream, `width` at a time, answers in order.
 struct Pipeline {
     link: Arc<EnclaveLink>,
     row: WrappedKey,
+    width: usize,
     pending: VecDeque<tokio::task::JoinHandle<Result<CryptOutput, ApiError>>>,
 }
 
@@ -139,7 +148,7 @@ impl Pipeline {
 
     /// The oldest answer, when `IN_FLIGHT` are pending (or `all`).
     async fn ready(&mut self, all: bool) -> Option<Result<CryptOutput, ApiError>> {
-        if self.pending.len() < IN_FLIGHT && !all {
+        if self.pending.len() < self.width && !all {
             return None;
         }
         let handle = self.pending.pop_front()?;
@@ -156,19 +165,92 @@ fn segment_bytes(output: CryptOutput) -> Result<Bytes, ApiError> {
     }
 }
 
+fn invalid_request(message: impl Into<String>) -> ApiError {
+    ApiError::invalid("invalid_stream_request", message)
+}
+
+/// A stream's signed request: the principal's headers over the JSON in
+/// `X-Keyward-Stream-Request` (the HTTP body is the stream itself), and that JSON.
+fn stream_auth(headers: &HeaderMap, name: &str) -> Result<Option<(Authorization, Vec<u8>)>, ApiError> {
+    let request =
+        match headers.get(STREAM_REQUEST_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value.to_str().ok().and_then(|v| STANDARD.decode(v).ok()).filter(|v| v.len() <= 64 * 1024).ok_or_else(
+                    || invalid_request(format!("{STREAM_REQUEST_HEADER} must be base64 of at most 64 KiB")),
+                )?,
+            ),
+        };
+    let signed_bytes = Bytes::from(request.clone().unwrap_or_default());
+    match (signed::authorization(headers, signed::keystore_of(name), &signed_bytes)?, request) {
+        (None, None) => Ok(None),
+        (Some(auth), Some(request)) => Ok(Some((auth, request))),
+        (Some(_), None) => {
+            Err(invalid_request(format!("a signed stream carries its request in {STREAM_REQUEST_HEADER}")))
+        }
+        (None, Some(_)) => Err(invalid_request(format!("{STREAM_REQUEST_HEADER} without a principal's signature"))),
+    }
+}
+
+/// The header of a new stream and, when it is signed, its ticket (then sealed one segment at
+/// a time).
+async fn begin_seal(
+    app: &AppState,
+    row: &WrappedKey,
+    associated_data: &[u8],
+    signed: Option<(Authorization, Vec<u8>)>,
+) -> Result<(Vec<u8>, Option<StreamTicket>), ApiError> {
+    let Some((auth, request)) = signed else {
+        return match crypt(app, row.clone(), CryptOp::BeginStream).await? {
+            CryptOutput::StreamHeader(header) => Ok((header, None)),
+            _ => Err(ApiError::new(StatusCode::BAD_GATEWAY, "enclave_protocol", "unexpected stream answer")),
+        };
+    };
+    let request: StreamEncryptBody = serde_json::from_slice(&request)
+        .map_err(|e| invalid_request(format!("{STREAM_REQUEST_HEADER} is not a stream to encrypt: {e}")))?;
+    let plaintext_sha256 = hex::decode(&request.plaintext_sha256_hex)
+        .ok()
+        .filter(|d| d.len() == 32)
+        .ok_or_else(|| invalid_request("plaintext_sha256_hex is 64 hex digits"))?;
+    // The associated data are the header's; the enclave compares them with the signed ones.
+    let op = CryptOp::BeginSeal { associated_data: associated_data.to_vec(), plaintext_sha256 };
+    match crypt_signed(app, row.clone(), op, Some(auth)).await? {
+        CryptOutput::SealTicket { header, ticket } => Ok((header, Some(ticket))),
+        // An enclave without owners checks nothing and issues no ticket.
+        CryptOutput::StreamHeader(header) => Ok((header, None)),
+        _ => Err(ApiError::new(StatusCode::BAD_GATEWAY, "enclave_protocol", "unexpected stream answer")),
+    }
+}
+
+/// The ticket of a signed decryption of the stream `header` begins.
+async fn begin_open(
+    app: &AppState,
+    row: &WrappedKey,
+    header: &[u8],
+    associated_data: &[u8],
+    signed: Option<(Authorization, Vec<u8>)>,
+) -> Result<Option<StreamTicket>, ApiError> {
+    let Some((auth, _)) = signed else { return Ok(None) };
+    let op = CryptOp::BeginOpen { header: header.to_vec(), associated_data: associated_data.to_vec() };
+    match crypt_signed(app, row.clone(), op, Some(auth)).await? {
+        CryptOutput::StreamTicket(ticket) => Ok(Some(ticket)),
+        CryptOutput::Valid(true) => Ok(None),
+        _ => Err(ApiError::new(StatusCode::BAD_GATEWAY, "enclave_protocol", "unexpected stream answer")),
+    }
+}
+
 pub async fn encrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let associated_data = associated_data(headers)?;
+    let signed = stream_auth(headers, name)?;
     let (_, row) = signing_row(app, name, None).await?;
     let version = row.identity.version.get();
     let link = keyring_link(app)?;
-    let header = match crypt(app, row.clone(), CryptOp::BeginStream).await? {
-        CryptOutput::StreamHeader(header) => header,
-        _ => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "enclave_protocol", "unexpected stream answer")),
-    };
+    let (header, ticket) = begin_seal(app, &row, &associated_data, signed).await?;
     let parsed = StreamHeader::parse(&header).map_err(|e| ApiError::internal(format!("the enclave's header: {e}")))?;
+    let width = if ticket.is_some() { 1 } else { IN_FLIGHT };
     let (tx, rx) = mpsc::channel(QUEUED);
     tokio::spawn(async move {
-        let mut pipeline = Pipeline { link, row, pending: VecDeque::new() };
+        let mut pipeline = Pipeline { link, row, width, pending: VecDeque::new() };
         let result = async {
             tx.send(Ok(Bytes::copy_from_slice(&header))).await.map_err(|_| ApiError::internal("client gone"))?;
             let mut segments = Segments::new(body);
@@ -180,6 +262,7 @@ pub async fn encrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
                     index,
                     last,
                     plaintext: SecretBytes::new(plaintext),
+                    ticket: ticket.clone(),
                 });
                 index =
                     index.checked_add(1).ok_or_else(|| ApiError::invalid("payload_too_large", "too many segments"))?;
@@ -203,6 +286,7 @@ pub async fn encrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
 
 pub async fn decrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let associated_data = associated_data(headers)?;
+    let signed = stream_auth(headers, name)?;
     let mut segments = Segments::new(body);
     let header = match segments.next(STREAM_HEADER_LEN, true).await? {
         Some((header, _)) => header,
@@ -210,6 +294,7 @@ pub async fn decrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
     };
     let parsed = StreamHeader::parse(&header).map_err(|e| ApiError::invalid("ciphertext_malformed", e.to_string()))?;
     let row = decryption_row_for(app, name, parsed.version).await?;
+    let ticket = begin_open(app, &row, &header, &associated_data, signed).await?;
     let link = keyring_link(app)?;
     let sealed_len = parsed.sealed_segment_len();
     let open = move |index: u32, last: bool, sealed: Vec<u8>| CryptOp::OpenSegment {
@@ -218,6 +303,7 @@ pub async fn decrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
         index,
         last,
         sealed,
+        ticket: ticket.clone(),
     };
     // The first segment is opened before answering: a wrong key, associated data or an
     // altered start is a 4xx, with nothing sent.
@@ -229,7 +315,7 @@ pub async fn decrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
     let version = parsed.version.get();
     let (tx, rx) = mpsc::channel(QUEUED);
     tokio::spawn(async move {
-        let mut pipeline = Pipeline { link, row, pending: VecDeque::new() };
+        let mut pipeline = Pipeline { link, row, width: IN_FLIGHT, pending: VecDeque::new() };
         let result = async {
             tx.send(Ok(opened)).await.map_err(|_| ApiError::internal("client gone"))?;
             if last {

@@ -1,6 +1,6 @@
 //! Encryption under authorization, end to end: the owner encrypts, decrypts, rewraps, makes
 //! data keys and MACs with signed requests; a principal a key's policy allows to encrypt cannot
-//! decrypt; unsigned requests and streams are refused; and a host with the owner's signatures
+//! decrypt; unsigned requests and unsigned streams are refused; and a host with the owner's signatures
 //! in hand cannot decrypt another ciphertext with them or unwrap a data key's plaintext.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -62,7 +62,7 @@ async fn encryption_obeys_signed_requests_and_a_host_cannot_bend_them() {
     assert_eq!(code(stack.client.hmac("macs", &message).await), (401, "signature_required".into()));
     let as_carol = stack.client.clone().with_principal(carol.clone());
     assert_eq!(code(as_carol.encrypt("vault", &encrypt).await), (403, "not_permitted".into()));
-    // Streams have no signed path yet: refused rather than open.
+    // A stream begun without a signed request (`authz_stream` has the signed ones): refused.
     let stream = as_alice.encrypt_stream("vault", reqwest::Body::from(vec![0u8; 1024]), None).await;
     assert_eq!(code(stream).1, "signature_required");
 

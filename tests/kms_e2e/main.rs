@@ -12,6 +12,7 @@ mod authz_front_doors;
 mod authz_keystore;
 mod authz_policy;
 mod authz_state;
+mod authz_stream;
 mod authz_tenants;
 mod authz_transfer;
 mod bitgo;

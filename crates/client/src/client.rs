@@ -134,6 +134,11 @@ impl Client {
         Ok(request.body(bytes))
     }
 
+    /// Whether this client signs its requests with a principal's key.
+    pub fn has_principal(&self) -> bool {
+        self.principal.is_some()
+    }
+
     /// Signs a digest.
     pub async fn sign(
         &self,
@@ -549,7 +554,44 @@ impl Client {
         body: reqwest::Body,
         associated_data: Option<&[u8]>,
     ) -> Result<reqwest::Response, ClientError> {
-        self.send_stream(&key_path(name, "/encrypt"), body, associated_data).await
+        self.send_stream(&key_path(name, "/encrypt"), body, associated_data, None).await
+    }
+
+    /// [`Self::encrypt_stream`], signed by this client's principal (required when the enclaves
+    /// have owners): the principal signs the associated data and `plaintext_sha256`, the
+    /// SHA-256 of the whole body, which the caller computes first; the enclave seals the
+    /// stream's last segment only if what it sealed has that digest.
+    pub async fn encrypt_stream_signed(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        associated_data: Option<&[u8]>,
+        plaintext_sha256: &[u8; 32],
+    ) -> Result<reqwest::Response, ClientError> {
+        let request = crate::crypt::StreamEncryptBody {
+            associated_data_b64: b64(associated_data.unwrap_or_default()),
+            plaintext_sha256_hex: hex::encode(plaintext_sha256),
+        };
+        let signed = (keyward_authz::Operation::Encrypt, name, serde_json::to_vec(&request));
+        self.send_stream(&key_path(name, "/encrypt"), body, associated_data, Some(signed)).await
+    }
+
+    /// [`Self::decrypt_stream`], signed by this client's principal: the principal signs the
+    /// stream's `header` (its first [`crate::crypt::STREAM_HEADER_LEN`] bytes, which `body`
+    /// also starts with) and the associated data.
+    pub async fn decrypt_stream_signed(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        associated_data: Option<&[u8]>,
+        header: &[u8],
+    ) -> Result<reqwest::Response, ClientError> {
+        let request = crate::crypt::StreamDecryptBody {
+            header_b64: b64(header),
+            associated_data_b64: b64(associated_data.unwrap_or_default()),
+        };
+        let signed = (keyward_authz::Operation::Decrypt, name, serde_json::to_vec(&request));
+        self.send_stream(&key_path(name, "/decrypt"), body, associated_data, Some(signed)).await
     }
 
     /// Decrypts a streamed ciphertext. The answer's body is the plaintext; a transfer that
@@ -560,14 +602,17 @@ impl Client {
         body: reqwest::Body,
         associated_data: Option<&[u8]>,
     ) -> Result<reqwest::Response, ClientError> {
-        self.send_stream(&key_path(name, "/decrypt"), body, associated_data).await
+        self.send_stream(&key_path(name, "/decrypt"), body, associated_data, None).await
     }
 
+    /// A stream, signed over `signed`'s request (in `X-Keyward-Stream-Request`) when this
+    /// client has a principal.
     async fn send_stream(
         &self,
         path: &str,
         body: reqwest::Body,
         associated_data: Option<&[u8]>,
+        signed: Option<(keyward_authz::Operation, &str, serde_json::Result<Vec<u8>>)>,
     ) -> Result<reqwest::Response, ClientError> {
         use base64::Engine;
         let mut request = self
@@ -579,6 +624,16 @@ impl Client {
         if let Some(data) = associated_data {
             request =
                 request.header("x-keyward-associated-data", base64::engine::general_purpose::STANDARD.encode(data));
+        }
+        if let (Some(principal), Some((operation, name, bytes))) = (&self.principal, signed) {
+            let bytes = bytes.map_err(|e| ClientError::Signing(e.to_string()))?;
+            let (keystore, key) = scope(name);
+            for (header, value) in
+                principal.headers(operation, keystore, key, &bytes, &[]).map_err(ClientError::Signing)?
+            {
+                request = request.header(header, value);
+            }
+            request = request.header(crate::crypt::STREAM_REQUEST_HEADER, b64(&bytes));
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -636,6 +691,11 @@ pub const DEFAULT_WAITING_DAYS: u32 = 7;
 
 /// `/v1/keys/<name><suffix>`, the name percent-encoded (key names are URL-safe by rule, but a
 /// caller's typo must not become another path).
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// The keystore and the name within it of a key's full name (`<keystore>/<name>`, or a name
 /// in the default keystore): what a signed request about the key names.
 pub fn scope(name: &str) -> (&str, &str) {

@@ -4,6 +4,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The header a signed stream's request travels in (base64 of the JSON of
+/// [`StreamEncryptBody`] or [`StreamDecryptBody`]); the principal signs those bytes as the
+/// request's body, since the HTTP body is the stream itself.
+pub const STREAM_REQUEST_HEADER: &str = "x-keyward-stream-request";
+/// Length of a stream's header, the first bytes of a streamed ciphertext.
+pub const STREAM_HEADER_LEN: usize = 41;
+
+/// A signed streamed encryption (`POST …/encrypt` with an `application/octet-stream` body):
+/// the associated data (as in `X-Keyward-Associated-Data`) and the plaintext's SHA-256. The
+/// enclave completes the stream only if what it sealed has that digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamEncryptBody {
+    pub associated_data_b64: String,
+    pub plaintext_sha256_hex: String,
+}
+
+/// A signed streamed decryption: the stream's header (its first [`STREAM_HEADER_LEN`] bytes)
+/// and the associated data; the enclave opens that stream's segments only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDecryptBody {
+    pub header_b64: String,
+    pub associated_data_b64: String,
+}
+
 /// The signed body of sealing a secret with a `secret` key (a front door's `SealSecret`, the
 /// BitGo key provider's stored `prv`). `Debug` shows the secret's length only.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,8 +21,8 @@ use keyward_authz::{
 use keyward_client::keys::SignWithKey;
 use keyward_keyring::parse_sign_fields;
 use keyward_proto::{
-    AuditReceipt, Authorization, ErrorCode, ErrorReply, KeyName, KeySign, KeystoreId, PolicyRow, PolicySealed,
-    PolicySet, PrincipalSignature, Scheme, SignRequest,
+    AuditReceipt, Authorization, CryptOutput, ErrorCode, ErrorReply, KeyCrypt, KeyName, KeySign, KeystoreId, PolicyRow,
+    PolicySealed, PolicySet, PrincipalSignature, Scheme, SignRequest,
 };
 
 use crate::policies::{Current, PolicyBook, Tagger};
@@ -88,6 +88,7 @@ pub struct Authorizer {
     audit: Mutex<AuditLog>,
     audit_public_key: Vec<u8>,
     policies: PolicyBook,
+    streams: stream::Streams,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -125,6 +126,7 @@ impl Authorizer {
             audit: Mutex::new(AuditLog { chain, recent: VecDeque::new() }),
             audit_public_key,
             policies: PolicyBook::default(),
+            streams: stream::Streams::new()?,
         })
     }
 
@@ -188,6 +190,18 @@ impl Authorizer {
         self.authorize(&subject, request.auth.as_deref(), now, &no_policies, |auth, _| {
             master_body_matches(auth, request, enclave_id)
         })
+    }
+
+    /// The ticket of a signed stream whose begin (`BeginSeal`, `BeginOpen`) was authorized,
+    /// from the keyring's answer to it.
+    pub fn stream_ticket(&self, request: &KeyCrypt, output: CryptOutput, now: u64) -> Result<CryptOutput, ErrorReply> {
+        self.streams.issue(request, output, now)
+    }
+
+    /// Whether a stream segment may be sealed or opened (its ticket; sealing, its order and,
+    /// for the last, the plaintext's digest).
+    pub fn check_segment(&self, request: &KeyCrypt, now: u64) -> Result<(), ErrorReply> {
+        self.streams.check_segment(request, now)
     }
 
     /// Checks a new policy for a key, or with an empty key name for the keystore (the signed
@@ -519,6 +533,8 @@ mod batch;
 mod crypt;
 #[path = "authorizer_state.rs"]
 mod state;
+#[path = "authorizer_stream.rs"]
+mod stream;
 #[path = "authorizer_transfer.rs"]
 mod transfer;
 
@@ -537,3 +553,7 @@ mod keystore_tests;
 #[cfg(test)]
 #[path = "authorizer_tenant_tests.rs"]
 mod tenant_tests;
+
+#[cfg(test)]
+#[path = "authorizer_stream_tests.rs"]
+mod stream_tests;

@@ -5,7 +5,9 @@
 //! data key's plaintext the principal did not ask for. The front doors' sealed secrets and
 //! PSBTs are checked the same way (their bodies are `keyward_client::crypt::SealSecretBody`,
 //! `OpenSecretBody`, `SignPsbtBody`), and key agreement's (`derive-shared-secret` as operation
-//! `agree`, `unwrap` as `decrypt`). Streams have no signed path yet and are refused.
+//! `agree`, `unwrap` as `decrypt`). A stream is signed once, at its begin (`BeginSeal` as
+//! `encrypt`, `BeginOpen` as `decrypt`); its segments carry the ticket the enclave answers
+//! (`authorizer_stream.rs`). A stream begun without a signature is refused.
 
 use base64::{
     Engine,
@@ -14,7 +16,10 @@ use base64::{
 use keyward_authz::Operation;
 use keyward_client::{
     agree::{DeriveSharedSecret, UnwrapKey},
-    crypt::{Decrypt, Encrypt, GenerateDataKey, MacRequest, OpenSecretBody, SealSecretBody, SignPsbtBody, VerifyMac},
+    crypt::{
+        Decrypt, Encrypt, GenerateDataKey, MacRequest, OpenSecretBody, SealSecretBody, SignPsbtBody, StreamDecryptBody,
+        StreamEncryptBody, VerifyMac,
+    },
 };
 use keyward_proto::{AuditReceipt, CryptOp, DataKeySpec, ErrorCode, ErrorReply, KeyCrypt};
 
@@ -37,6 +42,9 @@ pub fn crypt_operation(op: &CryptOp) -> Option<Operation> {
         // Key agreement: the raw secret is its own operation; unwrapping a content key decrypts.
         CryptOp::DeriveSharedSecret { .. } => Some(Operation::Agree),
         CryptOp::JoseUnwrap { .. } => Some(Operation::Decrypt),
+        // Signed streams: the begin is the signed request; its segments carry the ticket.
+        CryptOp::BeginSeal { .. } => Some(Operation::Encrypt),
+        CryptOp::BeginOpen { .. } => Some(Operation::Decrypt),
         _ => None,
     }
 }
@@ -47,7 +55,7 @@ impl Authorizer {
         let Some(operation) = crypt_operation(&request.op) else {
             return Err(refuse(
                 ErrorCode::SignatureRequired,
-                "authorization is on, and streams have no signed-request path yet: refused",
+                "authorization is on: a stream begins with a signed request (docs/authorization.md, streams)",
             ));
         };
         let identity = &request.row.identity;
@@ -113,6 +121,17 @@ fn crypt_body_matches(body: &[u8], request: &KeyCrypt) -> Result<(), String> {
         CryptOp::SignPsbt { psbt } => {
             let b: SignPsbtBody = parse(body, "a PSBT to sign")?;
             b64("psbt_b64", Some(&b.psbt_b64))? == *psbt
+        }
+        CryptOp::BeginSeal { associated_data, plaintext_sha256 } => {
+            let b: StreamEncryptBody = parse(body, "a stream to encrypt")?;
+            let digest = hex::decode(&b.plaintext_sha256_hex)
+                .map_err(|_| "the signed body's plaintext_sha256_hex is not hex".to_owned())?;
+            b64("associated_data_b64", Some(&b.associated_data_b64))? == *associated_data && digest == *plaintext_sha256
+        }
+        CryptOp::BeginOpen { header, associated_data } => {
+            let b: StreamDecryptBody = parse(body, "a stream to decrypt")?;
+            b64("header_b64", Some(&b.header_b64))? == *header
+                && b64("associated_data_b64", Some(&b.associated_data_b64))? == *associated_data
         }
         CryptOp::DeriveSharedSecret { peer_public_key } => {
             let b: DeriveSharedSecret = parse(body, "a key agreement")?;

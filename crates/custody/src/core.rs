@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use keyward_proto::{
-    AuditReceipt, AuditRecord, ErrorCode, ErrorReply, KeySignature, Request, Response, SignatureReply,
+    AuditReceipt, AuditRecord, CryptOp, ErrorCode, ErrorReply, KeySignature, Request, Response, SignatureReply,
     fault::crash_point,
 };
 
@@ -147,12 +147,30 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
+            // Stream segments carry the ticket of their stream's signed begin, not a signature.
+            Request::KeyCrypt(c) if matches!(c.op, CryptOp::SealSegment { .. } | CryptOp::OpenSegment { .. }) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    authorizer.check_segment(&c, now_unix())?;
+                    keyring.crypt(&c).map(Response::Crypt)
+                })
+                .await
+            }
             Request::KeyCrypt(c) => {
+                let streams = authorizer.clone();
                 self.authorized(
                     authorizer,
                     c,
                     |a, c, now, tag| a.authorize_crypt(c, now, tag),
-                    |k, c, _| k.crypt(c).map(Response::Crypt),
+                    move |k, c, _| {
+                        let output = k.crypt(c)?;
+                        match c.op {
+                            CryptOp::BeginSeal { .. } | CryptOp::BeginOpen { .. } => {
+                                streams.stream_ticket(c, output, now_unix()).map(Response::Crypt)
+                            }
+                            _ => Ok(Response::Crypt(output)),
+                        }
+                    },
                 )
                 .await
             }

@@ -186,6 +186,9 @@ pub enum CryptOp {
         index: u32,
         last: bool,
         plaintext: SecretBytes,
+        /// With owners: the ticket `BeginSeal` answered (segments in order, one at a time).
+        #[serde(default)]
+        ticket: Option<StreamTicket>,
     },
     /// Open segment `index` of a stream; answered with its plaintext only if it is that
     /// segment of that stream.
@@ -198,7 +201,42 @@ pub enum CryptOp {
         last: bool,
         #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
+        /// With owners: the ticket `BeginOpen` answered.
+        #[serde(default)]
+        ticket: Option<StreamTicket>,
     },
+    /// A signed stream encryption (with owners): like `BeginStream`, for a stream whose
+    /// plaintext has this SHA-256 and these associated data, as the principal signed; answered
+    /// with `SealTicket`. The enclave seals the last segment only if the segments it sealed,
+    /// in order, hash to `plaintext_sha256`.
+    BeginSeal {
+        #[serde(with = "serde_bytes")]
+        associated_data: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        plaintext_sha256: Vec<u8>,
+    },
+    /// A signed stream decryption (with owners) of the stream `header` begins, with these
+    /// associated data; answered with `StreamTicket`.
+    BeginOpen {
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        associated_data: Vec<u8>,
+    },
+}
+
+/// What lets the segments of one signed stream through without a signature each: issued by
+/// the enclave for the stream a principal signed (its header, associated data and, to seal,
+/// the plaintext's SHA-256), authenticated with a key only that enclave holds, until
+/// `expires` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamTicket {
+    pub expires: u64,
+    /// To seal: the SHA-256 the plaintext must have; empty to open.
+    #[serde(with = "serde_bytes")]
+    pub plaintext_sha256: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub mac: Vec<u8>,
 }
 
 impl CryptOp {
@@ -219,6 +257,8 @@ impl CryptOp {
             CryptOp::DeriveSharedSecret { .. } => "derive-shared-secret",
             CryptOp::JoseUnwrap { .. } => "unwrap",
             CryptOp::OpenSecret { .. } => "open-secret",
+            CryptOp::BeginSeal { .. } => "begin-seal",
+            CryptOp::BeginOpen { .. } => "begin-open",
         }
     }
 }
@@ -253,6 +293,14 @@ pub enum CryptOutput {
     Valid(bool),
     /// `BeginStream`: the stream's header.
     StreamHeader(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// `BeginSeal`: the stream's header and the ticket its segments carry.
+    SealTicket {
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        ticket: StreamTicket,
+    },
+    /// `BeginOpen`: the ticket the stream's segments carry.
+    StreamTicket(StreamTicket),
 }
 
 /// Where random bytes come from.

@@ -18,7 +18,7 @@ pub use authz::{
 };
 pub use crypt::{
     CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,
-    SecretBytes,
+    SecretBytes, StreamTicket,
 };
 pub use frame::{
     FRAME_STALL_LIMIT, FrameError, MAX_FRAME_LEN, decode, decode_request_id, encode, read_frame, read_frame_within,

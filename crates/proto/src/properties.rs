@@ -406,19 +406,32 @@ fn crypt_op() -> impl Strategy<Value = CryptOp> {
                 associated_data,
                 index,
                 last,
-                plaintext: SecretBytes::new(plaintext)
+                plaintext: SecretBytes::new(plaintext),
+                ticket: None,
             }
         ),
-        (small_bytes(), small_bytes(), any::<u32>(), any::<bool>(), small_bytes()).prop_map(
-            |(header, associated_data, index, last, sealed)| CryptOp::OpenSegment {
+        (small_bytes(), small_bytes(), any::<u32>(), any::<bool>(), small_bytes(), proptest::option::of(ticket()))
+            .prop_map(|(header, associated_data, index, last, sealed, ticket)| CryptOp::OpenSegment {
                 header,
                 associated_data,
                 index,
                 last,
-                sealed
-            }
-        ),
+                sealed,
+                ticket,
+            }),
+        (small_bytes(), small_bytes())
+            .prop_map(|(associated_data, plaintext_sha256)| CryptOp::BeginSeal { associated_data, plaintext_sha256 }),
+        (small_bytes(), small_bytes())
+            .prop_map(|(header, associated_data)| CryptOp::BeginOpen { header, associated_data }),
     ]
+}
+
+fn ticket() -> impl Strategy<Value = crate::StreamTicket> {
+    (any::<u64>(), small_bytes(), small_bytes()).prop_map(|(expires, plaintext_sha256, mac)| crate::StreamTicket {
+        expires,
+        plaintext_sha256,
+        mac,
+    })
 }
 
 fn crypt_output() -> impl Strategy<Value = CryptOutput> {
@@ -435,6 +448,8 @@ fn crypt_output() -> impl Strategy<Value = CryptOutput> {
         small_bytes().prop_map(CryptOutput::Mac),
         any::<bool>().prop_map(CryptOutput::Valid),
         small_bytes().prop_map(CryptOutput::StreamHeader),
+        (small_bytes(), ticket()).prop_map(|(header, ticket)| CryptOutput::SealTicket { header, ticket }),
+        ticket().prop_map(CryptOutput::StreamTicket),
     ]
 }
 

@@ -55,7 +55,8 @@ impl<D: DataKeySource> Keyring<D> {
                 check_len("message", message.len())?;
                 Ok(CryptOutput::Valid(verify_mac(&material, message, mac).map_err(from_keyring)?))
             }
-            CryptOp::BeginStream => {
+            // A signed stream begins as an unsigned one; the authorizer adds its ticket.
+            CryptOp::BeginStream | CryptOp::BeginSeal { .. } => {
                 if row.identity.key_type != keyward_proto::KeyType::Aes256Gcm {
                     return Err(from_keyring(KeyringError::UnsupportedOperation(format!(
                         "a {} key does not encrypt",
@@ -66,6 +67,12 @@ impl<D: DataKeySource> Keyring<D> {
                 self.fill(&mut salt)?;
                 let header = StreamHeader { version: row.identity.version, segment_len: STREAM_SEGMENT_LEN, salt };
                 Ok(CryptOutput::StreamHeader(header.encode().to_vec()))
+            }
+            // The header must be one of this key version's streams; the authorizer issues the
+            // ticket.
+            CryptOp::BeginOpen { header, .. } => {
+                stream_header(row, header)?;
+                Ok(CryptOutput::Valid(true))
             }
             CryptOp::SealSecret { secret, associated_data } => {
                 check_len("secret", secret.expose().len())?;
@@ -96,13 +103,13 @@ impl<D: DataKeySource> Keyring<D> {
                 let secret = open_secret(&material, name, sealed, associated_data).map_err(from_keyring)?;
                 Ok(CryptOutput::Plaintext(SecretBytes(secret)))
             }
-            CryptOp::SealSegment { header, associated_data, index, last, plaintext } => {
+            CryptOp::SealSegment { header, associated_data, index, last, plaintext, .. } => {
                 let header = stream_header(row, header)?;
                 let sealed = seal_segment(&material, name, &header, associated_data, *index, *last, plaintext.expose())
                     .map_err(from_keyring)?;
                 Ok(CryptOutput::Ciphertext(sealed))
             }
-            CryptOp::OpenSegment { header, associated_data, index, last, sealed } => {
+            CryptOp::OpenSegment { header, associated_data, index, last, sealed, .. } => {
                 let header = stream_header(row, header)?;
                 let opened = open_segment(&material, name, &header, associated_data, *index, *last, sealed)
                     .map_err(from_keyring)?;

@@ -188,6 +188,33 @@ pub async fn run(client: &Client, command: CryptCommand) -> anyhow::Result<serde
     })
 }
 
+/// The SHA-256 of a file's contents.
+async fn file_sha256(path: &Path) -> anyhow::Result<[u8; 32]> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).await.with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hash.finish().as_ref());
+    Ok(out)
+}
+
+/// The first `len` bytes of a file (fewer if it is shorter).
+async fn file_start(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    let mut start = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut start).await.with_context(|| format!("reading {}", path.display()))?;
+    Ok(start)
+}
+
 /// Streams `input` through the gateway's encrypt or decrypt into the new file `output`;
 /// removes the output again if the transfer does not end cleanly.
 async fn stream_file(
@@ -215,10 +242,19 @@ async fn stream_file(
     });
     let body = reqwest::Body::wrap_stream(chunks);
     let aad = aad.map(String::into_bytes);
-    let response = if encrypt {
-        client.encrypt_stream(name, body, aad.as_deref()).await?
-    } else {
-        client.decrypt_stream(name, body, aad.as_deref()).await?
+    // A signed stream names what it is: the plaintext's SHA-256 (one pass over the file before
+    // the transfer), or the ciphertext's header (its first bytes).
+    let response = match (encrypt, client.has_principal()) {
+        (true, false) => client.encrypt_stream(name, body, aad.as_deref()).await?,
+        (false, false) => client.decrypt_stream(name, body, aad.as_deref()).await?,
+        (true, true) => {
+            let digest = file_sha256(input).await?;
+            client.encrypt_stream_signed(name, body, aad.as_deref(), &digest).await?
+        }
+        (false, true) => {
+            let header = file_start(input, keyward_client::crypt::STREAM_HEADER_LEN).await?;
+            client.decrypt_stream_signed(name, body, aad.as_deref(), &header).await?
+        }
     };
     let version = response.headers().get("x-keyward-key-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut out = tokio::fs::File::from_std(create_new_private(output)?);
