@@ -121,46 +121,37 @@ async fn a_signed_stream_is_sealed_and_opened_as_signed_and_no_other() {
         plaintext_sha256_hex: hex::encode(sha256(b"pay alice 5")),
     };
     let body = serde_json::to_vec(&body).unwrap();
-    let auth = crate::authz::authorization_for(&alice_pair, Operation::Encrypt, "default", "files", &body);
-    let begin =
-        CryptOp::BeginSeal { associated_data: b"backup-9".to_vec(), plaintext_sha256: sha256(b"pay alice 5").to_vec() };
-    let frame = link
-        .call(Request::KeyCrypt(Box::new(KeyCrypt { row: row.clone(), op: begin, auth: Some(Box::new(auth)) })))
-        .await;
-    let Reply::Ok(Response::Crypt(CryptOutput::SealTicket { header, ticket })) = frame.reply else {
-        panic!("{frame:?}")
+    let call = |op| Request::KeyCrypt(Box::new(KeyCrypt { row: row.clone(), op, auth: None }));
+    // The owner's signed begin, as the host captured it, sent by the host: a new stream each.
+    let begin = || {
+        let auth = crate::authz::authorization_for(&alice_pair, Operation::Encrypt, "default", "files", &body);
+        let op = CryptOp::BeginSeal {
+            associated_data: b"backup-9".to_vec(),
+            plaintext_sha256: sha256(b"pay alice 5").to_vec(),
+        };
+        Request::KeyCrypt(Box::new(KeyCrypt { row: row.clone(), op, auth: Some(Box::new(auth)) }))
     };
-    let segment = |plaintext: &[u8], ticket| CryptOp::SealSegment {
-        header: header.clone(),
+    let segment = |header: &[u8], plaintext: &[u8], ticket| CryptOp::SealSegment {
+        header: header.to_vec(),
         associated_data: b"backup-9".to_vec(),
         index: 0,
         last: true,
         plaintext: SecretBytes::new(plaintext.to_vec()),
         ticket,
     };
-    let call = |op| Request::KeyCrypt(Box::new(KeyCrypt { row: row.clone(), op, auth: None }));
-    let frame = link.call(call(segment(b"pay alice 5", None))).await;
-    assert_eq!(error_of(&frame).0, ErrorCode::SignatureRequired);
-    let frame = link.call(call(segment(b"pay mallory 500", Some(ticket.clone())))).await;
-    assert_eq!(error_of(&frame).0, ErrorCode::RequestMismatch);
-    // Positive control, a stream begun afresh: the signed plaintext is sealed.
-    let auth = crate::authz::authorization_for(&alice_pair, Operation::Encrypt, "default", "files", &body);
-    let begin =
-        CryptOp::BeginSeal { associated_data: b"backup-9".to_vec(), plaintext_sha256: sha256(b"pay alice 5").to_vec() };
-    let frame = link
-        .call(Request::KeyCrypt(Box::new(KeyCrypt { row: row.clone(), op: begin, auth: Some(Box::new(auth)) })))
-        .await;
+    let frame = link.call(begin()).await;
     let Reply::Ok(Response::Crypt(CryptOutput::SealTicket { header, ticket })) = frame.reply else {
         panic!("{frame:?}")
     };
-    let op = CryptOp::SealSegment {
-        header,
-        associated_data: b"backup-9".to_vec(),
-        index: 0,
-        last: true,
-        plaintext: SecretBytes::new(b"pay alice 5".to_vec()),
-        ticket: Some(ticket),
+    let frame = link.call(call(segment(&header, b"pay alice 5", None))).await;
+    assert_eq!(error_of(&frame).0, ErrorCode::SignatureRequired);
+    let frame = link.call(call(segment(&header, b"pay mallory 500", Some(ticket)))).await;
+    assert_eq!(error_of(&frame).0, ErrorCode::RequestMismatch);
+    // Positive control, a stream begun afresh: the signed plaintext is sealed.
+    let frame = link.call(begin()).await;
+    let Reply::Ok(Response::Crypt(CryptOutput::SealTicket { header, ticket })) = frame.reply else {
+        panic!("{frame:?}")
     };
-    let frame = link.call(call(op)).await;
+    let frame = link.call(call(segment(&header, b"pay alice 5", Some(ticket)))).await;
     assert!(matches!(frame.reply, Reply::Ok(Response::Crypt(CryptOutput::Ciphertext(_)))), "{frame:?}");
 }

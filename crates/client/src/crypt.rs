@@ -63,8 +63,17 @@ pub struct SignPsbtBody {
     pub psbt_b64: String,
 }
 
-/// `POST /v1/keys/{name}/encrypt` (aes256-gcm keys).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// A secret field in `Debug`: its length only.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[redacted; {} base64 characters]", self.0)
+    }
+}
+
+/// `POST /v1/keys/{name}/encrypt` (aes256-gcm keys). `Debug` shows the plaintext's length only.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Encrypt {
     /// The plaintext (at most 1 MiB).
@@ -72,6 +81,15 @@ pub struct Encrypt {
     /// Bound to the ciphertext: decryption needs the same bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub associated_data_b64: Option<String>,
+}
+
+impl std::fmt::Debug for Encrypt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encrypt")
+            .field("plaintext_b64", &Redacted(self.plaintext_b64.len()))
+            .field("associated_data_b64", &self.associated_data_b64)
+            .finish()
+    }
 }
 
 /// A ciphertext (`encrypt`, `rewrap`).
@@ -94,13 +112,22 @@ pub struct Decrypt {
     pub associated_data_b64: Option<String>,
 }
 
-/// A plaintext.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A plaintext. `Debug` shows its length only.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Decrypted {
     /// The plaintext.
     pub plaintext_b64: String,
     /// The key version that decrypted it.
     pub version: u32,
+}
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("plaintext_b64", &Redacted(self.plaintext_b64.len()))
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// `POST /v1/keys/{name}/datakey`.
@@ -117,8 +144,8 @@ pub struct GenerateDataKey {
     pub associated_data_b64: Option<String>,
 }
 
-/// A data key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A data key. `Debug` shows the plaintext's length only.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct DataKey {
     /// The spec.
     pub spec: String,
@@ -133,6 +160,18 @@ pub struct DataKey {
     pub public_key_b64: Option<String>,
     /// The key version that wrapped it.
     pub version: u32,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey")
+            .field("spec", &self.spec)
+            .field("ciphertext_b64", &self.ciphertext_b64)
+            .field("plaintext_b64", &self.plaintext_b64.as_ref().map(|p| Redacted(p.len())))
+            .field("public_key_b64", &self.public_key_b64)
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// `POST /v1/keys/{name}/hmac` (hmac-sha256 keys).
@@ -192,4 +231,33 @@ pub struct RandomBytes {
     pub random_b64: String,
     /// Where they came from.
     pub source: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintexts_never_show_in_debug() {
+        let secret = "c2VjcmV0IHBsYWludGV4dA==";
+        let shown = [
+            format!("{:?}", Encrypt { plaintext_b64: secret.into(), associated_data_b64: Some("YWQ=".into()) }),
+            format!("{:?}", Decrypted { plaintext_b64: secret.into(), version: 3 }),
+            format!(
+                "{:?}",
+                DataKey {
+                    spec: "aes-256".into(),
+                    ciphertext_b64: "Y3Q=".into(),
+                    plaintext_b64: Some(secret.into()),
+                    public_key_b64: None,
+                    version: 1,
+                }
+            ),
+            format!("{:?}", SealSecretBody { secret_b64: secret.into(), associated_data_b64: "YWQ=".into() }),
+        ];
+        for text in shown {
+            assert!(!text.contains(secret), "{text}");
+            assert!(text.contains("24"), "the length shows: {text}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! keystore and on creating keys in it, set by the owners' quorum, and rows a host cannot swap
 //! with a key's, withhold or roll back.
 
-use keyward_proto::{ErrorCode, KeyCreate, KeyFlags, KeyIdentity, KeyName, KeyType, KeyVersion, PolicyRow, PolicySet};
+use keyward_proto::{ErrorCode, PolicyRow, PolicySet};
 
 use super::policy_tests::{auth, authorizer, policy};
 use super::tests::tagger;
@@ -46,23 +46,8 @@ fn sign(a: &Authorizer, key: &str, signer: u8, rows: &Rows) -> Result<(), ErrorC
 
 /// Creates `names` (one: `POST /v1/keys`; more: a batch, signed with an empty key name).
 fn create(a: &Authorizer, names: &[&str], signer: u8, request_id: u8, rows: &Rows) -> Result<(), ErrorCode> {
-    let item = |name: &str| format!(r#"{{"name":"{name}","type":"secp256k1"}}"#);
-    let (key, body) = match names {
-        [one] => (*one, item(one)),
-        _ => ("", format!(r#"{{"keys":[{}]}}"#, names.iter().map(|n| item(n)).collect::<Vec<_>>().join(","))),
-    };
-    let keys = names
-        .iter()
-        .map(|name| KeyIdentity {
-            name: KeyName::parse(name).unwrap(),
-            version: KeyVersion::FIRST,
-            key_type: KeyType::Secp256k1,
-            flags: KeyFlags { exportable: false, origin: keyward_proto::Origin::Generated },
-        })
-        .collect();
-    let auth = with(auth(Operation::Create, key, &body, &[signer], request_id, None), rows);
-    let request = KeyCreate { keys, auth: Some(Box::new(auth)) };
-    a.authorize_create(&request, NOW, &tagger()).map(|_| ()).map_err(|e| e.code)
+    let (key, keystore) = (rows.key.as_ref(), rows.keystore.as_ref());
+    super::tenant_tests::create_as(a, DEFAULT_KEYSTORE, (names, names), signer, request_id, (key, keystore))
 }
 
 #[test]

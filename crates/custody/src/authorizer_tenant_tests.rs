@@ -46,15 +46,15 @@ fn sign(a: &Authorizer, name: &str, signer: u8, request_id: u8, row: Option<&Pol
 }
 
 /// Creates `made` (full names, as the host sends them) by `signer`, who signed a creation of
-/// `asked` (names within `keystore`; more than one: a batch).
-fn create(
+/// `asked` (names within `keystore`; more than one: a batch), with the host's key and
+/// keystore policy rows.
+pub(super) fn create_as(
     a: &Authorizer,
     keystore: &str,
-    asked: &[&str],
-    made: &[&str],
+    (asked, made): (&[&str], &[&str]),
     signer: u8,
     request_id: u8,
-    row: Option<&PolicyRow>,
+    (key_row, keystore_row): (Option<&PolicyRow>, Option<&PolicyRow>),
 ) -> Result<(), ErrorCode> {
     let item = |name: &str| format!(r#"{{"name":"{name}","type":"secp256k1"}}"#);
     let (key, body) = match asked {
@@ -70,10 +70,23 @@ fn create(
             flags: KeyFlags { exportable: false, origin: keyward_proto::Origin::Generated },
         })
         .collect();
-    let mut auth = auth_in(keystore, Operation::Create, key, &body, &[signer], request_id, None);
-    auth.keystore_policy = row.cloned();
+    let mut auth = auth_in(keystore, Operation::Create, key, &body, &[signer], request_id, key_row.cloned());
+    auth.keystore_policy = keystore_row.cloned();
     let request = KeyCreate { keys, auth: Some(Box::new(auth)) };
     a.authorize_create(&request, NOW, &tagger()).map(|_| ()).map_err(|e| e.code)
+}
+
+/// [`create_as`] with the keystore's row only.
+fn create(
+    a: &Authorizer,
+    keystore: &str,
+    asked: &[&str],
+    made: &[&str],
+    signer: u8,
+    request_id: u8,
+    row: Option<&PolicyRow>,
+) -> Result<(), ErrorCode> {
+    create_as(a, keystore, (asked, made), signer, request_id, (None, row))
 }
 
 #[test]
