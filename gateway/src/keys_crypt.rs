@@ -76,19 +76,26 @@ fn associated_data(value: &Option<String>) -> Result<Vec<u8>, ApiError> {
     value.as_deref().map_or(Ok(Vec::new()), |v| base64_field("associated_data_b64", v, MAX_ASSOCIATED_DATA_LEN))
 }
 
-pub(crate) async fn crypt(app: &AppState, row: WrappedKey, op: CryptOp) -> Result<CryptOutput, ApiError> {
-    crypt_signed(app, row, op, None).await
-}
-
-/// [`crypt`] with the principal's signed request (and the key's policy row) for the enclave.
+/// A keyring operation with the principal's signed request (and the key's policy row), if any.
 pub(crate) async fn crypt_signed(
     app: &AppState,
     row: WrappedKey,
     op: CryptOp,
     auth: Option<Authorization>,
 ) -> Result<CryptOutput, ApiError> {
+    crypt_via(app, &*keyring_link(app)?, row, op, auth).await
+}
+
+/// [`crypt_signed`] through `link` (a stream's begin and its segments go to one enclave: its
+/// tickets are its own).
+pub(crate) async fn crypt_via(
+    app: &AppState,
+    link: &crate::link::EnclaveLink,
+    row: WrappedKey,
+    op: CryptOp,
+    auth: Option<Authorization>,
+) -> Result<CryptOutput, ApiError> {
     let auth = crate::keys_api::with_policy(app, auth, row.identity.name.as_str()).await?;
-    let link = keyring_link(app)?;
     let request = KeyCrypt { row, op, auth: auth.map(Box::new) };
     match link.call(Request::KeyCrypt(Box::new(request)), KEY_TIMEOUT).await {
         Ok(Response::Crypt(output)) => Ok(output),

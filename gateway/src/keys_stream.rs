@@ -34,7 +34,7 @@ use crate::{
     api::AppState,
     errors::ApiError,
     keys_api::{KEY_TIMEOUT, keyring_link, signing_row},
-    keys_crypt::{crypt, crypt_signed, decryption_row_for},
+    keys_crypt::{crypt_via, decryption_row_for},
     link::{EnclaveLink, unexpected_reply},
     signed,
 };
@@ -196,12 +196,13 @@ fn stream_auth(headers: &HeaderMap, name: &str) -> Result<Option<(Authorization,
 /// a time).
 async fn begin_seal(
     app: &AppState,
+    link: &EnclaveLink,
     row: &WrappedKey,
     associated_data: &[u8],
     signed: Option<(Authorization, Vec<u8>)>,
 ) -> Result<(Vec<u8>, Option<StreamTicket>), ApiError> {
     let Some((auth, request)) = signed else {
-        return match crypt(app, row.clone(), CryptOp::BeginStream).await? {
+        return match crypt_via(app, link, row.clone(), CryptOp::BeginStream, None).await? {
             CryptOutput::StreamHeader(header) => Ok((header, None)),
             _ => Err(ApiError::new(StatusCode::BAD_GATEWAY, "enclave_protocol", "unexpected stream answer")),
         };
@@ -214,7 +215,7 @@ async fn begin_seal(
         .ok_or_else(|| invalid_request("plaintext_sha256_hex is 64 hex digits"))?;
     // The associated data are the header's; the enclave compares them with the signed ones.
     let op = CryptOp::BeginSeal { associated_data: associated_data.to_vec(), plaintext_sha256 };
-    match crypt_signed(app, row.clone(), op, Some(auth)).await? {
+    match crypt_via(app, link, row.clone(), op, Some(auth)).await? {
         CryptOutput::SealTicket { header, ticket } => Ok((header, Some(ticket))),
         // An enclave without owners checks nothing and issues no ticket.
         CryptOutput::StreamHeader(header) => Ok((header, None)),
@@ -225,6 +226,7 @@ async fn begin_seal(
 /// The ticket of a signed decryption of the stream `header` begins.
 async fn begin_open(
     app: &AppState,
+    link: &EnclaveLink,
     row: &WrappedKey,
     header: &[u8],
     associated_data: &[u8],
@@ -232,7 +234,7 @@ async fn begin_open(
 ) -> Result<Option<StreamTicket>, ApiError> {
     let Some((auth, _)) = signed else { return Ok(None) };
     let op = CryptOp::BeginOpen { header: header.to_vec(), associated_data: associated_data.to_vec() };
-    match crypt_signed(app, row.clone(), op, Some(auth)).await? {
+    match crypt_via(app, link, row.clone(), op, Some(auth)).await? {
         CryptOutput::StreamTicket(ticket) => Ok(Some(ticket)),
         CryptOutput::Valid(true) => Ok(None),
         _ => Err(ApiError::new(StatusCode::BAD_GATEWAY, "enclave_protocol", "unexpected stream answer")),
@@ -245,7 +247,7 @@ pub async fn encrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
     let (_, row) = signing_row(app, name, None).await?;
     let version = row.identity.version.get();
     let link = keyring_link(app)?;
-    let (header, ticket) = begin_seal(app, &row, &associated_data, signed).await?;
+    let (header, ticket) = begin_seal(app, &link, &row, &associated_data, signed).await?;
     let parsed = StreamHeader::parse(&header).map_err(|e| ApiError::internal(format!("the enclave's header: {e}")))?;
     let width = if ticket.is_some() { 1 } else { IN_FLIGHT };
     let (tx, rx) = mpsc::channel(QUEUED);
@@ -294,8 +296,8 @@ pub async fn decrypt(app: &AppState, name: &str, headers: &HeaderMap, body: Body
     };
     let parsed = StreamHeader::parse(&header).map_err(|e| ApiError::invalid("ciphertext_malformed", e.to_string()))?;
     let row = decryption_row_for(app, name, parsed.version).await?;
-    let ticket = begin_open(app, &row, &header, &associated_data, signed).await?;
     let link = keyring_link(app)?;
+    let ticket = begin_open(app, &link, &row, &header, &associated_data, signed).await?;
     let sealed_len = parsed.sealed_segment_len();
     let open = move |index: u32, last: bool, sealed: Vec<u8>| CryptOp::OpenSegment {
         header: header.clone(),

@@ -360,7 +360,7 @@ async fn rewrap(State(pdb): State<ProgressDb>, bytes: Result<Bytes, BytesRejecti
     // Signed as a rotation to the next version: a replay of it makes no further version.
     let (key, _) = crate::keys_api::load(&pdb.app, name.as_str()).await?;
     let version = u32::try_from(key.latest_version + 1).map_err(|_| ApiError::internal("key version out of range"))?;
-    let body = keyward_client::keys::RotateKey { version };
+    let body = keyward_client::keys::RotateKey { version, key_type: key.key_type.clone(), exportable: key.exportable };
     let auth = pdb.principal.authorize(keyward_authz::Operation::Rotate, name.as_str(), &body)?;
     rotate(&pdb.app, name.as_str(), auth).await?;
     let (row, kek_id, kek_version) = wrapped(&pdb, &name).await?;

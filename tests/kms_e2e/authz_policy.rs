@@ -210,7 +210,7 @@ async fn a_host_cannot_create_or_rotate_keys_nor_repeat_an_owners_request() {
     assert_eq!(replay(&stack, "/v1/keys", body, &headers).await, (201, "ok".into()));
     assert_eq!(replay(&stack, "/v1/keys", body, &headers).await, (409, "request_replayed".into()));
     // A rotation's body names the version it makes: replayed, it would make another one.
-    let rotation = br#"{"version":2}"#;
+    let rotation = br#"{"version":2,"type":"secp256k1","exportable":false}"#;
     let rotate = alice.headers(Operation::Rotate, "default", "treasury", rotation, &[]).unwrap();
     let path = "/v1/keys/treasury/rotate";
     assert_eq!(replay(&stack, path, rotation, &rotate).await, (200, "ok".into()));

@@ -298,8 +298,9 @@ impl Client {
         }
         // The signed body names the version the rotation makes: the latest the gateway shows,
         // plus 1 (a wrong one is refused in the enclave, never applied).
-        let version = self.key(name).await?.latest_version.saturating_add(1);
-        let body = crate::keys::RotateKey { version };
+        let key = self.key(name).await?;
+        let version = key.latest_version.saturating_add(1);
+        let body = crate::keys::RotateKey { version, key_type: key.key_type, exportable: key.exportable };
         self.send(self.signed_json(post, keyward_authz::Operation::Rotate, scope(name), &body)?).await
     }
 
@@ -689,8 +690,6 @@ pub fn install_crypto_provider() {
 /// Days a signed deletion waits before it is final, unless the caller says otherwise.
 pub const DEFAULT_WAITING_DAYS: u32 = 7;
 
-/// `/v1/keys/<name><suffix>`, the name percent-encoded (key names are URL-safe by rule, but a
-/// caller's typo must not become another path).
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -702,7 +701,9 @@ pub fn scope(name: &str) -> (&str, &str) {
     name.split_once('/').unwrap_or((DEFAULT_KEYSTORE, name))
 }
 
-/// The path of key `name` (a full name), then `suffix`.
+/// The path of key `name` (a full name), then `suffix`: `/v1/keys/<name><suffix>` or
+/// `/v1/keystores/<keystore>/keys/<name><suffix>`, each part percent-encoded (key names are
+/// URL-safe by rule, but a caller's typo must not become another path).
 fn key_path(name: &str, suffix: &str) -> String {
     match name.split_once('/') {
         None => format!("/v1/keys/{}{suffix}", path_segment(name)),

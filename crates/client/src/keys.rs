@@ -201,12 +201,16 @@ pub struct KeyStateAction {
 }
 
 /// The signed body of a rotation (`POST /v1/keys/{name}/rotate`): the version it makes (the
-/// latest plus 1), so that a signature for one rotation makes one version, on every enclave;
-/// a stale or replayed one is `key_version_conflict`. Unsigned rotations take no body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// latest plus 1; a stale one is `key_version_conflict`), and the key's type and
+/// exportability, which the new version keeps (the enclave makes no other). Unsigned
+/// rotations take no body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     pub version: u32,
+    #[serde(rename = "type")]
+    pub key_type: String,
+    pub exportable: bool,
 }
 
 /// A keystore's policy (`GET` and `PUT /v1/keystores/{id}/policy`): grants on every key of the

@@ -201,6 +201,14 @@ impl Authorizer {
     /// Whether a stream segment may be sealed or opened (its ticket; sealing, its order and,
     /// for the last, the plaintext's digest).
     pub fn check_segment(&self, request: &KeyCrypt, now: u64) -> Result<(), ErrorReply> {
+        // A key disabled or deleted (on this enclave, the only one its ticket works on) since
+        // its stream began stops the stream too.
+        let name = &request.row.identity.name;
+        if let Some(policy) = self.policies.seen(name.keystore(), name.local())
+            && let Some(e) = state::unusable(policy.state, name.as_str(), now)
+        {
+            return Err(e);
+        }
         self.streams.check_segment(request, now)
     }
 

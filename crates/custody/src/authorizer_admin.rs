@@ -40,17 +40,30 @@ impl Authorizer {
         self.authorize(&subject, request.auth.as_deref(), now, tag, |auth, _| match rotation {
             // The canonical request names the key and the operation; the body the version the
             // rotation makes, so that it makes one version however often it is replayed.
-            Some(key) => rotation_matches(&auth.body, key.version.get()),
+            Some(key) => rotation_matches(&auth.body, key),
             None => creation_matches(&auth.body, keys).map_err(|m| refuse(ErrorCode::RequestMismatch, m)),
         })
     }
 }
 
-/// Whether the signed rotation makes `version`.
-fn rotation_matches(body: &[u8], version: u32) -> Result<(), ErrorReply> {
+/// Whether the signed rotation makes `made`: its version, type and exportability.
+fn rotation_matches(body: &[u8], made: &KeyIdentity) -> Result<(), ErrorReply> {
     let asked: RotateKey = serde_json::from_slice(body).map_err(|e| {
-        refuse(ErrorCode::RequestMismatch, format!("the signed body of a rotation names the version it makes: {e}"))
+        refuse(
+            ErrorCode::RequestMismatch,
+            format!("the signed body of a rotation names the version it makes, the type and exportability: {e}"),
+        )
     })?;
+    if asked.key_type != made.key_type.as_str()
+        || asked.exportable != made.flags.exportable
+        || made.flags.origin != Origin::Generated
+    {
+        return Err(refuse(
+            ErrorCode::RequestMismatch,
+            "the new version is not of the type and exportability the principal signed",
+        ));
+    }
+    let version = made.version.get();
     if asked.version != version {
         return Err(refuse(
             ErrorCode::KeyVersionConflict,
@@ -96,6 +109,7 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_764_547_200;
+    const ROTATE_2: &str = r#"{"version":2,"type":"secp256k1","exportable":false}"#;
 
     fn pair(seed: u8) -> Ed25519KeyPair {
         Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
@@ -182,15 +196,44 @@ mod tests {
                 request([batch_keys(), vec![secp("c")]].concat(), 1, create, "", batch, 7),
                 Some(ErrorCode::RequestMismatch),
             ),
-            ("the owner rotates", request(rotation(), 1, Operation::Rotate, "treasury", r#"{"version":2}"#, 8), None),
+            ("the owner rotates", request(rotation(), 1, Operation::Rotate, "treasury", ROTATE_2, 8), None),
             (
-                "the same rotation replayed once the key is at version 2",
+                "the same request again (this enclave remembers its id)",
+                request(rotation(), 1, Operation::Rotate, "treasury", ROTATE_2, 8),
+                Some(ErrorCode::RequestReplayed),
+            ),
+            (
+                "the host makes the new version exportable",
+                request(
+                    vec![identity("treasury", 2, KeyType::Secp256k1, true)],
+                    1,
+                    Operation::Rotate,
+                    "treasury",
+                    ROTATE_2,
+                    14,
+                ),
+                Some(ErrorCode::RequestMismatch),
+            ),
+            (
+                "the host picks another type for it",
+                request(
+                    vec![identity("treasury", 2, KeyType::Ed25519, false)],
+                    1,
+                    Operation::Rotate,
+                    "treasury",
+                    ROTATE_2,
+                    15,
+                ),
+                Some(ErrorCode::RequestMismatch),
+            ),
+            (
+                "a stale rotation (to version 2) once the key is at version 2",
                 request(
                     vec![identity("treasury", 3, KeyType::Secp256k1, false)],
                     1,
                     Operation::Rotate,
                     "treasury",
-                    r#"{"version":2}"#,
+                    ROTATE_2,
                     12,
                 ),
                 Some(ErrorCode::KeyVersionConflict),
@@ -207,7 +250,7 @@ mod tests {
             ),
             (
                 "a stranger rotates",
-                request(rotation(), 2, Operation::Rotate, "treasury", r#"{"version":2}"#, 10),
+                request(rotation(), 2, Operation::Rotate, "treasury", ROTATE_2, 10),
                 Some(ErrorCode::NotPermitted),
             ),
             (

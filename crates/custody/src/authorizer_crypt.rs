@@ -125,7 +125,9 @@ fn crypt_body_matches(body: &[u8], request: &KeyCrypt) -> Result<(), String> {
         CryptOp::BeginSeal { associated_data, plaintext_sha256 } => {
             let b: StreamEncryptBody = parse(body, "a stream to encrypt")?;
             let digest = hex::decode(&b.plaintext_sha256_hex)
-                .map_err(|_| "the signed body's plaintext_sha256_hex is not hex".to_owned())?;
+                .ok()
+                .filter(|d| d.len() == 32)
+                .ok_or_else(|| "the signed body's plaintext_sha256_hex is not 64 hex digits".to_owned())?;
             b64("associated_data_b64", Some(&b.associated_data_b64))? == *associated_data && digest == *plaintext_sha256
         }
         CryptOp::BeginOpen { header, associated_data } => {

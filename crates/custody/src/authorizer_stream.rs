@@ -8,9 +8,11 @@
 //!
 //! To seal, the enclave also hashes the plaintext it seals, in order, one segment at a time,
 //! and seals the segment marked last only if the whole hashes to the signed digest: a host
-//! that substitutes plaintext gets segments of a stream that never ends, which no decryption
-//! accepts. A sealing stream stays known until its ticket expires, so it cannot be begun
-//! again to splice segments of two runs.
+//! that substitutes plaintext gets segments of a stream without its last one, which the
+//! gateway and the SDK refuse to decrypt. A stream's state advances before its segment is
+//! sealed, so no index is ever sealed twice; a segment refused after that (a row that does
+//! not open) ends the stream. A stream is forgotten when it ends or its ticket expires; it
+//! cannot begin again, since only `BeginSeal` makes a header and its ticket.
 
 use std::collections::HashMap;
 
@@ -27,19 +29,11 @@ const LABEL: &[u8] = b"keyward stream ticket v1\0";
 const SEAL: u8 = 1;
 const OPEN: u8 = 2;
 
-enum Sealing {
-    /// Hashing: the next index expected and the hash of the segments before it.
-    Open { next: u32, hash: digest::Context, expires: u64 },
-    /// Its last segment was sealed (or refused): it cannot begin again.
-    Done { expires: u64 },
-}
-
-impl Sealing {
-    fn expires(&self) -> u64 {
-        match self {
-            Sealing::Open { expires, .. } | Sealing::Done { expires } => *expires,
-        }
-    }
+/// A sealing stream: the next index expected and the hash of the segments before it.
+struct Sealing {
+    next: u32,
+    hash: digest::Context,
+    expires: u64,
 }
 
 /// The enclave's ticket key and the sealing streams it tracks.
@@ -105,14 +99,14 @@ impl Streams {
     fn track(&self, identity: &KeyIdentity, header: &[u8], expires: u64, now: u64) -> Result<(), ErrorReply> {
         let mut sealing = lock(&self.sealing);
         if sealing.len() >= MAX_SEALING {
-            sealing.retain(|_, s| s.expires() >= now);
+            sealing.retain(|_, s| s.expires >= now);
             if sealing.len() >= MAX_SEALING {
                 return Err(refuse(ErrorCode::Busy, "too many signed streams are being sealed; try again later"));
             }
         }
         let id = (identity.name.to_string(), header.to_vec());
         let hash = digest::Context::new(&digest::SHA256);
-        if sealing.insert(id, Sealing::Open { next: 0, hash, expires }).is_some() {
+        if sealing.insert(id, Sealing { next: 0, hash, expires }).is_some() {
             return Err(refuse(ErrorCode::Internal, "a new stream header was issued twice"));
         }
         Ok(())
@@ -159,25 +153,32 @@ impl Streams {
         plaintext: &[u8],
         signed: &[u8],
     ) -> Result<(), ErrorReply> {
+        // Only full segments before the last (the keyring would refuse others after the hash
+        // had taken them).
+        let segment_len = keyward_keyring::StreamHeader::parse(header)
+            .map_err(|e| refuse(ErrorCode::CiphertextMalformed, e.to_string()))?
+            .segment_len as usize;
+        if plaintext.len() > segment_len || (!last && plaintext.len() != segment_len) {
+            return Err(refuse(ErrorCode::BadRequest, format!("a segment before the last holds {segment_len} bytes")));
+        }
         let mut sealing = lock(&self.sealing);
         let id = (identity.name.to_string(), header.to_vec());
         let Some(state) = sealing.get_mut(&id) else {
-            return Err(mismatch("this enclave began no such signed stream (or has forgotten it)"));
+            return Err(mismatch("this enclave is sealing no such signed stream: it ended, expired, or never began"));
         };
-        let Sealing::Open { next, hash, expires } = state else {
-            return Err(mismatch("the stream has ended: its last segment was sealed or refused"));
-        };
-        if index != *next {
-            return Err(mismatch(format!("segments are sealed in order: {index} came, {next} was next")));
+        if index != state.next {
+            return Err(mismatch(format!("segments are sealed in order: {index} came, {} was next", state.next)));
         }
-        hash.update(plaintext);
-        *next += 1;
+        let Some(next) = index.checked_add(1) else {
+            return Err(refuse(ErrorCode::BadRequest, "a stream has at most 2^32 segments"));
+        };
+        state.hash.update(plaintext);
+        state.next = next;
         if !last {
             return Ok(());
         }
-        let whole = std::mem::replace(hash, digest::Context::new(&digest::SHA256)).finish();
-        *state = Sealing::Done { expires: *expires };
-        if constant_time::verify_slices_are_equal(whole.as_ref(), signed).is_err() {
+        let whole = sealing.remove(&id).map(|s| s.hash.finish());
+        if whole.is_none_or(|w| constant_time::verify_slices_are_equal(w.as_ref(), signed).is_err()) {
             return Err(mismatch("the plaintext sealed is not the one the principal signed (its SHA-256 differs)"));
         }
         Ok(())

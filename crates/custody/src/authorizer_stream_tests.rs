@@ -14,7 +14,12 @@ use super::tests::tagger;
 use super::*;
 
 const NOW: u64 = 1_764_547_200;
-const HEADER: &[u8] = b"the stream header of one stream";
+/// A stream header of version 1 of a key, segments of 6 bytes, salt `salt`.
+fn header(salt: u8) -> Vec<u8> {
+    let header =
+        keyward_keyring::StreamHeader { version: KeyVersion::new(1).unwrap(), segment_len: 6, salt: [salt; 32] };
+    header.encode().to_vec()
+}
 
 fn row(name: &str) -> WrappedKey {
     let identity = KeyIdentity {
@@ -30,7 +35,8 @@ fn sha256(parts: &[&[u8]]) -> Vec<u8> {
     digest::digest(&digest::SHA256, &parts.concat()).as_ref().to_vec()
 }
 
-/// An owner's signed `BeginSeal` of a stream of `plaintext` with `ad`, and the ticket issued.
+/// An owner's signed `BeginSeal` of a stream of `plaintext` with `ad`, and the ticket issued
+/// (for the stream `header(request_id)`).
 fn begin_seal(a: &Authorizer, plaintext: &[u8], ad: &[u8], request_id: u8) -> StreamTicket {
     let digest = sha256(&[plaintext]);
     let body = format!(
@@ -42,18 +48,19 @@ fn begin_seal(a: &Authorizer, plaintext: &[u8], ad: &[u8], request_id: u8) -> St
     let auth = auth(Operation::Encrypt, "vault", &body, &[1], request_id, None);
     let request = KeyCrypt { row: row("vault"), op, auth: Some(Box::new(auth)) };
     a.authorize_crypt(&request, NOW, &tagger()).expect("the owner's signed stream");
-    match a.stream_ticket(&request, CryptOutput::StreamHeader(HEADER.to_vec()), NOW).unwrap() {
-        CryptOutput::SealTicket { header, ticket } => {
-            assert_eq!(header, HEADER);
+    match a.stream_ticket(&request, CryptOutput::StreamHeader(header(request_id)), NOW).unwrap() {
+        CryptOutput::SealTicket { header: issued, ticket } => {
+            assert_eq!(issued, header(request_id));
             ticket
         }
         other => panic!("{other:?}"),
     }
 }
 
+/// Segment `index` of stream `header(1)`.
 fn seal(key: &str, ad: &[u8], index: u32, last: bool, plaintext: &[u8], ticket: Option<&StreamTicket>) -> KeyCrypt {
     let op = CryptOp::SealSegment {
-        header: HEADER.to_vec(),
+        header: header(1),
         associated_data: ad.to_vec(),
         index,
         last,
@@ -97,7 +104,9 @@ fn a_signed_stream_seals_what_was_signed_in_order_and_nothing_else() {
     for (what, request, now, expected) in refused {
         assert_eq!(code(&a, &request, now), Err(expected), "{what}");
     }
-    assert_eq!(code(&a, &segment(0, false, b"hello "), NOW), Ok(()));
+    let short = segment(0, false, b"hell");
+    assert_eq!(code(&a, &short, NOW), Err(ErrorCode::BadRequest), "a short segment before the last");
+    assert_eq!(code(&a, &segment(0, false, b"hello "), NOW), Ok(()), "the stream did not move for it");
     assert_eq!(code(&a, &segment(0, false, b"hello "), NOW), Err(ErrorCode::RequestMismatch), "the same index again");
     assert_eq!(code(&a, &segment(1, true, b"world"), NOW), Ok(()), "the signed plaintext ends the stream");
     assert_eq!(code(&a, &segment(0, false, b"hello "), NOW), Err(ErrorCode::RequestMismatch), "it never begins again");
@@ -108,24 +117,27 @@ fn substituted_plaintext_never_gets_its_last_segment() {
     let a = authorizer();
     let ticket = begin_seal(&a, b"pay alice 5", b"", 1);
     let segment = |index, last, plaintext: &[u8]| seal("vault", b"", index, last, plaintext, Some(&ticket));
-    assert_eq!(code(&a, &segment(0, false, b"pay mallory "), NOW), Ok(()), "an early segment is sealed");
-    assert_eq!(code(&a, &segment(1, true, b"500"), NOW), Err(ErrorCode::RequestMismatch), "the last is not");
+    assert_eq!(code(&a, &segment(0, false, b"pay ma"), NOW), Ok(()), "an early segment is sealed");
+    assert_eq!(code(&a, &segment(1, true, b"llory"), NOW), Err(ErrorCode::RequestMismatch), "the last is not");
     // The stream is over: neither the right end nor a new run of it is sealed now.
-    assert_eq!(code(&a, &segment(1, true, b"alice 5"), NOW), Err(ErrorCode::RequestMismatch));
-    assert_eq!(code(&a, &segment(0, true, b"pay alice 5"), NOW), Err(ErrorCode::RequestMismatch));
-    // Positive control: a stream begun afresh with the same signed plaintext completes (its
-    // header is new: a second begin of one header is an enclave error).
+    assert_eq!(code(&a, &segment(1, true, b"ice 5"), NOW), Err(ErrorCode::RequestMismatch));
+    assert_eq!(code(&a, &segment(0, false, b"pay al"), NOW), Err(ErrorCode::RequestMismatch));
+    // Positive control: a stream begun afresh with the same signed plaintext completes.
     let b = authorizer();
-    let ticket = begin_seal(&b, b"pay alice 5", b"", 2);
-    assert_eq!(code(&b, &seal("vault", b"", 0, true, b"pay alice 5", Some(&ticket)), NOW), Ok(()));
+    let ticket = begin_seal(&b, b"pay alice 5", b"", 1);
+    assert_eq!(code(&b, &seal("vault", b"", 0, false, b"pay al", Some(&ticket)), NOW), Ok(()));
+    assert_eq!(code(&b, &seal("vault", b"", 1, true, b"ice 5", Some(&ticket)), NOW), Ok(()));
 }
 
 #[test]
 fn an_open_ticket_opens_its_stream_only() {
     let a = authorizer();
-    let body =
-        format!(r#"{{"header_b64":"{}","associated_data_b64":"{}"}}"#, STANDARD.encode(HEADER), STANDARD.encode(b"ad"));
-    let op = CryptOp::BeginOpen { header: HEADER.to_vec(), associated_data: b"ad".to_vec() };
+    let body = format!(
+        r#"{{"header_b64":"{}","associated_data_b64":"{}"}}"#,
+        STANDARD.encode(header(7)),
+        STANDARD.encode(b"ad")
+    );
+    let op = CryptOp::BeginOpen { header: header(7), associated_data: b"ad".to_vec() };
     let begin = KeyCrypt {
         row: row("vault"),
         op,
@@ -147,16 +159,16 @@ fn an_open_ticket_opens_its_stream_only() {
         },
         auth: None,
     };
-    assert_eq!(code(&a, &open(HEADER, b"ad", &ticket), NOW), Ok(()), "any segment of its stream, in any order");
-    assert_eq!(code(&a, &open(b"another stream's header", b"ad", &ticket), NOW), Err(ErrorCode::RequestMismatch));
-    assert_eq!(code(&a, &open(HEADER, b"", &ticket), NOW), Err(ErrorCode::RequestMismatch));
+    assert_eq!(code(&a, &open(&header(7), b"ad", &ticket), NOW), Ok(()), "any segment of its stream, in any order");
+    assert_eq!(code(&a, &open(&header(8), b"ad", &ticket), NOW), Err(ErrorCode::RequestMismatch));
+    assert_eq!(code(&a, &open(&header(7), b"", &ticket), NOW), Err(ErrorCode::RequestMismatch));
     // A sealing ticket does not open, nor an opening ticket seal.
     let sealing = begin_seal(&a, b"x", b"ad", 2);
-    assert_eq!(code(&a, &open(HEADER, b"ad", &sealing), NOW), Err(ErrorCode::RequestMismatch));
+    assert_eq!(code(&a, &open(&header(7), b"ad", &sealing), NOW), Err(ErrorCode::RequestMismatch));
     assert_eq!(code(&a, &seal("vault", b"ad", 0, true, b"x", Some(&ticket)), NOW), Err(ErrorCode::RequestMismatch));
     // Another enclave's ticket (another key) is worthless here.
     let elsewhere = authorizer();
-    assert_eq!(code(&elsewhere, &open(HEADER, b"ad", &ticket), NOW), Err(ErrorCode::RequestMismatch));
+    assert_eq!(code(&elsewhere, &open(&header(7), b"ad", &ticket), NOW), Err(ErrorCode::RequestMismatch));
 }
 
 #[test]
@@ -180,4 +192,21 @@ fn a_begin_is_compared_with_its_signed_body() {
         Err(ErrorCode::SignatureRequired)
     );
     assert_eq!(keyward_client::crypt::STREAM_HEADER_LEN, keyward_keyring::STREAM_HEADER_LEN, "the SDK reads headers");
+}
+
+#[test]
+fn a_key_disabled_since_its_stream_began_stops_the_stream() {
+    let a = authorizer();
+    let ticket = begin_seal(&a, b"hello world", b"", 1);
+    assert_eq!(code(&a, &seal("vault", b"", 0, false, b"hello ", Some(&ticket)), NOW), Ok(()));
+    let disabled = keyward_authz::Policy { version: 1, rules: vec![], state: keyward_authz::KeyState::Disabled };
+    let row = keyward_proto::PolicyRow {
+        keystore: "default".into(),
+        key: "vault".into(),
+        version: 1,
+        body: disabled.to_json(),
+        tag: [0; 32],
+    };
+    a.policies.sealed(&row, disabled);
+    assert_eq!(code(&a, &seal("vault", b"", 1, true, b"world", Some(&ticket)), NOW), Err(ErrorCode::KeyDisabled));
 }

@@ -123,6 +123,12 @@ impl PolicyBook {
         Ok(Some(Current { version: row.version, policy }))
     }
 
+    /// The newest policy of `keystore`/`key` this enclave has seen, if any.
+    pub fn seen(&self, keystore: &str, key: &str) -> Option<Arc<Policy>> {
+        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.get(&(keystore.to_owned(), key.to_owned())).map(|s| s.policy.clone())
+    }
+
     /// A policy this enclave just sealed: from now on, older rows of the key are refused.
     pub fn sealed(&self, row: &PolicyRow, policy: Policy) {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -87,7 +87,7 @@ fn gcm_aad(domain: &[u8], name: &KeyName, header: &[u8], associated_data: &[u8])
     let name = name.as_str().as_bytes();
     let mut aad = Vec::with_capacity(domain.len() + 1 + name.len() + header.len() + associated_data.len());
     aad.extend_from_slice(domain);
-    // Names are at most 128 bytes (KeyName), so one length byte frames them.
+    // Full names are at most 161 bytes (KeyName), so one length byte frames them.
     aad.push(name.len() as u8);
     aad.extend_from_slice(name);
     aad.extend_from_slice(header);

@@ -160,7 +160,7 @@ fn labelled(label: &[u8], name: &KeyName) -> Vec<u8> {
     let name = name.as_str().as_bytes();
     let mut info = Vec::with_capacity(label.len() + 1 + name.len() + 6);
     info.extend_from_slice(label);
-    // Fits: names are at most 128 ASCII characters.
+    // Fits: full names are at most 161 ASCII characters (`keyward_proto::MAX_FULL_KEY_NAME_LEN`).
     info.push(name.len() as u8);
     info.extend_from_slice(name);
     info

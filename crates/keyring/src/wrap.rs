@@ -39,7 +39,7 @@ fn aad(root_id: &RootId, identity: &KeyIdentity, public_key: &[u8]) -> Result<Ve
     aad.extend_from_slice(AAD_LABEL);
     aad.push(WRAP_VERSION);
     aad.extend_from_slice(&root_id.0);
-    // Fits: names are at most 128 ASCII characters.
+    // Fits: full names are at most 161 ASCII characters (`keyward_proto::MAX_FULL_KEY_NAME_LEN`).
     aad.push(name.len() as u8);
     aad.extend_from_slice(name);
     aad.extend_from_slice(&identity.version.get().to_be_bytes());

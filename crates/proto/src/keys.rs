@@ -18,6 +18,10 @@ pub struct KeyName(String);
 pub const MAX_KEY_NAME_LEN: usize = 128;
 /// Longest keystore id.
 pub const MAX_KEYSTORE_LEN: usize = 32;
+/// Longest full name (`<keystore>/<name>`).
+pub const MAX_FULL_KEY_NAME_LEN: usize = MAX_KEYSTORE_LEN + 1 + MAX_KEY_NAME_LEN;
+// The keyring frames a full name with one length byte in associated data.
+const _: () = assert!(MAX_FULL_KEY_NAME_LEN <= 255);
 /// The keystore of keys whose names have no `<keystore>/` prefix (`/v1/keys/…`).
 pub const DEFAULT_KEYSTORE: &str = "default";
 /// The keystore of the enclaves' master keys (`/v1/sign`): reserved, it holds no named keys.

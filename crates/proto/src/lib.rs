@@ -31,8 +31,8 @@ pub use keyring::{
 };
 pub use keys::{
     DEFAULT_KEYSTORE, KeyFlags, KeyIdentity, KeyName, KeyNameError, KeyType, KeyVersion, KeystoreId, KeystoreIdError,
-    MASTER_KEYSTORE, MAX_KEY_NAME_LEN, MAX_KEYSTORE_LEN, MAX_PUBLIC_KEY_LEN, MAX_WRAPPED_LEN, Origin, RootId,
-    SealedRoot, WrappedKey, split_key_name,
+    MASTER_KEYSTORE, MAX_FULL_KEY_NAME_LEN, MAX_KEY_NAME_LEN, MAX_KEYSTORE_LEN, MAX_PUBLIC_KEY_LEN, MAX_WRAPPED_LEN,
+    Origin, RootId, SealedRoot, WrappedKey, split_key_name,
 };
 pub use message::{
     AttestRequest, Authenticate, Commit, EnclaveInfo, EnclaveState, ErrorCode, ErrorReply, Hello, HelloReply, NsmKind,
