@@ -58,8 +58,9 @@ test-kms-e2e:
 # with the gateway's link key sends its own frames; unsigned, foreign and replayed-over-another-
 # request signatures are refused in the enclave; key and keystore policy rows edited, moved,
 # rolled back or withheld are refused; a key the owners disabled stays unusable whatever the
-# host's row says; the front doors' principals reach only their own keys; an edited, cut or
-# shortened audit log is caught. docs/security.md lists what the suite does not cover yet.
+# host's row says; the front doors' principals reach only their own keys; one keystore's
+# controller never uses another's keys; a signed stream seals only the plaintext signed; an
+# edited, cut or shortened audit log is caught. docs/security.md lists what remains possible.
 test-compromised-host:
     cargo test -p keyward-e2e --test kms_e2e --no-fail-fast authz
 
