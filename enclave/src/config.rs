@@ -75,6 +75,25 @@ pub struct RunArgs {
     /// Data folder of the development NSM's PKI (created on first use).
     #[arg(long, env = "KEYWARD_MOCK_NSM_DIR", default_value = ".dev/mock-nsm")]
     pub mock_nsm_dir: PathBuf,
+    /// Where the enclave serves its own TLS API, which the gateway passes client connections
+    /// through to unread (vsock://any:5443 in production). Off when unset.
+    #[arg(long, env = "KEYWARD_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+    /// Names in the TLS certificate (DNS names or IP addresses; repeat, or comma-separate).
+    #[arg(long = "tls-name", env = "KEYWARD_TLS_NAMES", value_delimiter = ',', default_values_t = [String::from("localhost"), String::from("127.0.0.1")])]
+    pub tls_names: Vec<String>,
+    /// A client key the TLS API accepts: the SHA-256 of its certificate's SubjectPublicKeyInfo,
+    /// 64 hex digits (repeat, or comma-separate).
+    #[arg(long = "tls-client-key", env = "KEYWARD_TLS_CLIENT_KEYS", value_delimiter = ',')]
+    pub tls_client_keys: Vec<String>,
+}
+
+/// The enclave's own TLS API.
+#[derive(Debug)]
+pub struct TlsSettings {
+    pub listen: Address,
+    pub names: Vec<String>,
+    pub clients: Vec<crate::tls::SpkiPin>,
 }
 
 /// Validated configuration.
@@ -94,6 +113,8 @@ pub struct Config {
     // Read only by the development NSM, which production builds leave out.
     #[cfg_attr(not(feature = "mock-nsm"), allow(dead_code))]
     pub mock_nsm_dir: PathBuf,
+    /// The TLS API (`--tls-listen`), if on.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Config {
@@ -124,7 +145,22 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
             Some(keyward_custody::Owners { principals, quorum: args.owner_quorum })
         };
+        let tls = args
+            .tls_listen
+            .as_deref()
+            .map(|listen| {
+                Ok::<_, anyhow::Error>(TlsSettings {
+                    listen: listen.parse().context("--tls-listen")?,
+                    names: args.tls_names.clone(),
+                    clients: crate::tls::parse_pins(&args.tls_client_keys)?,
+                })
+            })
+            .transpose()?;
+        if tls.is_none() && !args.tls_client_keys.is_empty() {
+            bail!("--tls-client-key without --tls-listen: the TLS API is off");
+        }
         let config = Config {
+            tls,
             owners,
             listen,
             kms_relay,

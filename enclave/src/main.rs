@@ -5,6 +5,8 @@ mod config;
 mod datakey;
 mod gate;
 mod server;
+mod tls;
+mod tls_api;
 
 use std::sync::Arc;
 
@@ -98,12 +100,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         gateway_key = %config.gateway_key,
         "enclave ready for the gateway"
     );
-    let link = server::Link {
+    let link = Arc::new(server::Link {
         core: keyward_custody::EnclaveCore { master, keyring, authorizer },
         attestations,
         info,
         gateway_key: config.gateway_key,
-    };
+    });
+    if let Some(tls) = &config.tls {
+        let identity = Arc::new(tls::TlsIdentity::generate(&tls.names)?);
+        let server_config = identity.server_config(tls.clients.clone())?;
+        let tls_listener = Listener::bind(&tls.listen).await?;
+        tracing::info!(
+            event = keyward_telemetry::event::ENCLAVE_LISTENING,
+            tls_listen = %tls_listener.local_address(),
+            spki_sha256 = %hex::encode(identity.spki_sha256),
+            client_keys = tls.clients.len(),
+            "enclave TLS API listening; its key was born in this process"
+        );
+        tokio::spawn(tls_api::serve(tls_listener, link.clone(), identity, server_config));
+    }
     tokio::select! {
         result = server::serve(listener, link) => result,
         _ = shutdown_signal() => {

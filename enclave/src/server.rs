@@ -56,8 +56,7 @@ pub struct Link {
     pub gateway_key: LinkPublicKey,
 }
 
-pub async fn serve(listener: Listener, link: Link) -> anyhow::Result<()> {
-    let link = Arc::new(link);
+pub async fn serve(listener: Listener, link: Arc<Link>) -> anyhow::Result<()> {
     let gate = Gate::new(MAX_PENDING, MAX_AUTHENTICATED);
     loop {
         let (conn, peer) = match listener.accept().await {

@@ -38,6 +38,9 @@ pub struct ConfigFile {
     /// The enclaves' owners (absent: authorization off, refused in production).
     #[serde(default)]
     pub authorization: Option<authorization::AuthorizationSection>,
+    /// The enclave's own TLS API, passed through unread (absent: off).
+    #[serde(default)]
+    pub enclave_tls: Option<crate::passthrough::Section>,
 }
 
 pub use keyward_admission::Environment;
@@ -230,6 +233,8 @@ pub struct Config {
     pub bitgo: Option<seeds::BitgoConfig>,
     /// The owners every enclave must have.
     pub owners: Option<authorization::Owners>,
+    /// The enclave's TLS API, passed through.
+    pub enclave_tls: Option<crate::passthrough::Passthrough>,
 }
 
 #[derive(Debug, Clone)]
@@ -371,6 +376,7 @@ impl Config {
             progressdb: file.progressdb.map(seeds::ProgressDbSection::validate).transpose()?,
             bitgo: file.bitgo.map(seeds::BitgoSection::validate).transpose()?,
             owners: file.authorization.map(authorization::AuthorizationSection::validate).transpose()?,
+            enclave_tls: file.enclave_tls.map(crate::passthrough::Section::validate).transpose()?,
         };
         config.check_front_door_principals()?;
         Ok(config)
@@ -461,6 +467,14 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(tls) = &self.enclave_tls
+            && !matches!(tls.enclave, Address::Vsock { .. })
+        {
+            bail!(
+                "production refuses enclave_tls.enclave {}: the enclave's TLS listener is reached over vsock://CID:PORT",
+                tls.enclave
+            );
         }
         if let Address::Tcp { .. } = self.relay_listen {
             bail!(

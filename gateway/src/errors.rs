@@ -5,7 +5,7 @@ use axum::{
     http::StatusCode,
 };
 use keyward_client::api::ErrorBody;
-use keyward_proto::{ErrorCode, ErrorReply};
+use keyward_proto::ErrorReply;
 
 use keyward_admission::rotation::RotateError;
 use keyward_proto::EnclaveId;
@@ -101,37 +101,8 @@ impl ApiError {
     /// An enclave's refusal, with the enclave's own code (`ErrorCode::as_str`), so the code a
     /// client sees is the one the enclave chose.
     pub fn from_remote(reply: ErrorReply) -> Self {
-        let status = match reply.code {
-            ErrorCode::BadRequest
-            | ErrorCode::NotASigningKey
-            | ErrorCode::UnsupportedScheme
-            | ErrorCode::TransferDoesNotOpen
-            | ErrorCode::InvalidKeyMaterial
-            | ErrorCode::DecryptionFailed
-            | ErrorCode::CiphertextMalformed
-            | ErrorCode::UnsupportedOperation
-            | ErrorCode::InvalidPolicy => StatusCode::BAD_REQUEST,
-            ErrorCode::KeyNotExportable | ErrorCode::UnknownTransferKey => StatusCode::CONFLICT,
-            ErrorCode::SignatureRequired | ErrorCode::BadRequestSignature | ErrorCode::RequestExpired => {
-                StatusCode::UNAUTHORIZED
-            }
-            ErrorCode::NotPermitted | ErrorCode::QuorumNotMet => StatusCode::FORBIDDEN,
-            ErrorCode::RequestReplayed
-            | ErrorCode::PolicyVersionConflict
-            | ErrorCode::KeyDisabled
-            | ErrorCode::KeyPendingDeletion
-            | ErrorCode::KeyDeleted
-            | ErrorCode::InvalidKeyState
-            | ErrorCode::KeyVersionConflict => StatusCode::CONFLICT,
-            ErrorCode::RequestMismatch => StatusCode::BAD_REQUEST,
-            ErrorCode::KeyringNotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::NotReady => {
-                return Self::new(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", reply.message);
-            }
-            ErrorCode::Busy | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        Self::new(status, reply.code.as_str(), reply.message)
+        let status = StatusCode::from_u16(reply.code.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        Self::new(status, reply.code.api_code(), reply.message)
     }
 }
 

@@ -22,6 +22,7 @@ mod keys_transfer;
 mod limit;
 mod link;
 mod nitro_cmd;
+mod passthrough;
 mod policy_cmd;
 mod progressdb;
 mod relay;
@@ -207,6 +208,9 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     }
     if let Some(bitgo) = &config.bitgo {
         serve_bitgo(bitgo, &state).await?;
+    }
+    if let Some(enclave_tls) = &config.enclave_tls {
+        passthrough::start(enclave_tls).await?;
     }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -32,6 +32,8 @@ pub struct StackOptions {
     pub owners: Vec<String>,
     /// How many owners approve administrative operations together.
     pub owner_quorum: u8,
+    /// Appended to every enclave's command line, `{dir}` replaced by the stack's directory.
+    pub enclave_args: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -45,6 +47,7 @@ impl Default for StackOptions {
             extra_config: String::new(),
             owners: Vec::new(),
             owner_quorum: 1,
+            enclave_args: Vec::new(),
         }
     }
 }
@@ -430,6 +433,8 @@ impl Stack {
         if !self.options.owners.is_empty() {
             args.extend(["--owner-quorum".into(), self.options.owner_quorum.to_string()]);
         }
+        let dir = self.path().display().to_string();
+        args.extend(self.options.enclave_args.iter().map(|a| a.replace("{dir}", &dir)));
         args
     }
 

@@ -18,6 +18,7 @@ mod authz_transfer;
 mod bitgo;
 mod crypt;
 mod dev_stack;
+mod enclave_tls;
 mod keyring;
 mod keyring_transfer;
 mod lifecycle;

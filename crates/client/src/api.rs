@@ -119,6 +119,22 @@ pub struct AttestationResponse {
     pub nonce_hex: String,
 }
 
+/// `/v1/attestation` on the enclave's TLS listener: a document whose `user_data` binds the
+/// certificate this connection was served with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsAttestationResponse {
+    /// Raw COSE_Sign1 bytes, base64 (standard alphabet, padded). Its `user_data` is
+    /// `keyward-tls-spki-sha256:` and the 32-byte SHA-256 of the certificate's
+    /// SubjectPublicKeyInfo.
+    pub document_b64: String,
+    /// The enclave's TLS certificate, DER, base64.
+    pub certificate_b64: String,
+    /// The SHA-256 of the certificate's SubjectPublicKeyInfo, hex: the pin.
+    pub spki_sha256_hex: String,
+    /// The nonce that was asked for.
+    pub nonce_hex: String,
+}
+
 /// `/v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthResponse {

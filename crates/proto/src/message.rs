@@ -623,6 +623,45 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
         }
     }
+
+    /// The code an HTTP answer carries: [`Self::as_str`], except that an enclave without its
+    /// key is `enclave_not_ready`, as the gateway reports an enclave it cannot use yet.
+    pub fn api_code(self) -> &'static str {
+        match self {
+            ErrorCode::NotReady => "enclave_not_ready",
+            other => other.as_str(),
+        }
+    }
+
+    /// The HTTP status of an API answer refused with this code (the gateway's API and the
+    /// enclave's TLS API answer alike); a code no client request can cause is 502.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::NotASigningKey
+            | ErrorCode::UnsupportedScheme
+            | ErrorCode::TransferDoesNotOpen
+            | ErrorCode::InvalidKeyMaterial
+            | ErrorCode::DecryptionFailed
+            | ErrorCode::CiphertextMalformed
+            | ErrorCode::UnsupportedOperation
+            | ErrorCode::InvalidPolicy
+            | ErrorCode::RequestMismatch => 400,
+            ErrorCode::SignatureRequired | ErrorCode::BadRequestSignature | ErrorCode::RequestExpired => 401,
+            ErrorCode::NotPermitted | ErrorCode::QuorumNotMet => 403,
+            ErrorCode::KeyNotExportable
+            | ErrorCode::UnknownTransferKey
+            | ErrorCode::RequestReplayed
+            | ErrorCode::PolicyVersionConflict
+            | ErrorCode::KeyDisabled
+            | ErrorCode::KeyPendingDeletion
+            | ErrorCode::KeyDeleted
+            | ErrorCode::InvalidKeyState
+            | ErrorCode::KeyVersionConflict => 409,
+            ErrorCode::KeyringNotReady | ErrorCode::NotReady | ErrorCode::Busy | ErrorCode::TooManyConnections => 503,
+            _ => 502,
+        }
+    }
 }
 
 impl fmt::Display for ErrorCode {

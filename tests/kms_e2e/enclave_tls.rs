@@ -1,0 +1,258 @@
+//! TLS that ends in the enclave: the gateway passes the client's stream through, the client
+//! checks an attestation document that binds the enclave's TLS key and pins it, and the bytes
+//! the host relays hold nothing the client sent or received in the clear.
+
+use std::sync::{Arc, Mutex};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use keyward_attest::{Measurements, Pcr, RootCertificate, UnixTime, VerifyOptions};
+use keyward_client::{
+    api::{SignResponse, TlsAttestationResponse},
+    tls_pin::{FirstSight, PinnedServer, TLS_BINDING_PREFIX, client_config, spki_sha256},
+};
+use keyward_e2e::{Stack, StackOptions, assert_recovers, assert_signature_verifies, digest, free_port};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A client certificate (self-issued; the enclave knows it by its key).
+struct ClientCert {
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+    pin: [u8; 32],
+}
+
+impl ClientCert {
+    fn new() -> ClientCert {
+        let made = rcgen::generate_simple_self_signed(vec!["wallet-service".into()]).expect("client certificate");
+        let cert = made.cert.der().clone();
+        let pin = spki_sha256(&cert).expect("pin");
+        ClientCert { cert, key: made.signing_key.serialize_der(), pin }
+    }
+
+    fn identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (vec![self.cert.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())))
+    }
+}
+
+fn https(config: rustls::ClientConfig) -> reqwest::Client {
+    reqwest::Client::builder().use_preconfigured_tls(config).build().expect("HTTPS client")
+}
+
+/// A TCP proxy in front of the gateway's pass-through that keeps every byte either way: what
+/// the host carries for these connections.
+async fn recorder(upstream: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind recorder");
+    let address = listener.local_addr().expect("address").to_string();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(&upstream).await.expect("gateway pass-through");
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(copy_keeping(client_read, server_write, kept.clone()));
+            tokio::spawn(copy_keeping(server_read, client_write, kept.clone()));
+        }
+    });
+    (address, seen)
+}
+
+async fn copy_keeping(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    seen: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut buffer = [0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+        seen.lock().unwrap().extend_from_slice(&buffer[..n]);
+    }
+    let _ = to.shutdown().await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The error code of a refused answer.
+async fn error_code(answer: reqwest::Response) -> (u16, String) {
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.expect("an error body");
+    (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
+    let client_cert = ClientCert::new();
+    let stranger = ClientCert::new();
+    let (pass_port, enclave_port) = (free_port(), free_port());
+    let options = StackOptions {
+        enclave_args: vec![
+            "--tls-listen".into(),
+            format!("tcp://127.0.0.1:{enclave_port}"),
+            "--tls-client-key".into(),
+            hex::encode(client_cert.pin),
+        ],
+        extra_config: format!(
+            "enclave_tls:\n  listen: 127.0.0.1:{pass_port}\n  enclave: tcp://127.0.0.1:{enclave_port}\n"
+        ),
+        ..StackOptions::default()
+    };
+    let mut stack = Stack::start(options).await;
+    let health = stack.wait_ready().await;
+    let master_hex = health.enclaves[0].public_key_hex.clone().expect("master key");
+    let (front, relayed) = recorder(format!("127.0.0.1:{pass_port}")).await;
+    let base = format!("https://{front}");
+
+    // 1. First sight: fetch a document for our nonce over an unpinned connection, remember the
+    //    certificate that served it, and check the document binds exactly that key.
+    let first = FirstSight::new();
+    let nonce = [0x5a_u8; 24];
+    let answer: TlsAttestationResponse = https(client_config(first.clone(), None).unwrap())
+        .get(format!("{base}/v1/attestation?nonce={}", hex::encode(nonce)))
+        .send()
+        .await
+        .expect("attestation over the enclave's TLS")
+        .json()
+        .await
+        .expect("attestation JSON");
+    let seen = first.seen().expect("a certificate was presented");
+    let pin = spki_sha256(&seen).unwrap();
+    assert_eq!(answer.spki_sha256_hex, hex::encode(pin));
+    assert_eq!(STANDARD.decode(&answer.certificate_b64).unwrap(), seen.as_ref());
+    let root =
+        RootCertificate::from_pem(&std::fs::read_to_string(stack.path().join("mock-nsm-root.pem")).unwrap()).unwrap();
+    let measured = &stack.measured;
+    let build = Measurements {
+        pcr0: Pcr::from_hex(&measured.pcr0).unwrap(),
+        pcr1: Pcr::from_hex(&measured.pcr1).unwrap(),
+        pcr2: Pcr::from_hex(&measured.pcr2).unwrap(),
+    };
+    let options = VerifyOptions::new(root, UnixTime::now())
+        .expect_builds([build])
+        .expect_nonce(nonce.to_vec())
+        .expect_user_data([TLS_BINDING_PREFIX, &pin].concat());
+    let document = STANDARD.decode(&answer.document_b64).unwrap();
+    keyward_attest::verify(&document, &options).expect("the document binds the key that served it");
+
+    // 2. Pinned, with a listed client certificate: every signing operation on one kept-alive
+    //    connection, each signature checked with k256.
+    let pinned = https(client_config(PinnedServer::new(pin), Some(client_cert.identity())).unwrap());
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for (seed, scheme) in [(11u8, "ecdsa"), (12, "bip340"), (13, "ecdsa")] {
+        let d = digest(seed);
+        let signed: SignResponse = pinned
+            .post(format!("{base}/v1/sign"))
+            .json(&json!({"digest_hex": hex::encode(d), "scheme": scheme}))
+            .send()
+            .await
+            .expect("sign over the enclave's TLS")
+            .json()
+            .await
+            .expect("signature JSON");
+        assert_eq!(signed.public_key_hex, master_hex);
+        assert_signature_verifies(
+            scheme,
+            &d,
+            &signed.signature.signature_hex,
+            &signed.public_key_hex,
+            &signed.xonly_public_key_hex,
+        );
+        if let Some(id) = signed.signature.recovery_id {
+            assert_recovers(&d, &signed.signature.signature_hex, id, &master_hex);
+        }
+        secrets.extend([hex::encode(d).into_bytes(), signed.signature.signature_hex.into_bytes()]);
+    }
+    let key: Value = pinned.get(format!("{base}/v1/public-key")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(key["public_key_hex"], master_hex.as_str());
+
+    // 3. The host carried TLS records only: none of what was asked or answered.
+    let relayed = relayed.lock().unwrap().clone();
+    assert!(relayed.len() > 1000 && relayed[0] == 0x16, "TLS handshake records went through the host");
+    secrets.extend([
+        b"/v1/sign".to_vec(),
+        b"digest_hex".to_vec(),
+        b"signature_hex".to_vec(),
+        master_hex.clone().into_bytes(),
+        hex::encode(nonce).into_bytes(),
+    ]);
+    for secret in &secrets {
+        assert!(!contains(&relayed, secret), "the host saw {:?} in the clear", String::from_utf8_lossy(secret));
+    }
+
+    // 4. Refusals, each with its code or at the handshake.
+    let no_cert = https(client_config(PinnedServer::new(pin), None).unwrap());
+    let answer = no_cert
+        .post(format!("{base}/v1/sign"))
+        .json(&json!({"digest_hex": hex::encode(digest(1)), "scheme": "ecdsa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(answer).await, (401, "client_certificate_required".into()));
+    let unlisted = https(client_config(PinnedServer::new(pin), Some(stranger.identity())).unwrap());
+    let refused = unlisted.get(format!("{base}/v1/public-key")).send().await;
+    assert!(refused.is_err(), "a certificate the enclave does not list ends the handshake: {refused:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stack.logs().contains("TLS API: handshake refused") {
+        assert!(std::time::Instant::now() < deadline, "the enclave logged no refusal:\n{}", stack.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A host that answers with its own certificate is refused by the pinned client.
+    let impostor = impostor_tls().await;
+    let fooled = pinned.get(format!("https://{impostor}/v1/public-key")).send().await;
+    assert!(fooled.is_err(), "the pinned client accepted another key: {fooled:?}");
+
+    // 5. Stalled and garbage peers take connections, not signatures: with every enclave TLS
+    //    slot held, the kept-alive connection and the gateway's API still sign.
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        stalled.push(TcpStream::connect(format!("127.0.0.1:{pass_port}")).await.expect("stalled peer"));
+    }
+    let mut garbage = TcpStream::connect(format!("127.0.0.1:{pass_port}")).await.unwrap();
+    garbage.write_all(&[0xff; 4096]).await.unwrap();
+    let still: SignResponse = pinned
+        .post(format!("{base}/v1/sign"))
+        .json(&json!({"digest_hex": hex::encode(digest(21)), "scheme": "bip340"}))
+        .send()
+        .await
+        .expect("the kept-alive connection still signs")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still.public_key_hex, master_hex);
+    stack.client.sign(&digest(22), "ecdsa", None).await.expect("the gateway's API still signs");
+    drop(stalled);
+}
+
+/// A TLS server with a certificate of its own, as a host that substitutes itself would run.
+async fn impostor_tls() -> String {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![made.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+                }
+            });
+        }
+    });
+    address
+}
