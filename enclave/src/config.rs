@@ -86,6 +86,13 @@ pub struct RunArgs {
     /// 64 hex digits (repeat, or comma-separate).
     #[arg(long = "tls-client-key", env = "KEYWARD_TLS_CLIENT_KEYS", value_delimiter = ',')]
     pub tls_client_keys: Vec<String>,
+    /// A client key the TLS API accepts for its admin endpoints too (as `--tls-client-key`).
+    #[arg(long = "tls-admin-key", env = "KEYWARD_TLS_ADMIN_KEYS", value_delimiter = ',')]
+    pub tls_admin_keys: Vec<String>,
+    /// The gateway's store service, through which the TLS API reads and writes rows
+    /// (vsock://3:5444 in production). Required with --tls-listen.
+    #[arg(long, env = "KEYWARD_HOST_STORE")]
+    pub host_store: Option<String>,
 }
 
 /// The enclave's own TLS API.
@@ -93,7 +100,8 @@ pub struct RunArgs {
 pub struct TlsSettings {
     pub listen: Address,
     pub names: Vec<String>,
-    pub clients: Vec<crate::tls::SpkiPin>,
+    pub clients: crate::tls_api::ClientKeys,
+    pub host_store: Address,
 }
 
 /// Validated configuration.
@@ -152,12 +160,21 @@ impl Config {
                 Ok::<_, anyhow::Error>(TlsSettings {
                     listen: listen.parse().context("--tls-listen")?,
                     names: args.tls_names.clone(),
-                    clients: crate::tls::parse_pins(&args.tls_client_keys)?,
+                    clients: crate::tls_api::ClientKeys {
+                        api: crate::tls::parse_pins(&args.tls_client_keys)?,
+                        admin: crate::tls::parse_pins(&args.tls_admin_keys)?,
+                    },
+                    host_store: args
+                        .host_store
+                        .as_deref()
+                        .context("--tls-listen needs --host-store (the gateway's store service)")?
+                        .parse()
+                        .context("--host-store")?,
                 })
             })
             .transpose()?;
-        if tls.is_none() && !args.tls_client_keys.is_empty() {
-            bail!("--tls-client-key without --tls-listen: the TLS API is off");
+        if tls.is_none() && (!args.tls_client_keys.is_empty() || !args.tls_admin_keys.is_empty()) {
+            bail!("--tls-client-key or --tls-admin-key without --tls-listen: the TLS API is off");
         }
         let config = Config {
             tls,

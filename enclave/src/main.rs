@@ -108,16 +108,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     if let Some(tls) = &config.tls {
         let identity = Arc::new(tls::TlsIdentity::generate(&tls.names)?);
-        let server_config = identity.server_config(tls.clients.clone())?;
+        let server_config = identity.server_config(&tls.clients)?;
         let tls_listener = Listener::bind(&tls.listen).await?;
         tracing::info!(
             event = keyward_telemetry::event::ENCLAVE_LISTENING,
             tls_listen = %tls_listener.local_address(),
             spki_sha256 = %hex::encode(identity.spki_sha256),
-            client_keys = tls.clients.len(),
+            client_keys = tls.clients.api.len(),
+            admin_keys = tls.clients.admin.len(),
+            host_store = %tls.host_store,
             "enclave TLS API listening; its key was born in this process"
         );
-        tokio::spawn(tls_api::serve(tls_listener, link.clone(), identity, server_config));
+        let host = gateway::host_store::HostClient::new(tls.host_store.clone());
+        let clients = tls.clients.clone();
+        let link = link.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tls_api::serve(tls_listener, link, identity, server_config, host, clients).await {
+                tracing::error!("TLS API stopped: {e:#}");
+            }
+        });
     }
     tokio::select! {
         result = server::serve(listener, link) => result,

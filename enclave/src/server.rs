@@ -287,7 +287,7 @@ async fn next_request(reader: &mut ReadHalf<BoxConnection>, tx: &Replies, max_le
     }
 }
 
-async fn handle(link: &Link, request: Request) -> Result<Response, ErrorReply> {
+pub(crate) async fn handle(link: &Link, request: Request) -> Result<Response, ErrorReply> {
     match request {
         Request::Attest(a) => link
             .attestations

@@ -57,8 +57,9 @@ impl TlsIdentity {
     }
 
     /// The server configuration: this certificate, TLS 1.2 and 1.3, HTTP/1.1, and client
-    /// certificates checked against `clients`.
-    pub fn server_config(&self, clients: Vec<SpkiPin>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    /// certificates checked against `clients` (API and admin keys).
+    pub fn server_config(&self, clients: &crate::tls_api::ClientKeys) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let clients: Vec<SpkiPin> = clients.api.iter().chain(&clients.admin).copied().collect();
         let provider = Arc::new(provider());
         let verifier =
             Arc::new(PinnedClients { pins: clients, algorithms: provider.signature_verification_algorithms });

@@ -1,31 +1,57 @@
 //! The API the enclave serves itself, over TLS that ends in this process: the gateway passes
 //! each client's TCP stream through unparsed (vsock in production), so the host carries only
-//! ciphertext. The same JSON shapes and error codes as the gateway's API.
+//! ciphertext. It is the gateway's own API router (`gateway::api`), the same handlers, with
+//! two differences:
+//!
+//! - The store is the host's, reached through the gateway's store service
+//!   (`gateway::host_store`): the enclave asks for the rows it needs and checks them as the
+//!   plain path does. Calls to the enclave go to this process's core, not over a link.
+//! - Clients are authenticated by their TLS certificate, not by bearer tokens (which the host
+//!   chooses and could read): a certificate whose key is listed in `--tls-client-key` may use
+//!   the API, one in `--tls-admin-key` its admin endpoints. Each request's `Authorization`
+//!   header is replaced by a token that exists only in this process, chosen by the
+//!   connection's certificate; a request without a listed certificate carries none, and the
+//!   handlers refuse it as they refuse a missing token. Signed requests (with owners) are
+//!   checked by the core as on every path.
+//!
+//! `/v1/attestation` here binds the TLS certificate (`crate::tls`), not the master key.
 //!
 //! Bounds, so that no client of this listener can starve signing: at most
 //! [`MAX_CONNECTIONS`] connections (a connection beyond them is closed at once), a handshake
-//! finished within [`HANDSHAKE_DEADLINE`], request headers within [`HEADER_DEADLINE`], and
-//! small bodies. HTTP/1.1 answers one request at a time per connection, so a connection holds
-//! at most one signature in flight.
+//! finished within [`HANDSHAKE_DEADLINE`], request headers within [`HEADER_DEADLINE`].
+//! HTTP/1.1 answers one request at a time per connection.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{
-    Extension, Json, Router,
-    extract::{DefaultBodyLimit, Query, State, rejection::JsonRejection},
-    http::StatusCode,
+    Json, Router,
+    extract::{Query, State},
+    http::{HeaderValue, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
+use gateway::{
+    api::AppState,
+    auth::Token,
+    credentials::CredentialSource,
+    enclaves::EnclaveSlot,
+    host_store::HostClient,
+    link::{EnclaveLink, LocalCall},
+};
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use keyward_attest::AttestationRequest;
-use keyward_client::api::{SignRequest as SignBody, SignResponse, Signature, TlsAttestationResponse};
-use keyward_proto::{Digest, EnclaveId, ErrorReply, Request, Response as CoreResponse, Scheme, SignRequest};
+use keyward_client::api::TlsAttestationResponse;
 use keyward_telemetry::event;
 use keyward_transport::Listener;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 use crate::{
     server::Link,
@@ -36,26 +62,60 @@ use crate::{
 pub const MAX_CONNECTIONS: usize = 256;
 /// From accepting a connection to a finished TLS handshake.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// For a request's headers to arrive, once its first byte has.
+/// For a request's headers to arrive.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the API's view of the enclave follows the core.
+const MIRROR_EVERY: Duration = Duration::from_millis(250);
+/// Attestation documents per second on this listener, and the burst above it.
+const ATTESTATIONS_PER_SECOND: u32 = 20;
+const ATTESTATION_BURST: u32 = 40;
 /// Longest nonce a client may ask to be attested.
 const MAX_NONCE_LEN: usize = 512;
 
-#[derive(Clone)]
-struct Api {
-    link: Arc<Link>,
-    identity: Arc<TlsIdentity>,
+/// Whom the TLS API serves.
+#[derive(Debug, Clone)]
+pub struct ClientKeys {
+    pub api: Vec<SpkiPin>,
+    pub admin: Vec<SpkiPin>,
 }
 
-/// The pin of the client certificate a connection presented, if it presented one (the
-/// handshake already refused one whose key is not listed).
-#[derive(Debug, Clone, Copy)]
-struct ClientKey(Option<SpkiPin>);
+/// The tokens that stand for a listed certificate inside this process.
+struct InternalTokens {
+    api: Zeroizing<String>,
+    admin: Zeroizing<String>,
+}
 
-/// Accepts connections on `listener` for as long as the process runs.
-pub async fn serve(listener: Listener, link: Arc<Link>, identity: Arc<TlsIdentity>, config: Arc<rustls::ServerConfig>) {
+impl InternalTokens {
+    fn new() -> anyhow::Result<Self> {
+        let fresh = || -> anyhow::Result<Zeroizing<String>> {
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            getrandom::fill(&mut *bytes).map_err(|e| anyhow::anyhow!("no randomness for the TLS API's tokens: {e}"))?;
+            Ok(Zeroizing::new(hex::encode(*bytes)))
+        };
+        Ok(InternalTokens { api: fresh()?, admin: fresh()? })
+    }
+}
+
+struct Served {
+    router: OnceLock<Router>,
+    tokens: InternalTokens,
+    clients: ClientKeys,
+}
+
+/// Accepts connections on `listener` for as long as the process runs. Requests are answered
+/// `enclave_not_ready` until the gateway has given this enclave its master key (which names
+/// the enclave id the API reports).
+pub async fn serve(
+    listener: Listener,
+    link: Arc<Link>,
+    identity: Arc<TlsIdentity>,
+    config: Arc<rustls::ServerConfig>,
+    host: Arc<HostClient>,
+    clients: ClientKeys,
+) -> anyhow::Result<()> {
+    let served = Arc::new(Served { router: OnceLock::new(), tokens: InternalTokens::new()?, clients });
+    tokio::spawn(prepare(served.clone(), link, identity, host));
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let router = router(Api { link, identity });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (conn, peer) = match listener.accept().await {
@@ -70,7 +130,7 @@ pub async fn serve(listener: Listener, link: Arc<Link>, identity: Arc<TlsIdentit
             tracing::warn!(event = event::PEER_REFUSED, %peer, "TLS API: {MAX_CONNECTIONS} connections are open; closed a new one");
             continue;
         };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let (acceptor, served) = (acceptor.clone(), served.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(conn)).await {
@@ -85,7 +145,38 @@ pub async fn serve(listener: Listener, link: Arc<Link>, identity: Arc<TlsIdentit
                 }
             };
             let client = tls.get_ref().1.peer_certificates().and_then(<[_]>::first).and_then(|c| spki_sha256(c).ok());
-            let service = hyper_util::service::TowerToHyperService::new(router.layer(Extension(ClientKey(client))));
+            let token = served.token_for(client);
+            let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                let served = served.clone();
+                request.headers_mut().remove(AUTHORIZATION);
+                let certified = token.is_some();
+                if let Some(token) = &token {
+                    request.headers_mut().insert(AUTHORIZATION, token.clone());
+                }
+                async move {
+                    match served.router.get() {
+                        Some(router) => {
+                            let answer =
+                                hyper_util::service::TowerToHyperService::new(router.clone()).call(request).await?;
+                            // Without a listed certificate, what the handler missed is the
+                            // certificate (the token stands for it here).
+                            if !certified && answer.status() == StatusCode::UNAUTHORIZED {
+                                return Ok::<_, std::convert::Infallible>(error(
+                                    StatusCode::UNAUTHORIZED,
+                                    "client_certificate_required",
+                                    "this endpoint needs a client certificate whose key the enclave lists (--tls-client-key)",
+                                ));
+                            }
+                            Ok(answer)
+                        }
+                        None => Ok(error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "enclave_not_ready",
+                            "the enclave has no master key yet; the gateway is bringing it up",
+                        )),
+                    }
+                }
+            });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_DEADLINE)
@@ -98,62 +189,81 @@ pub async fn serve(listener: Listener, link: Arc<Link>, identity: Arc<TlsIdentit
     }
 }
 
-fn router(api: Api) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/attestation", get(attestation))
-        .route("/v1/public-key", get(public_key))
-        .route("/v1/sign", post(sign).layer(DefaultBodyLimit::max(16 * 1024)))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint on the enclave's TLS API")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
-        })
-        .with_state(api)
-}
-
-/// An answer refused, as the gateway's API shapes it: `{"error": {"code", "message"}}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
-    }
-
-    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    fn from_core(reply: ErrorReply) -> Self {
-        let status = StatusCode::from_u16(reply.code.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        Self::new(status, reply.code.api_code(), reply.message)
+impl Served {
+    /// The `Authorization` header a connection's requests carry inside this process.
+    fn token_for(&self, client: Option<SpkiPin>) -> Option<HeaderValue> {
+        let client = client?;
+        let token = if self.clients.admin.contains(&client) {
+            &self.tokens.admin
+        } else if self.clients.api.contains(&client) {
+            &self.tokens.api
+        } else {
+            return None;
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.as_str())).ok()?;
+        value.set_sensitive(true);
+        Some(value)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-async fn health(State(api): State<Api>) -> Response {
-    let status = api.link.core.master.status();
-    let ready = status.public_key.is_some();
-    let body = serde_json::json!({
-        "status": if ready { "ok" } else { "degraded" },
-        "enclave_id": status.enclave_id.map(|id| id.0),
-        "public_key_hex": status.public_key.map(|k| k.to_hex()),
-        "tls_spki_sha256_hex": hex::encode(api.identity.spki_sha256),
+/// Builds the router once the core knows its enclave id, then keeps the API's view of the
+/// enclave in step with the core.
+async fn prepare(served: Arc<Served>, link: Arc<Link>, identity: Arc<TlsIdentity>, host: Arc<HostClient>) {
+    let id = loop {
+        if let Some(id) = link.core.master.status().enclave_id {
+            break id;
+        }
+        tokio::time::sleep(MIRROR_EVERY).await;
+    };
+    let settings = loop {
+        match host.settings().await {
+            Ok(settings) => break settings,
+            Err(e) => {
+                tracing::warn!("TLS API: waiting for the host's store service: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let core = link.clone();
+    let call: LocalCall = Arc::new(move |request| {
+        let core = core.clone();
+        Box::pin(async move { crate::server::handle(&core, request).await })
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(body)).into_response()
+    let slot = Arc::new(EnclaveSlot::local(id, EnclaveLink::local(call)));
+    let state = AppState {
+        enclaves: Arc::new(BTreeMap::from([(id, slot.clone())])),
+        db: host.db(tokio::runtime::Handle::current()),
+        api_token: Arc::new(Token::from_secret(&served.tokens.api)),
+        admin_token: (!served.clients.admin.is_empty()).then(|| Arc::new(Token::from_secret(&served.tokens.admin))),
+        credentials: Arc::new(CredentialSource::none()),
+        attestation_limit: Arc::new(gateway::limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
+        key_deletion_waiting_seconds: settings.key_deletion_waiting_seconds,
+        owners: link.core.authorizer.is_some(),
+    };
+    slot.mirror(&link.core.master.status(), &link.core.keyring.status());
+    let attested = Router::new().route("/v1/attestation", get(attestation)).with_state(Attested {
+        link: link.clone(),
+        identity,
+        limit: state.attestation_limit.clone(),
+    });
+    let router = attested.fallback_service(gateway::api::router(state));
+    let _ = served.router.set(router);
+    tracing::info!(enclave_id = %id, "TLS API serving the keyring");
+    loop {
+        tokio::time::sleep(MIRROR_EVERY).await;
+        slot.mirror(&link.core.master.status(), &link.core.keyring.status());
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+}
+
+#[derive(Clone)]
+struct Attested {
+    link: Arc<Link>,
+    identity: Arc<TlsIdentity>,
+    limit: Arc<gateway::limit::RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,98 +275,36 @@ struct NonceQuery {
 /// A fresh document for the client's nonce whose `user_data` binds this listener's
 /// certificate. No client certificate needed: a client fetches it before it trusts the key.
 async fn attestation(
-    State(api): State<Api>,
+    State(attested): State<Attested>,
     query: Result<Query<NonceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<TlsAttestationResponse>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
-    let nonce =
-        hex::decode(&query.nonce).map_err(|_| ApiError::invalid("invalid_nonce", "nonce is not valid hexadecimal"))?;
-    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
-        return Err(ApiError::invalid(
-            "invalid_nonce",
-            format!("nonce must be 1 to {MAX_NONCE_LEN} bytes, got {}", nonce.len()),
-        ));
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "invalid_query", "the query is ?nonce=<hex>");
+    };
+    if !attested.limit.try_take() {
+        return error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attestation documents; retry shortly");
     }
-    let request =
-        AttestationRequest { public_key: None, user_data: Some(api.identity.binding()), nonce: Some(nonce.clone()) };
-    let document = api.link.attestations.attest(request).await.map_err(ApiError::from_core)?;
-    Ok(Json(TlsAttestationResponse {
-        document_b64: STANDARD.encode(document),
-        certificate_b64: STANDARD.encode(&api.identity.cert),
-        spki_sha256_hex: hex::encode(api.identity.spki_sha256),
-        nonce_hex: hex::encode(nonce),
-    }))
-}
-
-async fn public_key(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
-    let status = api.link.core.master.status();
-    let (Some(id), Some(key)) = (status.enclave_id, status.public_key) else {
-        return Err(not_ready());
+    let nonce = match hex::decode(&query.nonce) {
+        Ok(nonce) if !nonce.is_empty() && nonce.len() <= MAX_NONCE_LEN => nonce,
+        _ => return error(StatusCode::BAD_REQUEST, "invalid_nonce", "nonce must be 1 to 512 bytes, hex"),
     };
-    let hex = key.to_hex();
-    Ok(Json(serde_json::json!({
-        "enclave_id": id.0,
-        "xonly_public_key_hex": hex.get(2..).unwrap_or_default(),
-        "public_key_hex": hex,
-        "key_epoch": status.key_epoch,
-    })))
-}
-
-fn not_ready() -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", "the enclave holds no master key yet")
-}
-
-/// The master key's signature, for a client whose certificate this enclave lists.
-async fn sign(
-    State(api): State<Api>,
-    Extension(client): Extension<ClientKey>,
-    body: Result<Json<SignBody>, JsonRejection>,
-) -> Result<Json<SignResponse>, ApiError> {
-    if client.0.is_none() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "client_certificate_required",
-            "signing over the enclave's TLS API needs a client certificate whose key the enclave lists",
-        ));
+    let request = AttestationRequest {
+        public_key: None,
+        user_data: Some(attested.identity.binding()),
+        nonce: Some(nonce.clone()),
+    };
+    match attested.link.attestations.attest(request).await {
+        Ok(document) => Json(TlsAttestationResponse {
+            document_b64: STANDARD.encode(document),
+            certificate_b64: STANDARD.encode(&attested.identity.cert),
+            spki_sha256_hex: hex::encode(attested.identity.spki_sha256),
+            nonce_hex: hex::encode(nonce),
+        })
+        .into_response(),
+        Err(reply) => error(
+            StatusCode::from_u16(reply.code.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
+            reply.code.api_code(),
+            &reply.message,
+        ),
     }
-    let Json(body) = body.map_err(|e| ApiError::new(e.status(), "invalid_json", e.body_text()))?;
-    let scheme = match body.scheme.as_str() {
-        "ecdsa" => Scheme::Ecdsa,
-        "bip340" => Scheme::Bip340,
-        _ => return Err(ApiError::invalid("unknown_scheme", "scheme is \"ecdsa\" or \"bip340\"")),
-    };
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(&body.digest_hex, &mut digest)
-        .map_err(|_| ApiError::invalid("invalid_digest", "digest_hex must be 64 hex characters (a 32-byte digest)"))?;
-    let status = api.link.core.master.status();
-    let (Some(id), Some(key)) = (status.enclave_id, status.public_key) else {
-        return Err(not_ready());
-    };
-    if body.enclave_id.is_some_and(|asked| EnclaveId(asked) != id) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_enclave", format!("this is enclave {id}")));
-    }
-    let request = Request::Sign(SignRequest { digest: Digest(digest), scheme, auth: None });
-    let reply = match api.link.core.handle(request).await.map_err(ApiError::from_core)? {
-        CoreResponse::Signature(reply) => reply,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("the core answered Sign with {}", other.kind()),
-            ));
-        }
-    };
-    let hex = key.to_hex();
-    Ok(Json(SignResponse {
-        enclave_id: id.0,
-        signature: Signature {
-            scheme: reply.scheme.as_str().to_owned(),
-            signature_hex: hex::encode(reply.signature),
-            recovery_id: reply.recovery_id,
-        },
-        xonly_public_key_hex: hex.get(2..).unwrap_or_default().to_owned(),
-        public_key_hex: hex,
-        key_epoch: status.key_epoch,
-        receipt: reply.receipt.map(|r| keyward_client::keys::AuditReceiptInfo { seq: r.seq, hash: r.hash }),
-    }))
 }

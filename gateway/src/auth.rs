@@ -27,6 +27,11 @@ impl Token {
         constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
     }
 
+    /// A token from its secret.
+    pub fn from_secret(secret: &str) -> Self {
+        Token(sha256(secret.as_bytes()))
+    }
+
     /// Reads a token file. With `require_private_file` (production) a file that group or
     /// others can access is refused.
     pub fn load(path: &Path, require_private_file: bool) -> anyhow::Result<Self> {

@@ -44,7 +44,7 @@ const MAX_FIELD_LEN: usize = 4096;
 /// Bound into every data key BitGo asks for.
 const DATA_KEY_CONTEXT: &[u8] = b"bitgo data key";
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Bitgo {
     pub app: AppState,
     pub config: Arc<BitgoConfig>,

@@ -476,6 +476,14 @@ impl Config {
                 tls.enclave
             );
         }
+        if let Some(tls) = &self.enclave_tls
+            && !matches!(tls.store_listen, Address::Vsock { .. })
+        {
+            bail!(
+                "production refuses enclave_tls.store_listen {}: only the enclaves may reach the store service, over vsock://any:PORT",
+                tls.store_listen
+            );
+        }
         if let Address::Tcp { .. } = self.relay_listen {
             bail!(
                 "production refuses relay.listen {}: a TCP relay is reachable from the network; enclaves reach it over vsock://any:PORT",

@@ -13,6 +13,22 @@ use keyward_proto::AwsCredentials;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
+#[derive(Debug)]
+struct NoCredentials;
+
+impl ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "the enclave's TLS API holds no AWS credentials: rotate data keys through the gateway's API",
+            ),
+        ))
+    }
+}
+
 /// Refresh this long before expiry.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -36,6 +52,12 @@ impl CredentialSource {
 
     pub fn new(provider: SharedCredentialsProvider) -> Self {
         CredentialSource { provider, cached: Mutex::new(None) }
+    }
+
+    /// No credentials: inside the enclave (its TLS API) the instance's role is out of reach;
+    /// what needs it (data-key rotations) is done through the gateway's own API.
+    pub fn none() -> Self {
+        Self::new(SharedCredentialsProvider::new(NoCredentials))
     }
 
     /// Current credentials, refreshed when within the margin of expiry.

@@ -135,6 +135,35 @@ impl EnclaveSlot {
         }
     }
 
+    /// The slot of the enclave this code runs in (its TLS API): always linked to its own
+    /// core; [`Self::mirror`] keeps its state.
+    pub fn local(id: EnclaveId, link: Arc<EnclaveLink>) -> Self {
+        let slot = EnclaveSlot::new(id, Address::Unix(std::path::PathBuf::from("(in process)")));
+        *write(&slot.link) = Some(link);
+        slot
+    }
+
+    /// Takes the state of the core beside it: ready once it holds its master key, its keyring
+    /// ready once the root is loaded.
+    pub fn mirror(&self, status: &Status, keyring: &keyward_proto::KeyringStatus) {
+        {
+            let mut health = write(&self.health);
+            health.public_key_hex = status.public_key.map(|k| k.to_hex());
+            health.key_epoch = status.key_epoch;
+        }
+        self.set(if status.public_key.is_some() { Phase::Ready } else { Phase::Connecting }, None);
+        let ready = keyring.phase == keyward_proto::KeyringPhase::Ready;
+        self.set_keyring(
+            KeyringHealth {
+                state: if ready { "ready" } else { "connecting" },
+                code: None,
+                root_id: keyring.root_id.map(|id| id.to_string()),
+                root_epoch: keyring.root_epoch,
+            },
+            None,
+        );
+    }
+
     pub fn health(&self) -> Health {
         read(&self.health).clone()
     }
@@ -225,6 +254,7 @@ impl EnclaveSlot {
     }
 }
 
+#[derive(Debug)]
 pub struct Supervisor {
     pub slot: Arc<EnclaveSlot>,
     pub db: Db,

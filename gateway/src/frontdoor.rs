@@ -11,6 +11,7 @@ use keyward_transport::{BoxConnection, Listener, Peer};
 pub const SHARED_SOCKET_MODE: u32 = 0o660;
 
 /// A listener for axum that drops Unix peers whose user id is not allowed.
+#[derive(Debug)]
 pub struct CheckedListener {
     inner: Listener,
     /// Which front door, for the logs.
@@ -81,6 +82,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TCP listener that serves mutual TLS: the server's certificate, and a client certificate
 /// required and checked against a CA. Handshakes run in their own tasks, so a slow client
 /// holds up nobody else.
+#[derive(Debug)]
 pub struct TlsListener {
     connections: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String)>,
     local: std::net::SocketAddr,

@@ -17,9 +17,11 @@ use crate::errors::ApiError;
 pub const PREFIXES: [&str; 2] = ["/v1/keys", "/v1/keystores/{keystore}/keys"];
 
 /// The full name of the key the path names (checked).
+#[derive(Debug)]
 pub struct KeyPath(pub String);
 
 /// The keystore the path names (the default one for `/v1/keys…`).
+#[derive(Debug)]
 pub struct KeystorePath(pub KeystoreId);
 
 async fn params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<HashMap<String, String>, ApiError> {

@@ -1,33 +1,5 @@
 //! keyward gateway binary: configuration, wiring and the main loop.
 
-mod api;
-mod audit;
-mod auth;
-mod bitgo;
-mod config;
-mod credentials;
-mod enclaves;
-mod errors;
-mod front_principal;
-mod frontdoor;
-mod key_path;
-mod keys_agree;
-mod keys_api;
-mod keys_crypt;
-mod keys_policy;
-mod keys_sign;
-mod keys_state;
-mod keys_stream;
-mod keys_transfer;
-mod limit;
-mod link;
-mod nitro_cmd;
-mod passthrough;
-mod policy_cmd;
-mod progressdb;
-mod relay;
-mod signed;
-
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
@@ -37,10 +9,12 @@ use keyward_transport::{LinkKey, Listener};
 
 use keyward_admission::{Db, Expectations, ExpectedImage};
 
-use crate::{
+use gateway::{
+    api, auth, bitgo, config,
     config::{Config, Environment},
     credentials::CredentialSource,
     enclaves::{EnclaveSlot, Supervisor},
+    front_principal, frontdoor, host_store, limit, nitro_cmd, passthrough, policy_cmd, progressdb, relay,
 };
 
 /// `/v1/attestation`: documents per second, and the burst above it. Each costs the enclave a
@@ -210,6 +184,15 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         serve_bitgo(bitgo, &state).await?;
     }
     if let Some(enclave_tls) = &config.enclave_tls {
+        let store_listener = Listener::bind(&enclave_tls.store_listen).await?;
+        tracing::info!(listen = %store_listener.local_address(), "store service for the enclave's TLS API listening");
+        let settings = host_store::HostSettings { key_deletion_waiting_seconds: state.key_deletion_waiting_seconds };
+        tokio::spawn(host_store::serve(
+            store_listener,
+            state.db.clone(),
+            settings,
+            config.relay_limits.vsock_cids.clone(),
+        ));
         passthrough::start(enclave_tls).await?;
     }
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -357,18 +340,6 @@ async fn rotate_cmd(config_path: &std::path::Path, enclave_id: Option<u32>) -> a
     let rotated = client.rotate(enclave_id).await?;
     println!("{}", serde_json::to_string_pretty(&rotated)?);
     Ok(())
-}
-
-/// An error and its sources, on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 async fn shutdown_signal() {

@@ -23,6 +23,9 @@ pub struct Section {
     pub listen: String,
     /// The enclave's TLS listener (`vsock://<cid>:5443` in production).
     pub enclave: String,
+    /// Where the enclave's TLS API reaches the database through the gateway
+    /// (`vsock://any:5444` in production; src/host_store.rs).
+    pub store_listen: String,
     /// Connections at once (default 1024); more are closed as they arrive.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -51,6 +54,7 @@ fn default_lifetime_seconds() -> u64 {
 pub struct Passthrough {
     pub listen: String,
     pub enclave: Address,
+    pub store_listen: Address,
     pub max_connections: usize,
     pub limits: CopyLimits,
 }
@@ -62,6 +66,7 @@ impl Section {
         }
         Ok(Passthrough {
             enclave: self.enclave.parse().context("enclave_tls.enclave")?,
+            store_listen: self.store_listen.parse().context("enclave_tls.store_listen")?,
             listen: self.listen,
             max_connections: self.max_connections,
             limits: CopyLimits {

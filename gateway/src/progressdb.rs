@@ -35,7 +35,7 @@ const MAX_KEY_ID_LEN: usize = 256;
 /// Largest associated data.
 const MAX_ASSOCIATED_DATA_LEN: usize = 64 * 1024;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ProgressDb {
     pub app: AppState,
     /// `progressdb.key_prefix`.

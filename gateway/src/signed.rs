@@ -29,6 +29,7 @@ const MAX_APPROVALS: usize = 16;
 
 /// A JSON body, parsed, and its bytes as they arrived (what a principal signed). Rejections
 /// carry the same codes as axum's `Json` does through `ApiError::from_json`.
+#[derive(Debug)]
 pub struct SignedJson<T> {
     pub value: T,
     pub bytes: Bytes,

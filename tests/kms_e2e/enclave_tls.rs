@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use keyward_attest::{Measurements, Pcr, RootCertificate, UnixTime, VerifyOptions};
 use keyward_client::{
+    Client, ClientError,
     api::{SignResponse, TlsAttestationResponse},
+    attested::AttestedTls,
+    crypt::{Decrypt, Encrypt, GenerateDataKey, MacRequest},
+    keys::SignWithKey,
     tls_pin::{FirstSight, PinnedServer, TLS_BINDING_PREFIX, client_config, spki_sha256},
 };
 use keyward_e2e::{Stack, StackOptions, assert_recovers, assert_signature_verifies, digest, free_port};
@@ -80,6 +84,23 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Waits until the enclave's TLS API serves the keyring (it starts once the gateway has
+/// brought the enclave's keys up; its health follows the enclave's core).
+async fn wait_tls_api(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let health = match client.get(format!("{base}/v1/health")).send().await {
+            Ok(answer) => answer.json::<Value>().await.ok(),
+            Err(_) => None,
+        };
+        if health.as_ref().is_some_and(|h| h["status"] == "ok" && h["enclaves"][0]["keyring"]["state"] == "ready") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the enclave's TLS API is not ready: {health:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The error code of a refused answer.
 async fn error_code(answer: reqwest::Response) -> (u16, String) {
     let status = answer.status().as_u16();
@@ -90,17 +111,22 @@ async fn error_code(answer: reqwest::Response) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
     let client_cert = ClientCert::new();
+    let admin_cert = ClientCert::new();
     let stranger = ClientCert::new();
-    let (pass_port, enclave_port) = (free_port(), free_port());
+    let (pass_port, enclave_port, store_port) = (free_port(), free_port(), free_port());
     let options = StackOptions {
         enclave_args: vec![
             "--tls-listen".into(),
             format!("tcp://127.0.0.1:{enclave_port}"),
             "--tls-client-key".into(),
             hex::encode(client_cert.pin),
+            "--tls-admin-key".into(),
+            hex::encode(admin_cert.pin),
+            "--host-store".into(),
+            format!("tcp://127.0.0.1:{store_port}"),
         ],
         extra_config: format!(
-            "enclave_tls:\n  listen: 127.0.0.1:{pass_port}\n  enclave: tcp://127.0.0.1:{enclave_port}\n"
+            "enclave_tls:\n  listen: 127.0.0.1:{pass_port}\n  enclave: tcp://127.0.0.1:{enclave_port}\n  store_listen: tcp://127.0.0.1:{store_port}\n"
         ),
         ..StackOptions::default()
     };
@@ -113,8 +139,10 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
     // 1. First sight: fetch a document for our nonce over an unpinned connection, remember the
     //    certificate that served it, and check the document binds exactly that key.
     let first = FirstSight::new();
+    let unpinned = https(client_config(first.clone(), None).unwrap());
+    wait_tls_api(&unpinned, &base).await;
     let nonce = [0x5a_u8; 24];
-    let answer: TlsAttestationResponse = https(client_config(first.clone(), None).unwrap())
+    let answer: TlsAttestationResponse = unpinned
         .get(format!("{base}/v1/attestation?nonce={}", hex::encode(nonce)))
         .send()
         .await
@@ -134,8 +162,8 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
         pcr1: Pcr::from_hex(&measured.pcr1).unwrap(),
         pcr2: Pcr::from_hex(&measured.pcr2).unwrap(),
     };
-    let options = VerifyOptions::new(root, UnixTime::now())
-        .expect_builds([build])
+    let options = VerifyOptions::new(root.clone(), UnixTime::now())
+        .expect_builds([build.clone()])
         .expect_nonce(nonce.to_vec())
         .expect_user_data([TLS_BINDING_PREFIX, &pin].concat());
     let document = STANDARD.decode(&answer.document_b64).unwrap();
@@ -171,6 +199,19 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
     }
     let key: Value = pinned.get(format!("{base}/v1/public-key")).send().await.unwrap().json().await.unwrap();
     assert_eq!(key["public_key_hex"], master_hex.as_str());
+
+    // The keyring over the enclave's TLS, through the SDK's attested connection: rows come
+    // from the host's store and go back to it, plaintexts never leave TLS.
+    let connect = |cert: &ClientCert| {
+        let expect = AttestedTls { root: root.clone(), builds: vec![build.clone()], identity: Some(cert.identity()) };
+        Client::connect_attested(&base, expect)
+    };
+    let (sdk, verified) = connect(&client_cert).await.expect("attested connection");
+    assert_eq!(verified.spki_sha256, pin);
+    let (admin, _) = connect(&admin_cert).await.expect("attested connection with the admin certificate");
+    let refused = sdk.create_key("not-yours", "ed25519", false).await.expect_err("an API key cannot administer");
+    assert!(matches!(&refused, ClientError::Api { status: 401, code, .. } if code == "unauthorized"), "{refused}");
+    secrets.extend(keyring_over_tls(&admin, &sdk, &stack).await);
 
     // 3. The host carried TLS records only: none of what was asked or answered.
     let relayed = relayed.lock().unwrap().clone();
@@ -229,6 +270,65 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
     assert_eq!(still.public_key_hex, master_hex);
     stack.client.sign(&digest(22), "ecdsa", None).await.expect("the gateway's API still signs");
     drop(stalled);
+}
+
+/// Creates keys and uses each kind over `sdk` (the enclave's TLS API); returns what must not
+/// cross the host in the clear.
+async fn keyring_over_tls(admin: &Client, sdk: &Client, stack: &Stack) -> Vec<Vec<u8>> {
+    let mut secrets = Vec::new();
+    let signer = admin.create_key("tls-signer", "secp256k1", false).await.expect("create over TLS");
+    assert_eq!(signer.latest_version, 1);
+    let d = digest(31);
+    let request = SignWithKey { digest_hex: Some(hex::encode(d)), ..SignWithKey::default() };
+    let signed = sdk.sign_with_key("tls-signer", &request).await.expect("sign with a key over TLS");
+    assert_signature_verifies("ecdsa", &d, &signed.signature_hex, &signed.public_key_hex, "");
+    secrets.extend([hex::encode(d).into_bytes(), signed.signature_hex.clone().into_bytes(), b"tls-signer".to_vec()]);
+
+    // A key made through the gateway's plain API is used over TLS, and one made over TLS is
+    // in the host's store for the plain API.
+    stack.admin_client().create_key("tls-vault", "aes256-gcm", false).await.expect("create on the plain API");
+    let plaintext = b"wire transfer 0042: 1,000,000 to treasury".to_vec();
+    let aad = b"payments/2026-12".to_vec();
+    let encrypted = sdk
+        .encrypt(
+            "tls-vault",
+            &Encrypt { plaintext_b64: STANDARD.encode(&plaintext), associated_data_b64: Some(STANDARD.encode(&aad)) },
+        )
+        .await
+        .expect("encrypt over TLS");
+    let decrypted = sdk
+        .decrypt(
+            "tls-vault",
+            &Decrypt {
+                ciphertext_b64: encrypted.ciphertext_b64.clone(),
+                associated_data_b64: Some(STANDARD.encode(&aad)),
+            },
+        )
+        .await
+        .expect("decrypt over TLS");
+    assert_eq!(STANDARD.decode(&decrypted.plaintext_b64).unwrap(), plaintext);
+    let data_key = sdk
+        .data_key("tls-vault", &GenerateDataKey { spec: "aes-256".into(), plaintext: true, associated_data_b64: None })
+        .await
+        .expect("data key over TLS");
+    let data_plain = data_key.plaintext_b64.clone().expect("plaintext asked for");
+    admin.create_key("tls-mac", "hmac-sha256", false).await.expect("create an HMAC key over TLS");
+    let mac = sdk.hmac("tls-mac", &MacRequest { message_b64: STANDARD.encode(b"mac me") }).await.expect("hmac");
+    assert!(stack.client.key("tls-signer").await.is_ok(), "the key made over TLS is in the host's store");
+    let listed = sdk.list_keys(None, Some(100)).await.expect("list over TLS");
+    assert!(listed.keys.iter().any(|k| k.name == "tls-vault"));
+    secrets.extend([
+        plaintext,
+        aad,
+        STANDARD.encode(b"wire transfer 0042").into_bytes(),
+        encrypted.ciphertext_b64.into_bytes(),
+        data_plain.into_bytes(),
+        data_key.ciphertext_b64.into_bytes(),
+        mac.mac_b64.into_bytes(),
+        b"tls-vault".to_vec(),
+        b"tls-mac".to_vec(),
+    ]);
+    secrets
 }
 
 /// A TLS server with a certificate of its own, as a host that substitutes itself would run.

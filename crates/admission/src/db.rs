@@ -23,6 +23,19 @@ impl Db {
         Ok(Db(Arc::new(Mutex::new(Box::new(store)))))
     }
 
+    /// A database behind another [`KeyStore`] (the enclave's view of the host's store).
+    pub fn from_store(store: Box<dyn KeyStore>) -> Self {
+        Db(Arc::new(Mutex::new(store)))
+    }
+
+    /// Runs one call of the wire form (the gateway's host service answers the enclave so).
+    pub async fn apply(
+        &self,
+        call: keyward_store::remote::StoreCall,
+    ) -> Result<keyward_store::remote::StoreAnswer, StoreError> {
+        self.with(move |s| keyward_store::remote::apply(s, call)).await
+    }
+
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn KeyStore) -> Result<T, StoreError> + Send + 'static,

@@ -94,6 +94,22 @@ impl Client {
         Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http: builder.build()?, principal: None })
     }
 
+    /// A client that trusts exactly what `tls` trusts: the enclave's TLS API with its key
+    /// pinned ([`crate::tls_pin`], or [`Client::connect_attested`] in one step).
+    pub fn with_tls_config(
+        base_url: &str,
+        token: Option<String>,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .use_preconfigured_tls(tls)
+            .build()?;
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http, principal: None })
+    }
+
     /// This client, signing key operations with `principal` (needed when the enclave has
     /// owners; docs/authorization.md).
     pub fn with_principal(mut self, principal: Arc<PrincipalSigner>) -> Self {
@@ -176,6 +192,11 @@ impl Client {
         let mut query = enclave_query(enclave_id);
         query.push(("nonce", hex::encode(nonce)));
         self.send(self.http.get(self.url("/v1/attestation")).query(&query)).await
+    }
+
+    /// On the enclave's TLS API: a document binding the certificate that served it.
+    pub async fn tls_attestation(&self, nonce: &[u8]) -> Result<crate::api::TlsAttestationResponse, ClientError> {
+        self.send(self.http.get(self.url("/v1/attestation")).query(&[("nonce", hex::encode(nonce))])).await
     }
 
     /// Health, whatever the status code (503 still carries the body).

@@ -2,6 +2,8 @@
 
 pub mod agree;
 pub mod api;
+#[cfg(feature = "http")]
+pub mod attested;
 pub mod audit;
 #[cfg(feature = "http")]
 mod client;

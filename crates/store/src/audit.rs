@@ -11,7 +11,7 @@ use crate::{Result, Store, StoreError};
 
 /// One audit record as stored: the line `GET /v1/admin/audit` exports (JSON), and where it
 /// belongs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
     /// The Ed25519 key of the chain (32 bytes).
     pub audit_key: Vec<u8>,
@@ -23,7 +23,7 @@ pub struct AuditRow {
 }
 
 /// A stored chain: its key, the enclave that signed it, and the records held.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditChainRow {
     pub audit_key: Vec<u8>,
     pub enclave_id: i64,

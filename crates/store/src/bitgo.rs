@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use crate::{Result, Store, StoreError};
 
 /// A key BitGo's wallet manager stored or had generated.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BitgoKeyRow {
     /// BitGo's `pub`: an opaque string (an xpub for keys keyward generated).
     pub public: String,

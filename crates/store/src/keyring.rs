@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use crate::{Result, Store, StoreError};
 
 /// The keyring root row, exactly as stored.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RootRow {
     /// 16 random bytes.
     pub root_id: Vec<u8>,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for RootRow {
 }
 
 /// A key's metadata row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRow {
     /// The key's name (primary key).
     pub name: String,
@@ -63,7 +63,7 @@ pub struct KeyRow {
 }
 
 /// One key version row.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionRow {
     /// The key's name.
     pub name: String,
@@ -92,7 +92,7 @@ impl std::fmt::Debug for VersionRow {
 }
 
 /// A new key: its metadata row and its first version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewKey {
     /// Metadata (revision 1, latest version 1).
     pub key: KeyRow,

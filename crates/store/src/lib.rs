@@ -5,6 +5,7 @@ mod bitgo;
 mod keyring;
 mod migrations;
 mod policies;
+pub mod remote;
 mod traits;
 
 pub use audit::{AuditChainRow, AuditRow};
@@ -22,7 +23,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 /// One row of `enclave_master_keys`, exactly as stored. Column values are not validated
 /// here: the gateway parses them into typed values and reports a damaged row by name.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MasterKeyRow {
     /// Primary key.
     pub enclave_id: i64,
@@ -157,6 +158,15 @@ pub enum StoreError {
         /// Database file.
         path: PathBuf,
     },
+    /// The store behind the host (the enclave's TLS API reaches it through the gateway)
+    /// failed or could not be reached; `code` is the host's code for it.
+    #[error("the host's store: {message}")]
+    Remote {
+        /// The code the host reported (`database_unavailable` when it could not be reached).
+        code: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// Any other SQLite failure (locked, disk full, ...).
     #[error("database {op} failed: {source}")]
     Sqlite {
@@ -189,6 +199,7 @@ impl StoreError {
             StoreError::AuditConflict { .. } => "audit_conflict",
             StoreError::KeyConflict(_) => "key_conflict",
             StoreError::EpochConflict { .. } => "rotation_conflict",
+            StoreError::Remote { code, .. } => code,
             StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database_busy",
                 rusqlite::ErrorCode::DiskFull => "database_full",

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use crate::{Result, Store, StoreError};
 
 /// One version of a key's policy, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyRecord {
     pub keystore: String,
     pub key_name: String,
