@@ -9,6 +9,7 @@ use keyward_client::{Client, principal::PrincipalSigner};
 mod audit;
 mod crypt;
 mod keys;
+mod tls;
 mod transfer;
 mod verify;
 
@@ -29,6 +30,8 @@ struct Cli {
     /// the enclave has owners (docs/authorization.md).
     #[arg(long, env = "KEYWARD_PRINCIPAL_KEY", global = true)]
     principal_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +79,9 @@ enum Command {
     /// Keystores: the policy that grants on every key of a keystore.
     #[command(subcommand)]
     Keystore(keys::KeystoreCommand),
+    /// The enclave's TLS API: the verified pin of its key, client certificates.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,15 +118,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Ok(token)) => Some(token.trim().to_owned()),
         (None, Err(_)) => None,
     };
-    if let Command::Principal(command) = cli.command {
-        return principal(command);
-    }
-    let mut client = Client::new(&cli.gateway, token)?;
+    let command = match cli.command {
+        Command::Principal(command) => return principal(command),
+        Command::Tls(command) => return print_json(&tls::run(&cli.gateway, &cli.tls, command).await?),
+        other => other,
+    };
+    let mut client = match cli.tls.client(&cli.gateway).await? {
+        Some(client) => client,
+        None => Client::new(&cli.gateway, token)?,
+    };
     if let Some(path) = &cli.principal_key {
         client = client.with_principal(std::sync::Arc::new(read_principal(path)?));
     }
-    match cli.command {
-        Command::Principal(_) => unreachable!("handled above"),
+    match command {
+        Command::Principal(_) | Command::Tls(_) => unreachable!("handled above"),
         Command::Audit(command) => {
             let (ok, printed) = audit::run(&client, command).await?;
             print_json(&printed)?;

@@ -101,14 +101,7 @@ pub async fn verify_attestation(client: &Client, args: VerifyArgs) -> Result<Ver
     let builds = parse_builds(&args.builds, args.insecure_any_image)?;
     let expected_nonce =
         nonce.as_deref().map(|n| hex::decode(n).map_err(|_| usage("--nonce is not hex".into()))).transpose()?;
-    let root = match &args.root {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
-            RootCertificate::from_pem(&pem)
-                .map_err(|e| Refused::new(e.code(), format!("root certificate {}: {e}", path.display())))?
-        }
-        None => RootCertificate::aws_nitro_root_g1(),
-    };
+    let root = load_root(args.root.as_deref())?;
     let (document, nonce, claimed_key) = match &document {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
@@ -193,8 +186,21 @@ fn split_user_data<'a>(user_data: &'a [u8], claimed_key: Option<&[u8]>) -> Resul
     Ok((master, audit))
 }
 
+/// The root at `path` (PEM), or the built-in AWS Nitro Enclaves Root-G1.
+pub fn load_root(path: Option<&std::path::Path>) -> Result<RootCertificate, Refused> {
+    match path {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| Refused::new("usage", format!("reading {}: {e}", path.display())))?;
+            RootCertificate::from_pem(&pem)
+                .map_err(|e| Refused::new(e.code(), format!("root certificate {}: {e}", path.display())))
+        }
+        None => Ok(RootCertificate::aws_nitro_root_g1()),
+    }
+}
+
 /// The listed builds; `None` only when any image is explicitly allowed.
-fn parse_builds(specs: &[String], any_image: bool) -> Result<Option<Vec<Measurements>>, Refused> {
+pub fn parse_builds(specs: &[String], any_image: bool) -> Result<Option<Vec<Measurements>>, Refused> {
     if specs.is_empty() {
         if any_image {
             return Ok(None);
