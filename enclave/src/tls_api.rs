@@ -16,10 +16,13 @@
 //!
 //! `/v1/attestation` here binds the TLS certificate (`crate::tls`), not the master key.
 //!
-//! Bounds, so that no client of this listener can starve signing: at most
-//! [`MAX_CONNECTIONS`] connections (a connection beyond them is closed at once), a handshake
-//! finished within [`HANDSHAKE_DEADLINE`], request headers within [`HEADER_DEADLINE`].
-//! HTTP/1.1 answers one request at a time per connection.
+//! Bounds, so that no peer of this listener can starve signing or take the clients' places:
+//! at most [`MAX_HANDSHAKING`] handshakes in progress, each finished within
+//! [`HANDSHAKE_DEADLINE`]; then at most [`MAX_CONNECTIONS`] connections with a listed
+//! certificate and, apart, [`MAX_ANONYMOUS`] without one, which may only fetch the attestation
+//! and health (no body is read from them); request headers within [`HEADER_DEADLINE`]. A
+//! connection beyond a limit is closed at once. HTTP/1.1 answers one request at a time per
+//! connection.
 
 use std::{
     collections::BTreeMap,
@@ -30,7 +33,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{HeaderValue, StatusCode, header::AUTHORIZATION},
+    http::{HeaderValue, Method, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -58,12 +61,21 @@ use crate::{
     tls::{SpkiPin, TlsIdentity, spki_sha256},
 };
 
-/// Connections served at once; more are closed as they arrive.
+/// Connections with a listed client certificate served at once; more are closed.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections without one (attestation and health only) served at once.
+pub const MAX_ANONYMOUS: usize = 32;
+/// TLS handshakes in progress at once; more connections are closed as they arrive.
+pub const MAX_HANDSHAKING: usize = 64;
+/// What a connection without a client certificate may ask (GET only).
+const ANONYMOUS_PATHS: &[&str] = &["/v1/attestation", "/v1/health"];
+/// How long an answer to such a connection may take.
+const ANONYMOUS_DEADLINE: Duration = Duration::from_secs(10);
 /// From accepting a connection to a finished TLS handshake.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// For a request's headers to arrive.
-pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// For a request's headers to arrive; hyper counts the time a kept-alive connection waits
+/// for its next request too, so an idle connection is closed after this.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(30);
 /// How often the API's view of the enclave follows the core.
 const MIRROR_EVERY: Duration = Duration::from_millis(250);
 /// Attestation documents per second on this listener, and the burst above it.
@@ -116,7 +128,11 @@ pub async fn serve(
     let served = Arc::new(Served { router: OnceLock::new(), tokens: InternalTokens::new()?, clients });
     tokio::spawn(prepare(served.clone(), link, identity, host));
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots {
+        handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
+        certified: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        anonymous: Arc::new(Semaphore::new(MAX_ANONYMOUS)),
+    };
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -126,13 +142,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(event = event::PEER_REFUSED, %peer, "TLS API: {MAX_CONNECTIONS} connections are open; closed a new one");
+        let Ok(handshaking) = slots.handshaking.clone().try_acquire_owned() else {
+            tracing::warn!(event = event::PEER_REFUSED, %peer, "TLS API: {MAX_HANDSHAKING} handshakes are in progress; closed a new connection");
             continue;
         };
-        let (acceptor, served) = (acceptor.clone(), served.clone());
+        let (acceptor, served, slots) = (acceptor.clone(), served.clone(), slots.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(conn)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -144,38 +159,19 @@ pub async fn serve(
                     return;
                 }
             };
+            drop(handshaking);
             let client = tls.get_ref().1.peer_certificates().and_then(<[_]>::first).and_then(|c| spki_sha256(c).ok());
             let token = served.token_for(client);
-            let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            let (pool, limit) =
+                if token.is_some() { (&slots.certified, MAX_CONNECTIONS) } else { (&slots.anonymous, MAX_ANONYMOUS) };
+            let Ok(_permit) = pool.clone().try_acquire_owned() else {
+                tracing::warn!(event = event::PEER_REFUSED, %peer, certified = token.is_some(), "TLS API: {limit} such connections are open; closed a new one");
+                return;
+            };
+            let service = hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
                 let served = served.clone();
-                request.headers_mut().remove(AUTHORIZATION);
-                let certified = token.is_some();
-                if let Some(token) = &token {
-                    request.headers_mut().insert(AUTHORIZATION, token.clone());
-                }
-                async move {
-                    match served.router.get() {
-                        Some(router) => {
-                            let answer =
-                                hyper_util::service::TowerToHyperService::new(router.clone()).call(request).await?;
-                            // Without a listed certificate, what the handler missed is the
-                            // certificate (the token stands for it here).
-                            if !certified && answer.status() == StatusCode::UNAUTHORIZED {
-                                return Ok::<_, std::convert::Infallible>(error(
-                                    StatusCode::UNAUTHORIZED,
-                                    "client_certificate_required",
-                                    "this endpoint needs a client certificate whose key the enclave lists (--tls-client-key)",
-                                ));
-                            }
-                            Ok(answer)
-                        }
-                        None => Ok(error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "enclave_not_ready",
-                            "the enclave has no master key yet; the gateway is bringing it up",
-                        )),
-                    }
-                }
+                let token = token.clone();
+                async move { Ok::<_, std::convert::Infallible>(served.answer(request, token).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -189,7 +185,62 @@ pub async fn serve(
     }
 }
 
+/// The connection limits: handshakes in progress, then connections with a listed
+/// certificate and without one, each counted apart so that anonymous peers cannot take the
+/// clients' slots.
+#[derive(Clone)]
+struct Slots {
+    handshaking: Arc<Semaphore>,
+    certified: Arc<Semaphore>,
+    anonymous: Arc<Semaphore>,
+}
+
 impl Served {
+    /// One request's answer. Without a listed certificate only the attestation and health
+    /// are served, each within [`ANONYMOUS_DEADLINE`]; the router never reads such a peer's
+    /// body. With one, the request carries the certificate's in-process token instead of any
+    /// `Authorization` header it came with.
+    async fn answer(
+        &self,
+        mut request: axum::http::Request<hyper::body::Incoming>,
+        token: Option<HeaderValue>,
+    ) -> Response {
+        let Some(router) = self.router.get() else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "enclave_not_ready",
+                "the enclave has no master key yet; the gateway is bringing it up",
+            );
+        };
+        request.headers_mut().remove(AUTHORIZATION);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let answer = match token {
+            Some(token) => {
+                request.headers_mut().insert(AUTHORIZATION, token);
+                service.call(request).await
+            }
+            None if request.method() == Method::GET && ANONYMOUS_PATHS.contains(&request.uri().path()) => {
+                match tokio::time::timeout(ANONYMOUS_DEADLINE, service.call(request)).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the answer took too long");
+                    }
+                }
+            }
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "client_certificate_required",
+                    "this endpoint needs a client certificate whose key the enclave lists (--tls-client-key)",
+                );
+            }
+        };
+        match answer {
+            Ok(answer) => answer.map(axum::body::Body::new),
+            Err(never) => match never {},
+        }
+    }
+
     /// The `Authorization` header a connection's requests carry inside this process.
     fn token_for(&self, client: Option<SpkiPin>) -> Option<HeaderValue> {
         let client = client?;
@@ -233,14 +284,15 @@ async fn prepare(served: Arc<Served>, link: Arc<Link>, identity: Arc<TlsIdentity
     let state = AppState {
         enclaves: Arc::new(BTreeMap::from([(id, slot.clone())])),
         db: host.db(tokio::runtime::Handle::current()),
-        api_token: Arc::new(Token::from_secret(&served.tokens.api)),
+        // An admin certificate may use the API too.
+        api_token: Arc::new(Token::from_secret(&served.tokens.api).or(&served.tokens.admin)),
         admin_token: (!served.clients.admin.is_empty()).then(|| Arc::new(Token::from_secret(&served.tokens.admin))),
         credentials: Arc::new(CredentialSource::none()),
         attestation_limit: Arc::new(gateway::limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
         key_deletion_waiting_seconds: settings.key_deletion_waiting_seconds,
         owners: link.core.authorizer.is_some(),
     };
-    slot.mirror(&link.core.master.status(), &link.core.keyring.status());
+    slot.mirror(&link.core.master.status(), &link.core.keyring.status(), audit_key(&link));
     let attested = Router::new().route("/v1/attestation", get(attestation)).with_state(Attested {
         link: link.clone(),
         identity,
@@ -251,8 +303,12 @@ async fn prepare(served: Arc<Served>, link: Arc<Link>, identity: Arc<TlsIdentity
     tracing::info!(enclave_id = %id, "TLS API serving the keyring");
     loop {
         tokio::time::sleep(MIRROR_EVERY).await;
-        slot.mirror(&link.core.master.status(), &link.core.keyring.status());
+        slot.mirror(&link.core.master.status(), &link.core.keyring.status(), audit_key(&link));
     }
+}
+
+fn audit_key(link: &Link) -> Option<&[u8]> {
+    link.core.authorizer.as_deref().map(|a| a.audit_public_key())
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

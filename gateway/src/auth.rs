@@ -12,8 +12,10 @@ use crate::errors::ApiError;
 const MIN_TOKEN_LEN: usize = 32;
 
 /// A token, kept only as its SHA-256 so that comparisons run in constant time and the
-/// process never holds it in the clear after start.
-pub struct Token([u8; 32]);
+/// process never holds it in the clear after start. Inside the enclave (its TLS API) one
+/// `Token` may stand for several secrets: an admin certificate's token passes the API's check
+/// too.
+pub struct Token([u8; 32], Vec<[u8; 32]>);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,7 +31,13 @@ impl Token {
 
     /// A token from its secret.
     pub fn from_secret(secret: &str) -> Self {
-        Token(sha256(secret.as_bytes()))
+        Token(sha256(secret.as_bytes()), Vec::new())
+    }
+
+    /// This token, also accepting `other`'s secret.
+    pub fn or(mut self, other: &str) -> Self {
+        self.1.push(sha256(other.as_bytes()));
+        self
     }
 
     /// Reads a token file. With `require_private_file` (production) a file that group or
@@ -40,7 +48,7 @@ impl Token {
         if token.len() < MIN_TOKEN_LEN {
             bail!("API token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display());
         }
-        Ok(Token(sha256(token.as_bytes())))
+        Ok(Token(sha256(token.as_bytes()), Vec::new()))
     }
 
     pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -55,8 +63,12 @@ impl Token {
                     "missing \"Authorization: Bearer <token>\" header",
                 )
             })?;
-        constant_time::verify_slices_are_equal(&sha256(presented.trim().as_bytes()), &self.0)
-            .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API token"))
+        let presented = sha256(presented.trim().as_bytes());
+        // Every accepted secret is compared, so the time does not say which one matched.
+        let matches = std::iter::once(&self.0).chain(&self.1).fold(false, |found, accepted| {
+            constant_time::verify_slices_are_equal(&presented, accepted).is_ok() | found
+        });
+        if matches { Ok(()) } else { Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API token")) }
     }
 }
 

@@ -145,11 +145,12 @@ impl EnclaveSlot {
 
     /// Takes the state of the core beside it: ready once it holds its master key, its keyring
     /// ready once the root is loaded.
-    pub fn mirror(&self, status: &Status, keyring: &keyward_proto::KeyringStatus) {
+    pub fn mirror(&self, status: &Status, keyring: &keyward_proto::KeyringStatus, audit_public_key: Option<&[u8]>) {
         {
             let mut health = write(&self.health);
             health.public_key_hex = status.public_key.map(|k| k.to_hex());
             health.key_epoch = status.key_epoch;
+            health.audit_public_key_hex = audit_public_key.map(hex::encode);
         }
         self.set(if status.public_key.is_some() { Phase::Ready } else { Phase::Connecting }, None);
         let ready = keyring.phase == keyward_proto::KeyringPhase::Ready;

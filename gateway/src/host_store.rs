@@ -91,12 +91,16 @@ async fn answer_calls(mut conn: BoxConnection, db: &Db, settings: &HostSettings)
     }
 }
 
-/// The enclave's end: one connection, one call at a time (the store's lock orders the calls
-/// anyway), connected again after a failure. A call whose connection broke is not repeated:
-/// the caller sees `database_unavailable`, as when the database itself fails.
+/// Store calls in flight at once from the enclave (each has its own connection, kept for the
+/// next call).
+pub const MAX_CALLS: usize = 32;
+
+/// The enclave's end: a connection per call in flight, kept for later calls, another made
+/// when none is free. A call whose connection broke is not repeated: the caller sees
+/// `database_unavailable`, as when the database itself fails.
 pub struct HostClient {
     address: Address,
-    conn: tokio::sync::Mutex<Option<BoxConnection>>,
+    idle: std::sync::Mutex<Vec<BoxConnection>>,
 }
 
 impl std::fmt::Debug for HostClient {
@@ -107,36 +111,36 @@ impl std::fmt::Debug for HostClient {
 
 impl HostClient {
     pub fn new(address: Address) -> Arc<HostClient> {
-        Arc::new(HostClient { address, conn: tokio::sync::Mutex::new(None) })
+        Arc::new(HostClient { address, idle: std::sync::Mutex::new(Vec::new()) })
     }
 
     pub async fn call(&self, call: &HostCall) -> Result<HostAnswer, String> {
-        let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.address))
+        let kept = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.address))
                 .await
                 .map_err(|_| format!("the host's store at {} did not answer within {CONNECT_TIMEOUT:?}", self.address))?
-                .map_err(|e| format!("cannot reach the host's store at {}: {e}", self.address))?;
-            *guard = Some(conn);
-        }
-        let Some(conn) = guard.as_mut() else { unreachable!("connected above") };
+                .map_err(|e| format!("cannot reach the host's store at {}: {e}", self.address))?,
+        };
         let frame = encode(call).map_err(|e| e.to_string())?;
         let exchange = async {
-            write_frame(conn, &frame).await?;
-            let body = read_frame_within(conn, MAX_FRAME_LEN, FRAME_STALL_LIMIT).await?;
+            write_frame(&mut conn, &frame).await?;
+            let body = read_frame_within(&mut conn, MAX_FRAME_LEN, FRAME_STALL_LIMIT).await?;
             decode::<HostAnswer>(&body)
         };
-        match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => {
-                *guard = None;
-                Err(format!("the host's store: {e}"))
-            }
-            Err(_) => {
-                *guard = None;
-                Err(format!("the host's store did not answer within {CALL_TIMEOUT:?}"))
-            }
+        // A connection that failed or timed out is dropped, so no late answer is read as the
+        // next call's.
+        let answer = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(format!("the host's store: {e}")),
+            Err(_) => return Err(format!("the host's store did not answer within {CALL_TIMEOUT:?}")),
+        };
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_CALLS {
+            idle.push(conn);
         }
+        Ok(answer)
     }
 
     /// The deployment's settings.
@@ -151,15 +155,27 @@ impl HostClient {
     /// [`Db`] puts them there) and wait for the host on `runtime`.
     pub fn db(self: &Arc<Self>, runtime: tokio::runtime::Handle) -> Db {
         let client = self.clone();
-        let store =
-            RemoteStore::new(move |call: StoreCall| match runtime.block_on(client.call(&HostCall::Store(call))) {
-                Ok(HostAnswer::Store(result)) => result.map_err(StoreError::from),
-                Ok(HostAnswer::Settings(_)) => Err(StoreError::Remote {
-                    code: "database_unavailable",
-                    message: "the host answered a store call with its settings".to_owned(),
-                }),
-                Err(message) => Err(StoreError::Remote { code: "database_unavailable", message }),
-            });
-        Db::from_store(Box::new(store))
+        Db::shared(
+            move || {
+                let (client, runtime) = (client.clone(), runtime.clone());
+                Box::new(RemoteStore::new(move |call: StoreCall| {
+                    match runtime.block_on(client.call(&HostCall::Store(call))) {
+                        Ok(HostAnswer::Store(result)) => result.map_err(StoreError::from),
+                        Ok(HostAnswer::Settings(_)) => Err(StoreError::Remote {
+                            code: "database_unavailable",
+                            message: "the host answered a store call with its settings".to_owned(),
+                        }),
+                        Err(message) => {
+                            tracing::warn!("{message}");
+                            Err(StoreError::Remote {
+                                code: "database_unavailable",
+                                message: "the host's store could not be reached".to_owned(),
+                            })
+                        }
+                    }
+                }))
+            },
+            MAX_CALLS,
+        )
     }
 }

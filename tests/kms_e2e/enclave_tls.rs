@@ -84,6 +84,30 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// tests/compat/attestation.py's verdict on `request`: `Ok("verified")`, or the check that
+/// failed.
+fn independent_check(request: &Value) -> Result<String, String> {
+    use std::io::Write;
+    let root = keyward_e2e::workspace_root();
+    let mut child = std::process::Command::new(root.join("scripts/py-clients"))
+        .arg("python")
+        .arg(root.join("tests/compat/attestation.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/py-clients");
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        let verdict: Value = serde_json::from_slice(&output.stdout).expect("the verifier's JSON");
+        assert_eq!(verdict["verified"], true);
+        Ok("verified".to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
 /// Waits until the enclave's TLS API serves the keyring (it starts once the gateway has
 /// brought the enclave's keys up; its health follows the enclave's core).
 async fn wait_tls_api(client: &reqwest::Client, base: &str) {
@@ -168,6 +192,21 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
         .expect_user_data([TLS_BINDING_PREFIX, &pin].concat());
     let document = STANDARD.decode(&answer.document_b64).unwrap();
     keyward_attest::verify(&document, &options).expect("the document binds the key that served it");
+    // The same checks by another implementation (cbor2 and cryptography), and its refusal of
+    // a document for another key.
+    let root_pem = std::fs::read_to_string(stack.path().join("mock-nsm-root.pem")).unwrap();
+    let independent = |user_data: &[u8]| {
+        independent_check(&json!({
+            "document_b64": answer.document_b64,
+            "root_pem": root_pem,
+            "nonce_hex": hex::encode(nonce),
+            "user_data_hex": hex::encode(user_data),
+            "pcrs": {"0": measured.pcr0, "1": measured.pcr1, "2": measured.pcr2},
+        }))
+    };
+    assert_eq!(independent(&[TLS_BINDING_PREFIX, &pin].concat()), Ok("verified".to_owned()));
+    let other = spki_sha256(&stranger.cert).unwrap();
+    assert_eq!(independent(&[TLS_BINDING_PREFIX, &other].concat()), Err("other user_data".to_owned()));
 
     // 2. Pinned, with a listed client certificate: every signing operation on one kept-alive
     //    connection, each signature checked with k256.
@@ -236,6 +275,10 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
         .await
         .unwrap();
     assert_eq!(error_code(answer).await, (401, "client_certificate_required".into()));
+    let answer = no_cert.get(format!("{base}/v1/public-key")).send().await.unwrap();
+    assert_eq!(error_code(answer).await, (401, "client_certificate_required".into()));
+    let health = no_cert.get(format!("{base}/v1/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health and attestation need no certificate");
     let unlisted = https(client_config(PinnedServer::new(pin), Some(stranger.identity())).unwrap());
     let refused = unlisted.get(format!("{base}/v1/public-key")).send().await;
     assert!(refused.is_err(), "a certificate the enclave does not list ends the handshake: {refused:?}");
@@ -250,14 +293,28 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
     let fooled = pinned.get(format!("https://{impostor}/v1/public-key")).send().await;
     assert!(fooled.is_err(), "the pinned client accepted another key: {fooled:?}");
 
-    // 5. Stalled and garbage peers take connections, not signatures: with every enclave TLS
-    //    slot held, the kept-alive connection and the gateway's API still sign.
-    let mut stalled = Vec::new();
-    for _ in 0..300 {
-        stalled.push(TcpStream::connect(format!("127.0.0.1:{pass_port}")).await.expect("stalled peer"));
-    }
+    // 5. Stalled and garbage peers take handshake slots, not signatures: with every one held,
+    //    a new connection is closed, while the kept-alive connection and the gateway's API
+    //    still sign.
+    let key_again: Value = pinned.get(format!("{base}/v1/public-key")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(key_again["public_key_hex"], master_hex.as_str(), "the kept-alive connection, just used");
     let mut garbage = TcpStream::connect(format!("127.0.0.1:{pass_port}")).await.unwrap();
     garbage.write_all(&[0xff; 4096]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = garbage.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP"), "garbage gets no HTTP answer");
+    let mut stalled = Vec::new();
+    for _ in 0..80 {
+        stalled.push(TcpStream::connect(format!("127.0.0.1:{pass_port}")).await.expect("stalled peer"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stack.logs().contains("handshakes are in progress; closed a new connection") {
+        assert!(std::time::Instant::now() < deadline, "the stalled peers never filled the handshake slots");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let newcomer = https(client_config(PinnedServer::new(pin), Some(client_cert.identity())).unwrap());
+    let shut_out = newcomer.get(format!("{base}/v1/public-key")).send().await;
+    assert!(shut_out.is_err(), "a new connection is closed while the handshake slots are full: {shut_out:?}");
     let still: SignResponse = pinned
         .post(format!("{base}/v1/sign"))
         .json(&json!({"digest_hex": hex::encode(digest(21)), "scheme": "bip340"}))
@@ -282,6 +339,8 @@ async fn keyring_over_tls(admin: &Client, sdk: &Client, stack: &Stack) -> Vec<Ve
     let request = SignWithKey { digest_hex: Some(hex::encode(d)), ..SignWithKey::default() };
     let signed = sdk.sign_with_key("tls-signer", &request).await.expect("sign with a key over TLS");
     assert_signature_verifies("ecdsa", &d, &signed.signature_hex, &signed.public_key_hex, "");
+    let by_admin = admin.sign_with_key("tls-signer", &request).await.expect("an admin certificate uses the API too");
+    assert_eq!(by_admin.public_key_hex, signed.public_key_hex);
     secrets.extend([hex::encode(d).into_bytes(), signed.signature_hex.clone().into_bytes(), b"tls-signer".to_vec()]);
 
     // A key made through the gateway's plain API is used over TLS, and one made over TLS is

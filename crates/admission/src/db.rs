@@ -14,18 +14,36 @@ use keyward_store::{
 
 /// The store behind its trait; this is the only place that names the SQLite implementation.
 #[derive(Debug, Clone)]
-pub struct Db(Arc<Mutex<Box<dyn KeyStore>>>);
+pub struct Db(Arc<Backend>);
+
+/// A store this process owns (SQLite: one connection, one caller at a time), or one it
+/// reaches through calls that may run side by side (the host's store, from the enclave).
+enum Backend {
+    Owned(Mutex<Box<dyn KeyStore>>),
+    Shared { open: Box<dyn Fn() -> Box<dyn KeyStore> + Send + Sync>, calls: Arc<tokio::sync::Semaphore> },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Owned(_) => f.write_str("Owned"),
+            Backend::Shared { calls, .. } => write!(f, "Shared({} free)", calls.available_permits()),
+        }
+    }
+}
 
 impl Db {
     /// Opens the database; `create` allows making a new, empty one (development).
     pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
         let store = if create { Store::open(path)? } else { Store::open_existing(path)? };
-        Ok(Db(Arc::new(Mutex::new(Box::new(store)))))
+        Ok(Db(Arc::new(Backend::Owned(Mutex::new(Box::new(store))))))
     }
 
-    /// A database behind another [`KeyStore`] (the enclave's view of the host's store).
-    pub fn from_store(store: Box<dyn KeyStore>) -> Self {
-        Db(Arc::new(Mutex::new(store)))
+    /// A database reached through stores that `open` makes, at most `concurrent` calls at
+    /// once (the enclave's view of the host's store). A call waits for its turn without
+    /// holding a thread, and only `concurrent` threads ever wait for the store.
+    pub fn shared(open: impl Fn() -> Box<dyn KeyStore> + Send + Sync + 'static, concurrent: usize) -> Self {
+        Db(Arc::new(Backend::Shared { open: Box::new(open), calls: Arc::new(tokio::sync::Semaphore::new(concurrent)) }))
     }
 
     /// Runs one call of the wire form (the gateway's host service answers the enclave so).
@@ -40,12 +58,24 @@ impl Db {
         &self,
         f: impl FnOnce(&mut dyn KeyStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let store = self.0.clone();
+        let backend = self.0.clone();
+        let turn = match &*backend {
+            Backend::Owned(_) => None,
+            Backend::Shared { calls, .. } => Some(calls.clone().acquire_owned().await.map_err(|_| {
+                StoreError::Remote { code: "database_unavailable", message: "the store is closed".to_owned() }
+            })?),
+        };
         tokio::task::spawn_blocking(move || {
-            // The store has no invariant a panicking holder could break mid-way: every
-            // write is one SQLite transaction.
-            let mut guard = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(guard.as_mut())
+            let _turn = turn;
+            match &*backend {
+                Backend::Owned(store) => {
+                    // The store has no invariant a panicking holder could break mid-way: every
+                    // write is one SQLite transaction.
+                    let mut guard = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    f(guard.as_mut())
+                }
+                Backend::Shared { open, .. } => f(open().as_mut()),
+            }
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -211,20 +241,8 @@ impl Db {
         version: Option<i64>,
         with_policies: bool,
     ) -> Result<Option<(KeyRow, Option<VersionRow>, Policies)>, StoreError> {
-        self.with(move |s| match s.key(&name)? {
-            Some(key) => {
-                let row = s.key_version(&name, version.unwrap_or(key.latest_version))?;
-                let policies = if with_policies {
-                    let (keystore, local) = keyward_proto::split_key_name(&name);
-                    policies(s, keystore, local)?
-                } else {
-                    Policies::default()
-                };
-                Ok(Some((key, row, policies)))
-            }
-            None => Ok(None),
-        })
-        .await
+        let found = self.with(move |s| s.key_version_policy(&name, version, with_policies)).await?;
+        Ok(found.map(|f| (f.key, f.version, Policies { key: f.key_policy, keystore: f.keystore_policy })))
     }
 }
 

@@ -14,6 +14,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+#[path = "keyward-bench/tls_point.rs"]
+mod tls_point;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use keyward_bench::{
@@ -178,6 +181,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     note_builds(&mut builds);
     let crypt = crypt_points(args, window, &mut stack, &endpoint, &mut points).await?;
     note_builds(&mut builds);
+    let tls =
+        tls_point::tls_points(args.key_connections, window, &mut stack, &mut points, keyring.singlekey_sign_per_s)
+            .await?;
+    note_builds(&mut builds);
     authz_point(args, window, &mut stack, &mut points).await?;
     let authz = AuthzSummary::new(&points, keyring.singlekey_sign_per_s, args.key_connections);
     note_builds(&mut builds);
@@ -233,6 +240,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         keyring,
         crypt,
         authz,
+        tls,
         points,
         targets: Vec::new(),
     };

@@ -11,6 +11,7 @@ pub mod report;
 pub mod seed;
 pub mod stats;
 pub mod timeline;
+pub mod tls;
 
 /// What can go wrong while driving load.
 #[derive(Debug, thiserror::Error)]

@@ -50,6 +50,8 @@ pub struct Endpoint {
     authorization: HeaderValue,
     /// Signs [`Workload::SignedKeySign`] requests when the pool is prepared.
     principal: Option<Arc<keyward_client::principal::PrincipalSigner>>,
+    /// TLS to the enclave's own API (through the gateway's pass-through).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -60,7 +62,14 @@ impl Endpoint {
             authorization: HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| BenchError::Header("Authorization"))?,
             principal: None,
+            tls: None,
         })
+    }
+
+    /// This endpoint over TLS (the enclave's TLS API), trusting what `config` trusts.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// This endpoint, with a principal that signs [`Workload::SignedKeySign`] requests.
@@ -553,6 +562,16 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Byte
     let failed = |e: &dyn std::fmt::Display| BenchError::Connect { addr: endpoint.addr, reason: e.to_string() };
     let stream = TcpStream::connect(endpoint.addr).await.map_err(|e| failed(&e))?;
     stream.set_nodelay(true).map_err(|e| failed(&e))?;
+    if let Some(config) = &endpoint.tls {
+        let name = rustls::pki_types::ServerName::IpAddress(endpoint.addr.ip().into());
+        let tls =
+            tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await.map_err(|e| failed(&e))?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| failed(&e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        return Ok(sender);
+    }
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed(&e))?;
     tokio::spawn(async move {
         // Ends when the sender is dropped or the peer closes; either way the next request
@@ -560,6 +579,42 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Byte
         let _ = connection.await;
     });
     Ok(sender)
+}
+
+/// Full TLS handshakes (no resumption) completed per second against `endpoint` by
+/// `concurrency` connectors for `duration`, each followed by one `GET /v1/health` so the
+/// server's side is done too; and how many failed.
+pub async fn handshake_rate(endpoint: &Arc<Endpoint>, concurrency: usize, duration: Duration) -> (f64, u64) {
+    let until = Instant::now() + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let endpoint = endpoint.clone();
+        tasks.spawn(async move {
+            let (mut done, mut failed) = (0u64, 0u64);
+            while Instant::now() < until {
+                let ok = match connect(&endpoint).await {
+                    Ok(mut sender) => {
+                        let request = hyper::Request::get("/v1/health")
+                            .header(hyper::header::HOST, endpoint.host().clone())
+                            .body(Full::new(Bytes::new()));
+                        match request {
+                            Ok(request) => sender.send_request(request).await.is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                    Err(_) => false,
+                };
+                if ok { done += 1 } else { failed += 1 }
+            }
+            (done, failed)
+        });
+    }
+    let (mut done, mut failed) = (0u64, 0u64);
+    while let Some(Ok((d, f))) = tasks.join_next().await {
+        done += d;
+        failed += f;
+    }
+    (done as f64 / duration.as_secs_f64(), failed)
 }
 
 #[cfg(test)]

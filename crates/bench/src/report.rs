@@ -135,6 +135,9 @@ pub struct Summary {
     /// Issue 12's keys (top level in the JSON).
     #[serde(flatten)]
     pub authz: crate::authz::AuthzSummary,
+    /// Issue 13's keys (top level in the JSON).
+    #[serde(flatten)]
+    pub tls: crate::tls::TlsSummary,
     pub points: Vec<PointReport>,
     pub targets: Vec<Target>,
 }
@@ -216,6 +219,7 @@ impl Summary {
         self.targets.extend(self.keyring.targets(&self.points));
         self.targets.extend(self.crypt.targets(&self.points));
         self.targets.extend(self.authz.targets(&self.points));
+        self.targets.extend(self.tls.targets(&self.points));
     }
 
     pub fn point(&self, name: &str) -> Option<&PointReport> {

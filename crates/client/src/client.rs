@@ -102,10 +102,19 @@ impl Client {
         tls: rustls::ClientConfig,
     ) -> Result<Self, ClientError> {
         install_crypto_provider();
+        // Plain HTTP or a redirect would take the client off the pinned connection.
+        if !base_url.starts_with("https://") {
+            return Err(ClientError::Invalid(format!(
+                "the enclave's TLS API is reached over https://, not {:?}",
+                base_url.chars().take(64).collect::<String>()
+            )));
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .use_preconfigured_tls(tls)
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http, principal: None })
     }
@@ -758,6 +767,16 @@ fn path_segment(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pinned_client_takes_https_only() {
+        let config = || crate::tls_pin::client_config(crate::tls_pin::PinnedServer::new([0; 32]), None).unwrap();
+        assert!(matches!(
+            super::Client::with_tls_config("http://127.0.0.1:8443", None, config()),
+            Err(super::ClientError::Invalid(_))
+        ));
+        assert!(super::Client::with_tls_config("https://127.0.0.1:8443", None, config()).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -12,7 +12,7 @@ pub use audit::{AuditChainRow, AuditRow};
 pub use bitgo::BitgoKeyRow;
 pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
 pub use policies::PolicyRecord;
-pub use traits::KeyStore;
+pub use traits::{KeyStore, KeyVersionPolicy};
 
 use std::{
     path::{Path, PathBuf},

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow,
-    StoreError, VersionRow,
+    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, KeyVersionPolicy, MasterKeyRow, NewKey, PolicyRecord,
+    Result, RootRow, StoreError, VersionRow,
 };
 
 /// One [`KeyStore`] method and its arguments.
@@ -38,6 +38,7 @@ pub enum StoreCall {
     AuditPage(Vec<u8>, i64, u32),
     AuditChains,
     AuditLastSeq(Vec<u8>),
+    KeyVersionPolicy { name: String, version: Option<i64>, with_policies: bool },
 }
 
 /// What a [`StoreCall`] returned.
@@ -57,6 +58,7 @@ pub enum StoreAnswer {
     Audit(Vec<AuditRow>),
     Chains(Vec<AuditChainRow>),
     Seq(Option<i64>),
+    KeyVersionPolicy(Option<Box<KeyVersionPolicy>>),
 }
 
 /// A [`StoreError`] on the wire.
@@ -136,10 +138,13 @@ impl From<WireError> for StoreError {
             WireError::PolicyExists { key, version } => StoreError::PolicyExists { key, version },
             WireError::AuditConflict { chain, seq } => StoreError::AuditConflict { chain, seq },
             WireError::KeyConflict(name) => StoreError::KeyConflict(name),
-            WireError::Other { code, message } => StoreError::Remote {
-                code: CODES.iter().find(|c| **c == code).copied().unwrap_or("database_unavailable"),
-                message,
-            },
+            WireError::Other { code, message } => {
+                let code = CODES.iter().find(|c| **c == code).copied().unwrap_or("database_unavailable");
+                // The host's words stay in the log (shortened); clients get the code.
+                let shown: String = message.chars().take(200).collect();
+                tracing::warn!(code, message = %shown, "the host's store failed");
+                StoreError::Remote { code, message: format!("the host's store failed ({code})") }
+            }
         }
     }
 }
@@ -178,6 +183,9 @@ pub fn apply(store: &mut dyn KeyStore, call: StoreCall) -> Result<StoreAnswer> {
         StoreCall::AuditPage(key, after, limit) => A::Audit(store.audit_page(&key, after, limit)?),
         StoreCall::AuditChains => A::Chains(store.audit_chains()?),
         StoreCall::AuditLastSeq(key) => A::Seq(store.audit_last_seq(&key)?),
+        StoreCall::KeyVersionPolicy { name, version, with_policies } => {
+            A::KeyVersionPolicy(store.key_version_policy(&name, version, with_policies)?.map(Box::new))
+        }
     })
 }
 
@@ -205,10 +213,13 @@ macro_rules! expect {
     ($self:ident, $call:expr, $pattern:pat => $value:expr) => {
         match ($self.transport)($call)? {
             $pattern => Ok($value),
-            other => Err(StoreError::Remote {
-                code: "database_unavailable",
-                message: format!("the host answered with {other:?}"),
-            }),
+            other => {
+                tracing::warn!(answer = ?std::mem::discriminant(&other), "the host's store answered with another kind");
+                Err(StoreError::Remote {
+                    code: "database_unavailable",
+                    message: "the host's store answered with another kind of answer".to_owned(),
+                })
+            }
         }
     };
 }
@@ -297,6 +308,15 @@ impl<F: Fn(StoreCall) -> Result<StoreAnswer> + Send> KeyStore for RemoteStore<F>
     fn audit_last_seq(&self, audit_key: &[u8]) -> Result<Option<i64>> {
         expect!(self, StoreCall::AuditLastSeq(audit_key.to_vec()), StoreAnswer::Seq(seq) => seq)
     }
+    fn key_version_policy(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        with_policies: bool,
+    ) -> Result<Option<KeyVersionPolicy>> {
+        let call = StoreCall::KeyVersionPolicy { name: name.to_owned(), version, with_policies };
+        expect!(self, call, StoreAnswer::KeyVersionPolicy(found) => found.map(|b| *b))
+    }
 }
 
 #[cfg(test)]
@@ -304,18 +324,18 @@ mod tests {
     use super::*;
     use crate::Store;
 
-    /// A remote store over a real SQLite store, each call through the wire types (serialised
-    /// as the gateway's host service does), behaves as the store itself.
+    /// A remote store over a real SQLite store, each call through the wire types (CBOR, as the
+    /// link's frames carry them), behaves as the store itself.
     #[test]
     fn a_remote_store_keeps_rows_and_the_errors_callers_act_on() {
         let dir = tempfile::tempdir().unwrap();
         let local = std::sync::Mutex::new(Store::open(&dir.path().join("k.db")).unwrap());
         let mut remote = RemoteStore::new(|call: StoreCall| {
-            let call: StoreCall = serde_json::from_slice(&serde_json::to_vec(&call).unwrap()).unwrap();
+            let call: StoreCall = serde_cbor::from_slice(&serde_cbor::to_vec(&call).unwrap()).unwrap();
             let mut store = local.lock().unwrap();
             let result = apply(&mut *store, call).map_err(|e| WireError::from(&e));
             let result: std::result::Result<StoreAnswer, WireError> =
-                serde_json::from_slice(&serde_json::to_vec(&result).unwrap()).unwrap();
+                serde_cbor::from_slice(&serde_cbor::to_vec(&result).unwrap()).unwrap();
             result.map_err(StoreError::from)
         });
         let row = MasterKeyRow {
@@ -331,13 +351,23 @@ mod tests {
         assert!(matches!(remote.insert(&row), Err(StoreError::AlreadyExists(7))));
         assert!(matches!(remote.rotate(&row, 5), Err(StoreError::EpochConflict { enclave_id: 7, expected_epoch: 5 })));
         assert_eq!(remote.key("nothing").unwrap(), None);
+        assert!(remote.key_version_policy("nothing", None, true).unwrap().is_none());
         remote.ping().unwrap();
     }
 
     #[test]
-    fn an_unknown_code_from_the_host_is_read_as_unavailable() {
-        let error = StoreError::from(WireError::Other { code: "made_up".into(), message: "x".into() });
+    fn an_answer_of_another_kind_is_an_error_not_a_row() {
+        let remote = RemoteStore::new(|_call: StoreCall| Ok(StoreAnswer::Count(3)));
+        let error = remote.key("k").unwrap_err();
         assert_eq!(error.code(), "database_unavailable");
+        assert!(!error.to_string().contains("Count"), "the host's answer is not shown: {error}");
+    }
+
+    #[test]
+    fn an_unknown_code_from_the_host_is_read_as_unavailable() {
+        let error = StoreError::from(WireError::Other { code: "made_up".into(), message: "x".repeat(10_000) });
+        assert_eq!(error.code(), "database_unavailable");
+        assert!(error.to_string().len() < 100, "the host's text does not reach clients");
         let error = StoreError::from(WireError::Other { code: "database_read_only".into(), message: "x".into() });
         assert_eq!(error.code(), "database_read_only");
     }

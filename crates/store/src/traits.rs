@@ -73,6 +73,42 @@ pub trait KeyStore: Send + fmt::Debug {
     fn audit_chains(&self) -> Result<Vec<AuditChainRow>>;
     /// The highest sequence number stored of chain `audit_key`.
     fn audit_last_seq(&self, audit_key: &[u8]) -> Result<Option<i64>>;
+
+    /// A key, one version of it (`None`: the latest), and when asked for the newest policy
+    /// rows of the key and of its keystore: what one key operation reads, in one call (a
+    /// remote store makes it one round trip).
+    fn key_version_policy(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        with_policies: bool,
+    ) -> Result<Option<KeyVersionPolicy>> {
+        let Some(key) = self.key(name)? else { return Ok(None) };
+        let row = self.key_version(name, version.unwrap_or(key.latest_version))?;
+        let (own, keystore) = if with_policies {
+            let (keystore, local) = split_name(name);
+            (self.latest_policy(keystore, local)?, self.latest_policy(keystore, "")?)
+        } else {
+            (None, None)
+        };
+        Ok(Some(KeyVersionPolicy { key, version: row, key_policy: own, keystore_policy: keystore }))
+    }
+}
+
+/// What [`KeyStore::key_version_policy`] reads.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeyVersionPolicy {
+    pub key: KeyRow,
+    pub version: Option<VersionRow>,
+    /// The key's own newest policy row.
+    pub key_policy: Option<PolicyRecord>,
+    /// The keystore's newest policy row (key name empty).
+    pub keystore_policy: Option<PolicyRecord>,
+}
+
+/// `<keystore>/<name>`, or the default keystore's bare name (as `keyward_proto` splits them).
+fn split_name(name: &str) -> (&str, &str) {
+    name.split_once('/').unwrap_or(("default", name))
 }
 
 impl KeyStore for crate::Store {
