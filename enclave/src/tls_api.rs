@@ -291,6 +291,7 @@ async fn prepare(served: Arc<Served>, link: Arc<Link>, identity: Arc<TlsIdentity
         attestation_limit: Arc::new(gateway::limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
         key_deletion_waiting_seconds: settings.key_deletion_waiting_seconds,
         owners: link.core.authorizer.is_some(),
+        check_rows: true,
     };
     slot.mirror(&link.core.master.status(), &link.core.keyring.status(), audit_key(&link));
     let attested = Router::new().route("/v1/attestation", get(attestation)).with_state(Attested {

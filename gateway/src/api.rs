@@ -56,6 +56,9 @@ pub struct AppState {
     /// The enclaves have owners (config `authorization`): a key's state is changed by signed
     /// requests and kept in its enclave-tagged policy row; the `keys` row only mirrors it.
     pub owners: bool,
+    /// The rows come from a host this process does not trust (the enclave's TLS API): public
+    /// keys are checked in the enclave before they are shown (`keys_api::check_keys`).
+    pub check_rows: bool,
 }
 
 pub fn router(state: AppState) -> Router {

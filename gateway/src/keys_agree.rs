@@ -199,6 +199,7 @@ async fn public_jwk(
     app.api_token.authorize(&headers)?;
     let Query(query) = query.map_err(ApiError::from_query)?;
     let (_, row) = signing_row(&app, &name, query.version).await?;
+    crate::keys_api::check_rows(&app, vec![row.clone()]).await?;
     let curve = curve_of(row.identity.key_type, &name)?;
     Ok(Json(PublicJwk::of(curve, &row.public_key, Some(name))?))
 }

@@ -249,8 +249,10 @@ async fn list_keys(
             .filter(|k| (32..=65).contains(&k.len()))
             .ok_or_else(|| ApiError::invalid("invalid_public_key", "public_key_hex must be 32 to 65 bytes of hex"))?;
         let keys = app.db.keys_by_public_key(public_key).await.map_err(store_error)?;
-        let keys = keys.iter().filter(|(k, _)| signed::keystore_of(&k.name) == keystore.as_str());
-        return Ok(Json(KeyPage { keys: keys.map(|(k, v)| key_info(k, v, now)).collect(), next_after: None }));
+        let keys: Vec<_> =
+            keys.into_iter().filter(|(k, _)| signed::keystore_of(&k.name) == keystore.as_str()).collect();
+        check_keys(&app, &keys).await?;
+        return Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after: None }));
     }
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
@@ -260,13 +262,65 @@ async fn list_keys(
         key_name(after)?;
     }
     let keys = app.db.list_keys(keystore, query.after, limit).await.map_err(store_error)?;
+    check_keys(&app, &keys).await?;
     let next_after = (keys.len() == limit as usize).then(|| keys.last().map(|(k, _)| k.name.clone())).flatten();
     Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after }))
 }
 
+/// A key and its versions, as the API shows them (see [`check_keys`]).
 pub(crate) async fn load(app: &AppState, name: &str) -> Result<(KeyRow, Vec<VersionRow>), ApiError> {
     let name = key_name(name)?;
-    app.db.key(name.to_string()).await.map_err(store_error)?.ok_or_else(|| not_found(name.as_str()))
+    let found = app.db.key(name.to_string()).await.map_err(store_error)?.ok_or_else(|| not_found(name.as_str()))?;
+    if found.0.name != name.as_str() || found.1.iter().any(|v| v.name != name.as_str()) {
+        return Err(other_rows(name.as_str()));
+    }
+    check_keys(app, std::slice::from_ref(&found)).await?;
+    Ok(found)
+}
+
+/// The store answered for `name` with rows of another key.
+fn other_rows(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "key_row_damaged",
+        format!("the store answered for key {name} with another key's rows"),
+    )
+}
+
+/// On the enclave's TLS API the rows come from the host: before a public key leaves the API
+/// the enclave checks that each version's row opens under the keyring root, so that the name,
+/// version, type and public key shown are the ones bound into it. (A key's state, dates and a
+/// listing's membership stay as the host reports them.) Elsewhere the host is the server and
+/// this checks nothing.
+pub(crate) async fn check_keys(app: &AppState, keys: &[(KeyRow, Vec<VersionRow>)]) -> Result<(), ApiError> {
+    if !app.check_rows {
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for (key, versions) in keys {
+        for version in versions.iter().filter(|v| !v.public_key.is_empty()) {
+            rows.push(wrapped_key(key, version.clone()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "key_row_damaged",
+                    format!("stored key {} is damaged: {e}", key.name),
+                )
+            })?);
+        }
+    }
+    check_rows(app, rows).await
+}
+
+/// [`check_keys`] for rows already made.
+pub(crate) async fn check_rows(app: &AppState, rows: Vec<keyward_proto::WrappedKey>) -> Result<(), ApiError> {
+    if !app.check_rows || rows.is_empty() {
+        return Ok(());
+    }
+    let link = keyring_link(app)?;
+    match link.call(Request::KeyCheck(rows), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
+        Response::KeysChecked => Ok(()),
+        other => Err(ApiError::from_link(unexpected_reply("KeyCheck", &other))),
+    }
 }
 
 async fn get_key(
@@ -383,6 +437,11 @@ pub(crate) async fn signing_row_and_policy(
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(name.as_str()))?;
+    if key.name != name.as_str()
+        || row.as_ref().is_some_and(|r| r.name != key.name || version.is_some_and(|v| r.version != i64::from(v)))
+    {
+        return Err(other_rows(name.as_str()));
+    }
     usable(&key)?;
     let row = row.ok_or_else(|| {
         ApiError::new(
@@ -498,6 +557,7 @@ async fn verify(
     let Json(body) = body.map_err(ApiError::from_json)?;
     let signed = body.signed();
     let (_, row) = signing_row(&app, &name, signed.version).await?;
+    check_rows(&app, vec![row.clone()]).await?;
     let (algorithm, payload, format) = parse_sign(&signed, row.identity.key_type)?;
     let signature = hex::decode(&body.signature_hex)
         .map_err(|_| ApiError::invalid("invalid_signature", "signature_hex is not hex"))?;

@@ -176,6 +176,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         attestation_limit: Arc::new(limit::RateLimit::new(ATTESTATIONS_PER_SECOND, ATTESTATION_BURST)),
         key_deletion_waiting_seconds: i64::from(config.key_deletion_waiting_days) * 86_400,
         owners: config.owners.is_some(),
+        check_rows: false,
     };
     if let Some(progressdb) = &config.progressdb {
         serve_progressdb(progressdb, &state).await?;

@@ -374,6 +374,20 @@ async fn keyring_over_tls(admin: &Client, sdk: &Client, stack: &Stack) -> Vec<Ve
     admin.create_key("tls-mac", "hmac-sha256", false).await.expect("create an HMAC key over TLS");
     let mac = sdk.hmac("tls-mac", &MacRequest { message_b64: STANDARD.encode(b"mac me") }).await.expect("hmac");
     assert!(stack.client.key("tls-signer").await.is_ok(), "the key made over TLS is in the host's store");
+
+    // A host that puts another public key in the row: the plain API (served by the host)
+    // shows it, the enclave's TLS API refuses to.
+    let genuine = signed.public_key_hex.clone();
+    let substitute = hex::decode(&stack.client.public_key(None).await.unwrap().public_key_hex).unwrap();
+    stack.sql("UPDATE key_versions SET public_key = ?1 WHERE name = 'tls-signer'", [&substitute]);
+    let shown = stack.client.key("tls-signer").await.expect("the plain API");
+    assert_eq!(shown.versions[0].public_key_hex, Some(hex::encode(&substitute)), "the host shows what it stored");
+    let refused = sdk.key("tls-signer").await.expect_err("the TLS API checks the row first");
+    assert!(matches!(&refused, ClientError::Api { code, .. } if code == "key_row_does_not_open"), "{refused}");
+    let refused = sdk.list_keys(None, Some(100)).await.expect_err("and every row of a listing");
+    assert!(matches!(&refused, ClientError::Api { code, .. } if code == "key_row_does_not_open"), "{refused}");
+    stack.sql("UPDATE key_versions SET public_key = ?1 WHERE name = 'tls-signer'", [&hex::decode(&genuine).unwrap()]);
+    assert_eq!(sdk.key("tls-signer").await.expect("the genuine row again").versions[0].public_key_hex, Some(genuine));
     let listed = sdk.list_keys(None, Some(100)).await.expect("list over TLS");
     assert!(listed.keys.iter().any(|k| k.name == "tls-vault"));
     secrets.extend([

@@ -290,6 +290,11 @@ impl<D: DataKeySource> Keyring<D> {
         Ok(KeySignature { signature: signed.signature, recovery_id: signed.recovery_id, receipt: None })
     }
 
+    /// Whether every row opens under the loaded root (from the cache when it did before).
+    pub fn check(&self, rows: &[WrappedKey]) -> Reply<()> {
+        rows.iter().try_for_each(|row| self.material(row).map(drop))
+    }
+
     /// The material of a row: from the cache, or unwrapped (and then cached).
     pub(crate) fn material(&self, row: &WrappedKey) -> Reply<Arc<KeyMaterial>> {
         if let Some(material) = self.cache.get(row) {

@@ -55,7 +55,9 @@ pub use writer::{WriterEnd, write_frames};
 /// (`KeyStateSet`).
 /// Version 9: keystores beyond the default one (a key's keystore is the prefix of its name),
 /// `ErrorCode::KeyVersionConflict` (a signed rotation names the version it makes).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// Version 10: `KeyCheck` (the enclave's TLS API checks rows before it shows their public
+/// keys).
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// Domain separation for link authentication signatures: a signature made for this purpose
 /// can be used for nothing else, and nothing else can pass for it.

@@ -108,6 +108,10 @@ pub enum Request {
     /// A key's new state (disable, enable, schedule or cancel a deletion), signed by those the
     /// policies let do it; answered with `PolicySealed`.
     KeyStateSet(Box<crate::KeyStateSet>),
+    /// Keyring: that each row opens under the loaded root, so that its identity and public
+    /// key are the ones bound into it (before the enclave's TLS API shows a public key the
+    /// host's store gave it); answered with `KeysChecked`.
+    KeyCheck(Vec<crate::WrappedKey>),
 }
 
 /// Version handshake.
@@ -233,6 +237,8 @@ pub enum Response {
     KeySignature(KeySignature),
     /// Answer to `KeySignBatch` and `KeySignBatchSigned`, one entry per item in order.
     KeySignatures(Vec<Result<KeySignature, ErrorReply>>),
+    /// Answer to `KeyCheck`: every row opened.
+    KeysChecked,
     /// Answer to `KeyExport`.
     ExportedKey(TransferSealed),
     /// A `KeyCrypt` answer.
@@ -263,6 +269,7 @@ impl Response {
             Response::WrappedKeys(_) => "WrappedKeys",
             Response::KeySignature(_) => "KeySignature",
             Response::KeySignatures(_) => "KeySignatures",
+            Response::KeysChecked => "KeysChecked",
             Response::ExportedKey(_) => "ExportedKey",
             Response::Crypt(_) => "Crypt",
             Response::Random(_) => "Random",

@@ -362,6 +362,7 @@ fn request() -> impl Strategy<Value = Request> {
         (text(), text(), key_state_change(), proptest::option::of(authorization())).prop_map(
             |(keystore, key, change, auth)| Request::KeyStateSet(Box::new(KeyStateSet { keystore, key, change, auth }))
         ),
+        proptest::collection::vec(wrapped_key(), 0..3).prop_map(Request::KeyCheck),
     ]
 }
 
@@ -488,6 +489,7 @@ fn request_variant(request: &Request) -> &'static str {
         Request::AuditRead(_) => "AuditRead",
         Request::PolicySet(_) => "PolicySet",
         Request::KeyStateSet(_) => "KeyStateSet",
+        Request::KeyCheck(_) => "KeyCheck",
     }
 }
 
@@ -534,6 +536,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         key_signature().prop_map(Response::KeySignature),
         proptest::collection::vec(prop_oneof![key_signature().prop_map(Ok), error_reply().prop_map(Err)], 0..4)
             .prop_map(Response::KeySignatures),
+        Just(()).prop_map(|()| Response::KeysChecked),
         transfer_sealed().prop_map(Response::ExportedKey),
         crypt_output().prop_map(Response::Crypt),
         small_bytes().prop_map(|b| Response::Random(SecretBytes::new(b))),
