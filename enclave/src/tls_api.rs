@@ -11,8 +11,11 @@
 //!   the API, one in `--tls-admin-key` its admin endpoints. Each request's `Authorization`
 //!   header is replaced by a token that exists only in this process, chosen by the
 //!   connection's certificate; a request without a listed certificate carries none, and the
-//!   handlers refuse it as they refuse a missing token. Signed requests (with owners) are
-//!   checked by the core as on every path.
+//!   handlers refuse it as they refuse a missing token.
+//! - With owners, a listed certificate's key is also a principal of the policies
+//!   (`p256:<SEC1>` or `ed25519:<key>`): a request without a signature is made on its behalf
+//!   (`gateway::signed::CHANNEL_PRINCIPAL_HEADER`, set here and only here), and the core
+//!   checks the policies for it as for a signed one. A signed request is checked as signed.
 //!
 //! `/v1/attestation` here binds the TLS certificate (`crate::tls`), not the master key.
 //!
@@ -45,6 +48,7 @@ use gateway::{
     enclaves::EnclaveSlot,
     host_store::HostClient,
     link::{EnclaveLink, LocalCall},
+    signed::CHANNEL_PRINCIPAL_HEADER,
 };
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -160,8 +164,16 @@ pub async fn serve(
                 }
             };
             drop(handshaking);
-            let client = tls.get_ref().1.peer_certificates().and_then(<[_]>::first).and_then(|c| spki_sha256(c).ok());
+            let certificate = tls.get_ref().1.peer_certificates().and_then(<[_]>::first);
+            let client = certificate.and_then(|c| spki_sha256(c).ok());
             let token = served.token_for(client);
+            // The certificate's key is a principal of the policies too (only on a connection
+            // whose certificate is listed).
+            let principal = token
+                .as_ref()
+                .and(certificate)
+                .and_then(|c| keyward_client::tls_pin::principal_of(c))
+                .and_then(|p| HeaderValue::from_str(&p).ok());
             let (pool, limit) =
                 if token.is_some() { (&slots.certified, MAX_CONNECTIONS) } else { (&slots.anonymous, MAX_ANONYMOUS) };
             let Ok(_permit) = pool.clone().try_acquire_owned() else {
@@ -170,8 +182,8 @@ pub async fn serve(
             };
             let service = hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
                 let served = served.clone();
-                let token = token.clone();
-                async move { Ok::<_, std::convert::Infallible>(served.answer(request, token).await) }
+                let (token, principal) = (token.clone(), principal.clone());
+                async move { Ok::<_, std::convert::Infallible>(served.answer(request, token, principal).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -204,6 +216,7 @@ impl Served {
         &self,
         mut request: axum::http::Request<hyper::body::Incoming>,
         token: Option<HeaderValue>,
+        principal: Option<HeaderValue>,
     ) -> Response {
         let Some(router) = self.router.get() else {
             return error(
@@ -213,6 +226,10 @@ impl Served {
             );
         };
         request.headers_mut().remove(AUTHORIZATION);
+        request.headers_mut().remove(CHANNEL_PRINCIPAL_HEADER);
+        if let Some(principal) = principal {
+            request.headers_mut().insert(CHANNEL_PRINCIPAL_HEADER, principal);
+        }
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let answer = match token {
             Some(token) => {

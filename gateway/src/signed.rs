@@ -13,7 +13,7 @@ use axum::{
 use keyward_client::principal::{
     APPROVAL_HEADER, PRINCIPAL_HEADER, REQUEST_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use keyward_proto::{Authorization, PrincipalSignature};
+use keyward_proto::{Authorization, ChannelPrincipal, PrincipalSignature};
 
 use crate::errors::ApiError;
 
@@ -22,6 +22,37 @@ pub use keyward_proto::{DEFAULT_KEYSTORE, MASTER_KEYSTORE};
 /// The keystore of the key whose full name is `name` (what a signed request about it names).
 pub fn keystore_of(name: &str) -> &str {
     keyward_proto::split_key_name(name).0
+}
+
+/// Set by the enclave's TLS API (and only there: it removes any a client sends) to the
+/// principal whose client certificate the connection's handshake proved. The authorization it
+/// makes carries that principal as [`Authorization::channel`], which the enclave trusts
+/// because it never crosses the link: on the gateway's own API the header yields a request
+/// without a signature, which the enclave refuses (`bad_request_signature`).
+pub const CHANNEL_PRINCIPAL_HEADER: &str = "x-keyward-channel-principal";
+
+/// A request authorized by the principal of its channel: fresh id and time, no approvals (they
+/// would sign an id and time they cannot know).
+fn channel_authorization(principal_text: &str, keystore: &str, body: &Bytes) -> Result<Authorization, ApiError> {
+    let requester = principal(CHANNEL_PRINCIPAL_HEADER, principal_text, &[])?;
+    let mut request_id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut request_id).map_err(|_| ApiError::internal("no randomness for a request id"))?;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::internal("the clock is before 1970"))?
+        .as_secs();
+    let channel = ChannelPrincipal { algorithm: requester.algorithm.clone(), public_key: requester.public_key.clone() };
+    Ok(Authorization {
+        keystore: keystore.to_owned(),
+        body: body.to_vec(),
+        request_id,
+        timestamp,
+        requester,
+        approvals: Vec::new(),
+        policy: None,
+        keystore_policy: None,
+        channel: Some(channel),
+    })
 }
 
 /// At most this many approvals ride on one request.
@@ -101,6 +132,11 @@ fn truncated(text: &str) -> String {
 /// The authorization a request carries: `None` when it carries no principal header at all (the
 /// enclave decides whether that is allowed), an error when the headers are there but malformed.
 pub fn authorization(headers: &HeaderMap, keystore: &str, body: &Bytes) -> Result<Option<Authorization>, ApiError> {
+    if !headers.contains_key(PRINCIPAL_HEADER)
+        && let Some(channel) = one(headers, CHANNEL_PRINCIPAL_HEADER)?
+    {
+        return channel_authorization(channel, keystore, body).map(Some);
+    }
     let Some(requester) = one(headers, PRINCIPAL_HEADER)? else {
         let stray = [SIGNATURE_HEADER, REQUEST_ID_HEADER, TIMESTAMP_HEADER, APPROVAL_HEADER]
             .into_iter()
@@ -137,6 +173,7 @@ pub fn authorization(headers: &HeaderMap, keystore: &str, body: &Bytes) -> Resul
         approvals,
         policy: None,
         keystore_policy: None,
+        channel: None,
     }))
 }
 

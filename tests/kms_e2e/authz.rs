@@ -104,6 +104,7 @@ pub(crate) fn authorization_by(
         approvals: signers[1..].iter().map(|p| sign(p)).collect(),
         policy: None,
         keystore_policy: None,
+        channel: None,
     }
 }
 

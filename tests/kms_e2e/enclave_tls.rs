@@ -23,26 +23,26 @@ use tokio::{
 };
 
 /// A client certificate (self-issued; the enclave knows it by its key).
-struct ClientCert {
-    cert: CertificateDer<'static>,
+pub(crate) struct ClientCert {
+    pub(crate) cert: CertificateDer<'static>,
     key: Vec<u8>,
-    pin: [u8; 32],
+    pub(crate) pin: [u8; 32],
 }
 
 impl ClientCert {
-    fn new() -> ClientCert {
+    pub(crate) fn new() -> ClientCert {
         let made = rcgen::generate_simple_self_signed(vec!["wallet-service".into()]).expect("client certificate");
         let cert = made.cert.der().clone();
         let pin = spki_sha256(&cert).expect("pin");
         ClientCert { cert, key: made.signing_key.serialize_der(), pin }
     }
 
-    fn identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    pub(crate) fn identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         (vec![self.cert.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())))
     }
 }
 
-fn https(config: rustls::ClientConfig) -> reqwest::Client {
+pub(crate) fn https(config: rustls::ClientConfig) -> reqwest::Client {
     reqwest::Client::builder().use_preconfigured_tls(config).build().expect("HTTPS client")
 }
 
@@ -110,7 +110,7 @@ fn independent_check(request: &Value) -> Result<String, String> {
 
 /// Waits until the enclave's TLS API serves the keyring (it starts once the gateway has
 /// brought the enclave's keys up; its health follows the enclave's core).
-async fn wait_tls_api(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_tls_api(client: &reqwest::Client, base: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let health = match client.get(format!("{base}/v1/health")).send().await {
@@ -126,7 +126,7 @@ async fn wait_tls_api(client: &reqwest::Client, base: &str) {
 }
 
 /// The error code of a refused answer.
-async fn error_code(answer: reqwest::Response) -> (u16, String) {
+pub(crate) async fn error_code(answer: reqwest::Response) -> (u16, String) {
     let status = answer.status().as_u16();
     let body: Value = answer.json().await.expect("an error body");
     (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())

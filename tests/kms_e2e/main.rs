@@ -19,6 +19,7 @@ mod bitgo;
 mod crypt;
 mod dev_stack;
 mod enclave_tls;
+mod enclave_tls_owners;
 mod keyring;
 mod keyring_transfer;
 mod lifecycle;

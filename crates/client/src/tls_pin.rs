@@ -32,6 +32,25 @@ pub fn spki_sha256(cert: &[u8]) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// The principal (`p256:<SEC1 hex>`, `ed25519:<hex>`) a certificate's key is, if it is one:
+/// on the enclave's TLS API a client certificate stands for that principal in the policies.
+pub fn principal_of(cert: &[u8]) -> Option<String> {
+    const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+    const PRIME256V1: &str = "1.2.840.10045.3.1.7";
+    const ED25519: &str = "1.3.101.112";
+    let parsed = x509_cert::Certificate::from_der(cert).ok()?;
+    let spki = &parsed.tbs_certificate.subject_public_key_info;
+    let key = spki.subject_public_key.as_bytes()?;
+    match spki.algorithm.oid.to_string().as_str() {
+        EC_PUBLIC_KEY => {
+            let curve = spki.algorithm.parameters.as_ref()?.decode_as::<der::asn1::ObjectIdentifier>().ok()?;
+            (curve.to_string() == PRIME256V1).then(|| format!("p256:{}", hex::encode(key)))
+        }
+        ED25519 => Some(format!("ed25519:{}", hex::encode(key))),
+        _ => None,
+    }
+}
+
 /// The pin an attestation document's `user_data` carries, if it binds a TLS key.
 pub fn bound_pin(user_data: &[u8]) -> Option<[u8; 32]> {
     user_data.strip_prefix(TLS_BINDING_PREFIX)?.try_into().ok()
@@ -162,6 +181,18 @@ mod tests {
         assert_eq!(bound_pin(&[TLS_BINDING_PREFIX, &pin].concat()), Some(pin));
         assert_eq!(bound_pin(&[TLS_BINDING_PREFIX, &pin[..31]].concat()), None);
         assert_eq!(bound_pin(&[&[0u8; 33][..], &pin].concat()), None, "a master-key document binds no TLS key");
+    }
+
+    #[test]
+    fn a_certificates_key_is_its_principal() {
+        let p256 = rcgen::generate_simple_self_signed(vec!["c".into()]).unwrap();
+        let principal = principal_of(p256.cert.der()).unwrap();
+        assert_eq!(principal, format!("p256:{}", hex::encode(p256.signing_key.public_key_raw())));
+        assert!(principal.starts_with("p256:04") && principal.len() == 5 + 130, "{principal}");
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["c".to_owned()]).unwrap().self_signed(&ed).unwrap();
+        assert_eq!(principal_of(cert.der()), Some(format!("ed25519:{}", hex::encode(ed.public_key_raw()))));
+        assert_eq!(principal_of(&[0x30, 0x00]), None);
     }
 
     #[test]

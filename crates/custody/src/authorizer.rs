@@ -326,9 +326,19 @@ impl Authorizer {
             to_sign.canonical().map_err(|e| (None, no_digest, refuse(ErrorCode::BadRequest, e.to_string())))?;
         let digest = RequestToSign::digest(&canonical);
         let fail = |principal, code, message: String| Err((principal, digest, refuse(code, message)));
-        let requester = match verified(&auth.requester, &canonical) {
-            Ok(p) => p,
-            Err(message) => return fail(None, ErrorCode::BadRequestSignature, format!("the requester's {message}")),
+        // A principal this enclave authenticated on the request's channel (its TLS API's
+        // client certificate) needs no signature; one can only be set inside the enclave.
+        let requester = match &auth.channel {
+            Some(channel) => match PrincipalKey::from_parts(&channel.algorithm, &channel.public_key) {
+                Ok(key) => Principal::new(key),
+                Err(e) => return fail(None, ErrorCode::BadRequestSignature, format!("the channel's principal: {e}")),
+            },
+            None => match verified(&auth.requester, &canonical) {
+                Ok(p) => p,
+                Err(message) => {
+                    return fail(None, ErrorCode::BadRequestSignature, format!("the requester's {message}"));
+                }
+            },
         };
         let id = requester.id();
         let mut approvers = Vec::with_capacity(auth.approvals.len());

@@ -148,6 +148,7 @@ mod tests {
             approvals: vec![],
             policy: None,
             keystore_policy: None,
+            channel: None,
         };
         KeyCreate { keys, auth: Some(Box::new(auth)) }
     }

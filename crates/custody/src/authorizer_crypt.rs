@@ -215,6 +215,7 @@ mod tests {
             approvals: vec![],
             policy: None,
             keystore_policy: None,
+            channel: None,
         };
         KeyCrypt { row: row(), op, auth: Some(Box::new(auth)) }
     }

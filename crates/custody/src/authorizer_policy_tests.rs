@@ -73,6 +73,7 @@ pub(super) fn auth_in(
         approvals: signers[1..].iter().map(|s| sig(&pair(*s), &canonical)).collect(),
         policy,
         keystore_policy: None,
+        channel: None,
     }
 }
 

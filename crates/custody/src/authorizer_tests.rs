@@ -72,6 +72,7 @@ fn signed(signer: &Ed25519KeyPair, body: &str, timestamp: u64) -> KeySign {
         approvals: vec![],
         policy: None,
         keystore_policy: None,
+        channel: None,
     });
     request
 }
@@ -169,6 +170,7 @@ fn master_signed(signer: &Ed25519KeyPair, body: &str, digest: [u8; 32]) -> SignR
         approvals: vec![],
         policy: None,
         keystore_policy: None,
+        channel: None,
     };
     SignRequest { digest: Digest(digest), scheme: keyward_proto::Scheme::Ecdsa, auth: Some(Box::new(auth)) }
 }

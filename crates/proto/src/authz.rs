@@ -40,6 +40,20 @@ pub struct Authorization {
     /// whose key name is empty): grants on every key of the keystore, creation included.
     #[serde(default)]
     pub keystore_policy: Option<PolicyRow>,
+    /// The requester as the enclave itself authenticated it on the request's channel (a
+    /// client certificate on its TLS API), in place of a signature. Never on the wire: the
+    /// link's decoder always leaves it empty, so only code inside the enclave can set it.
+    #[serde(skip)]
+    pub channel: Option<ChannelPrincipal>,
+}
+
+/// A principal whose key the enclave's TLS handshake proved (see [`Authorization::channel`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPrincipal {
+    /// `p256` or `ed25519`.
+    pub algorithm: String,
+    /// The key, as a principal names it (SEC1 for P-256).
+    pub public_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for Authorization {
@@ -69,9 +83,34 @@ mod tests {
             approvals: vec![],
             policy: None,
             keystore_policy: None,
+            channel: None,
         };
         let shown = format!("{auth:?}");
         assert!(!shown.contains("c2VjcmV0") && !shown.contains("plaintext") && shown.contains("body_len"), "{shown}");
+    }
+
+    /// What makes a channel principal trustworthy: it cannot come over the link. A request
+    /// encoded with one (as a host would send it) arrives without it.
+    #[test]
+    fn a_channel_principal_never_crosses_the_link() {
+        let auth = super::Authorization {
+            keystore: "default".into(),
+            body: b"{}".to_vec(),
+            request_id: [1; 16],
+            timestamp: 7,
+            requester: super::PrincipalSignature {
+                algorithm: "p256".into(),
+                public_key: vec![4; 65],
+                signature: vec![],
+            },
+            approvals: vec![],
+            policy: None,
+            keystore_policy: None,
+            channel: Some(super::ChannelPrincipal { algorithm: "p256".into(), public_key: vec![4; 65] }),
+        };
+        let back: super::Authorization = crate::decode(&crate::encode(&auth).unwrap()[4..]).unwrap();
+        assert_eq!(back.channel, None);
+        assert_eq!(back.requester, auth.requester);
     }
 }
 

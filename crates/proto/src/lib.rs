@@ -13,8 +13,8 @@ mod types;
 mod writer;
 
 pub use authz::{
-    AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, KeyStateChange, KeyStateSet, PolicyRow,
-    PolicySealed, PolicySet, PrincipalSignature,
+    AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, ChannelPrincipal, KeyStateChange,
+    KeyStateSet, PolicyRow, PolicySealed, PolicySet, PrincipalSignature,
 };
 pub use crypt::{
     CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,

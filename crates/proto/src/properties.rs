@@ -251,7 +251,17 @@ fn authorization() -> impl Strategy<Value = Authorization> {
         proptest::option::of(policy_row()),
     )
         .prop_map(|(keystore, body, request_id, timestamp, requester, approvals, policy, keystore_policy)| {
-            Authorization { keystore, body, request_id, timestamp, requester, approvals, policy, keystore_policy }
+            Authorization {
+                keystore,
+                body,
+                request_id,
+                timestamp,
+                requester,
+                approvals,
+                policy,
+                keystore_policy,
+                channel: None,
+            }
         })
 }
 

@@ -114,6 +114,7 @@ pub async fn run(gateway: &str, args: &TlsArgs, command: TlsCommand) -> anyhow::
                 "certificate": cert_path.display().to_string(),
                 "key": key_path.display().to_string(),
                 "spki_sha256_hex": hex::encode(pin),
+                "principal": keyward_client::tls_pin::principal_of(cert.der()),
             }))
         }
     }
