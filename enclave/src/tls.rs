@@ -15,11 +15,8 @@ use std::sync::Arc;
 use anyhow::Context;
 pub use keyward_client::tls_pin::TLS_BINDING_PREFIX;
 use rustls::{
-    DigitallySignedStruct, DistinguishedName, SignatureScheme,
-    client::danger::HandshakeSignatureValid,
-    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime},
-    server::danger::{ClientCertVerified, ClientCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
 };
 use zeroize::Zeroizing;
 
@@ -61,8 +58,7 @@ impl TlsIdentity {
     pub fn server_config(&self, clients: &crate::tls_api::ClientKeys) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let clients: Vec<SpkiPin> = clients.api.iter().chain(&clients.admin).copied().collect();
         let provider = Arc::new(provider());
-        let verifier =
-            Arc::new(PinnedClients { pins: clients, algorithms: provider.signature_verification_algorithms });
+        let verifier = keyward_client::tls_pin::PinnedClients::new(clients);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.to_vec()));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -94,61 +90,6 @@ pub fn parse_pins(values: &[String]) -> anyhow::Result<Vec<SpkiPin>> {
         .collect()
 }
 
-/// Accepts a client certificate only by its key's pin; the handshake signature proves the
-/// client holds that key.
-#[derive(Debug)]
-struct PinnedClients {
-    pins: Vec<SpkiPin>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for PinnedClients {
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let pin = spki_sha256(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-        if self.pins.contains(&pin) {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// The provider every TLS configuration here uses.
 pub fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
@@ -167,18 +108,6 @@ mod tests {
         let other = TlsIdentity::generate(&["localhost".into()]).unwrap();
         assert_ne!(other.spki_sha256, identity.spki_sha256, "each start makes its own key");
         assert!(!format!("{identity:?}").contains("key:"), "Debug shows no key");
-    }
-
-    #[test]
-    fn a_client_certificate_is_accepted_by_its_pin_only() {
-        let listed = TlsIdentity::generate(&["client".into()]).unwrap();
-        let stranger = TlsIdentity::generate(&["client".into()]).unwrap();
-        let verifier =
-            PinnedClients { pins: vec![listed.spki_sha256], algorithms: provider().signature_verification_algorithms };
-        let now = UnixTime::now();
-        assert!(verifier.verify_client_cert(&listed.cert, &[], now).is_ok());
-        assert!(verifier.verify_client_cert(&stranger.cert, &[], now).is_err());
-        assert!(verifier.verify_client_cert(&CertificateDer::from(vec![0x30, 0x00]), &[], now).is_err());
     }
 
     #[test]

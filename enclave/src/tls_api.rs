@@ -114,6 +114,10 @@ impl InternalTokens {
 
 struct Served {
     router: OnceLock<Router>,
+    /// The API's view of this enclave (for the anonymous health, which reads no store).
+    slot: OnceLock<Arc<EnclaveSlot>>,
+    /// The enclave has owners: a listed certificate's key is a principal of the policies.
+    owners: bool,
     tokens: InternalTokens,
     clients: ClientKeys,
 }
@@ -129,7 +133,14 @@ pub async fn serve(
     host: Arc<HostClient>,
     clients: ClientKeys,
 ) -> anyhow::Result<()> {
-    let served = Arc::new(Served { router: OnceLock::new(), tokens: InternalTokens::new()?, clients });
+    let owners = link.core.authorizer.is_some();
+    let served = Arc::new(Served {
+        router: OnceLock::new(),
+        slot: OnceLock::new(),
+        owners,
+        tokens: InternalTokens::new()?,
+        clients,
+    });
     tokio::spawn(prepare(served.clone(), link, identity, host));
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Slots {
@@ -171,6 +182,7 @@ pub async fn serve(
             // whose certificate is listed).
             let principal = token
                 .as_ref()
+                .filter(|_| served.owners)
                 .and(certificate)
                 .and_then(|c| keyward_client::tls_pin::principal_of(c))
                 .and_then(|p| HeaderValue::from_str(&p).ok());
@@ -236,6 +248,11 @@ impl Served {
                 request.headers_mut().insert(AUTHORIZATION, token);
                 service.call(request).await
             }
+            // Health without a certificate comes from the enclave's own state: an anonymous
+            // peer never makes the enclave wait for the host's store.
+            None if request.method() == Method::GET && request.uri().path() == "/v1/health" => {
+                return self.health();
+            }
             None if request.method() == Method::GET && ANONYMOUS_PATHS.contains(&request.uri().path()) => {
                 match tokio::time::timeout(ANONYMOUS_DEADLINE, service.call(request)).await {
                     Ok(answer) => answer,
@@ -256,6 +273,18 @@ impl Served {
             Ok(answer) => answer.map(axum::body::Body::new),
             Err(never) => match never {},
         }
+    }
+
+    /// The enclave's health as the gateway's `/v1/health` shapes it, without the database.
+    fn health(&self) -> Response {
+        let Some(slot) = self.slot.get() else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "enclave_not_ready", "the enclave has no master key yet");
+        };
+        let health = slot.health();
+        let ok = health.state == gateway::enclaves::Phase::Ready && health.keyring.state == "ready";
+        let body = serde_json::json!({ "status": if ok { "ok" } else { "degraded" }, "enclaves": [health] });
+        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        (status, Json(body)).into_response()
     }
 
     /// The `Authorization` header a connection's requests carry inside this process.
@@ -317,6 +346,7 @@ async fn prepare(served: Arc<Served>, link: Arc<Link>, identity: Arc<TlsIdentity
         limit: state.attestation_limit.clone(),
     });
     let router = attested.fallback_service(gateway::api::router(state));
+    let _ = served.slot.set(slot.clone());
     let _ = served.router.set(router);
     tracing::info!(enclave_id = %id, "TLS API serving the keyring");
     loop {

@@ -95,6 +95,37 @@ async fn answer_calls(mut conn: BoxConnection, db: &Db, settings: &HostSettings)
 /// next call).
 pub const MAX_CALLS: usize = 32;
 
+/// Why an exchange failed: the connection was closed before any answer came, or anything else.
+#[derive(Debug)]
+enum Exchange {
+    Closed(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exchange::Closed(e) | Exchange::Failed(e) => write!(f, "the host's store: {e}"),
+        }
+    }
+}
+
+/// One call on `conn`, within [`CALL_TIMEOUT`].
+async fn exchange(conn: &mut BoxConnection, frame: &[u8]) -> Result<HostAnswer, Exchange> {
+    let work = async {
+        write_frame(conn, frame).await.map_err(|e| Exchange::Closed(e.to_string()))?;
+        let body = match read_frame_within(conn, MAX_FRAME_LEN, FRAME_STALL_LIMIT).await {
+            Ok(body) => body,
+            Err(FrameError::Closed) => return Err(Exchange::Closed("closed before answering".to_owned())),
+            Err(e) => return Err(Exchange::Failed(e.to_string())),
+        };
+        decode::<HostAnswer>(&body).map_err(|e| Exchange::Failed(e.to_string()))
+    };
+    tokio::time::timeout(CALL_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(Exchange::Failed(format!("no answer within {CALL_TIMEOUT:?}"))))
+}
+
 /// The enclave's end: a connection per call in flight, kept for later calls, another made
 /// when none is free. A call whose connection broke is not repeated: the caller sees
 /// `database_unavailable`, as when the database itself fails.
@@ -115,32 +146,41 @@ impl HostClient {
     }
 
     pub async fn call(&self, call: &HostCall) -> Result<HostAnswer, String> {
-        let kept = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        let mut conn = match kept {
-            Some(conn) => conn,
-            None => tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.address))
-                .await
-                .map_err(|_| format!("the host's store at {} did not answer within {CONNECT_TIMEOUT:?}", self.address))?
-                .map_err(|e| format!("cannot reach the host's store at {}: {e}", self.address))?,
-        };
         let frame = encode(call).map_err(|e| e.to_string())?;
-        let exchange = async {
-            write_frame(&mut conn, &frame).await?;
-            let body = read_frame_within(&mut conn, MAX_FRAME_LEN, FRAME_STALL_LIMIT).await?;
-            decode::<HostAnswer>(&body)
+        let kept = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let (conn, answer) = match kept {
+            // A kept connection the gateway closed meanwhile (a restart) fails before any
+            // answer: the call goes once more, on a fresh one. Rows are written INSERT-only or
+            // by compare-and-swap, so a call that did reach the store cannot apply twice.
+            Some(mut conn) => match exchange(&mut conn, &frame).await {
+                Err(Exchange::Closed(_)) => {
+                    let mut fresh = self.connect().await?;
+                    let answer = exchange(&mut fresh, &frame).await;
+                    (fresh, answer)
+                }
+                answer => (conn, answer),
+            },
+            None => {
+                let mut fresh = self.connect().await?;
+                let answer = exchange(&mut fresh, &frame).await;
+                (fresh, answer)
+            }
         };
         // A connection that failed or timed out is dropped, so no late answer is read as the
         // next call's.
-        let answer = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(format!("the host's store: {e}")),
-            Err(_) => return Err(format!("the host's store did not answer within {CALL_TIMEOUT:?}")),
-        };
+        let answer = answer.map_err(|e| e.to_string())?;
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < MAX_CALLS {
             idle.push(conn);
         }
         Ok(answer)
+    }
+
+    async fn connect(&self) -> Result<BoxConnection, String> {
+        tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.address))
+            .await
+            .map_err(|_| format!("the host's store at {} did not answer within {CONNECT_TIMEOUT:?}", self.address))?
+            .map_err(|e| format!("cannot reach the host's store at {}: {e}", self.address))
     }
 
     /// The deployment's settings.

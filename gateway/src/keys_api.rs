@@ -248,9 +248,13 @@ async fn list_keys(
             .ok()
             .filter(|k| (32..=65).contains(&k.len()))
             .ok_or_else(|| ApiError::invalid("invalid_public_key", "public_key_hex must be 32 to 65 bytes of hex"))?;
-        let keys = app.db.keys_by_public_key(public_key).await.map_err(store_error)?;
-        let keys: Vec<_> =
-            keys.into_iter().filter(|(k, _)| signed::keystore_of(&k.name) == keystore.as_str()).collect();
+        let keys = app.db.keys_by_public_key(public_key.clone()).await.map_err(store_error)?;
+        let keys: Vec<_> = keys
+            .into_iter()
+            .filter(|(k, versions)| {
+                signed::keystore_of(&k.name) == keystore.as_str() && versions.iter().any(|v| v.public_key == public_key)
+            })
+            .collect();
         check_keys(&app, &keys).await?;
         return Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after: None }));
     }
@@ -261,7 +265,11 @@ async fn list_keys(
     if let Some(after) = &query.after {
         key_name(after)?;
     }
+    let asked = keystore.to_string();
     let keys = app.db.list_keys(keystore, query.after, limit).await.map_err(store_error)?;
+    if keys.iter().any(|(k, _)| signed::keystore_of(&k.name) != asked) {
+        return Err(other_rows(&asked));
+    }
     check_keys(&app, &keys).await?;
     let next_after = (keys.len() == limit as usize).then(|| keys.last().map(|(k, _)| k.name.clone())).flatten();
     Ok(Json(KeyPage { keys: keys.iter().map(|(k, v)| key_info(k, v, now)).collect(), next_after }))
@@ -289,16 +297,16 @@ fn other_rows(name: &str) -> ApiError {
 
 /// On the enclave's TLS API the rows come from the host: before a public key leaves the API
 /// the enclave checks that each version's row opens under the keyring root, so that the name,
-/// version, type and public key shown are the ones bound into it. (A key's state, dates and a
-/// listing's membership stay as the host reports them.) Elsewhere the host is the server and
-/// this checks nothing.
+/// version, type, flags and public key shown are the ones bound into it. (A key's state, dates
+/// and a listing's membership stay as the host reports them.) Elsewhere the host is the server
+/// and this checks nothing.
 pub(crate) async fn check_keys(app: &AppState, keys: &[(KeyRow, Vec<VersionRow>)]) -> Result<(), ApiError> {
     if !app.check_rows {
         return Ok(());
     }
     let mut rows = Vec::new();
     for (key, versions) in keys {
-        for version in versions.iter().filter(|v| !v.public_key.is_empty()) {
+        for version in versions {
             rows.push(wrapped_key(key, version.clone()).map_err(|e| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

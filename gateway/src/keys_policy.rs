@@ -42,6 +42,27 @@ pub fn routes() -> Router<AppState> {
 
 /// A stored row as the enclave takes it. A tag column of the wrong length is passed on as
 /// zeros: the enclave refuses that row as tampered, as it would any other edit.
+/// The policy row the store holds for `keystore`/`key`. On the enclave's TLS API (the rows come
+/// from the host) the enclave checks it first: tagged under its keyring, of that key, not older
+/// than one it has seen, not withheld (`policy_tampered`, `policy_rollback`).
+async fn checked_policy(
+    app: &AppState,
+    keystore: String,
+    key: String,
+    record: Option<PolicyRecord>,
+) -> Result<Option<PolicyRow>, ApiError> {
+    let row = record.map(policy_row);
+    if app.check_rows && app.owners {
+        let link = crate::keys_api::keyring_link(app)?;
+        let check = keyward_proto::PolicyCheck { keystore, key, row: row.clone() };
+        match link.call(Request::PolicyCheck(Box::new(check)), KEY_TIMEOUT).await.map_err(ApiError::from_link)? {
+            Response::KeysChecked => {}
+            other => return Err(ApiError::from_link(crate::link::unexpected_reply("PolicyCheck", &other))),
+        }
+    }
+    Ok(row)
+}
+
 pub(crate) fn policy_row(record: PolicyRecord) -> PolicyRow {
     PolicyRow {
         keystore: record.keystore,
@@ -133,10 +154,11 @@ async fn get_key_policy(
     app.authorize_reader(&headers)?;
     let name = key_name(&name)?;
     let (keystore, key) = (name.keystore().to_owned(), name.local().to_owned());
-    let record = app.db.latest_policy(keystore, key).await.map_err(store_error)?.ok_or_else(|| {
+    let record = app.db.latest_policy(keystore.clone(), key.clone()).await.map_err(store_error)?;
+    let row = checked_policy(&app, keystore, key, record).await?.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("key {name} has no policy of its own"))
     })?;
-    Ok(Json(key_info(&policy_row(record), None)?))
+    Ok(Json(key_info(&row, None)?))
 }
 
 async fn set_keystore_policy(
@@ -156,9 +178,9 @@ async fn get_keystore_policy(
     KeystorePath(keystore): KeystorePath,
 ) -> Result<Json<KeystorePolicyInfo>, ApiError> {
     app.authorize_reader(&headers)?;
-    let record =
-        app.db.latest_policy(keystore.to_string(), String::new()).await.map_err(store_error)?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("keystore {keystore} has no policy"))
-        })?;
-    Ok(Json(keystore_info(&policy_row(record), None)?))
+    let record = app.db.latest_policy(keystore.to_string(), String::new()).await.map_err(store_error)?;
+    let row = checked_policy(&app, keystore.to_string(), String::new(), record).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("keystore {keystore} has no policy"))
+    })?;
+    Ok(Json(keystore_info(&row, None)?))
 }

@@ -31,10 +31,19 @@ pub(crate) struct ClientCert {
 
 impl ClientCert {
     pub(crate) fn new() -> ClientCert {
-        let made = rcgen::generate_simple_self_signed(vec!["wallet-service".into()]).expect("client certificate");
-        let cert = made.cert.der().clone();
+        Self::with_algorithm(&rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// A certificate whose key is of `algorithm` (P-384 is no principal).
+    pub(crate) fn with_algorithm(algorithm: &'static rcgen::SignatureAlgorithm) -> ClientCert {
+        let key = rcgen::KeyPair::generate_for(algorithm).expect("client key");
+        let made = rcgen::CertificateParams::new(vec!["wallet-service".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("client certificate");
+        let cert = made.der().clone();
         let pin = spki_sha256(&cert).expect("pin");
-        ClientCert { cert, key: made.signing_key.serialize_der(), pin }
+        ClientCert { cert, key: key.serialize_der(), pin }
     }
 
     pub(crate) fn identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {

@@ -3,6 +3,7 @@
 //! request; the same claim sent by the host on its own API is refused.
 
 use keyward_attest::{Measurements, Pcr, RootCertificate};
+use keyward_authz::PrincipalKey;
 use keyward_client::{
     Client, ClientError,
     attested::AttestedTls,
@@ -22,6 +23,8 @@ const CHANNEL_PRINCIPAL_HEADER: &str = "x-keyward-channel-principal";
 async fn a_client_certificate_is_a_principal_the_policies_name() {
     let owner_cert = ClientCert::new();
     let outsider = ClientCert::new();
+    let no_principal = ClientCert::with_algorithm(&rcgen::PKCS_ECDSA_P384_SHA384);
+    assert_eq!(principal_of(&no_principal.cert), None, "a P-384 key is no principal");
     let owner = principal_of(&owner_cert.cert).expect("a P-256 certificate is a principal");
     let (pass_port, enclave_port, store_port) = (free_port(), free_port(), free_port());
     let options = StackOptions {
@@ -33,6 +36,8 @@ async fn a_client_certificate_is_a_principal_the_policies_name() {
             hex::encode(owner_cert.pin),
             "--tls-client-key".into(),
             hex::encode(outsider.pin),
+            "--tls-client-key".into(),
+            hex::encode(no_principal.pin),
             "--host-store".into(),
             format!("tcp://127.0.0.1:{store_port}"),
         ],
@@ -95,4 +100,28 @@ async fn a_client_certificate_is_a_principal_the_policies_name() {
         .await
         .unwrap();
     assert_eq!(error_code(claimed).await, (403, "not_permitted".into()));
+    // A listed certificate whose key is no principal: its claim is removed, not replaced, and
+    // the request is an unsigned one.
+    let pinned = PinnedServer::new(verified.spki_sha256);
+    let claimed = https(client_config(pinned, Some(no_principal.identity())).unwrap())
+        .post(format!("{base}/v1/keys/cert-made/sign"))
+        .header(CHANNEL_PRINCIPAL_HEADER, &owner)
+        .json(&json!({"digest_hex": hex::encode(d)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(claimed).await, (401, "signature_required".into()));
+
+    // The owner's certificate grants the outsider's key a policy, which then lets it sign; the
+    // TLS API shows the policy only as the enclave sealed it.
+    let outsider_id = PrincipalKey::parse(&principal_of(&outsider.cert).unwrap()).unwrap().id().to_string();
+    let policy = json!({"version": 1, "rules": [{"principals": [outsider_id], "operations": ["sign"], "quorum": 1}]});
+    as_owner.set_key_policy("cert-made", &policy, &[]).await.expect("the owner's certificate sets a policy");
+    as_outsider.sign_with_key("cert-made", &request).await.expect("the policy lets the outsider sign");
+    assert_eq!(as_outsider.key_policy("cert-made").await.expect("the policy over TLS").version, 1);
+    stack.sql("UPDATE key_policies SET body = CAST(REPLACE(CAST(body AS TEXT), '\"sign\"', '\"rotate\"') AS BLOB)", []);
+    let shown = stack.client.key_policy("cert-made").await.expect("the host shows its edit");
+    assert_eq!(shown.policy["rules"][0]["operations"][0], "rotate");
+    let refused = as_outsider.key_policy("cert-made").await.expect_err("the enclave checks the row first");
+    assert!(matches!(&refused, ClientError::Api { code, .. } if code == "policy_tampered"), "{refused}");
 }

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use der::{Decode, Encode};
 use rustls::{
-    DigitallySignedStruct, SignatureScheme,
+    DigitallySignedStruct, DistinguishedName, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
     pki_types::{CertificateDer, ServerName, UnixTime},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 
 /// What an attestation document's `user_data` starts with when it binds the enclave's TLS
@@ -137,6 +138,46 @@ impl ServerCertVerifier for PinnedServer {
     handshake_signatures!();
 }
 
+/// The enclave's side: accepts a client certificate only by its key's pin (the handshake
+/// signature proves the client holds that key). A certificate is optional at the handshake;
+/// the routes decide what a connection without one may ask.
+#[derive(Debug)]
+pub struct PinnedClients {
+    pins: Vec<[u8; 32]>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedClients {
+    pub fn new(pins: Vec<[u8; 32]>) -> Arc<Self> {
+        Arc::new(PinnedClients { pins, algorithms: provider().signature_verification_algorithms })
+    }
+}
+
+impl ClientCertVerifier for PinnedClients {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match spki_sha256(end_entity) {
+            Ok(pin) if self.pins.contains(&pin) => Ok(ClientCertVerified::assertion()),
+            Ok(_) => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)),
+            Err(_) => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)),
+        }
+    }
+
+    handshake_signatures!();
+}
+
 impl ServerCertVerifier for FirstSight {
     fn verify_server_cert(
         &self,
@@ -193,6 +234,17 @@ mod tests {
         let cert = rcgen::CertificateParams::new(vec!["c".to_owned()]).unwrap().self_signed(&ed).unwrap();
         assert_eq!(principal_of(cert.der()), Some(format!("ed25519:{}", hex::encode(ed.public_key_raw()))));
         assert_eq!(principal_of(&[0x30, 0x00]), None);
+    }
+
+    #[test]
+    fn a_client_certificate_is_accepted_by_its_pin_only() {
+        let listed = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
+        let stranger = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
+        let verifier = PinnedClients::new(vec![spki_sha256(listed.cert.der()).unwrap()]);
+        let now = UnixTime::now();
+        assert!(verifier.verify_client_cert(listed.cert.der(), &[], now).is_ok());
+        assert!(verifier.verify_client_cert(stranger.cert.der(), &[], now).is_err());
+        assert!(verifier.verify_client_cert(&CertificateDer::from(vec![0x30, 0x00]), &[], now).is_err());
     }
 
     #[test]

@@ -200,6 +200,12 @@ impl Authorizer {
 
     /// Whether a stream segment may be sealed or opened (its ticket; sealing, its order and,
     /// for the last, the plaintext's digest).
+    /// Whether `check.row` is the policy of its key or keystore this enclave would act on: tagged
+    /// under the keyring, of that key, not older than one seen (nor withheld when one was).
+    pub fn check_policy(&self, check: &keyward_proto::PolicyCheck, tag: Tagger<'_>) -> Result<(), ErrorReply> {
+        self.policies.current(&check.keystore, &check.key, check.row.as_ref(), tag).map(drop)
+    }
+
     pub fn check_segment(&self, request: &KeyCrypt, now: u64) -> Result<(), ErrorReply> {
         // A key disabled or deleted (on this enclave, the only one its ticket works on) since
         // its stream began stops the stream too.

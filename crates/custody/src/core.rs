@@ -139,6 +139,14 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 })
                 .await
             }
+            Request::PolicyCheck(c) => {
+                let keyring = self.keyring.clone();
+                blocking(move || {
+                    authorizer.check_policy(&c, &|row| keyring.policy_tag(row))?;
+                    Ok(Response::KeysChecked)
+                })
+                .await
+            }
             Request::PolicySet(p) => {
                 let keyring = self.keyring.clone();
                 blocking(move || {
@@ -292,7 +300,7 @@ impl<D: DataKeySource + 'static> EnclaveCore<D> {
                 blocking(move || Ok(Response::KeySignatures(batch.items.iter().map(|s| keyring.sign(s)).collect())))
                     .await
             }
-            Request::PolicySet(_) | Request::KeyStateSet(_) => Err(ErrorReply::new(
+            Request::PolicySet(_) | Request::KeyStateSet(_) | Request::PolicyCheck(_) => Err(ErrorReply::new(
                 ErrorCode::BadRequest,
                 "this enclave has no owners: authorization is off, so it keeps no policies or key states",
             )),

@@ -290,9 +290,16 @@ impl<D: DataKeySource> Keyring<D> {
         Ok(KeySignature { signature: signed.signature, recovery_id: signed.recovery_id, receipt: None })
     }
 
-    /// Whether every row opens under the loaded root (from the cache when it did before).
+    /// Whether every row opens under the loaded root (from the cache when it did before). Rows
+    /// opened only to be checked are not cached: a listing does not evict the keys in use.
     pub fn check(&self, rows: &[WrappedKey]) -> Reply<()> {
-        rows.iter().try_for_each(|row| self.material(row).map(drop))
+        rows.iter().try_for_each(|row| {
+            if self.cache.get(row).is_some() {
+                return Ok(());
+            }
+            let (root, root_id) = self.ready_root()?;
+            keyward_keyring::unwrap(&root, &root_id, row).map(drop).map_err(from_keyring)
+        })
     }
 
     /// The material of a row: from the cache, or unwrapped (and then cached).

@@ -128,6 +128,15 @@ pub struct PolicyRow {
     pub tag: [u8; 32],
 }
 
+/// A policy row to check (`Request::PolicyCheck`): `row` is what the host's store holds for
+/// `keystore`/`key` (none: it says there is none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyCheck {
+    pub keystore: String,
+    pub key: String,
+    pub row: Option<PolicyRow>,
+}
+
 /// Set a key's policy (an empty `key`: the keystore's): the signed request's body is the new
 /// policy document, whose version follows the current one's (1 when there is none). Answered
 /// with `PolicySealed`.

@@ -14,7 +14,7 @@ mod writer;
 
 pub use authz::{
     AuditRead, AuditReceipt, AuditRecord, Authorization, AuthorizationInfo, ChannelPrincipal, KeyStateChange,
-    KeyStateSet, PolicyRow, PolicySealed, PolicySet, PrincipalSignature,
+    KeyStateSet, PolicyCheck, PolicyRow, PolicySealed, PolicySet, PrincipalSignature,
 };
 pub use crypt::{
     CryptOp, CryptOutput, DataKeySpec, KeyCrypt, MAX_CRYPT_PAYLOAD_LEN, MAX_RANDOM_LEN, RandomRequest, RandomSource,

@@ -112,6 +112,10 @@ pub enum Request {
     /// key are the ones bound into it (before the enclave's TLS API shows a public key the
     /// host's store gave it); answered with `KeysChecked`.
     KeyCheck(Vec<crate::WrappedKey>),
+    /// With owners: that the policy row the host presents for a key or keystore is the newest
+    /// this enclave knows and was tagged under its keyring (before the enclave's TLS API shows
+    /// it); answered with `KeysChecked`.
+    PolicyCheck(Box<crate::PolicyCheck>),
 }
 
 /// Version handshake.

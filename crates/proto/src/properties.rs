@@ -373,7 +373,13 @@ fn request() -> impl Strategy<Value = Request> {
             |(keystore, key, change, auth)| Request::KeyStateSet(Box::new(KeyStateSet { keystore, key, change, auth }))
         ),
         proptest::collection::vec(wrapped_key(), 0..3).prop_map(Request::KeyCheck),
+        (text(), text(), proptest::option::of(policy_row()))
+            .prop_map(|(keystore, key, row)| Request::PolicyCheck(Box::new(keyward_check(keystore, key, row)))),
     ]
+}
+
+fn keyward_check(keystore: String, key: String, row: Option<PolicyRow>) -> crate::PolicyCheck {
+    crate::PolicyCheck { keystore, key, row }
 }
 
 fn key_state_change() -> impl Strategy<Value = KeyStateChange> {
@@ -500,6 +506,7 @@ fn request_variant(request: &Request) -> &'static str {
         Request::PolicySet(_) => "PolicySet",
         Request::KeyStateSet(_) => "KeyStateSet",
         Request::KeyCheck(_) => "KeyCheck",
+        Request::PolicyCheck(_) => "PolicyCheck",
     }
 }
 

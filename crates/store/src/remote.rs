@@ -125,6 +125,11 @@ impl From<&StoreError> for WireError {
     }
 }
 
+/// A name the host sent, bounded (a key's full name is at most 161 characters).
+fn bounded(name: String) -> String {
+    name.chars().take(161).collect()
+}
+
 impl From<WireError> for StoreError {
     fn from(error: WireError) -> Self {
         match error {
@@ -134,10 +139,10 @@ impl From<WireError> for StoreError {
             }
             WireError::RootExists => StoreError::RootExists,
             WireError::RootEpochConflict { expected_epoch } => StoreError::RootEpochConflict { expected_epoch },
-            WireError::KeyExists(name) => StoreError::KeyExists(name),
-            WireError::PolicyExists { key, version } => StoreError::PolicyExists { key, version },
-            WireError::AuditConflict { chain, seq } => StoreError::AuditConflict { chain, seq },
-            WireError::KeyConflict(name) => StoreError::KeyConflict(name),
+            WireError::KeyExists(name) => StoreError::KeyExists(bounded(name)),
+            WireError::PolicyExists { key, version } => StoreError::PolicyExists { key: bounded(key), version },
+            WireError::AuditConflict { chain, seq } => StoreError::AuditConflict { chain: bounded(chain), seq },
+            WireError::KeyConflict(name) => StoreError::KeyConflict(bounded(name)),
             WireError::Other { code, message } => {
                 let code = CODES.iter().find(|c| **c == code).copied().unwrap_or("database_unavailable");
                 // The host's words stay in the log (shortened); clients get the code.
