@@ -55,6 +55,21 @@ pub(crate) fn https(config: rustls::ClientConfig) -> reqwest::Client {
     reqwest::Client::builder().use_preconfigured_tls(config).build().expect("HTTPS client")
 }
 
+/// `base` with the enclave's TLS API on, listing each certificate under its flag
+/// (`--tls-client-key`, `--tls-admin-key`); returns the options and the pass-through's port.
+pub(crate) fn tls_options(certificates: &[(&str, &ClientCert)], base: StackOptions) -> (StackOptions, u16) {
+    let (pass_port, enclave_port, store_port) = (free_port(), free_port(), free_port());
+    let mut enclave_args = vec!["--tls-listen".into(), format!("tcp://127.0.0.1:{enclave_port}")];
+    for (flag, cert) in certificates {
+        enclave_args.extend([(*flag).to_owned(), hex::encode(cert.pin)]);
+    }
+    enclave_args.extend(["--host-store".into(), format!("tcp://127.0.0.1:{store_port}")]);
+    let extra_config = format!(
+        "enclave_tls:\n  listen: 127.0.0.1:{pass_port}\n  enclave: tcp://127.0.0.1:{enclave_port}\n  store_listen: tcp://127.0.0.1:{store_port}\n"
+    );
+    (StackOptions { enclave_args, extra_config, ..base }, pass_port)
+}
+
 /// A TCP proxy in front of the gateway's pass-through that keeps every byte either way: what
 /// the host carries for these connections.
 async fn recorder(upstream: String) -> (String, Arc<Mutex<Vec<u8>>>) {
@@ -146,23 +161,8 @@ async fn a_client_pins_the_attested_key_and_the_host_relays_only_ciphertext() {
     let client_cert = ClientCert::new();
     let admin_cert = ClientCert::new();
     let stranger = ClientCert::new();
-    let (pass_port, enclave_port, store_port) = (free_port(), free_port(), free_port());
-    let options = StackOptions {
-        enclave_args: vec![
-            "--tls-listen".into(),
-            format!("tcp://127.0.0.1:{enclave_port}"),
-            "--tls-client-key".into(),
-            hex::encode(client_cert.pin),
-            "--tls-admin-key".into(),
-            hex::encode(admin_cert.pin),
-            "--host-store".into(),
-            format!("tcp://127.0.0.1:{store_port}"),
-        ],
-        extra_config: format!(
-            "enclave_tls:\n  listen: 127.0.0.1:{pass_port}\n  enclave: tcp://127.0.0.1:{enclave_port}\n  store_listen: tcp://127.0.0.1:{store_port}\n"
-        ),
-        ..StackOptions::default()
-    };
+    let (options, pass_port) =
+        tls_options(&[("--tls-client-key", &client_cert), ("--tls-admin-key", &admin_cert)], StackOptions::default());
     let mut stack = Stack::start(options).await;
     let health = stack.wait_ready().await;
     let master_hex = health.enclaves[0].public_key_hex.clone().expect("master key");

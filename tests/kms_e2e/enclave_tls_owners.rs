@@ -10,10 +10,10 @@ use keyward_client::{
     keys::SignWithKey,
     tls_pin::{FirstSight, PinnedServer, client_config, principal_of},
 };
-use keyward_e2e::{Stack, StackOptions, assert_signature_verifies, digest, free_port};
+use keyward_e2e::{Stack, StackOptions, assert_signature_verifies, digest};
 use serde_json::json;
 
-use crate::enclave_tls::{ClientCert, error_code, https, wait_tls_api};
+use crate::enclave_tls::{ClientCert, error_code, https, tls_options, wait_tls_api};
 
 /// What the enclave's TLS API sets to a listed certificate's principal
 /// (`gateway::signed::CHANNEL_PRINCIPAL_HEADER`).
@@ -26,26 +26,10 @@ async fn a_client_certificate_is_a_principal_the_policies_name() {
     let no_principal = ClientCert::with_algorithm(&rcgen::PKCS_ECDSA_P384_SHA384);
     assert_eq!(principal_of(&no_principal.cert), None, "a P-384 key is no principal");
     let owner = principal_of(&owner_cert.cert).expect("a P-256 certificate is a principal");
-    let (pass_port, enclave_port, store_port) = (free_port(), free_port(), free_port());
-    let options = StackOptions {
-        owners: vec![owner.clone()],
-        enclave_args: vec![
-            "--tls-listen".into(),
-            format!("tcp://127.0.0.1:{enclave_port}"),
-            "--tls-admin-key".into(),
-            hex::encode(owner_cert.pin),
-            "--tls-client-key".into(),
-            hex::encode(outsider.pin),
-            "--tls-client-key".into(),
-            hex::encode(no_principal.pin),
-            "--host-store".into(),
-            format!("tcp://127.0.0.1:{store_port}"),
-        ],
-        extra_config: format!(
-            "enclave_tls:\n  listen: 127.0.0.1:{pass_port}\n  enclave: tcp://127.0.0.1:{enclave_port}\n  store_listen: tcp://127.0.0.1:{store_port}\n"
-        ),
-        ..StackOptions::default()
-    };
+    let certificates =
+        [("--tls-admin-key", &owner_cert), ("--tls-client-key", &outsider), ("--tls-client-key", &no_principal)];
+    let (options, pass_port) =
+        tls_options(&certificates, StackOptions { owners: vec![owner.clone()], ..StackOptions::default() });
     let mut stack = Stack::start(options).await;
     stack.wait_keyring().await;
     let base = format!("https://127.0.0.1:{pass_port}");
@@ -91,26 +75,17 @@ async fn a_client_certificate_is_a_principal_the_policies_name() {
     assert_eq!(error_code(forged).await, (401, "bad_request_signature".into()));
     // Nor can a client claim another principal on the TLS API: the enclave replaces the claim
     // with its own certificate's.
-    let pinned = PinnedServer::new(verified.spki_sha256);
-    let claimed = https(client_config(pinned, Some(outsider.identity())).unwrap())
-        .post(format!("{base}/v1/keys/cert-made/sign"))
-        .header(CHANNEL_PRINCIPAL_HEADER, &owner)
-        .json(&json!({"digest_hex": hex::encode(d)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(claimed).await, (403, "not_permitted".into()));
+    let claiming = |cert: &ClientCert| {
+        https(client_config(PinnedServer::new(verified.spki_sha256), Some(cert.identity())).unwrap())
+            .post(format!("{base}/v1/keys/cert-made/sign"))
+            .header(CHANNEL_PRINCIPAL_HEADER, &owner)
+            .json(&json!({"digest_hex": hex::encode(d)}))
+            .send()
+    };
+    assert_eq!(error_code(claiming(&outsider).await.unwrap()).await, (403, "not_permitted".into()));
     // A listed certificate whose key is no principal: its claim is removed, not replaced, and
     // the request is an unsigned one.
-    let pinned = PinnedServer::new(verified.spki_sha256);
-    let claimed = https(client_config(pinned, Some(no_principal.identity())).unwrap())
-        .post(format!("{base}/v1/keys/cert-made/sign"))
-        .header(CHANNEL_PRINCIPAL_HEADER, &owner)
-        .json(&json!({"digest_hex": hex::encode(d)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(claimed).await, (401, "signature_required".into()));
+    assert_eq!(error_code(claiming(&no_principal).await.unwrap()).await, (401, "signature_required".into()));
 
     // The owner's certificate grants the outsider's key a policy, which then lets it sign; the
     // TLS API shows the policy only as the enclave sealed it.
