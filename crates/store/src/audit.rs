@@ -132,38 +132,3 @@ impl Store {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(key: u8, seq: i64, line: &str) -> AuditRow {
-        AuditRow { audit_key: vec![key; 32], seq, enclave_id: 1, line: line.into(), stored_at: 100 + seq }
-    }
-
-    #[test]
-    fn records_are_appended_once_never_replaced_and_read_back_in_order_per_chain() {
-        let (_dir, mut store) = crate::tests_support::temp_store();
-        assert_eq!(store.insert_audit(&[row(1, 1, "a"), row(1, 2, "b")]).unwrap(), 2);
-        // Fetched again with a new one: only the new one is added.
-        assert_eq!(store.insert_audit(&[row(1, 2, "b"), row(1, 3, "c")]).unwrap(), 1);
-        // Another chain (the enclave restarted) starts at 1 again.
-        assert_eq!(store.insert_audit(&[row(2, 1, "x")]).unwrap(), 1);
-        // A different record under a stored number: refused, and nothing of the batch written.
-        let refused = store.insert_audit(&[row(1, 4, "d"), row(1, 2, "edited")]).unwrap_err();
-        assert!(matches!(refused, StoreError::AuditConflict { seq: 2, .. }), "{refused:?}");
-        assert_eq!(refused.code(), "audit_conflict");
-
-        let lines = |key, after, limit| -> Vec<String> {
-            store.audit_page(&[key; 32], after, limit).unwrap().into_iter().map(|r| r.line).collect()
-        };
-        assert_eq!(lines(1, 0, 10), ["a", "b", "c"]);
-        assert_eq!(lines(1, 1, 1), ["b"]);
-        assert_eq!(lines(2, 0, 10), ["x"]);
-        assert!(lines(3, 0, 10).is_empty());
-        let chains = store.audit_chains().unwrap();
-        let summary: Vec<_> = chains.iter().map(|c| (c.audit_key[0], c.first_seq, c.last_seq, c.records)).collect();
-        assert_eq!(summary, [(1, 1, 3, 3), (2, 1, 1, 1)]);
-        assert_eq!((store.audit_last_seq(&[1; 32]).unwrap(), store.audit_last_seq(&[3; 32]).unwrap()), (Some(3), None));
-    }
-}

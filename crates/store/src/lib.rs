@@ -2,8 +2,10 @@
 
 mod audit;
 mod bitgo;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod keyring;
-mod migrations;
+pub mod migrations;
 mod policies;
 pub mod remote;
 mod traits;
@@ -75,7 +77,7 @@ pub enum StoreError {
     /// The file exists but is not an initialised keyward database (an empty file, or another
     /// program's SQLite database); it is left untouched.
     #[error(
-        "{path} is not an initialised keyward database ({found}); refusing to use it, because a database without keyward's rows would mean generating new keys: point database.path at the right file or restore it, or for a first installation remove the file and run `gateway init-db`"
+        "{path} is not an initialised keyward database ({found}); refusing to use it, because a database without keyward's rows would mean generating new keys: point database.path (or database.url) at the right database or restore it, or for a first installation start from an empty one and run `gateway init-db`"
     )]
     NotKeyward {
         /// Database file.
@@ -167,6 +169,16 @@ pub enum StoreError {
         /// What happened.
         message: String,
     },
+    /// A PostgreSQL failure (unreachable, busy, full, ...); `code` classifies it as for SQLite.
+    #[error("database {op} failed: {message}")]
+    Postgres {
+        /// What we were doing.
+        op: &'static str,
+        /// The stable code (`database_unavailable`, `database_busy`, ...).
+        code: &'static str,
+        /// The driver's error (never a password: the driver does not show it).
+        message: String,
+    },
     /// Any other SQLite failure (locked, disk full, ...).
     #[error("database {op} failed: {source}")]
     Sqlite {
@@ -199,7 +211,7 @@ impl StoreError {
             StoreError::AuditConflict { .. } => "audit_conflict",
             StoreError::KeyConflict(_) => "key_conflict",
             StoreError::EpochConflict { .. } => "rotation_conflict",
-            StoreError::Remote { code, .. } => code,
+            StoreError::Remote { code, .. } | StoreError::Postgres { code, .. } => code,
             StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => match e.code {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database_busy",
                 rusqlite::ErrorCode::DiskFull => "database_full",
@@ -441,12 +453,3 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod tests_support {
-    pub(crate) fn temp_store() -> (tempfile::TempDir, crate::Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::Store::open(&dir.path().join("keyward.db")).unwrap();
-        (dir, store)
-    }
-}

@@ -6,12 +6,27 @@ use rusqlite::{Connection, params};
 
 use crate::{Result, StoreError};
 
-/// `(version, description, SQL)`, in order. Version numbers are contiguous from 1.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "enclave_master_keys as in the KMS integration design",
-        "CREATE TABLE enclave_master_keys (
+/// One schema version: its SQL for each engine. Both engines' tables hold the same columns
+/// with the same meaning, so `gateway migrate-db` copies a row as it is.
+#[derive(Debug)]
+pub struct Migration {
+    /// Contiguous from 1.
+    pub version: i64,
+    /// What it changes.
+    pub description: &'static str,
+    /// For SQLite.
+    pub sqlite: &'static str,
+    /// For PostgreSQL: `BYTEA` for blobs, `BIGINT` for integers, `BOOLEAN` for flags, and the
+    /// byte order of SQLite (`COLLATE "C"`) on names that are ranged and ordered.
+    pub postgres: &'static str,
+}
+
+/// Every schema version, in order; both engines apply the same list.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "enclave_master_keys as in the KMS integration design",
+        sqlite: "CREATE TABLE enclave_master_keys (
         enclave_id INTEGER PRIMARY KEY,
         kms_encrypted_dek BLOB NOT NULL,
         encrypted_private_key BLOB NOT NULL,
@@ -19,11 +34,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         kms_key_id TEXT NOT NULL,
         key_epoch INTEGER DEFAULT 1
     );",
-    ),
-    (
-        2,
-        "the keyring: one root, named keys, key versions",
-        "CREATE TABLE keyring_root (
+        postgres: "CREATE TABLE enclave_master_keys (
+        enclave_id BIGINT PRIMARY KEY,
+        kms_encrypted_dek BYTEA NOT NULL,
+        encrypted_private_key BYTEA NOT NULL,
+        public_key BYTEA NOT NULL,
+        kms_key_id TEXT NOT NULL,
+        key_epoch BIGINT DEFAULT 1
+    );",
+    },
+    Migration {
+        version: 2,
+        description: "the keyring: one root, named keys, key versions",
+        sqlite: "CREATE TABLE keyring_root (
         slot INTEGER PRIMARY KEY CHECK (slot = 1),
         root_id BLOB NOT NULL,
         kms_encrypted_dek BLOB NOT NULL,
@@ -52,16 +75,46 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         PRIMARY KEY (name, version)
     );
     CREATE INDEX key_versions_by_public_key ON key_versions (public_key);",
-    ),
-    (
-        3,
-        "keys: the oldest version that still decrypts",
-        "ALTER TABLE keys ADD COLUMN min_decryption_version INTEGER NOT NULL DEFAULT 1;",
-    ),
-    (
-        4,
-        "BitGo's key provider: which keyring key holds each (pub, source)",
-        "CREATE TABLE bitgo_keys (
+        postgres: "CREATE TABLE keyring_root (
+        slot BIGINT PRIMARY KEY CHECK (slot = 1),
+        root_id BYTEA NOT NULL,
+        kms_encrypted_dek BYTEA NOT NULL,
+        sealed_root BYTEA NOT NULL,
+        kms_key_id TEXT NOT NULL,
+        root_epoch BIGINT NOT NULL
+    );
+    CREATE TABLE keys (
+        name TEXT COLLATE \"C\" PRIMARY KEY,
+        key_type TEXT NOT NULL,
+        exportable BOOLEAN NOT NULL,
+        origin TEXT NOT NULL,
+        state TEXT NOT NULL,
+        latest_version BIGINT NOT NULL,
+        deletion_due BIGINT,
+        created_at BIGINT NOT NULL,
+        revision BIGINT NOT NULL
+    );
+    CREATE TABLE key_versions (
+        name TEXT COLLATE \"C\" NOT NULL REFERENCES keys (name),
+        version BIGINT NOT NULL,
+        root_id BYTEA NOT NULL,
+        public_key BYTEA NOT NULL,
+        wrapped BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE INDEX key_versions_by_public_key ON key_versions (public_key);",
+    },
+    Migration {
+        version: 3,
+        description: "keys: the oldest version that still decrypts",
+        sqlite: "ALTER TABLE keys ADD COLUMN min_decryption_version INTEGER NOT NULL DEFAULT 1;",
+        postgres: "ALTER TABLE keys ADD COLUMN min_decryption_version BIGINT NOT NULL DEFAULT 1;",
+    },
+    Migration {
+        version: 4,
+        description: "BitGo's key provider: which keyring key holds each (pub, source)",
+        sqlite: "CREATE TABLE bitgo_keys (
         pub TEXT NOT NULL,
         source TEXT NOT NULL,
         coin TEXT NOT NULL,
@@ -71,11 +124,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (pub, source)
     );",
-    ),
-    (
-        5,
-        "key policies: every version kept, each tagged by an enclave under the keyring root",
-        "CREATE TABLE key_policies (
+        postgres: "CREATE TABLE bitgo_keys (
+        pub TEXT NOT NULL,
+        source TEXT NOT NULL,
+        coin TEXT NOT NULL,
+        key_type TEXT NOT NULL,
+        key_name TEXT COLLATE \"C\" NOT NULL UNIQUE REFERENCES keys (name),
+        sealed_prv BYTEA,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (pub, source)
+    );",
+    },
+    Migration {
+        version: 5,
+        description: "key policies: every version kept, each tagged by an enclave under the keyring root",
+        sqlite: "CREATE TABLE key_policies (
         keystore TEXT NOT NULL,
         key_name TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -84,11 +147,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (keystore, key_name, version)
     );",
-    ),
-    (
-        6,
-        "audit records: every chain an enclave signed, kept past its restarts",
-        "CREATE TABLE audit_records (
+        postgres: "CREATE TABLE key_policies (
+        keystore TEXT COLLATE \"C\" NOT NULL,
+        key_name TEXT COLLATE \"C\" NOT NULL,
+        version BIGINT NOT NULL,
+        body BYTEA NOT NULL,
+        tag BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (keystore, key_name, version)
+    );",
+    },
+    Migration {
+        version: 6,
+        description: "audit records: every chain an enclave signed, kept past its restarts",
+        sqlite: "CREATE TABLE audit_records (
         audit_key BLOB NOT NULL,
         seq INTEGER NOT NULL,
         enclave_id INTEGER NOT NULL,
@@ -96,12 +168,32 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         stored_at INTEGER NOT NULL,
         PRIMARY KEY (audit_key, seq)
     );",
-    ),
+        postgres: "CREATE TABLE audit_records (
+        audit_key BYTEA NOT NULL,
+        seq BIGINT NOT NULL,
+        enclave_id BIGINT NOT NULL,
+        line TEXT NOT NULL,
+        stored_at BIGINT NOT NULL,
+        PRIMARY KEY (audit_key, seq)
+    );",
+    },
 ];
 
+/// The table that records applied versions, for PostgreSQL (SQLite's is in [`apply`]).
+pub const POSTGRES_SCHEMA_TABLE: &str = "CREATE TABLE schema_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+);";
+
+/// The tables every keyward database holds, in the order rows are copied (referenced tables
+/// first).
+pub const TABLES: &[&str] =
+    &["enclave_master_keys", "keyring_root", "keys", "key_versions", "bitgo_keys", "key_policies", "audit_records"];
+
 /// Highest schema version this build knows.
-pub(crate) fn latest() -> i64 {
-    MIGRATIONS.last().map_or(0, |m| m.0)
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
 pub(crate) fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -122,7 +214,7 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
     if found > latest() {
         return Err(StoreError::SchemaTooNew { path: path.to_owned(), found, known: latest() });
     }
-    for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+    for Migration { version, description, sqlite: sql, .. } in MIGRATIONS.iter().filter(|m| m.version > found) {
         let tx = conn.transaction().map_err(sql_err("begin migration"))?;
         tx.execute_batch(sql).map_err(sql_err("apply migration"))?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -143,8 +235,8 @@ mod tests {
 
     #[test]
     fn versions_are_contiguous_from_one() {
-        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version, i as i64 + 1);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
         }
     }
 }

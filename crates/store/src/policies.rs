@@ -63,34 +63,3 @@ impl Store {
             .map_err(|source| StoreError::Sqlite { op: "read key policy", source })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(key: &str, version: i64) -> PolicyRecord {
-        PolicyRecord {
-            keystore: "default".into(),
-            key_name: key.into(),
-            version,
-            body: format!("{{\"version\":{version}}}").into_bytes(),
-            tag: vec![version as u8; 32],
-            created_at: 7,
-        }
-    }
-
-    #[test]
-    fn versions_are_kept_the_newest_wins_and_one_is_never_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("k.db")).unwrap();
-        assert_eq!(store.latest_policy("default", "a").unwrap(), None);
-        store.insert_policy(&row("a", 1)).unwrap();
-        store.insert_policy(&row("a", 2)).unwrap();
-        store.insert_policy(&row("b", 1)).unwrap();
-        assert_eq!(store.latest_policy("default", "a").unwrap(), Some(row("a", 2)));
-        assert_eq!(store.latest_policy("other", "a").unwrap(), None, "keystores are apart");
-        let again = store.insert_policy(&PolicyRecord { body: b"{}".to_vec(), ..row("a", 2) }).unwrap_err();
-        assert_eq!(again.code(), "policy_version_conflict");
-        assert_eq!(store.latest_policy("default", "a").unwrap(), Some(row("a", 2)), "the stored row is unchanged");
-    }
-}
