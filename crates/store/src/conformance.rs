@@ -4,7 +4,9 @@
 //! races of a fleet (several gateways on one database) are part of the contract.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::{AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow, StoreError, VersionRow};
+use crate::{
+    AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow, StoreError, VersionRow,
+};
 
 /// Opens one more connection to the database under test.
 pub type Open<'a> = &'a (dyn Fn() -> Box<dyn KeyStore> + Sync);
@@ -155,7 +157,8 @@ fn keystore_pages(open: Open<'_>) {
     // Names either side of each prefix in byte order ("acme-x" and "acme.x" sort around
     // "acme/", "acme0" right after the last "acme/…"), and upper case before lower case, as
     // bytes compare (a locale's order would put "B" after "a").
-    let all = ["acme", "acme-x/k", "acme.x", "acme/a", "acme/b", "acme/c", "acme0", "acmez/a", "b", "beta/a", "B", "_x"];
+    let all =
+        ["acme", "acme-x/k", "acme.x", "acme/a", "acme/b", "acme/c", "acme0", "acmez/a", "b", "beta/a", "B", "_x"];
     store.insert_keys(&all.iter().map(|n| new_key(n)).collect::<Vec<_>>()).unwrap();
     let page = |keystore, after, limit| names(store.as_ref(), keystore, after, limit);
     assert_eq!(page(None, None, 100), ["B", "_x", "acme", "acme.x", "acme0", "b"]);

@@ -1,0 +1,146 @@
+#![doc = include_str!("../README.md")]
+
+mod copy;
+mod rows;
+mod schema;
+mod settings;
+pub mod testing;
+
+pub use copy::{CopyError, CopyReport, copy_from_sqlite};
+pub use settings::{PgSettings, SettingsError, Tls};
+
+use std::time::Duration;
+
+use keyward_store::{KeyStore, StoreError};
+use tokio_postgres::error::SqlState;
+
+/// Whether opening may turn an empty database into a keyward one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// `gateway init-db`, and development: an empty database gets the schema.
+    IfEmpty,
+    /// Production start: an empty database is refused (it would mean new keys).
+    Never,
+}
+
+/// A keyward database on a PostgreSQL server: a pool of connections. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PgDb {
+    pool: deadpool_postgres::Pool,
+    handle: tokio::runtime::Handle,
+    settings: PgSettings,
+}
+
+impl std::fmt::Debug for PgDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgDb").field("url", &self.settings.to_string()).field("connections", &status.size).finish()
+    }
+}
+
+impl PgDb {
+    /// Connects (at most `connections` at once), checks the database is keyward's (or, with
+    /// [`Create::IfEmpty`], makes an empty one so) and applies pending migrations, under an
+    /// advisory lock so that gateways starting together migrate once.
+    pub async fn open(settings: &PgSettings, create: Create, connections: usize) -> Result<Self, StoreError> {
+        let tls = settings.rustls().map_err(|e| StoreError::Postgres {
+            op: "configure TLS",
+            code: "database_unavailable",
+            message: e.to_string(),
+        })?;
+        let manager_config =
+            deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast };
+        let manager = match tls {
+            Some(config) => deadpool_postgres::Manager::from_config(
+                settings.config.clone(),
+                tokio_postgres_rustls::MakeRustlsConnect::new(config),
+                manager_config,
+            ),
+            None => {
+                deadpool_postgres::Manager::from_config(settings.config.clone(), tokio_postgres::NoTls, manager_config)
+            }
+        };
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Postgres {
+                op: "make the pool",
+                code: "database_unavailable",
+                message: e.to_string(),
+            })?;
+        let db = PgDb { pool, handle: tokio::runtime::Handle::current(), settings: settings.clone() };
+        let mut client = db.client("connect").await?;
+        schema::prepare(&mut client, settings, create).await?;
+        Ok(db)
+    }
+
+    /// The database as a [`KeyStore`]. Its methods block: call them off the async runtime
+    /// (`spawn_blocking`), as the gateway's `Db` does.
+    pub fn store(&self) -> Box<dyn KeyStore> {
+        Box::new(rows::PgStore { db: self.clone() })
+    }
+
+    /// The highest pool size: how many calls can run at once.
+    pub fn connections(&self) -> usize {
+        self.pool.status().max_size
+    }
+
+    /// The URL, without password.
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// The current schema version.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let client = self.client("read schema version").await?;
+        schema::current_version(&**client).await
+    }
+
+    pub(crate) async fn client(&self, op: &'static str) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            let code = match &e {
+                deadpool_postgres::PoolError::Backend(e) => classify(e),
+                _ => "database_unavailable",
+            };
+            StoreError::Postgres { op, code, message: e.to_string() }
+        })
+    }
+
+    pub(crate) fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.handle.block_on(f)
+    }
+}
+
+/// The stable code of a driver error, as [`StoreError::code`] gives SQLite's.
+pub(crate) fn classify(e: &tokio_postgres::Error) -> &'static str {
+    match e.code() {
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+            "database_busy"
+        }
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED => "database_busy",
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::INSUFFICIENT_RESOURCES => "database_full",
+        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "database_read_only",
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => "database_missing",
+        _ => "database_unavailable",
+    }
+}
+
+pub(crate) fn pg(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Postgres { op, code: classify(&e), message: error_text(&e) }
+}
+
+/// The driver's message with the server's detail (its `Display` alone says only "db error").
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
