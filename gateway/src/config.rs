@@ -20,7 +20,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub environment: Environment,
     pub kms: KmsSection,
-    pub database: DatabaseSection,
+    pub database: database::DatabaseSection,
     pub server: ServerSection,
     pub relay: RelaySection,
     pub link: LinkSection,
@@ -56,12 +56,6 @@ pub struct KmsSection {
     pub key_id: String,
     pub enable_attestation: bool,
     pub region: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseSection {
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,7 +211,7 @@ pub struct Config {
     pub kms_key_id: String,
     pub kms_region: String,
     pub attestation: bool,
-    pub database_path: PathBuf,
+    pub database: database::Database,
     pub listen: String,
     pub api_token_file: PathBuf,
     pub admin_token_file: Option<PathBuf>,
@@ -350,7 +344,7 @@ impl Config {
             kms_key_id: file.kms.key_id,
             kms_region: file.kms.region,
             attestation: file.kms.enable_attestation,
-            database_path: file.database.path,
+            database: file.database.parse()?,
             listen: file.server.listen,
             api_token_file: file.server.api_token_file,
             admin_token_file: file.server.admin_token_file,
@@ -499,19 +493,13 @@ impl Config {
                 );
             }
         }
-        match self.database_path.parent() {
-            Some(dir) if dir.as_os_str().is_empty() || dir.is_dir() => {}
-            Some(dir) => bail!(
-                "production refuses a missing database directory {}: create and mount it first (a fresh database would mean a new key)",
-                dir.display()
-            ),
-            None => bail!("database.path {} has no directory", self.database_path.display()),
-        }
+        self.database.check_production()?;
         Ok(())
     }
 }
 
 pub mod authorization;
+pub mod database;
 pub mod seeds;
 #[cfg(test)]
 mod tests;

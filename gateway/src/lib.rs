@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bitgo;
 pub mod config;
 pub mod credentials;
+pub mod db_cmd;
 pub mod enclaves;
 pub mod errors;
 pub mod front_principal;

@@ -7,12 +7,13 @@ use clap::{Parser, Subcommand};
 use keyward_telemetry::event;
 use keyward_transport::{LinkKey, Listener};
 
-use keyward_admission::{Db, Expectations, ExpectedImage};
+use keyward_admission::{Expectations, ExpectedImage};
 
 use gateway::{
     api, auth, bitgo, config,
     config::{Config, Environment},
     credentials::CredentialSource,
+    db_cmd,
     enclaves::{EnclaveSlot, Supervisor},
     front_principal, frontdoor, host_store, limit, nitro_cmd, passthrough, policy_cmd, progressdb, relay,
 };
@@ -40,6 +41,19 @@ enum Command {
     CheckConfig,
     /// Create the database of a first installation (production never creates it on start).
     InitDb,
+    /// Copy every row of a SQLite database into an empty PostgreSQL one (stop the gateway
+    /// first); each table is read back before the copy commits.
+    MigrateDb {
+        /// The SQLite database file.
+        #[arg(long)]
+        from: PathBuf,
+        /// `postgres://user@host:port/db?sslmode=verify-full&sslrootcert=…`.
+        #[arg(long)]
+        to: String,
+        /// The target's password, alone in a file.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
     /// Print the KMS key policy and IAM policy that release data keys only to the given
     /// enclave builds.
     KeyPolicy(policy_cmd::KeyPolicyArgs),
@@ -87,7 +101,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config).await,
         Command::CheckConfig => Config::load(&cli.config).map(|c| println!("{c:#?}")),
-        Command::InitDb => init_db(&cli.config),
+        Command::InitDb => db_cmd::init_db(&cli.config).await,
+        Command::MigrateDb { from, to, password_file } => db_cmd::migrate_db(&from, &to, password_file).await,
         Command::KeyPolicy(args) => policy_cmd::run(args),
         Command::Rotate { enclave_id } => rotate_cmd(&cli.config, enclave_id).await,
         Command::LinkKey(command) => link_key_cmd(&cli.config, command),
@@ -110,7 +125,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    if let Some(dir) = config.database_path.parent().filter(|d| !d.as_os_str().is_empty())
+    if let Some(dir) = config.database.sqlite_path().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty())
         && config.environment == Environment::Development
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
@@ -129,7 +144,7 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     // generating a key it could not have stored.
     // Production never creates the database: a lost file must not silently become a new key.
     let create = config.environment == Environment::Development;
-    let db = Db::open(&config.database_path, create).context("refusing to start")?;
+    let db = config.database.open(create).await.context("refusing to start")?;
     let credentials = Arc::new(CredentialSource::from_environment(&config.kms_region).await?);
 
     let relay_listener = Listener::bind(&config.relay_listen).await?;
@@ -314,20 +329,6 @@ fn link_key_cmd(config_path: &std::path::Path, command: LinkKeyCommand) -> anyho
             println!("{}", nitro_cmd::gateway_public_key(&Config::load_without_production_checks(config_path)?)?)
         }
     }
-    Ok(())
-}
-
-/// `gateway init-db`: creates (or migrates) the database named by the config.
-fn init_db(config_path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let existed = config.database_path.exists();
-    let store = keyward_store::Store::open(&config.database_path)?;
-    println!(
-        "{} {} (schema version {})",
-        if existed { "database already present:" } else { "created database" },
-        config.database_path.display(),
-        store.schema_version()?
-    );
     Ok(())
 }
 

@@ -92,6 +92,16 @@ impl FromStr for PgSettings {
 }
 
 impl PgSettings {
+    /// Whether the URL carried a password.
+    pub fn has_password(&self) -> bool {
+        self.config.get_password().is_some()
+    }
+
+    /// Sets the password (from a file of its own).
+    pub fn set_password(&mut self, password: &str) {
+        self.config.password(password);
+    }
+
     /// How the server's certificate is checked.
     pub fn tls(&self) -> &Tls {
         &self.tls

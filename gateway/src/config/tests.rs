@@ -269,3 +269,49 @@ fn bitgo_section_is_checked_and_production_requires_mutual_tls() {
     let err = format!("{:#}", Config::parse(&dev_with_key).unwrap_err());
     assert!(err.contains("bitgo.principal_key_file needs authorization"), "{err}");
 }
+
+#[test]
+fn postgresql_is_chosen_by_url_and_production_wants_checked_tls_and_a_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pg-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let sqlite_line = format!("  path: {}", dir.path().join("keyward.db").display());
+    let base = production(dir.path());
+    let with = |database: &str| base.replace(&sqlite_line, database);
+    let good = with(&format!(
+        "  url: postgres://keyward@db.internal:5432/keyward?sslrootcert=/etc/rds.pem\n  password_file: {}\n  connections: 8",
+        password.display()
+    ));
+    let config = Config::parse(&good).unwrap();
+    match &config.database {
+        database::Database::Postgres { settings, connections, .. } => {
+            assert_eq!(
+                (settings.to_string().as_str(), *connections),
+                ("postgres://keyward@db.internal:5432/keyward", 8)
+            );
+            assert!(settings.has_password(), "the password comes from its file");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{config:?}").contains("s3cret"), "the password is never shown");
+    for (text, needle) in [
+        (
+            with("  url: postgres://keyward@db.internal/keyward?sslmode=disable"),
+            "refuses database.url with sslmode=disable",
+        ),
+        (with("  url: postgres://keyward:pw@db.internal/keyward"), "refuses a password in database.url"),
+        (
+            with("  url: postgres://keyward@db.internal/keyward?sslmode=require"),
+            "does not check the server's certificate",
+        ),
+        (with(&format!("{sqlite_line}\n  url: postgres://keyward@db.internal/keyward")), "not both"),
+        (with("  url: postgres://keyward@db.internal/keyward\n  connections: 0"), "connections must be 1 to 500"),
+    ] {
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+    // Development may use plain TCP to a database on loopback.
+    let dev = shipped("development.yaml")
+        .replace("  path: .dev/data/keyward.db", "  url: postgres://keyward@127.0.0.1:5432/keyward?sslmode=disable");
+    assert!(Config::parse(&dev).unwrap().database.sqlite_path().is_none());
+}
