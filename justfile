@@ -42,6 +42,7 @@ test *ARGS:
     else
         echo "dev KMS for the end-to-end tests: $kind" >&2
     fi
+    scripts/postgres bin > /dev/null || echo "note: PostgreSQL is missing (scripts/postgres install): the PostgreSQL store and fleet tests will fail" >&2
     # Builds once, then runs every test binary; the two end-to-end suites run beside the rest.
     scripts/run-tests "$@"
 

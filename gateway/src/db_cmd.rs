@@ -41,6 +41,11 @@ pub async fn migrate_db(from: &Path, to: &str, password_file: Option<PathBuf>) -
         let password = std::fs::read_to_string(&file).with_context(|| format!("--password-file {}", file.display()))?;
         settings.set_password(password.trim_end_matches(['\r', '\n']));
     }
+    if settings.tls() == &keyward_store_pg::Tls::Disabled && !settings.is_loopback() {
+        bail!(
+            "--to has sslmode=disable for a server that is not on this machine: the keys' rows would cross the network in the clear; use sslmode=verify-full"
+        );
+    }
     let target = PgDb::open(&settings, Create::IfEmpty, 2).await.context("opening the target")?;
     eprintln!(
         "copying {} into {settings} (one transaction; nothing is kept unless every table reads back equal)",

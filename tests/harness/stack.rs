@@ -34,6 +34,8 @@ pub struct StackOptions {
     pub owner_quorum: u8,
     /// Appended to every enclave's command line, `{dir}` replaced by the stack's directory.
     pub enclave_args: Vec<String>,
+    /// `database.url` (PostgreSQL) instead of a SQLite file in the stack's directory.
+    pub database_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -48,6 +50,7 @@ impl Default for StackOptions {
             owners: Vec::new(),
             owner_quorum: 1,
             enclave_args: Vec::new(),
+            database_url: None,
         }
     }
 }
@@ -277,7 +280,7 @@ impl Stack {
         format!(
             "environment: development\n\
              kms:\n  enabled: true\n  endpoint_url: {kms}\n  key_id: {key_id}\n  enable_attestation: {att}\n  region: {REGION}\n\
-             database:\n  path: {db}\n\
+             database:\n  {db}\n\
              server:\n  listen: 127.0.0.1:{api_port}\n  api_token_file: {dir}/api-token\n  admin_token_file: {dir}/admin-token\n\
              relay:\n  listen: {relay}\n\
              link:\n  key_file: {dir}/link.key\n\
@@ -289,7 +292,10 @@ impl Stack {
             extra = self.options.extra_config.replace("{dir}", &dir.to_string()),
             key_id = self.pinned_key_id(),
             att = self.options.attestation,
-            db = self.db_path().display(),
+            db = match &self.options.database_url {
+                Some(url) => format!("url: {url}"),
+                None => format!("path: {}", self.db_path().display()),
+            },
             // The gateway expects the owners the enclaves were started with (checked in Hello).
             authorization = if self.options.owners.is_empty() {
                 String::new()
@@ -312,6 +318,11 @@ impl Stack {
     /// stack's database, KMS and link key, with their own ports: another node of a fleet.
     /// Waits until its gateway answers; both stop when the pair is dropped.
     pub async fn start_second_pair(&self, enclave_id: u32) -> Pair {
+        self.start_second_pair_with(enclave_id, &[]).await
+    }
+
+    /// [`Self::start_second_pair`] with extra environment for its gateway (e.g. `KEYWARD_FAULT`).
+    pub async fn start_second_pair_with(&self, enclave_id: u32, gateway_env: &[(&'static str, String)]) -> Pair {
         let (api_port, relay_port, enclave_port) = (free_port(), free_port(), free_port());
         let relay = format!("tcp://127.0.0.1:{relay_port}");
         let listen = format!("tcp://127.0.0.1:{enclave_port}");
@@ -326,7 +337,7 @@ impl Stack {
             &enclave_env(),
             &self.path().join(format!("{name}-enclave.log")),
         );
-        let gateway = self.spawn_gateway(&format!("{name}-gateway"), &config, &[]);
+        let gateway = self.spawn_gateway(&format!("{name}-gateway"), &config, gateway_env);
         let admin_token = std::fs::read_to_string(self.path().join("admin-token")).expect("admin token");
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(self.token.clone())).expect("client");
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -10,7 +10,7 @@ use keyward_client::{
 };
 use keyward_e2e::{Stack, StackOptions, event, free_port};
 
-fn digest_request(digest: &[u8; 32]) -> SignWithKey {
+pub(crate) fn digest_request(digest: &[u8; 32]) -> SignWithKey {
     SignWithKey { digest_hex: Some(hex::encode(digest)), ..SignWithKey::default() }
 }
 
@@ -29,7 +29,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// Signs with each type through the API and verifies with another implementation.
-async fn check_every_type(client: &Client, suffix: &str) {
+pub(crate) async fn check_every_type(client: &Client, suffix: &str) {
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
     // secp256k1: ECDSA (compact with recovery id, DER, Ethereum) and BIP340.
     let key = client.key(&format!("btc-{suffix}")).await.expect("secp256k1 key");
@@ -92,7 +92,7 @@ async fn check_every_type(client: &Client, suffix: &str) {
     }
 }
 
-async fn create_every_type(admin: &Client, suffix: &str) {
+pub(crate) async fn create_every_type(admin: &Client, suffix: &str) {
     for (prefix, key_type) in
         [("btc", "secp256k1"), ("ed", "ed25519"), ("p256", "p256"), ("aes", "aes256-gcm"), ("mac", "hmac-sha256")]
     {
@@ -210,7 +210,7 @@ async fn two_gateway_and_enclave_pairs_on_one_database_serve_the_same_keys() {
     let _ = free_port();
 }
 
-async fn wait_keyring(client: &Client) {
+pub(crate) async fn wait_keyring(client: &Client) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Ok((_, health)) = client.health().await

@@ -20,6 +20,7 @@ mod crypt;
 mod dev_stack;
 mod enclave_tls;
 mod enclave_tls_owners;
+mod fleet;
 mod keyring;
 mod keyring_transfer;
 mod lifecycle;

@@ -26,7 +26,8 @@ pub enum CopyError {
     #[error("cannot read the SQLite database {path}: {source}")]
     Source { path: String, source: rusqlite::Error },
     #[error(
-        "the SQLite database has schema version {found}, this build writes {latest}: start this build's gateway on it once (or run `gateway init-db` with database.path), then copy"
+        "the SQLite database has schema version {found}, this build writes {latest}: {}",
+        if found < latest { "start this build's gateway on it once (or run `gateway init-db` with database.path), then copy" } else { "copy it with the keyward build that wrote it" }
     )]
     SourceSchema { found: i64, latest: i64 },
     #[error("the target database is not empty ({table} has rows); refusing to copy into it")]

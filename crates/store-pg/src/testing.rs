@@ -192,6 +192,14 @@ fn unprivileged_user() -> io::Result<Option<(u32, u32)>> {
     if String::from_utf8_lossy(&me.stdout).trim() != "0" {
         return Ok(None);
     }
+    // Root of a user namespace (`unshare --map-root-user`) is a normal user outside, with no
+    // other user to become, and PostgreSQL refuses its uid 0.
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    if map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"] {
+        return Err(io::Error::other(
+            "running as root of a user namespace: PostgreSQL refuses uid 0 and no other user exists here; run the PostgreSQL tests as a normal user or as real root",
+        ));
+    }
     let passwd = std::fs::read_to_string("/etc/passwd")?;
     let entry = |name: &str| {
         passwd.lines().find_map(|line| {

@@ -37,7 +37,7 @@ fn default_connections() -> usize {
 pub enum Database {
     Sqlite(PathBuf),
     Postgres {
-        settings: PgSettings,
+        settings: Box<PgSettings>,
         connections: usize,
         /// The URL carried a password (production refuses that).
         inline_password: bool,
@@ -67,7 +67,7 @@ impl DatabaseSection {
                 if !(1..=500).contains(&self.connections) {
                     bail!("database.connections must be 1 to 500, got {}", self.connections);
                 }
-                Ok(Database::Postgres { settings, connections: self.connections, inline_password })
+                Ok(Database::Postgres { settings: Box::new(settings), connections: self.connections, inline_password })
             }
             (Some(_), Some(_)) => bail!("database: give path (SQLite) or url (PostgreSQL), not both"),
             (None, None) => bail!("database: give path (a SQLite file) or url (postgres://…)"),
