@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+#[path = "keyward-bench/pg_point.rs"]
+mod pg_point;
 #[path = "keyward-bench/tls_point.rs"]
 mod tls_point;
 
@@ -83,6 +85,9 @@ struct Args {
     /// Connections for the 1 MiB encryption point.
     #[arg(long, default_value_t = 4)]
     encrypt_connections: usize,
+    /// Keys seeded into PostgreSQL for the fleet points (default: as many as `--keys`).
+    #[arg(long)]
+    pg_keys: Option<u64>,
     /// Enclave restarts to time.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
@@ -189,6 +194,17 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let authz = AuthzSummary::new(&points, keyring.singlekey_sign_per_s, args.key_connections);
     note_builds(&mut builds);
     drop(stack);
+    let fleet = pg_point::pg_points(pg_point::PgRun {
+        keys: args.pg_keys.unwrap_or(args.keys),
+        key_batch: args.key_batch,
+        key_create_connections: args.key_create_connections,
+        connections: args.key_connections,
+        window,
+        sqlite_multikey_per_s: keyring.multikey_sign_per_s,
+        points: &mut points,
+    })
+    .await?;
+    note_builds(&mut builds);
 
     let best_single = points
         .iter()
@@ -241,6 +257,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         crypt,
         authz,
         tls,
+        fleet,
         points,
         targets: Vec::new(),
     };

@@ -2,6 +2,7 @@
 
 pub mod authz;
 pub mod crypt;
+pub mod fleet;
 pub mod flood;
 pub mod keyring;
 pub mod load;

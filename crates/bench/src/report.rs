@@ -138,6 +138,9 @@ pub struct Summary {
     /// Issue 13's keys (top level in the JSON).
     #[serde(flatten)]
     pub tls: crate::tls::TlsSummary,
+    /// Issue 14's keys (top level in the JSON).
+    #[serde(flatten)]
+    pub fleet: crate::fleet::FleetSummary,
     pub points: Vec<PointReport>,
     pub targets: Vec<Target>,
 }
@@ -220,6 +223,7 @@ impl Summary {
         self.targets.extend(self.crypt.targets(&self.points));
         self.targets.extend(self.authz.targets(&self.points));
         self.targets.extend(self.tls.targets(&self.points));
+        self.targets.extend(self.fleet.targets(&self.points));
     }
 
     pub fn point(&self, name: &str) -> Option<&PointReport> {
