@@ -4,7 +4,7 @@
 //! writer re-reads the row, so of two racing rotations exactly one changes it.
 
 use keyward_store::{
-    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow,
+    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, KeyVersionPolicy, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow,
     StoreError, VersionRow,
 };
 use tokio_postgres::Row;
@@ -586,6 +586,56 @@ impl KeyStore for PgStore {
         )?;
         Ok(one(row, |r| r.try_get::<_, Option<i64>>(0), "read the last audit record")?.flatten())
     }
+
+    /// One round trip: the key, its version and (when asked for) the newest policy rows of
+    /// the key and of its keystore, joined in one query.
+    fn key_version_policy(&self, name: &str, version: Option<i64>, with_policies: bool) -> Result<Option<KeyVersionPolicy>> {
+        const OP: &str = "read key, version and policies";
+        let (keystore, local) = name.split_once('/').unwrap_or(("default", name));
+        let sql = format!(
+            "SELECT {keys}, v.name, v.version, v.root_id, v.public_key, v.wrapped, v.created_at, \
+             p.keystore, p.key_name, p.version, p.body, p.tag, p.created_at, \
+             s.keystore, s.key_name, s.version, s.body, s.tag, s.created_at \
+             FROM keys k \
+             LEFT JOIN key_versions v ON v.name = k.name AND v.version = COALESCE($2::int8, k.latest_version) \
+             LEFT JOIN LATERAL (SELECT * FROM key_policies WHERE $5 AND keystore = $3 AND key_name = $4 \
+               ORDER BY version DESC LIMIT 1) p ON true \
+             LEFT JOIN LATERAL (SELECT * FROM key_policies WHERE $5 AND keystore = $3 AND key_name = '' \
+               ORDER BY version DESC LIMIT 1) s ON true \
+             WHERE k.name = $1",
+            keys = KEY_COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let Some(row) = self.query_opt(OP, &sql, &[&name, &version, &keystore, &local, &with_policies])? else {
+            return Ok(None);
+        };
+        let decode = |r: &Row| -> std::result::Result<KeyVersionPolicy, tokio_postgres::Error> {
+            let version = match r.try_get::<_, Option<String>>(10)? {
+                None => None,
+                Some(name) => Some(VersionRow {
+                    name,
+                    version: r.try_get(11)?,
+                    root_id: r.try_get(12)?,
+                    public_key: r.try_get(13)?,
+                    wrapped: r.try_get(14)?,
+                    created_at: r.try_get(15)?,
+                }),
+            };
+            let policy = |at: usize| -> std::result::Result<Option<PolicyRecord>, tokio_postgres::Error> {
+                let Some(keystore) = r.try_get::<_, Option<String>>(at)? else { return Ok(None) };
+                Ok(Some(PolicyRecord {
+                    keystore,
+                    key_name: r.try_get(at + 1)?,
+                    version: r.try_get(at + 2)?,
+                    body: r.try_get(at + 3)?,
+                    tag: r.try_get(at + 4)?,
+                    created_at: r.try_get(at + 5)?,
+                }))
+            };
+            Ok(KeyVersionPolicy { key: key_row(r)?, version, key_policy: policy(16)?, keystore_policy: policy(22)? })
+        };
+        decode(&row).map(Some).map_err(pg(OP))
+    }
+
 }
 
 /// With the `fault-injection` feature and `KEYWARD_FAULT=store:insert-keys:halfway`, aborts
