@@ -12,7 +12,12 @@ default:
 start:
     @scripts/dev-stack start
 
-# Stop everything `start` started.
+# A fleet: PostgreSQL and three gateway and enclave pairs on it (APIs on 127.0.0.1:8081-8083,
+# the same .dev tokens and owner as `just start`); prints how to reach each. `just stop` stops it.
+start-fleet:
+    @scripts/dev-stack start-fleet
+
+# Stop everything `start` or `start-fleet` started.
 stop:
     @scripts/dev-stack stop
 

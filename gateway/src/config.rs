@@ -212,6 +212,8 @@ pub struct Config {
     pub kms_region: String,
     pub attestation: bool,
     pub database: database::Database,
+    /// Key use through a database outage from rows read this recently (zero: off).
+    pub database_outage_grace: std::time::Duration,
     pub listen: String,
     pub api_token_file: PathBuf,
     pub admin_token_file: Option<PathBuf>,
@@ -344,6 +346,7 @@ impl Config {
             kms_key_id: file.kms.key_id,
             kms_region: file.kms.region,
             attestation: file.kms.enable_attestation,
+            database_outage_grace: file.database.outage_grace()?,
             database: file.database.parse()?,
             listen: file.server.listen,
             api_token_file: file.server.api_token_file,

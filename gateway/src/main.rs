@@ -144,7 +144,12 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     // generating a key it could not have stored.
     // Production never creates the database: a lost file must not silently become a new key.
     let create = config.environment == Environment::Development;
-    let db = config.database.open(create).await.context("refusing to start")?;
+    let db = config
+        .database
+        .open(create)
+        .await
+        .context("refusing to start")?
+        .with_outage_grace(config.database_outage_grace);
     let credentials = Arc::new(CredentialSource::from_environment(&config.kms_region).await?);
 
     let relay_listener = Listener::bind(&config.relay_listen).await?;

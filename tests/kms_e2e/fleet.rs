@@ -92,9 +92,17 @@ async fn three_pairs_on_one_postgresql_serve_every_key_and_meet_at_its_constrain
         assert_eq!(signed.version, latest);
     }
 
-    // PostgreSQL restarts while the fleet serves: writes fail with a code, and everything
-    // works again once it is back, on every node, without restarting them.
+    // PostgreSQL restarts while the fleet serves: keys in use keep signing on every node
+    // (from the rows each read within its grace period), a key a node never read cannot be
+    // used there, writes fail with a code, and everything works again once it is back,
+    // without restarting a node.
+    a_admin.create_key("never-read", "secp256k1", false).await.expect("create");
     pg.stop().expect("stop PostgreSQL");
+    for client in [&a_client, &b_client, &c_client] {
+        let signed = client.sign_with_key("rotated", &digest_request(&[6; 32])).await.expect("a key in use signs on");
+        assert_eq!(signed.version, latest);
+    }
+    assert_code(&c_client.sign_with_key("never-read", &digest_request(&[6; 32])).await, 503, "database_unavailable");
     assert_code(&a_admin.create_key("during-outage", "ed25519", false).await, 503, "database_unavailable");
     assert_code(&b_admin.rotate_key("rotated").await, 503, "database_unavailable");
     pg.start_again().expect("start PostgreSQL again");

@@ -14,7 +14,7 @@ use keyward_store::{
 
 /// The store behind its trait; this is the only place that names the SQLite implementation.
 #[derive(Debug, Clone)]
-pub struct Db(Arc<Backend>);
+pub struct Db(Arc<Backend>, Option<Arc<crate::outage::OutageCache>>);
 
 /// A store this process owns (SQLite: one connection, one caller at a time), or one it
 /// reaches through calls that may run side by side (the host's store, from the enclave).
@@ -36,14 +36,27 @@ impl Db {
     /// Opens the database; `create` allows making a new, empty one (development).
     pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
         let store = if create { Store::open(path)? } else { Store::open_existing(path)? };
-        Ok(Db(Arc::new(Backend::Owned(Mutex::new(Box::new(store))))))
+        Ok(Db(Arc::new(Backend::Owned(Mutex::new(Box::new(store)))), None))
     }
 
     /// A database reached through stores that `open` makes, at most `concurrent` calls at
     /// once (the enclave's view of the host's store). A call waits for its turn without
     /// holding a thread, and only `concurrent` threads ever wait for the store.
     pub fn shared(open: impl Fn() -> Box<dyn KeyStore> + Send + Sync + 'static, concurrent: usize) -> Self {
-        Db(Arc::new(Backend::Shared { open: Box::new(open), calls: Arc::new(tokio::sync::Semaphore::new(concurrent)) }))
+        Db(
+            Arc::new(Backend::Shared {
+                open: Box::new(open),
+                calls: Arc::new(tokio::sync::Semaphore::new(concurrent)),
+            }),
+            None,
+        )
+    }
+
+    /// Serves key operations from rows read within `grace` while the database is unreachable
+    /// ([`crate::outage`]); zero leaves it off.
+    pub fn with_outage_grace(mut self, grace: std::time::Duration) -> Self {
+        self.1 = (!grace.is_zero()).then(|| Arc::new(crate::outage::OutageCache::new(grace)));
+        self
     }
 
     /// Runs one call of the wire form (the gateway's host service answers the enclave so).
@@ -241,8 +254,22 @@ impl Db {
         version: Option<i64>,
         with_policies: bool,
     ) -> Result<Option<(KeyRow, Option<VersionRow>, Policies)>, StoreError> {
-        let found = self.with(move |s| s.key_version_policy(&name, version, with_policies)).await?;
-        Ok(found.map(|f| (f.key, f.version, Policies { key: f.key_policy, keystore: f.keystore_policy })))
+        let asked = self.1.as_ref().map(|_| (name.clone(), version, with_policies));
+        let read = self.with(move |s| s.key_version_policy(&name, version, with_policies)).await;
+        match (read, &self.1, asked) {
+            (Ok(found), cache, asked) => {
+                let found =
+                    found.map(|f| (f.key, f.version, Policies { key: f.key_policy, keystore: f.keystore_policy }));
+                if let (Some(cache), Some(asked), Some(found)) = (cache, asked, &found) {
+                    cache.remember(asked, found);
+                }
+                Ok(found)
+            }
+            (Err(e), Some(cache), Some(asked)) if crate::outage::is_outage(e.code()) => {
+                cache.recall(&asked, e.code()).map(Some).ok_or(e)
+            }
+            (Err(e), _, _) => Err(e),
+        }
     }
 }
 

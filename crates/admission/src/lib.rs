@@ -4,6 +4,7 @@ mod admit;
 mod db;
 pub mod keyring;
 pub mod master;
+mod outage;
 pub mod rotation;
 
 use std::{future::Future, time::Duration};

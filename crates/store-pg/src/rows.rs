@@ -4,8 +4,8 @@
 //! writer re-reads the row, so of two racing rotations exactly one changes it.
 
 use keyward_store::{
-    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, KeyVersionPolicy, MasterKeyRow, NewKey, PolicyRecord, Result, RootRow,
-    StoreError, VersionRow,
+    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, KeyVersionPolicy, MasterKeyRow, NewKey, PolicyRecord,
+    Result, RootRow, StoreError, VersionRow,
 };
 use tokio_postgres::Row;
 
@@ -589,7 +589,12 @@ impl KeyStore for PgStore {
 
     /// One round trip: the key, its version and (when asked for) the newest policy rows of
     /// the key and of its keystore, joined in one query.
-    fn key_version_policy(&self, name: &str, version: Option<i64>, with_policies: bool) -> Result<Option<KeyVersionPolicy>> {
+    fn key_version_policy(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        with_policies: bool,
+    ) -> Result<Option<KeyVersionPolicy>> {
         const OP: &str = "read key, version and policies";
         let (keystore, local) = name.split_once('/').unwrap_or(("default", name));
         let sql = format!(
@@ -635,7 +640,6 @@ impl KeyStore for PgStore {
         };
         decode(&row).map(Some).map_err(pg(OP))
     }
-
 }
 
 /// With the `fault-injection` feature and `KEYWARD_FAULT=store:insert-keys:halfway`, aborts

@@ -26,6 +26,24 @@ pub struct DatabaseSection {
     /// `max_connections`).
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// While the database is unreachable, key operations use the rows this gateway read for
+    /// them within this many seconds (writes fail); 0 turns it off. At most 3600.
+    #[serde(default = "default_outage_grace")]
+    pub outage_grace_seconds: u64,
+}
+
+fn default_outage_grace() -> u64 {
+    60
+}
+
+impl DatabaseSection {
+    /// `outage_grace_seconds`, checked.
+    pub fn outage_grace(&self) -> anyhow::Result<std::time::Duration> {
+        if self.outage_grace_seconds > 3600 {
+            bail!("database.outage_grace_seconds must be at most 3600, got {}", self.outage_grace_seconds);
+        }
+        Ok(std::time::Duration::from_secs(self.outage_grace_seconds))
+    }
 }
 
 fn default_connections() -> usize {

@@ -306,6 +306,7 @@ fn postgresql_is_chosen_by_url_and_production_wants_checked_tls_and_a_password_f
         ),
         (with(&format!("{sqlite_line}\n  url: postgres://keyward@db.internal/keyward")), "not both"),
         (with("  url: postgres://keyward@db.internal/keyward\n  connections: 0"), "connections must be 1 to 500"),
+        (with(&format!("{sqlite_line}\n  outage_grace_seconds: 3601")), "outage_grace_seconds must be at most 3600"),
     ] {
         let err = format!("{:#}", Config::parse(&text).unwrap_err());
         assert!(err.contains(needle), "expected {needle:?} in: {err}");

@@ -1,0 +1,118 @@
+//! Key use through a database outage. A gateway reads a key's rows for every operation, so
+//! that a key disabled or rotated through another node of a fleet is seen at once. When the
+//! database cannot be reached, the rows this gateway read for the same request within the
+//! last `grace` serve instead: keys in use keep working, while writes (creation, rotation,
+//! state, policies) fail with `database_unavailable`. What this gives up: a change another
+//! node made less than `grace` before the outage may not be seen here until the database is
+//! back (docs/operations.md, "When the database fails"). `grace` zero turns it off.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use keyward_store::{KeyRow, VersionRow};
+
+use crate::db::Policies;
+
+/// Rows kept at most; past it the cache starts over (memory stays bounded whatever the
+/// number of keys; the keys in use are read again within moments).
+const MAX_ENTRIES: usize = 65_536;
+
+/// What one key operation reads.
+pub(crate) type Found = (KeyRow, Option<VersionRow>, Policies);
+/// Name, version asked for, with policies.
+pub(crate) type Asked = (String, Option<i64>, bool);
+
+#[derive(Debug)]
+pub(crate) struct OutageCache {
+    grace: Duration,
+    rows: Mutex<HashMap<Asked, (Instant, Found)>>,
+    serving: AtomicBool,
+}
+
+impl OutageCache {
+    pub(crate) fn new(grace: Duration) -> Self {
+        OutageCache { grace, rows: Mutex::new(HashMap::new()), serving: AtomicBool::new(false) }
+    }
+
+    /// Keeps a fresh read; ends an outage.
+    pub(crate) fn remember(&self, asked: Asked, found: &Found) {
+        if self.serving.swap(false, Ordering::Relaxed) {
+            tracing::warn!("database reachable again: key rows are read from it again");
+        }
+        let mut rows = self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rows.len() >= MAX_ENTRIES && !rows.contains_key(&asked) {
+            rows.clear();
+        }
+        rows.insert(asked, (Instant::now(), found.clone()));
+    }
+
+    /// The rows read for `asked` within the grace period, while the database is unreachable.
+    pub(crate) fn recall(&self, asked: &Asked, code: &str) -> Option<Found> {
+        self.recall_at(asked, code, Instant::now())
+    }
+
+    fn recall_at(&self, asked: &Asked, code: &str, now: Instant) -> Option<Found> {
+        let rows = self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (read_at, found) = rows.get(asked)?;
+        if now.saturating_duration_since(*read_at) > self.grace {
+            return None;
+        }
+        if !self.serving.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                code,
+                grace_s = self.grace.as_secs(),
+                "database unreachable: keys in use are served from rows read in the last {} s; writes fail until it is back",
+                self.grace.as_secs()
+            );
+        }
+        Some(found.clone())
+    }
+}
+
+/// Failures that mean "the database is not there right now", not "the answer is no".
+pub(crate) fn is_outage(code: &str) -> bool {
+    matches!(code, "database_unavailable" | "database_busy")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(name: &str) -> Found {
+        let mut key = keyward_store::conformance::new_key(name);
+        key.key.revision = 7;
+        (key.key, Some(key.version), Policies::default())
+    }
+
+    #[test]
+    fn rows_serve_only_within_the_grace_and_only_for_the_same_request() {
+        let cache = OutageCache::new(Duration::from_secs(3600));
+        let asked: Asked = ("k".into(), None, true);
+        assert!(cache.recall(&asked, "database_unavailable").is_none(), "nothing read yet");
+        cache.remember(asked.clone(), &found("k"));
+        assert_eq!(cache.recall(&asked, "database_unavailable").map(|f| f.0.revision), Some(7));
+        assert!(cache.recall(&("k".into(), Some(1), true), "database_unavailable").is_none(), "another version");
+        assert!(cache.recall(&("k".into(), None, false), "database_unavailable").is_none(), "without policies");
+        let later = Instant::now() + Duration::from_secs(3601);
+        assert!(cache.recall_at(&asked, "database_unavailable", later).is_none(), "past the grace");
+    }
+
+    #[test]
+    fn memory_is_bounded_and_only_unreachability_counts_as_an_outage() {
+        let cache = OutageCache::new(Duration::from_secs(3600));
+        for i in 0..MAX_ENTRIES + 10 {
+            cache.remember((format!("k{i}"), None, false), &found("k"));
+        }
+        assert!(cache.rows.lock().unwrap().len() <= MAX_ENTRIES);
+        assert!(is_outage("database_unavailable") && is_outage("database_busy"));
+        for code in ["key_exists", "key_conflict", "database_not_keyward", "database_read_only", "database_full"] {
+            assert!(!is_outage(code), "{code}");
+        }
+    }
+}
