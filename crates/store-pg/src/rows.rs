@@ -310,7 +310,8 @@ impl KeyStore for PgStore {
                 Err(e) if is_unique_violation(&e) => return Ok(false),
                 other => other.map_err(pg("insert keys"))?,
             };
-            crash_halfway();
+            // The same crash point as SQLite's (`KEYWARD_FAULT=store:insert-keys:halfway`).
+            keyward_store::crash_halfway();
             tx.execute(
                 &format!(
                     "INSERT INTO key_versions ({VERSION_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::int8[], \
@@ -641,17 +642,3 @@ impl KeyStore for PgStore {
         decode(&row).map(Some).map_err(pg(OP))
     }
 }
-
-/// With the `fault-injection` feature and `KEYWARD_FAULT=store:insert-keys:halfway`, aborts
-/// the process with the keys' rows inserted and the transaction open, as a crash would.
-#[cfg(feature = "fault-injection")]
-fn crash_halfway() {
-    if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == "store:insert-keys:halfway") {
-        eprintln!("KEYWARD_FAULT: aborting at store:insert-keys:halfway");
-        std::process::abort();
-    }
-}
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-fn crash_halfway() {}

@@ -396,7 +396,8 @@ mod tests;
 /// With the `fault-injection` feature and `KEYWARD_FAULT=store:insert-keys:halfway`, aborts
 /// the process with half a batch inserted and the transaction open, as a crash would.
 #[cfg(feature = "fault-injection")]
-fn crash_halfway() {
+#[doc(hidden)]
+pub fn crash_halfway() {
     if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == "store:insert-keys:halfway") {
         eprintln!("KEYWARD_FAULT: aborting at store:insert-keys:halfway");
         std::process::abort();
@@ -405,4 +406,5 @@ fn crash_halfway() {
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-fn crash_halfway() {}
+#[doc(hidden)]
+pub fn crash_halfway() {}

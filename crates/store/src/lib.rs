@@ -12,7 +12,7 @@ mod traits;
 
 pub use audit::{AuditChainRow, AuditRow};
 pub use bitgo::BitgoKeyRow;
-pub use keyring::{KeyRow, NewKey, RootRow, VersionRow};
+pub use keyring::{KeyRow, NewKey, RootRow, VersionRow, crash_halfway};
 pub use policies::PolicyRecord;
 pub use traits::{KeyStore, KeyVersionPolicy};
 
