@@ -36,6 +36,7 @@ test *ARGS:
         if unshare --map-root-user --mount true 2>/dev/null; then
             host=$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')
             export "CARGO_TARGET_${host}_RUNNER=unshare --map-root-user --mount"
+            echo "note: in that namespace PostgreSQL refuses its uid 0: the PostgreSQL store and fleet tests need real root (as CI runs), or run them alone with cargo test" >&2
         else
             echo "note: not root and no user namespaces: the tmpfs database fault tests will fail" >&2
         fi

@@ -144,12 +144,13 @@ async fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     // generating a key it could not have stored.
     // Production never creates the database: a lost file must not silently become a new key.
     let create = config.environment == Environment::Development;
-    let db = config
-        .database
-        .open(create)
-        .await
-        .context("refusing to start")?
-        .with_outage_grace(config.database_outage_grace);
+    let db = config.database.open(create).await.context("refusing to start")?;
+    // The outage grace is for a database across the network; a SQLite file has no outage to
+    // ride out, and its failures (a full or damaged disk) must show at once.
+    let db = match config.database {
+        config::database::Database::Postgres { .. } => db.with_outage_grace(config.database_outage_grace),
+        config::database::Database::Sqlite(_) => db,
+    };
     let credentials = Arc::new(CredentialSource::from_environment(&config.kms_region).await?);
 
     let relay_listener = Listener::bind(&config.relay_listen).await?;

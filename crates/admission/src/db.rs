@@ -182,7 +182,15 @@ impl Db {
         .await
     }
 
+    /// Before a write to keys: their rows leave the outage cache ([`crate::outage`]).
+    fn forget(&self, changes: impl Fn(&str) -> bool) {
+        if let Some(cache) = &self.1 {
+            cache.forget(changes);
+        }
+    }
+
     pub async fn add_version(&self, version: VersionRow, expected_revision: i64) -> Result<(), StoreError> {
+        self.forget(|n| n == version.name);
         self.with(move |s| s.add_version(&version, expected_revision)).await
     }
 
@@ -193,6 +201,7 @@ impl Db {
         deletion_due: Option<i64>,
         expected_revision: i64,
     ) -> Result<(), StoreError> {
+        self.forget(|n| n == name);
         self.with(move |s| s.set_key_state(&name, state, deletion_due, expected_revision)).await
     }
 }
@@ -204,6 +213,7 @@ impl Db {
         version: i64,
         expected_revision: i64,
     ) -> Result<(), StoreError> {
+        self.forget(|n| n == name);
         self.with(move |s| s.set_min_decryption_version(&name, version, expected_revision)).await
     }
 
@@ -216,6 +226,12 @@ impl Db {
     }
 
     pub async fn insert_policy(&self, row: PolicyRecord) -> Result<(), StoreError> {
+        // A key's policy changes that key; a keystore's (no key name) every key of it.
+        let (keystore, key) = (row.keystore.clone(), row.key_name.clone());
+        self.forget(|n| {
+            let (in_keystore, local) = n.split_once('/').unwrap_or(("default", n));
+            in_keystore == keystore && (key.is_empty() || local == key)
+        });
         self.with(move |s| s.insert_policy(&row)).await
     }
 
@@ -255,13 +271,14 @@ impl Db {
         with_policies: bool,
     ) -> Result<Option<(KeyRow, Option<VersionRow>, Policies)>, StoreError> {
         let asked = self.1.as_ref().map(|_| (name.clone(), version, with_policies));
+        let ticket = self.1.as_ref().map_or(0, |c| c.ticket());
         let read = self.with(move |s| s.key_version_policy(&name, version, with_policies)).await;
         match (read, &self.1, asked) {
             (Ok(found), cache, asked) => {
                 let found =
                     found.map(|f| (f.key, f.version, Policies { key: f.key_policy, keystore: f.keystore_policy }));
                 if let (Some(cache), Some(asked), Some(found)) = (cache, asked, &found) {
-                    cache.remember(asked, found);
+                    cache.remember(asked, found, ticket);
                 }
                 Ok(found)
             }

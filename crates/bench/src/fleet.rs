@@ -60,7 +60,10 @@ impl FleetSummary {
                     "{:.2} × ({:.0}/s; {failed} failed)",
                     self.ratio_pg_to_sqlite, self.pg_multikey_sign_per_s
                 ),
-                met: self.ratio_pg_to_sqlite >= 0.8 && failed == 0,
+                met: self.pg_multikey_sign_per_s > 0.0
+                    && self.ratio_pg_to_sqlite.is_finite()
+                    && self.ratio_pg_to_sqlite >= 0.8
+                    && failed == 0,
             },
             Target {
                 name: "key creation into PostgreSQL (batched)",

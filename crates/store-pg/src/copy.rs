@@ -82,6 +82,8 @@ pub async fn copy_from_sqlite(
     let sqlite = rusqlite::Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| CopyError::Source { path: source.display().to_string(), source: e })?;
     let read_err = |e| CopyError::Source { path: source.display().to_string(), source: e };
+    // One read transaction: every table from the same snapshot, even if something writes.
+    let snapshot = sqlite.unchecked_transaction().map_err(read_err)?;
     let found: i64 = sqlite
         .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
         .map_err(read_err)?;
@@ -153,6 +155,7 @@ pub async fn copy_from_sqlite(
         report.tables.push((table, copied));
     }
     tx.commit().await.map_err(pg("commit copy"))?;
+    drop(snapshot);
     Ok(report)
 }
 

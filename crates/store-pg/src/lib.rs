@@ -14,6 +14,9 @@ use std::time::Duration;
 use keyward_store::{KeyStore, StoreError};
 use tokio_postgres::error::SqlState;
 
+/// The longest one store call may take, waiting for a connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Whether opening may turn an empty database into a keyward one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
@@ -104,28 +107,51 @@ impl PgDb {
         self.pool.get().await.map_err(|e| {
             let code = match &e {
                 deadpool_postgres::PoolError::Backend(e) => classify(e),
+                // Waiting for a connection, or making one, timed out; the pool is closed.
                 _ => "database_unavailable",
             };
             StoreError::Postgres { op, code, message: e.to_string() }
         })
     }
 
+    /// Runs one call to its end, or fails it as unreachable after [`CALL_TIMEOUT`] (a server
+    /// that stopped answering without closing the connection).
     pub(crate) fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.handle.block_on(f)
+        self.handle.block_on(async {
+            tokio::time::timeout(CALL_TIMEOUT, f).await.unwrap_or_else(|_| {
+                Err(StoreError::Postgres {
+                    op: "call",
+                    code: "database_unavailable",
+                    message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                })
+            })
+        })
     }
 }
 
-/// The stable code of a driver error, as [`StoreError::code`] gives SQLite's.
+/// The stable code of a driver error, as [`StoreError::code`] gives SQLite's. Only failures
+/// to reach the server are `database_unavailable` (the outage grace serves rows through
+/// those); an error the server answered, or one decoding its answer, is `database_error`.
 pub(crate) fn classify(e: &tokio_postgres::Error) -> &'static str {
-    match e.code() {
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
-            "database_busy"
-        }
-        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED => "database_busy",
-        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::INSUFFICIENT_RESOURCES => "database_full",
-        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "database_read_only",
-        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => "database_missing",
-        _ => "database_unavailable",
+    if let Some(code) = e.code() {
+        return match code.code() {
+            "40001" | "40P01" | "55P03" | "57014" => "database_busy",
+            "53000" | "53100" => "database_full",
+            "25006" => "database_read_only",
+            "3D000" => "database_missing",
+            // Too many connections, an administrator's or a crash's shutdown, still starting.
+            "53300" | "57P01" | "57P02" | "57P03" => "database_unavailable",
+            c if c.starts_with("08") => "database_unavailable",
+            _ => "database_error",
+        };
+    }
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    let text = e.to_string();
+    let unreachable = ["error connecting to server", "timeout waiting for server", "error performing TLS handshake"];
+    if e.is_closed() || io || unreachable.iter().any(|t| text.starts_with(t)) {
+        "database_unavailable"
+    } else {
+        "database_error"
     }
 }
 

@@ -30,10 +30,12 @@ pub(crate) async fn prepare(
     let shown = || PathBuf::from(settings.to_string());
     let tx = client.transaction().await.map_err(pg("begin opening"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("take the migration lock"))?;
+    // pg_tables lists every table, also those this role may not read (information_schema
+    // would hide them, and another program's database could look empty).
     let tables: Vec<String> = tx
         .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = current_schema() ORDER BY table_name",
+            "SELECT tablename::text FROM pg_catalog.pg_tables \
+             WHERE schemaname = current_schema() ORDER BY tablename",
             &[],
         )
         .await

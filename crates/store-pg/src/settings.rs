@@ -51,12 +51,24 @@ impl FromStr for PgSettings {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(SettingsError::Scheme);
         }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        // The query starts after the authority, so a `?` in a password is not taken for it.
+        let authority_end = url.rfind('@').unwrap_or(0);
+        let (base, query) = match url[authority_end..].find('?') {
+            Some(at) => (&url[..authority_end + at], &url[authority_end + at + 1..]),
+            None => (url, ""),
+        };
         let (mut mode, mut roots, mut rest) = (None, None, Vec::new());
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("sslmode", value)) => mode = Some(value.to_owned()),
                 Some(("sslrootcert", value)) => roots = Some(PathBuf::from(value)),
+                // The host is the URL's own: another given here would be reached instead of
+                // the one shown, checked for loopback and matched against the certificate.
+                Some(("host" | "hostaddr", _)) => {
+                    return Err(SettingsError::Invalid(
+                        "give the host in the URL, not as a host or hostaddr parameter".into(),
+                    ));
+                }
                 _ => rest.push(pair),
             }
         }
@@ -81,6 +93,9 @@ impl FromStr for PgSettings {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.keepalives_idle(Duration::from_secs(30));
+        // A server that stops acknowledging (a failover, a network partition) is given up on
+        // in 15 s instead of TCP's minutes.
+        config.tcp_user_timeout(Duration::from_secs(15));
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let shown = format!(
             "postgres://{}@{host}:{port}/{}",
@@ -189,6 +204,10 @@ mod tests {
         assert!(s.rustls().unwrap().is_none());
         assert!(matches!("mysql://x".parse::<PgSettings>(), Err(SettingsError::Scheme)));
         assert!(matches!("postgres://kw@a,b/k".parse::<PgSettings>(), Err(SettingsError::Invalid(_))));
+        let sneaky = "postgres://kw@localhost/k?sslmode=disable&hostaddr=10.0.0.9".parse::<PgSettings>();
+        assert!(matches!(sneaky, Err(SettingsError::Invalid(_))), "{sneaky:?}");
+        let odd = "postgres://kw:p?sslmode=require@db/k".parse::<PgSettings>().unwrap();
+        assert_eq!(odd.tls(), &Tls::VerifyFull { roots: None }, "a ? in the password is not a query");
         let missing = "postgres://kw@db/k?sslrootcert=/nonexistent.pem".parse::<PgSettings>().unwrap();
         assert!(matches!(missing.rustls(), Err(SettingsError::Roots { .. })));
     }

@@ -86,3 +86,23 @@ impl Store {
             .map_err(|source| StoreError::Sqlite { op: "read bitgo key", source })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_sealed_prv_as_a_length() {
+        let row = BitgoKeyRow {
+            public: "xpub-a".into(),
+            source: "user".into(),
+            coin: "tbtc".into(),
+            key_type: "independent".into(),
+            key_name: "bitgo.user.a".into(),
+            sealed_prv: Some(vec![9; 40]),
+            created_at: 5,
+        };
+        let shown = format!("{row:?}");
+        assert!(shown.contains("sealed_prv_len: Some(40)") && !shown.contains("9, 9"), "{shown}");
+    }
+}
