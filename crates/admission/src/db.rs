@@ -229,7 +229,7 @@ impl Db {
         // A key's policy changes that key; a keystore's (no key name) every key of it.
         let (keystore, key) = (row.keystore.clone(), row.key_name.clone());
         self.forget(|n| {
-            let (in_keystore, local) = n.split_once('/').unwrap_or(("default", n));
+            let (in_keystore, local) = keyward_store::split_name(n);
             in_keystore == keystore && (key.is_empty() || local == key)
         });
         self.with(move |s| s.insert_policy(&row)).await

@@ -597,7 +597,7 @@ impl KeyStore for PgStore {
         with_policies: bool,
     ) -> Result<Option<KeyVersionPolicy>> {
         const OP: &str = "read key, version and policies";
-        let (keystore, local) = name.split_once('/').unwrap_or(("default", name));
+        let (keystore, local) = keyward_store::split_name(name);
         let sql = format!(
             "SELECT {keys}, v.name, v.version, v.root_id, v.public_key, v.wrapped, v.created_at, \
              p.keystore, p.key_name, p.version, p.body, p.tag, p.created_at, \

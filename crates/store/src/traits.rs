@@ -107,7 +107,7 @@ pub struct KeyVersionPolicy {
 }
 
 /// `<keystore>/<name>`, or the default keystore's bare name (as `keyward_proto` splits them).
-fn split_name(name: &str) -> (&str, &str) {
+pub fn split_name(name: &str) -> (&str, &str) {
     name.split_once('/').unwrap_or(("default", name))
 }
 
