@@ -417,7 +417,12 @@ pub(crate) async fn rotate(app: &AppState, name: &str, auth: Option<Authorizatio
     app.db.add_version(version_row(&row, now_unix()), key.revision).await.map_err(store_error)?;
     crash_point("gateway:key-rotate:before-reply");
     tracing::info!(key = %name, version = version.get(), "rotated key");
-    let (key, versions) = load(app, name).await?;
+    // The key as this rotation left it: another node's rotation may already have added a
+    // newer version, which is that caller's answer, not this one's.
+    let (mut key, mut versions) = load(app, name).await?;
+    let made = i64::from(version.get());
+    key.latest_version = key.latest_version.min(made);
+    versions.retain(|v| v.version <= made);
     Ok(key_info(&key, &versions, now_unix()))
 }
 
