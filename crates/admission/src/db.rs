@@ -8,8 +8,8 @@ use std::{
 
 use keyward_proto::{CompressedPublicKey, EnclaveId, SealedKey};
 use keyward_store::{
-    AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow, Store,
-    StoreError, VersionRow,
+    AsyncKeyReads, AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, MasterKeyRow, NewKey, PolicyRecord, RootRow,
+    Store, StoreError, VersionRow,
 };
 
 /// The store behind its trait; this is the only place that names the SQLite implementation.
@@ -20,7 +20,12 @@ pub struct Db(Arc<Backend>, Option<Arc<crate::outage::OutageCache>>);
 /// reaches through calls that may run side by side (the host's store, from the enclave).
 enum Backend {
     Owned(Mutex<Box<dyn KeyStore>>),
-    Shared { open: Box<dyn Fn() -> Box<dyn KeyStore> + Send + Sync>, calls: Arc<tokio::sync::Semaphore> },
+    Shared {
+        open: Box<dyn Fn() -> Box<dyn KeyStore> + Send + Sync>,
+        calls: Arc<tokio::sync::Semaphore>,
+        /// The key read awaited on the runtime, when the store's driver is async.
+        reads: Option<Arc<dyn AsyncKeyReads>>,
+    },
 }
 
 impl std::fmt::Debug for Backend {
@@ -30,6 +35,10 @@ impl std::fmt::Debug for Backend {
             Backend::Shared { calls, .. } => write!(f, "Shared({} free)", calls.available_permits()),
         }
     }
+}
+
+fn closed() -> StoreError {
+    StoreError::Remote { code: "database_unavailable", message: "the store is closed".to_owned() }
 }
 
 impl Db {
@@ -43,10 +52,21 @@ impl Db {
     /// once (the enclave's view of the host's store). A call waits for its turn without
     /// holding a thread, and only `concurrent` threads ever wait for the store.
     pub fn shared(open: impl Fn() -> Box<dyn KeyStore> + Send + Sync + 'static, concurrent: usize) -> Self {
+        Self::shared_with(open, concurrent, None)
+    }
+
+    /// [`Self::shared`], with the read of every key operation awaited through `reads` instead
+    /// of a blocking thread (PostgreSQL).
+    pub fn shared_with(
+        open: impl Fn() -> Box<dyn KeyStore> + Send + Sync + 'static,
+        concurrent: usize,
+        reads: Option<Arc<dyn AsyncKeyReads>>,
+    ) -> Self {
         Db(
             Arc::new(Backend::Shared {
                 open: Box::new(open),
                 calls: Arc::new(tokio::sync::Semaphore::new(concurrent)),
+                reads,
             }),
             None,
         )
@@ -74,9 +94,7 @@ impl Db {
         let backend = self.0.clone();
         let turn = match &*backend {
             Backend::Owned(_) => None,
-            Backend::Shared { calls, .. } => Some(calls.clone().acquire_owned().await.map_err(|_| {
-                StoreError::Remote { code: "database_unavailable", message: "the store is closed".to_owned() }
-            })?),
+            Backend::Shared { calls, .. } => Some(calls.clone().acquire_owned().await.map_err(|_| closed())?),
         };
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
@@ -272,7 +290,13 @@ impl Db {
     ) -> Result<Option<(KeyRow, Option<VersionRow>, Policies)>, StoreError> {
         let asked = self.1.as_ref().map(|_| (name.clone(), version, with_policies));
         let ticket = self.1.as_ref().map_or(0, |c| c.ticket());
-        let read = self.with(move |s| s.key_version_policy(&name, version, with_policies)).await;
+        let read = match &*self.0 {
+            Backend::Shared { calls, reads: Some(reads), .. } => {
+                let _turn = calls.acquire().await.map_err(|_| closed())?;
+                reads.key_version_policy(&name, version, with_policies).await
+            }
+            _ => self.with(move |s| s.key_version_policy(&name, version, with_policies)).await,
+        };
         match (read, &self.1, asked) {
             (Ok(found), cache, asked) => {
                 let found =

@@ -117,13 +117,16 @@ impl PgDb {
     /// Runs one call to its end, or fails it as unreachable after [`CALL_TIMEOUT`] (a server
     /// that stopped answering without closing the connection).
     pub(crate) fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.handle.block_on(async {
-            tokio::time::timeout(CALL_TIMEOUT, f).await.unwrap_or_else(|_| {
-                Err(StoreError::Postgres {
-                    op: "call",
-                    code: "database_unavailable",
-                    message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
-                })
+        self.handle.block_on(self.timed(f))
+    }
+
+    /// `f`, failed as unreachable after [`CALL_TIMEOUT`].
+    pub(crate) async fn timed<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        tokio::time::timeout(CALL_TIMEOUT, f).await.unwrap_or_else(|_| {
+            Err(StoreError::Postgres {
+                op: "call",
+                code: "database_unavailable",
+                message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
             })
         })
     }

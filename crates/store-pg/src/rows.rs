@@ -7,7 +7,7 @@ use keyward_store::{
     AuditChainRow, AuditRow, BitgoKeyRow, KeyRow, KeyStore, KeyVersionPolicy, MasterKeyRow, NewKey, PolicyRecord,
     Result, RootRow, StoreError, VersionRow,
 };
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 use crate::{PgDb, is_unique_violation, pg};
 
@@ -81,6 +81,11 @@ fn one<T>(
     op: &'static str,
 ) -> Result<Option<T>> {
     row.as_ref().map(decode).transpose().map_err(pg(op))
+}
+
+/// A statement of `tx`'s connection, parsed once per connection.
+async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str, op: &'static str) -> Result<Statement> {
+    tx.prepare_cached(sql).await.map_err(pg(op))
 }
 
 impl PgStore {
@@ -286,12 +291,13 @@ impl KeyStore for PgStore {
         let stored = self.db.block(async {
             let mut client = self.db.client("insert keys").await?;
             let tx = client.transaction().await.map_err(pg("begin"))?;
+            let insert_keys = &format!(
+                "INSERT INTO keys ({KEY_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], \
+                 $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])"
+            );
             let inserted = tx
                 .execute(
-                    &format!(
-                        "INSERT INTO keys ({KEY_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], \
-                         $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])"
-                    ),
+                    &prepared(&tx, insert_keys, "insert keys").await?,
                     &[
                         &names,
                         &key_types,
@@ -312,11 +318,12 @@ impl KeyStore for PgStore {
             };
             // The same crash point as SQLite's (`KEYWARD_FAULT=store:insert-keys:halfway`).
             keyward_store::crash_halfway();
+            let insert_versions = &format!(
+                "INSERT INTO key_versions ({VERSION_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::int8[], \
+                 $3::bytea[], $4::bytea[], $5::bytea[], $6::int8[])"
+            );
             tx.execute(
-                &format!(
-                    "INSERT INTO key_versions ({VERSION_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::int8[], \
-                     $3::bytea[], $4::bytea[], $5::bytea[], $6::int8[])"
-                ),
+                &prepared(&tx, insert_versions, "insert key versions").await?,
                 &[&version_names, &versions, &root_ids, &public_keys, &wrapped, &version_created],
             )
             .await
@@ -394,8 +401,13 @@ impl KeyStore for PgStore {
             let tx = client.transaction().await.map_err(pg("begin"))?;
             let changed = tx
                 .execute(
-                    "UPDATE keys SET latest_version = $1::int8, revision = revision + 1 \
-                     WHERE name = $2 AND revision = $3 AND latest_version = $1::int8 - 1",
+                    &prepared(
+                        &tx,
+                        "UPDATE keys SET latest_version = $1::int8, revision = revision + 1 \
+                         WHERE name = $2 AND revision = $3 AND latest_version = $1::int8 - 1",
+                        "advance key version",
+                    )
+                    .await?,
                     &[&version.version, &version.name, &expected_revision],
                 )
                 .await
@@ -403,8 +415,10 @@ impl KeyStore for PgStore {
             if changed != 1 {
                 return Err(conflict());
             }
+            let insert_version =
+                &format!("INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
             tx.execute(
-                &format!("INSERT INTO key_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+                &prepared(&tx, insert_version, "insert key version").await?,
                 &[
                     &version.name,
                     &version.version,
@@ -510,39 +524,60 @@ impl KeyStore for PgStore {
         one(row, policy_row, "read key policy")
     }
 
+    /// One statement for the whole batch (the gateway appends a second's records at once);
+    /// the rows already stored are then read in one query and must be the same records.
     fn insert_audit(&mut self, rows: &[AuditRow]) -> Result<usize> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.audit_key.as_slice()).collect();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let enclaves: Vec<i64> = rows.iter().map(|r| r.enclave_id).collect();
+        let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
+        let stored_at: Vec<i64> = rows.iter().map(|r| r.stored_at).collect();
         self.db.block(async {
             let mut client = self.db.client("append audit records").await?;
             let tx = client.transaction().await.map_err(pg("begin audit append"))?;
-            let mut new = 0;
-            for row in rows {
-                let added = tx
-                    .execute(
-                        "INSERT INTO audit_records (audit_key, seq, enclave_id, line, stored_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (audit_key, seq) DO NOTHING",
-                        &[&row.audit_key, &row.seq, &row.enclave_id, &row.line, &row.stored_at],
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO audit_records (audit_key, seq, enclave_id, line, stored_at) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[], $4::text[], $5::int8[]) \
+                     ON CONFLICT (audit_key, seq) DO NOTHING RETURNING audit_key, seq",
+                )
+                .await
+                .map_err(pg("append audit records"))?;
+            let added = tx
+                .query(&insert, &[&keys, &seqs, &enclaves, &lines, &stored_at])
+                .await
+                .map_err(pg("append audit records"))?;
+            let mut stored = Vec::new();
+            if added.len() < rows.len() {
+                let read = tx
+                    .prepare_cached(
+                        "SELECT r.audit_key, r.seq, r.line FROM audit_records r \
+                         JOIN UNNEST($1::bytea[], $2::int8[]) AS w (audit_key, seq) \
+                         ON r.audit_key = w.audit_key AND r.seq = w.seq",
                     )
                     .await
-                    .map_err(pg("append audit record"))?;
-                if added == 1 {
-                    new += 1;
-                    continue;
-                }
-                let stored: String = tx
-                    .query_one(
-                        "SELECT line FROM audit_records WHERE audit_key = $1 AND seq = $2",
-                        &[&row.audit_key, &row.seq],
-                    )
-                    .await
-                    .and_then(|r| r.try_get(0))
-                    .map_err(pg("read audit record"))?;
-                if stored != row.line {
-                    let chain = row.audit_key.iter().map(|b| format!("{b:02x}")).collect();
-                    return Err(StoreError::AuditConflict { chain, seq: row.seq });
-                }
+                    .map_err(pg("read audit records"))?;
+                stored = tx.query(&read, &[&keys, &seqs]).await.map_err(pg("read audit records"))?;
+            }
+            let decode = |r: &Row| -> std::result::Result<(Vec<u8>, i64, String), tokio_postgres::Error> {
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+            };
+            let stored = stored.iter().map(decode).collect::<std::result::Result<Vec<_>, _>>();
+            let stored = stored.map_err(pg("read audit records"))?;
+            // A record already stored must be the same record (a chain never forks); if one
+            // is not, nothing of the batch is kept.
+            let stored: std::collections::HashMap<(&[u8], i64), &str> =
+                stored.iter().map(|(key, seq, line)| ((key.as_slice(), *seq), line.as_str())).collect();
+            let forked = |r: &&AuditRow| stored.get(&(r.audit_key.as_slice(), r.seq)).is_some_and(|l| *l != r.line);
+            if let Some(row) = rows.iter().find(forked) {
+                let chain = row.audit_key.iter().map(|b| format!("{b:02x}")).collect();
+                return Err(StoreError::AuditConflict { chain, seq: row.seq });
             }
             tx.commit().await.map_err(pg("commit audit append"))?;
-            Ok(new)
+            Ok(added.len())
         })
     }
 
@@ -588,9 +623,20 @@ impl KeyStore for PgStore {
         Ok(one(row, |r| r.try_get::<_, Option<i64>>(0), "read the last audit record")?.flatten())
     }
 
+    fn key_version_policy(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        with_policies: bool,
+    ) -> Result<Option<KeyVersionPolicy>> {
+        self.db.block(self.db.key_version_policy(name, version, with_policies))
+    }
+}
+
+impl PgDb {
     /// One round trip: the key, its version and (when asked for) the newest policy rows of
     /// the key and of its keystore, joined in one query.
-    fn key_version_policy(
+    pub(crate) async fn key_version_policy(
         &self,
         name: &str,
         version: Option<i64>,
@@ -598,8 +644,9 @@ impl KeyStore for PgStore {
     ) -> Result<Option<KeyVersionPolicy>> {
         const OP: &str = "read key, version and policies";
         let (keystore, local) = keyward_store::split_name(name);
-        let sql = format!(
-            "SELECT {keys}, v.name, v.version, v.root_id, v.public_key, v.wrapped, v.created_at, \
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {keys}, v.name, v.version, v.root_id, v.public_key, v.wrapped, v.created_at, \
              p.keystore, p.key_name, p.version, p.body, p.tag, p.created_at, \
              s.keystore, s.key_name, s.version, s.body, s.tag, s.created_at \
              FROM keys k \
@@ -609,9 +656,14 @@ impl KeyStore for PgStore {
              LEFT JOIN LATERAL (SELECT * FROM key_policies WHERE $5 AND keystore = $3 AND key_name = '' \
                ORDER BY version DESC LIMIT 1) s ON true \
              WHERE k.name = $1",
-            keys = KEY_COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
-        );
-        let Some(row) = self.query_opt(OP, &sql, &[&name, &version, &keystore, &local, &with_policies])? else {
+                keys = KEY_COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
+            )
+        });
+        let client = self.client(OP).await?;
+        let statement = client.prepare_cached(&SQL).await.map_err(pg(OP))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&name, &version, &keystore, &local, &with_policies];
+        let Some(row) = client.query_opt(&statement, &params).await.map_err(pg(OP))? else {
             return Ok(None);
         };
         let decode = |r: &Row| -> std::result::Result<KeyVersionPolicy, tokio_postgres::Error> {
@@ -640,5 +692,16 @@ impl KeyStore for PgStore {
             Ok(KeyVersionPolicy { key: key_row(r)?, version, key_policy: policy(16)?, keystore_policy: policy(22)? })
         };
         decode(&row).map(Some).map_err(pg(OP))
+    }
+}
+
+impl keyward_store::AsyncKeyReads for PgDb {
+    fn key_version_policy<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<i64>,
+        with_policies: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<KeyVersionPolicy>>> + Send + 'a>> {
+        Box::pin(self.timed(PgDb::key_version_policy(self, name, version, with_policies)))
     }
 }

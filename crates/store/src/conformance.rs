@@ -300,16 +300,20 @@ fn audit(open: Open<'_>) {
     let refused = store.insert_audit(&[record(1, 4, "d"), record(1, 2, "edited")]).unwrap_err();
     assert!(matches!(refused, StoreError::AuditConflict { seq: 2, .. }), "{refused:?}");
     assert_eq!(refused.code(), "audit_conflict");
+    // One number twice in one batch: the same record is added once, two different ones refused.
+    assert_eq!(store.insert_audit(&[record(2, 2, "y"), record(2, 2, "y")]).unwrap(), 1);
+    let forked = store.insert_audit(&[record(2, 3, "z"), record(2, 3, "other")]).unwrap_err();
+    assert!(matches!(forked, StoreError::AuditConflict { seq: 3, .. }), "{forked:?}");
     let lines = |key, after, limit| -> Vec<String> {
         store.audit_page(&[key; 32], after, limit).unwrap().into_iter().map(|r| r.line).collect()
     };
     assert_eq!(lines(1, 0, 10), ["a", "b", "c"]);
     assert_eq!(lines(1, 1, 1), ["b"]);
-    assert_eq!(lines(2, 0, 10), ["x"]);
+    assert_eq!(lines(2, 0, 10), ["x", "y"]);
     assert!(lines(3, 0, 10).is_empty());
     let chains = store.audit_chains().unwrap();
     let summary: Vec<_> = chains.iter().map(|c| (c.audit_key[0], c.first_seq, c.last_seq, c.records)).collect();
-    assert_eq!(summary, [(1, 1, 3, 3), (2, 1, 1, 1)]);
+    assert_eq!(summary, [(1, 1, 3, 3), (2, 1, 2, 2)]);
     assert_eq!((store.audit_last_seq(&[1; 32]).unwrap(), store.audit_last_seq(&[3; 32]).unwrap()), (Some(3), None));
 }
 

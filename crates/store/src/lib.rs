@@ -14,7 +14,7 @@ pub use audit::{AuditChainRow, AuditRow};
 pub use bitgo::BitgoKeyRow;
 pub use keyring::{KeyRow, NewKey, RootRow, VersionRow, crash_halfway};
 pub use policies::PolicyRecord;
-pub use traits::{KeyStore, KeyVersionPolicy, split_name};
+pub use traits::{AsyncKeyReads, KeyStore, KeyVersionPolicy, split_name};
 
 use std::{
     path::{Path, PathBuf},

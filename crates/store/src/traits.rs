@@ -106,6 +106,19 @@ pub struct KeyVersionPolicy {
     pub keystore_policy: Option<PolicyRecord>,
 }
 
+/// The read every key operation makes, answered without a thread of its own by a store whose
+/// driver is async (PostgreSQL's): the gateway awaits it on its runtime instead of handing a
+/// blocking call to a thread that then waits for the driver. Same rows as
+/// [`KeyStore::key_version_policy`].
+pub trait AsyncKeyReads: Send + Sync {
+    fn key_version_policy<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<i64>,
+        with_policies: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<KeyVersionPolicy>>> + Send + 'a>>;
+}
+
 /// `<keystore>/<name>`, or the default keystore's bare name (as `keyward_proto` splits them).
 pub fn split_name(name: &str) -> (&str, &str) {
     name.split_once('/').unwrap_or(("default", name))

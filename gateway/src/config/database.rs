@@ -139,7 +139,8 @@ impl Database {
                 let pg =
                     PgDb::open(settings, if create { Create::IfEmpty } else { Create::Never }, *connections).await?;
                 tracing::info!(database = %settings, connections, "database: PostgreSQL");
-                Ok(Db::shared(move || pg.store(), *connections))
+                let reads = std::sync::Arc::new(pg.clone());
+                Ok(Db::shared_with(move || pg.store(), *connections, Some(reads)))
             }
         }
     }
