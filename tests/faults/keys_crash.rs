@@ -2,12 +2,21 @@
 //! halfway through the batch's database transaction, and at each step of a key rotation; the
 //! enclave after generating keys; the gateway at each step of the keyring root's first start,
 //! and two gateways that find no root at once. Afterwards every key of a request exists or
-//! none does, never a half batch, and the keyring still serves with one root.
+//! none does, never a half batch, and the keyring still serves with one root. On SQLite and on
+//! PostgreSQL.
 
 use std::time::Duration;
 
 use keyward_client::{ClientError, keys::CreateKey, keys::SignWithKey};
-use keyward_e2e::{Stack, StackOptions, binary, event};
+use keyward_e2e::{Cell, Engine, Stack, binary, event};
+
+keyward_e2e::on_each_engine!(
+    a_gateway_crash_at_any_step_of_creating_keys_leaves_every_key_of_the_request_or_none,
+    a_gateway_crash_during_a_key_rotation_leaves_the_old_or_the_new_version_whole,
+    an_enclave_crash_after_generating_keys_stores_none_and_the_keyring_comes_back,
+    a_gateway_crash_during_the_keyring_roots_first_start_leaves_one_root,
+    two_gateways_that_find_no_root_at_once_end_with_the_winners_root,
+);
 
 /// Restarts the gateway with `KEYWARD_FAULT=point` and waits for the keyring.
 async fn gateway_with_fault(stack: &mut Stack, point: &str) {
@@ -51,9 +60,9 @@ async fn signs(stack: &Stack, name: &str) {
     keyward_e2e::assert_recovers(&digest, &signed.signature_hex, signed.recovery_id.expect("recovery id"), &public_key);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_crash_at_any_step_of_creating_keys_leaves_every_key_of_the_request_or_none() {
-    let mut stack = Stack::start(StackOptions::default()).await;
+async fn a_gateway_crash_at_any_step_of_creating_keys_leaves_every_key_of_the_request_or_none(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::start(db.options()).await;
     stack.wait_keyring().await;
     for (point, kept) in [
         ("gateway:keys:before-enclave", false),
@@ -82,9 +91,9 @@ async fn a_gateway_crash_at_any_step_of_creating_keys_leaves_every_key_of_the_re
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_crash_during_a_key_rotation_leaves_the_old_or_the_new_version_whole() {
-    let mut stack = Stack::start(StackOptions::default()).await;
+async fn a_gateway_crash_during_a_key_rotation_leaves_the_old_or_the_new_version_whole(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::start(db.options()).await;
     stack.wait_keyring().await;
     for (point, latest) in [("gateway:key-rotate:before-store", 1), ("gateway:key-rotate:before-reply", 2)] {
         let name = format!("rot-{latest}");
@@ -98,9 +107,9 @@ async fn a_gateway_crash_during_a_key_rotation_leaves_the_old_or_the_new_version
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enclave_crash_after_generating_keys_stores_none_and_the_keyring_comes_back() {
-    let mut stack = Stack::start(StackOptions::default()).await;
+async fn an_enclave_crash_after_generating_keys_stores_none_and_the_keyring_comes_back(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::start(db.options()).await;
     stack.wait_keyring().await;
     stack.kill_enclave(1).await;
     stack.start_enclave_with(1, &binary("enclave"), &[("KEYWARD_FAULT", "enclave:keys:created".into())]);
@@ -118,10 +127,10 @@ async fn an_enclave_crash_after_generating_keys_stores_none_and_the_keyring_come
     signs(&stack, "lost-009").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_crash_during_the_keyring_roots_first_start_leaves_one_root() {
+async fn a_gateway_crash_during_the_keyring_roots_first_start_leaves_one_root(engine: Engine) {
     for (point, stored_roots) in [("gateway:keyring:before-store", 0), ("gateway:keyring:before-commit", 1)] {
-        let mut stack = Stack::prepare(StackOptions::default()).await;
+        let db = engine.start();
+        let mut stack = Stack::prepare(db.options()).await;
         stack.start_enclave(1);
         stack.start_gateway_with(&[("KEYWARD_FAULT", point.into())]);
         let gateway = stack.gateway.as_mut().expect("gateway");
@@ -129,9 +138,9 @@ async fn a_gateway_crash_during_the_keyring_roots_first_start_leaves_one_root() 
         assert!(gateway.log_text().contains(&format!("KEYWARD_FAULT: aborting at {point}")), "{point}");
         stack.gateway = None;
         assert_eq!(stack.count("SELECT COUNT(*) FROM keyring_root"), stored_roots, "{point}");
-        let stored_id = (stored_roots == 1).then(|| {
-            let conn = rusqlite::Connection::open(stack.db_path()).expect("db");
-            conn.query_row("SELECT hex(root_id) FROM keyring_root", [], |r| r.get::<_, String>(0)).expect("root")
+        let stored_id = (stored_roots == 1).then(|| match &stack.query("SELECT root_id FROM keyring_root", &[])[..] {
+            [row] if let [Cell::Blob(id)] = &row[..] => hex::encode_upper(id),
+            other => panic!("{point}: one root id, found {other:?}"),
         });
         stack.start_gateway();
         let health = stack.wait_keyring().await;
@@ -150,9 +159,9 @@ async fn a_gateway_crash_during_the_keyring_roots_first_start_leaves_one_root() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gateways_that_find_no_root_at_once_end_with_the_winners_root() {
-    let mut stack = Stack::prepare(StackOptions::default()).await;
+async fn two_gateways_that_find_no_root_at_once_end_with_the_winners_root(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::prepare(db.options()).await;
     let pause = stack.path().join("pause");
     std::fs::create_dir_all(&pause).expect("pause dir");
     stack.start_enclave(1);

@@ -1,8 +1,10 @@
 //! Bad input on every keyring endpoint: each gets a 4xx JSON answer with its own code, no key
-//! is made or changed, and the gateway keeps serving.
+//! is made or changed, and the gateway keeps serving. On SQLite and on PostgreSQL.
 
 use keyward_client::keys::SignWithKey;
-use keyward_e2e::{Stack, StackOptions};
+use keyward_e2e::{Engine, Stack};
+
+keyward_e2e::on_each_engine!(every_keyring_endpoint_answers_bad_input_with_its_code_and_keeps_serving);
 
 use crate::http_cases::{Auth, Case, get_case, json_case, method_case, run_cases};
 
@@ -10,9 +12,9 @@ fn admin(case: Case) -> Case {
     Case { auth: Auth::Admin, ..case }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_keyring_endpoint_answers_bad_input_with_its_code_and_keeps_serving() {
-    let mut stack = Stack::start(StackOptions::default()).await;
+async fn every_keyring_endpoint_answers_bad_input_with_its_code_and_keeps_serving(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::start(db.options()).await;
     stack.wait_health("keyring ready", |_, h| h.enclaves.iter().all(|e| e.keyring.state == "ready")).await;
     let admin_client = stack.admin_client();
     admin_client.create_key("k", "secp256k1", false).await.expect("create k");

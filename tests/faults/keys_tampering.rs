@@ -3,37 +3,36 @@
 //! the database, and the keyring root's row altered. Each case is refused with its own code
 //! (by the enclave when the AAD no longer matches, by the gateway when a column is not even
 //! well-formed), no tampered row is signed with, exported, repaired or replaced, and the key
-//! signs again once the row is restored.
+//! signs again once the row is restored. On SQLite and on PostgreSQL.
 
 use keyward_client::{
     ClientError,
     keys::{ExportKey, SignWithKey},
 };
-use keyward_e2e::{Stack, StackOptions};
-use rusqlite::types::Value;
+use keyward_e2e::{Cell, Engine, Stack};
+
+keyward_e2e::on_each_engine!(
+    every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is,
+    a_tampered_keyring_root_is_refused_left_as_it_is_and_never_replaced,
+);
 
 /// Every row of the keyring's tables, in a stable order.
-fn snapshot(stack: &Stack) -> Vec<Vec<Value>> {
-    let conn = rusqlite::Connection::open(stack.db_path()).expect("open database");
-    let mut rows = Vec::new();
-    for query in [
+fn snapshot(stack: &Stack) -> Vec<Vec<Cell>> {
+    [
         "SELECT * FROM keyring_root",
         "SELECT * FROM keys ORDER BY name",
         "SELECT * FROM key_versions ORDER BY name, version",
-    ] {
-        let mut statement = conn.prepare(query).expect("prepare");
-        let columns = statement.column_count();
-        let mut found = statement.query([]).expect("query");
-        while let Some(row) = found.next().expect("row") {
-            rows.push((0..columns).map(|i| row.get::<_, Value>(i).expect("value")).collect());
-        }
-    }
-    rows
+    ]
+    .into_iter()
+    .flat_map(|query| stack.query(query, &[]))
+    .collect()
 }
 
 fn blob(stack: &Stack, query: &str) -> Vec<u8> {
-    let conn = rusqlite::Connection::open(stack.db_path()).expect("open database");
-    conn.query_row(query, [], |r| r.get(0)).expect("blob")
+    match stack.query(query, &[]).first().and_then(|row| row.first()) {
+        Some(Cell::Blob(bytes)) => bytes.clone(),
+        other => panic!("{query}: expected bytes, got {other:?}"),
+    }
 }
 
 fn flipped(mut bytes: Vec<u8>, index: usize) -> Vec<u8> {
@@ -66,22 +65,23 @@ struct Case {
 
 fn set_version(column: &'static str, name: &'static str, version: i64, value: Vec<u8>) -> Tamper {
     Box::new(move |stack: &Stack| {
-        stack.sql(
-            &format!("UPDATE key_versions SET {column} = ?1 WHERE name = ?2 AND version = ?3"),
-            rusqlite::params![value, name, version],
+        let params = [Cell::Blob(value.clone()), Cell::Text(name.into()), Cell::Int(version)];
+        stack.execute(&format!("UPDATE key_versions SET {column} = ?1 WHERE name = ?2 AND version = ?3"), &params);
+    })
+}
+
+fn set_key(column: &'static str, name: &'static str, value: Cell) -> Tamper {
+    Box::new(move |stack: &Stack| {
+        stack.execute(
+            &format!("UPDATE keys SET {column} = ?1 WHERE name = ?2"),
+            &[value.clone(), Cell::Text(name.into())],
         );
     })
 }
 
-fn set_key(column: &'static str, name: &'static str, value: Value) -> Tamper {
-    Box::new(move |stack: &Stack| {
-        stack.sql(&format!("UPDATE keys SET {column} = ?1 WHERE name = ?2"), rusqlite::params![value, name]);
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is() {
-    let mut stack = Stack::start(StackOptions::default()).await;
+async fn every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::start(db.options()).await;
     stack.wait_keyring().await;
     let admin = stack.admin_client();
     admin.create_key("a", "secp256k1", false).await.expect("create a");
@@ -139,27 +139,27 @@ async fn every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is() {
         Case { what: "key b's version under key a", tamper: swap_b_into_a, code: "key_row_does_not_open" },
         Case {
             what: "type changed to another signing type",
-            tamper: set_key("key_type", "a", Value::Text("p256".into())),
+            tamper: set_key("key_type", "a", Cell::Text("p256".into())),
             code: "key_row_does_not_open",
         },
         Case {
             what: "type that is no type",
-            tamper: set_key("key_type", "a", Value::Text("rsa-512".into())),
+            tamper: set_key("key_type", "a", Cell::Text("rsa-512".into())),
             code: "key_row_damaged",
         },
         Case {
             what: "made exportable",
-            tamper: set_key("exportable", "a", Value::Integer(1)),
+            tamper: set_key("exportable", "a", Cell::Bool(true)),
             code: "key_row_does_not_open",
         },
         Case {
             what: "origin changed",
-            tamper: set_key("origin", "a", Value::Text("imported".into())),
+            tamper: set_key("origin", "a", Cell::Text("imported".into())),
             code: "key_row_does_not_open",
         },
         Case {
             what: "origin that is no origin",
-            tamper: set_key("origin", "a", Value::Text("found".into())),
+            tamper: set_key("origin", "a", Cell::Text("found".into())),
             code: "key_row_damaged",
         },
     ];
@@ -181,8 +181,8 @@ async fn every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is() {
         // The other keys are unaffected.
         sign(&stack, "b", 1).await.unwrap_or_else(|e| panic!("{}: b signs: {e}", case.what));
         // Restored, the key signs again.
-        stack.sql("DELETE FROM key_versions", []);
-        stack.sql("DELETE FROM keys", []);
+        stack.execute("DELETE FROM key_versions", &[]);
+        stack.execute("DELETE FROM keys", &[]);
         restore(&stack, &original);
         assert_eq!(snapshot(&stack), original, "{}: restored", case.what);
         sign(&stack, "a", 1).await.unwrap_or_else(|e| panic!("{}: restored a signs: {e}", case.what));
@@ -190,15 +190,15 @@ async fn every_tampered_key_row_is_refused_with_its_code_and_left_as_it_is() {
 }
 
 /// Writes back the `keys` and `key_versions` rows of `snapshot` (the root row is untouched).
-fn restore(stack: &Stack, snapshot: &[Vec<Value>]) {
+fn restore(stack: &Stack, snapshot: &[Vec<Cell>]) {
     for row in snapshot {
         let statement = match row.len() {
-            6 if matches!(row[0], Value::Integer(1)) => continue, // keyring_root (slot = 1)
+            6 if matches!(row[0], Cell::Int(1)) => continue, // keyring_root (slot = 1)
             10 => "INSERT INTO keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             6 => "INSERT INTO key_versions VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             n => panic!("a row of {n} columns"),
         };
-        stack.sql(statement, rusqlite::params_from_iter(row.iter()));
+        stack.execute(statement, row);
     }
 }
 
@@ -217,45 +217,43 @@ async fn restart_keyring_failed(stack: &mut Stack) -> String {
     health.enclaves[0].keyring.code.clone().unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_keyring_root_is_refused_left_as_it_is_and_never_replaced() {
-    let mut stack = Stack::start(StackOptions::default()).await;
+async fn a_tampered_keyring_root_is_refused_left_as_it_is_and_never_replaced(engine: Engine) {
+    let db = engine.start();
+    let mut stack = Stack::start(db.options()).await;
     stack.wait_keyring().await;
     stack.admin_client().create_key("a", "secp256k1", false).await.expect("create");
     sign(&stack, "a", 1).await.expect("signs");
     let root = |column: &str| blob(&stack, &format!("SELECT {column} FROM keyring_root"));
     let (sealed, dek, root_id) = (root("sealed_root"), root("kms_encrypted_dek"), root("root_id"));
     let epoch: i64 = stack.count("SELECT root_epoch FROM keyring_root");
-    let set = |column: &'static str, value: Value| {
-        move |stack: &Stack| stack.sql(&format!("UPDATE keyring_root SET {column} = ?1"), [value.clone()])
+    let set = |column: &'static str, value: Cell| {
+        move |stack: &Stack| {
+            stack.execute(&format!("UPDATE keyring_root SET {column} = ?1"), std::slice::from_ref(&value));
+        }
     };
     let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "sealed root, one bit",
-            Box::new(set("sealed_root", Value::Blob(flipped(sealed.clone(), 20)))),
+            Box::new(set("sealed_root", Cell::Blob(flipped(sealed.clone(), 20)))),
             "root_does_not_open",
         ),
         (
             "sealed root, truncated",
-            Box::new(set("sealed_root", Value::Blob(sealed[..40].to_vec()))),
+            Box::new(set("sealed_root", Cell::Blob(sealed[..40].to_vec()))),
             "root_does_not_open",
         ),
         (
             "KMS ciphertext, one bit",
-            Box::new(set("kms_encrypted_dek", Value::Blob(flipped(dek.clone(), 40)))),
+            Box::new(set("kms_encrypted_dek", Cell::Blob(flipped(dek.clone(), 40)))),
             "kms_invalid_ciphertext",
         ),
         (
             "root id (in the KMS context)",
-            Box::new(set("root_id", Value::Blob(flipped(root_id.clone(), 3)))),
+            Box::new(set("root_id", Cell::Blob(flipped(root_id.clone(), 3)))),
             "kms_invalid_ciphertext",
         ),
-        ("root id, truncated", Box::new(set("root_id", Value::Blob(root_id[..15].to_vec()))), "root_row_damaged"),
-        (
-            "epoch (in the KMS context)",
-            Box::new(set("root_epoch", Value::Integer(epoch + 1))),
-            "kms_invalid_ciphertext",
-        ),
+        ("root id, truncated", Box::new(set("root_id", Cell::Blob(root_id[..15].to_vec()))), "root_row_damaged"),
+        ("epoch (in the KMS context)", Box::new(set("root_epoch", Cell::Int(epoch + 1))), "kms_invalid_ciphertext"),
     ];
     let original = snapshot(&stack);
     for (what, tamper, code) in cases {
@@ -271,11 +269,8 @@ async fn a_tampered_keyring_root_is_refused_left_as_it_is_and_never_replaced() {
         let err = stack.admin_client().create_key("new", "secp256k1", false).await.expect_err("no key is made");
         assert!(matches!(&err, ClientError::Api { code, .. } if code == "keyring_not_ready"), "{what}: {err}");
         assert_eq!(snapshot(&stack), tampered, "{what}: left exactly as it is, no root made in its place");
-        stack.sql("DELETE FROM keyring_root", []);
-        stack.sql(
-            "INSERT INTO keyring_root VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params_from_iter(original[0].iter()),
-        );
+        stack.execute("DELETE FROM keyring_root", &[]);
+        stack.execute("INSERT INTO keyring_root VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &original[0]);
         restart(&mut stack).await;
         stack.wait_keyring().await;
         sign(&stack, "a", 1).await.unwrap_or_else(|e| panic!("{what}: restored, a signs: {e}"));

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test harness: a failed expectation is a failed test")]
 
+mod db;
 mod devkms;
 mod mitm;
 mod mount;
@@ -13,6 +14,7 @@ mod secrets;
 mod stack;
 mod tls;
 
+pub use db::{Cell, Engine, TestDatabase};
 pub use devkms::DevKms;
 pub use keyward_telemetry::event;
 pub use mitm::{Tamper, start_mitm};
@@ -22,6 +24,25 @@ pub use raw_link::{RawLink, error_of};
 pub use secrets::{assert_no_secrets, assert_secret_absent};
 pub use stack::{Measured, Pair, Stack, StackOptions, read_rows, run_tool};
 pub use tls::{Issued, TestCa, TlsAnswer, tls_call};
+
+/// For each `async fn case(engine: Engine)` named, two tests in a module of its name: `sqlite`
+/// and `postgres` (a server of the test's own).
+#[macro_export]
+macro_rules! on_each_engine {
+    ($($case:ident),+ $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case($crate::Engine::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$case($crate::Engine::Postgres).await
+            }
+        }
+    )+};
+}
 
 /// Verifies an ECDSA (compact) or BIP340 signature over `digest` against the hex keys the
 /// gateway returned, with RustCrypto's `k256` (not the `secp256k1` crate keyward signs with).

@@ -566,10 +566,31 @@ impl Stack {
         rows.pop()
     }
 
-    /// A count from SQLite (`SELECT COUNT(*) ...`).
+    /// A count (`SELECT COUNT(*) ...`) or another number, from the stack's database.
     pub fn count(&self, query: &str) -> i64 {
-        let conn = rusqlite::Connection::open(self.db_path()).expect("open database");
-        conn.query_row(query, [], |r| r.get(0)).expect("count")
+        match self.rows().query(query, &[]).first().and_then(|row| row.first()) {
+            Some(crate::Cell::Int(n)) => *n,
+            other => panic!("{query}: expected a number, got {other:?}"),
+        }
+    }
+
+    /// Every row `query` returns from the stack's database (SQLite or PostgreSQL; `?1`
+    /// placeholders).
+    pub fn query(&self, query: &str, params: &[crate::Cell]) -> Vec<Vec<crate::Cell>> {
+        self.rows().query(query, params)
+    }
+
+    /// Runs one statement on the stack's database (SQLite or PostgreSQL; `?1` placeholders);
+    /// returns the rows it changed.
+    pub fn execute(&self, statement: &str, params: &[crate::Cell]) -> u64 {
+        self.rows().execute(statement, params)
+    }
+
+    fn rows(&self) -> crate::db::Rows {
+        match &self.options.database_url {
+            Some(url) => crate::db::Rows::Postgres(url.clone()),
+            None => crate::db::Rows::Sqlite(self.db_path()),
+        }
     }
 
     /// Number of rows in `enclave_master_keys`.
