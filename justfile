@@ -36,7 +36,7 @@ test *ARGS:
         if unshare --map-root-user --mount true 2>/dev/null; then
             host=$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')
             export "CARGO_TARGET_${host}_RUNNER=unshare --map-root-user --mount"
-            echo "note: in that namespace PostgreSQL refuses its uid 0: the PostgreSQL store and fleet tests need real root (as CI runs), or run them alone with cargo test" >&2
+            echo "note: in that namespace PostgreSQL refuses its uid 0: the PostgreSQL store, fleet and keyring fault tests need real root (as CI runs), or run them alone with cargo test" >&2
         else
             echo "note: not root and no user namespaces: the tmpfs database fault tests will fail" >&2
         fi
@@ -48,7 +48,7 @@ test *ARGS:
     else
         echo "dev KMS for the end-to-end tests: $kind" >&2
     fi
-    scripts/postgres bin > /dev/null || echo "note: PostgreSQL is missing (scripts/postgres install): the PostgreSQL store and fleet tests will fail" >&2
+    scripts/postgres bin > /dev/null || echo "note: PostgreSQL is missing (scripts/postgres install): the PostgreSQL store, fleet and keyring fault tests will fail" >&2
     # Builds once, then runs every test binary; the two end-to-end suites run beside the rest.
     scripts/run-tests "$@"
 

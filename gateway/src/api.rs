@@ -285,13 +285,21 @@ async fn health(State(app): State<AppState>) -> Response {
         }
     };
     let all_ready = enclaves.iter().all(|h| h.state == Phase::Ready);
-    let ok = all_ready && database == "ok";
+    // Through an outage of the database (PostgreSQL) the node still serves the keys in use,
+    // as every other node of the fleet does: a load balancer that dropped them all would stop
+    // those too. Writes fail with `database_unavailable` meanwhile.
+    let outage = database != "ok" && keyward_admission::is_outage(database) && app.db.serves_through_outage();
+    let status = match (all_ready, database) {
+        (true, "ok") => "ok",
+        (true, _) if outage => "database_outage",
+        _ => "degraded",
+    };
     let body = serde_json::json!({
-        "status": if ok { "ok" } else { "degraded" },
+        "status": status,
         "database": database,
         "enclaves": enclaves,
     });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if status == "degraded" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (status, Json(body)).into_response()
 }
 

@@ -389,7 +389,7 @@ pub(crate) fn attach(auth: &mut Authorization, policies: keyward_admission::Poli
 
 /// Adds a version generated in an enclave; the latest version is the one new work uses.
 pub(crate) async fn rotate(app: &AppState, name: &str, auth: Option<Authorization>) -> Result<KeyInfo, ApiError> {
-    let (key, _) = load(app, name).await?;
+    let (mut key, mut versions) = load(app, name).await?;
     usable(&key)?;
     if key.origin == Origin::Imported.as_str() {
         // New material would be generated, not imported: the key would stop being the one
@@ -414,15 +414,16 @@ pub(crate) async fn rotate(app: &AppState, name: &str, auth: Option<Authorizatio
     let mut rows = generate(app, vec![next], auth).await?;
     let row = rows.pop().ok_or_else(|| ApiError::internal("no key version made"))?;
     crash_point("gateway:key-rotate:before-store");
-    app.db.add_version(version_row(&row, now_unix()), key.revision).await.map_err(store_error)?;
+    let stored = version_row(&row, now_unix());
+    app.db.add_version(stored.clone(), key.revision).await.map_err(store_error)?;
     crash_point("gateway:key-rotate:before-reply");
     tracing::info!(key = %name, version = version.get(), "rotated key");
-    // The key as this rotation left it: another node's rotation may already have added a
-    // newer version, which is that caller's answer, not this one's.
-    let (mut key, mut versions) = load(app, name).await?;
-    let made = i64::from(version.get());
-    key.latest_version = key.latest_version.min(made);
-    versions.retain(|v| v.version <= made);
+    // The key as this rotation left it (the compare-and-swap on its revision means nothing
+    // else changed it in between), not read again: another node may already have changed
+    // it since, and that is its caller's answer, not this one's.
+    key.latest_version = stored.version;
+    key.revision += 1;
+    versions.push(stored);
     Ok(key_info(&key, &versions, now_unix()))
 }
 

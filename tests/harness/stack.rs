@@ -250,7 +250,10 @@ impl Stack {
         if self.options.pin_key_arn { &self.key_arn } else { ALIAS }
     }
 
+    /// The SQLite file; a stack on PostgreSQL has none (its helpers would open an empty file
+    /// and fail far from the cause).
     pub fn db_path(&self) -> PathBuf {
+        assert!(self.options.database_url.is_none(), "this stack is on PostgreSQL: it has no SQLite file");
         self.data_dir.join("keyward.db")
     }
 

@@ -105,11 +105,21 @@ async fn three_pairs_on_one_postgresql_serve_every_key_and_meet_at_its_constrain
     assert_code(&c_client.sign_with_key("never-read", &digest_request(&[6; 32])).await, 503, "database_unavailable");
     assert_code(&a_admin.create_key("during-outage", "ed25519", false).await, 503, "database_unavailable");
     assert_code(&b_admin.rotate_key("rotated").await, 503, "database_unavailable");
+    // Each node tells a load balancer to keep it: it serves the keys in use, not writes.
+    for client in [&a_client, &b_client, &c_client] {
+        let (status, health) = client.health().await.expect("health");
+        assert_eq!(
+            (status, health.status.as_str(), health.database.as_str()),
+            (200, "database_outage", "database_unavailable")
+        );
+    }
     pg.start_again().expect("start PostgreSQL again");
     b_admin.create_key("after-outage", "secp256k1", false).await.expect("writes work again");
     for client in [&a_client, &b_client, &c_client] {
         client.sign_with_key("after-outage", &digest_request(&[8; 32])).await.expect("sign after the restart");
         assert!(matches!(client.key("during-outage").await, Err(ClientError::Api { status: 404, .. })));
+        let (status, health) = client.health().await.expect("health");
+        assert_eq!((status, health.status.as_str()), (200, "ok"));
     }
     drop((b, c));
 }

@@ -79,6 +79,12 @@ impl Db {
         self
     }
 
+    /// Whether key operations can go on through a database outage right now (the outage
+    /// grace is on and rows were read within it).
+    pub fn serves_through_outage(&self) -> bool {
+        self.1.as_ref().is_some_and(|cache| cache.can_serve())
+    }
+
     /// Runs one call of the wire form (the gateway's host service answers the enclave so).
     pub async fn apply(
         &self,
@@ -291,10 +297,10 @@ impl Db {
         let asked = self.1.as_ref().map(|_| (name.clone(), version, with_policies));
         let ticket = self.1.as_ref().map_or(0, |c| c.ticket());
         let read = match &*self.0 {
-            Backend::Shared { calls, reads: Some(reads), .. } => {
-                let _turn = calls.acquire().await.map_err(|_| closed())?;
-                reads.key_version_policy(&name, version, with_policies).await
-            }
+            Backend::Shared { calls, reads: Some(reads), .. } => match calls.acquire().await {
+                Ok(_turn) => reads.key_version_policy(&name, version, with_policies).await,
+                Err(_) => Err(closed()),
+            },
             _ => self.with(move |s| s.key_version_policy(&name, version, with_policies)).await,
         };
         match (read, &self.1, asked) {

@@ -13,6 +13,7 @@ use keyward_proto::{AwsCredentials, ErrorReply, Request, Response};
 
 pub use admit::{Environment, Expectations, ExpectedImage, ExpectedOwners, check_identity, check_image};
 pub use db::{Db, Policies, row_from_sealed, sealed_from_row};
+pub use outage::is_outage;
 
 /// Deadline for lifecycle requests, which include a KMS round trip (two for a provision or
 /// rotation, which proves its new row opens).

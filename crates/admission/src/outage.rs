@@ -78,6 +78,16 @@ impl OutageCache {
         rows.insert(asked, (Instant::now(), found.clone()));
     }
 
+    /// Whether any key can be served through an outage now: a row was read within the grace.
+    pub(crate) fn can_serve(&self) -> bool {
+        self.can_serve_at(Instant::now())
+    }
+
+    fn can_serve_at(&self, now: Instant) -> bool {
+        let rows = self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        rows.values().any(|(read_at, _)| now.saturating_duration_since(*read_at) <= self.grace)
+    }
+
     /// The rows read for `asked` within the grace period, while the database is unreachable.
     pub(crate) fn recall(&self, asked: &Asked, code: &str) -> Option<Found> {
         self.recall_at(asked, code, Instant::now())
@@ -102,7 +112,7 @@ impl OutageCache {
 }
 
 /// Failures that mean "the database is not there right now", not "the answer is no".
-pub(crate) fn is_outage(code: &str) -> bool {
+pub fn is_outage(code: &str) -> bool {
     matches!(code, "database_unavailable" | "database_busy")
 }
 
@@ -127,6 +137,11 @@ mod tests {
         assert!(cache.recall(&("k".into(), None, false), "database_unavailable").is_none(), "without policies");
         let later = Instant::now() + Duration::from_secs(3601);
         assert!(cache.recall_at(&asked, "database_unavailable", later).is_none(), "past the grace");
+        assert!(
+            cache.can_serve() && !cache.can_serve_at(later),
+            "a node serves through an outage within the grace only"
+        );
+        assert!(!OutageCache::new(Duration::from_secs(3600)).can_serve(), "nothing read, nothing to serve");
     }
 
     #[test]

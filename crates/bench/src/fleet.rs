@@ -1,5 +1,5 @@
 //! Issue 14's part of the summary: a fleet on PostgreSQL. Keys seeded through the batch API
-//! into a real PostgreSQL server (`fsync` on), then random-key signing split over two
+//! into a real PostgreSQL server (`fsync` on, 1 GB of shared buffers), then random-key signing split over two
 //! gateway and enclave pairs on that database, against the same workload on one pair with
 //! SQLite (`multikey_sign_per_s`, same run, same connections in all). Flattened into
 //! `summary.json` at the top level.

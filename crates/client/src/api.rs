@@ -138,7 +138,8 @@ pub struct TlsAttestationResponse {
 /// `/v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthResponse {
-    /// `"ok"` or `"degraded"`.
+    /// `"ok"`; `"database_outage"` (HTTP 200) while the database cannot be reached and the
+    /// keys in use are still served (PostgreSQL's outage grace); else `"degraded"` (503).
     pub status: String,
     /// `"ok"`, or a code such as `database_read_only` or `database_file_gone` (the details
     /// are in the gateway's log).

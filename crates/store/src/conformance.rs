@@ -304,6 +304,8 @@ fn audit(open: Open<'_>) {
     assert_eq!(store.insert_audit(&[record(2, 2, "y"), record(2, 2, "y")]).unwrap(), 1);
     let forked = store.insert_audit(&[record(2, 3, "z"), record(2, 3, "other")]).unwrap_err();
     assert!(matches!(forked, StoreError::AuditConflict { seq: 3, .. }), "{forked:?}");
+    // Two chains in one batch: a number is matched within its own chain only.
+    assert_eq!(store.insert_audit(&[record(1, 3, "c"), record(4, 3, "w")]).unwrap(), 1);
     let lines = |key, after, limit| -> Vec<String> {
         store.audit_page(&[key; 32], after, limit).unwrap().into_iter().map(|r| r.line).collect()
     };
@@ -313,7 +315,7 @@ fn audit(open: Open<'_>) {
     assert!(lines(3, 0, 10).is_empty());
     let chains = store.audit_chains().unwrap();
     let summary: Vec<_> = chains.iter().map(|c| (c.audit_key[0], c.first_seq, c.last_seq, c.records)).collect();
-    assert_eq!(summary, [(1, 1, 3, 3), (2, 1, 2, 2)]);
+    assert_eq!(summary, [(1, 1, 3, 3), (2, 1, 2, 2), (4, 3, 3, 1)]);
     assert_eq!((store.audit_last_seq(&[1; 32]).unwrap(), store.audit_last_seq(&[3; 32]).unwrap()), (Some(3), None));
 }
 

@@ -1,4 +1,4 @@
-//! Issue 14's points: a real PostgreSQL server (`fsync` on), a gateway and enclave pair on it
+//! Issue 14's points: a real PostgreSQL server (`fsync` on, 1 GB of shared buffers), a gateway and enclave pair on it
 //! and a second pair, `--pg-keys` keys seeded through the first, then random-key signing on
 //! both nodes at once with half the connections each.
 
@@ -25,7 +25,7 @@ pub struct PgRun<'a> {
 }
 
 pub async fn pg_points(run: PgRun<'_>) -> anyhow::Result<FleetSummary> {
-    eprintln!("[bench] starting PostgreSQL (fsync on) and two gateway and enclave pairs on it");
+    eprintln!("[bench] starting PostgreSQL (fsync on, 1 GB shared buffers) and two gateway and enclave pairs on it");
     let pg = TestServer::start_with(true).context("starting PostgreSQL (scripts/postgres install)")?;
     let url = pg.create_database("keyward").context("creating the database")?;
     let mut stack = Stack::start(StackOptions { database_url: Some(url), ..StackOptions::default() }).await;
