@@ -274,33 +274,63 @@ async fn rotate_keyring_root(
     Ok(Json(rotated))
 }
 
-async fn health(State(app): State<AppState>) -> Response {
+/// `/v1/health?outage=serve`: a node that serves the keys in use through a database outage
+/// answers 200 (docs/operations.md, "When the database fails").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthQuery {
+    outage: Option<OutageAnswer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OutageAnswer {
+    Serve,
+}
+
+/// The longest the health check waits for the database: a load balancer's check gives up
+/// after a few seconds, and a server that does not answer is as away as one that refuses.
+const HEALTH_DATABASE_WAIT: Duration = Duration::from_secs(2);
+
+async fn health(
+    State(app): State<AppState>,
+    query: Result<Query<HealthQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(ApiError::from_query)?;
     let enclaves: Vec<_> = app.enclaves.values().map(|slot| slot.health()).collect();
     // Codes only: this endpoint is unauthenticated, and the errors name paths.
-    let database = match app.db.ping().await {
-        Ok(()) => "ok",
-        Err(e) => {
+    let database = match tokio::time::timeout(HEALTH_DATABASE_WAIT, app.db.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "health: database check failed");
             e.code()
         }
+        Err(_) => {
+            tracing::warn!("health: the database did not answer within {} s", HEALTH_DATABASE_WAIT.as_secs());
+            "database_unavailable"
+        }
     };
     let all_ready = enclaves.iter().all(|h| h.state == Phase::Ready);
-    // Through an outage of the database (PostgreSQL) the node still serves the keys in use,
-    // as every other node of the fleet does: a load balancer that dropped them all would stop
-    // those too. Writes fail with `database_unavailable` meanwhile.
-    let outage = database != "ok" && keyward_admission::is_outage(database) && app.db.serves_through_outage();
-    let status = match (all_ready, database) {
-        (true, "ok") => "ok",
-        (true, _) if outage => "database_outage",
-        _ => "degraded",
-    };
+    let serving = database != "ok" && keyward_admission::is_outage(database) && app.db.serves_through_outage();
+    let (status, code) = health_status(all_ready, database, serving, query.outage == Some(OutageAnswer::Serve));
     let body = serde_json::json!({
         "status": status,
         "database": database,
         "enclaves": enclaves,
     });
-    let status = if status == "degraded" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(body)).into_response()
+    Ok((code, Json(body)).into_response())
+}
+
+/// The health answer: `ok`; `database_outage` when the enclaves are ready and the keys in use
+/// are served through an unreachable database (200 only when the check asked for it); else
+/// `degraded`, 503.
+fn health_status(all_ready: bool, database: &str, serving: bool, outage_serves: bool) -> (&'static str, StatusCode) {
+    match (all_ready, database) {
+        (true, "ok") => ("ok", StatusCode::OK),
+        (true, _) if serving && outage_serves => ("database_outage", StatusCode::OK),
+        (true, _) if serving => ("database_outage", StatusCode::SERVICE_UNAVAILABLE),
+        _ => ("degraded", StatusCode::SERVICE_UNAVAILABLE),
+    }
 }
 
 impl AppState {
@@ -404,5 +434,23 @@ fn xonly_hex(public_key_hex: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(serde_json::json!({ "error": self.body() }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_stays_behind_a_load_balancer_through_an_outage_only_when_the_check_asks() {
+        let unavailable = "database_unavailable";
+        assert_eq!(health_status(true, "ok", false, false), ("ok", StatusCode::OK));
+        assert_eq!(health_status(true, unavailable, true, true), ("database_outage", StatusCode::OK));
+        let by_default = health_status(true, unavailable, true, false);
+        assert_eq!(by_default, ("database_outage", StatusCode::SERVICE_UNAVAILABLE));
+        // Nothing to serve (grace passed or off, SQLite), enclaves not ready: degraded.
+        assert_eq!(health_status(true, unavailable, false, true), ("degraded", StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(health_status(false, unavailable, true, true), ("degraded", StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(health_status(false, "ok", false, true), ("degraded", StatusCode::SERVICE_UNAVAILABLE));
     }
 }

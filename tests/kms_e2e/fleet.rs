@@ -105,13 +105,14 @@ async fn three_pairs_on_one_postgresql_serve_every_key_and_meet_at_its_constrain
     assert_code(&c_client.sign_with_key("never-read", &digest_request(&[6; 32])).await, 503, "database_unavailable");
     assert_code(&a_admin.create_key("during-outage", "ed25519", false).await, 503, "database_unavailable");
     assert_code(&b_admin.rotate_key("rotated").await, 503, "database_unavailable");
-    // Each node tells a load balancer to keep it: it serves the keys in use, not writes.
-    for client in [&a_client, &b_client, &c_client] {
+    // Each node says it serves the keys in use, not writes: 503 to a plain check, 200 to a
+    // load balancer's check that asked to keep such nodes.
+    for (client, port) in [(&a_client, stack.api_port), (&b_client, b.api_port), (&c_client, c.api_port)] {
         let (status, health) = client.health().await.expect("health");
-        assert_eq!(
-            (status, health.status.as_str(), health.database.as_str()),
-            (200, "database_outage", "database_unavailable")
-        );
+        let seen = (status, health.status.as_str(), health.database.as_str());
+        assert_eq!(seen, (503, "database_outage", "database_unavailable"));
+        let serve = reqwest::get(format!("http://127.0.0.1:{port}/v1/health?outage=serve")).await.expect("health");
+        assert_eq!(serve.status().as_u16(), 200);
     }
     pg.start_again().expect("start PostgreSQL again");
     b_admin.create_key("after-outage", "secp256k1", false).await.expect("writes work again");

@@ -6,7 +6,7 @@
 //! | POST | `/v1/sign-batch` | bearer | [`SignBatchRequest`] → [`SignBatchResponse`] |
 //! | GET | `/v1/public-key?enclave_id=` | — | [`PublicKeyResponse`] |
 //! | GET | `/v1/attestation?nonce=<hex>&enclave_id=` | — | [`AttestationResponse`] |
-//! | GET | `/v1/health` | — | [`HealthResponse`] (200 when every enclave is ready, else 503) |
+//! | GET | `/v1/health` | — | [`HealthResponse`] (200 when every enclave is ready and the database answers, else 503; `?outage=serve`: see the gateway's README) |
 //! | POST | `/v1/admin/rotate` | admin bearer | [`RotateRequest`] → [`RotateResponse`] |
 //!
 //! Errors are [`ErrorResponse`] with a 4xx/5xx status.
@@ -138,8 +138,9 @@ pub struct TlsAttestationResponse {
 /// `/v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthResponse {
-    /// `"ok"`; `"database_outage"` (HTTP 200) while the database cannot be reached and the
-    /// keys in use are still served (PostgreSQL's outage grace); else `"degraded"` (503).
+    /// `"ok"`; `"database_outage"` while the database cannot be reached and the keys in use are
+    /// still served (PostgreSQL's outage grace; 503, or 200 with `?outage=serve`); else
+    /// `"degraded"` (503).
     pub status: String,
     /// `"ok"`, or a code such as `database_read_only` or `database_file_gone` (the details
     /// are in the gateway's log).
